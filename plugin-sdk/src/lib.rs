@@ -1,0 +1,467 @@
+//! Write phasegate plugins in Rust.
+//!
+//! A plugin is a Wasm component implementing one of the two worlds of `wit/plugin.wit`: a
+//! **task** does a unit of work and returns JSON; a **gate** judges a finished phase. This crate
+//! generates the bindings (plugin crates need no `wit-bindgen` dependency of their own), parses
+//! the JSON the host sends into your serde types and serialises what you return.
+//!
+//! # A task
+//!
+//! ```ignore
+//! use phasegate_plugin_sdk::{Request, Result, Task};
+//!
+//! struct Shout;
+//!
+//! impl Task for Shout {
+//!     type Input = String;                 // the rendered `input` template, as text
+//!     type Config = serde_json::Value;     // the task's `config` table
+//!     type Output = String;                // serialised to JSON for the host
+//!
+//!     fn run(req: Request<String, serde_json::Value>) -> Result<String> {
+//!         Ok(req.input.to_uppercase())
+//!     }
+//! }
+//!
+//! phasegate_plugin_sdk::export_task!(Shout);
+//! ```
+//!
+//! Build it with `cargo build --target wasm32-wasip2` (crate type `cdylib`); the result is
+//! already a component.
+//!
+//! # A gate
+//!
+//! ```ignore
+//! use phasegate_plugin_sdk::{Gate, Report, Verdict};
+//!
+//! struct NoFailures;
+//!
+//! impl Gate for NoFailures {
+//!     type Config = serde_json::Value;
+//!     fn check(report: Report<serde_json::Value>) -> Verdict {
+//!         match report.failed().count() {
+//!             0 => Verdict::pass("every task succeeded"),
+//!             n => Verdict::fail(format!("{n} task(s) failed")),
+//!         }
+//!     }
+//! }
+//!
+//! phasegate_plugin_sdk::export_gate!(NoFailures);
+//! ```
+
+extern crate self as phasegate_plugin_sdk;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+#[doc(hidden)]
+pub use serde_json;
+#[doc(hidden)]
+pub use wit_bindgen;
+
+/// Raw bindings generated from `wit/plugin.wit`. Most plugins never need them.
+pub mod bindings {
+    /// Bindings of the `task` world.
+    #[allow(missing_docs)]
+    pub mod task {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "task",
+            pub_export_macro: true,
+            export_macro_name: "__export_task_world",
+            default_bindings_module: "::phasegate_plugin_sdk::bindings::task",
+            runtime_path: "::phasegate_plugin_sdk::wit_bindgen::rt",
+        });
+    }
+
+    /// Bindings of the `gate` world. Shares the `types` and `host` interfaces with `task`.
+    #[allow(missing_docs)]
+    pub mod gate {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "gate",
+            pub_export_macro: true,
+            export_macro_name: "__export_gate_world",
+            default_bindings_module: "::phasegate_plugin_sdk::bindings::gate",
+            runtime_path: "::phasegate_plugin_sdk::wit_bindgen::rt",
+            with: {
+                "phasegate:plugin/types@0.1.0": crate::bindings::task::phasegate::plugin::types,
+                "phasegate:plugin/host@0.1.0": crate::bindings::task::phasegate::plugin::host,
+            },
+        });
+    }
+}
+
+use bindings::task::phasegate::plugin::{host, types};
+
+/// The result type of a task.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a task did not produce output.
+///
+/// Any `std::error::Error` converts into [`Error::Failed`], so `?` works on I/O and parse
+/// errors. The host retries `Failed` (up to the task's `retries`) and never retries the others.
+#[derive(Debug)]
+pub enum Error {
+    /// The work failed; worth retrying.
+    Failed(String),
+    /// The input is not acceptable; retrying cannot help.
+    InvalidInput(String),
+    /// The config is not acceptable; retrying cannot help.
+    InvalidConfig(String),
+}
+
+impl Error {
+    /// A retryable failure with a message.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Error::Failed(message.into())
+    }
+    /// An input the task cannot accept.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::InvalidInput(message.into())
+    }
+    /// A config the task cannot accept.
+    pub fn invalid_config(message: impl Into<String>) -> Self {
+        Error::InvalidConfig(message.into())
+    }
+}
+
+impl<E: std::error::Error> From<E> for Error {
+    fn from(error: E) -> Self {
+        Error::Failed(error.to_string())
+    }
+}
+
+impl From<Error> for types::TaskError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Failed(m) => types::TaskError::Failed(m),
+            Error::InvalidInput(m) => types::TaskError::InvalidInput(m),
+            Error::InvalidConfig(m) => types::TaskError::InvalidConfig(m),
+        }
+    }
+}
+
+/// One attempt of a task, with its input and config parsed into the plugin's types.
+#[derive(Debug, Clone)]
+pub struct Request<I, C> {
+    /// Identifier of the run (stable across resume).
+    pub run_id: String,
+    /// Phase id.
+    pub phase: String,
+    /// Task id.
+    pub task: String,
+    /// 1 for the first attempt, 2 for the first retry...
+    pub attempt: u32,
+    /// The rendered input, parsed (see [`Task::Input`]).
+    pub input: I,
+    /// The rendered input exactly as the host sent it.
+    pub raw_input: String,
+    /// The context so far: `{"run": .., "pipeline": .., "phases": {id: {"tasks": {..}}}}`.
+    pub context: Value,
+    /// The task's config table.
+    pub config: C,
+}
+
+/// A task plugin. Implement it and call [`export_task!`].
+pub trait Task {
+    /// The rendered input. Parsed as JSON when the text is JSON of this type; otherwise the raw
+    /// text is offered as a JSON string, so `String` receives any input verbatim.
+    type Input: DeserializeOwned;
+    /// The `config` table (an empty table when the pipeline gives none).
+    type Config: DeserializeOwned;
+    /// What the task returns; serialised to JSON.
+    type Output: Serialize;
+
+    /// JSON Schema of `Config`, shown by `phasegate validate`. None by default.
+    fn config_schema() -> Option<String> {
+        None
+    }
+
+    /// Runs one attempt.
+    fn run(request: Request<Self::Input, Self::Config>) -> Result<Self::Output>;
+}
+
+/// Outcome of one task, as a gate sees it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Task id.
+    pub task: String,
+    /// Parsed output when the task succeeded.
+    pub output: Option<Value>,
+    /// Failure kind (`failed`, `timeout`, `trap`...) and message when it did not.
+    pub error: Option<(String, String)>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Duration of the last attempt in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl Outcome {
+    /// Whether the task produced output.
+    pub fn succeeded(&self) -> bool {
+        self.output.is_some()
+    }
+}
+
+/// The phase a gate judges.
+#[derive(Debug, Clone)]
+pub struct Report<C> {
+    /// Identifier of the run.
+    pub run_id: String,
+    /// Phase id.
+    pub phase: String,
+    /// Every task's outcome, in pipeline order.
+    pub outcomes: Vec<Outcome>,
+    /// Context of the earlier phases.
+    pub context: Value,
+    /// The gate's config table.
+    pub config: C,
+}
+
+impl<C> Report<C> {
+    /// The tasks that failed.
+    pub fn failed(&self) -> impl Iterator<Item = &Outcome> {
+        self.outcomes.iter().filter(|o| !o.succeeded())
+    }
+}
+
+/// A gate's decision: pass, warn or fail, with a reason and optional evidence.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    kind: types::VerdictKind,
+    reason: String,
+    evidence: Option<Value>,
+}
+
+impl Verdict {
+    /// The phase is good.
+    pub fn pass(reason: impl Into<String>) -> Self {
+        Self::new(types::VerdictKind::Pass, reason)
+    }
+    /// Go on, but record a warning.
+    pub fn warn(reason: impl Into<String>) -> Self {
+        Self::new(types::VerdictKind::Warn, reason)
+    }
+    /// Stop the run.
+    pub fn fail(reason: impl Into<String>) -> Self {
+        Self::new(types::VerdictKind::Fail, reason)
+    }
+    fn new(kind: types::VerdictKind, reason: impl Into<String>) -> Self {
+        Verdict { kind, reason: reason.into(), evidence: None }
+    }
+    /// Attaches supporting data (recorded in the progress file and the context).
+    pub fn with_evidence(mut self, evidence: impl Serialize) -> Self {
+        self.evidence = serde_json::to_value(evidence).ok();
+        self
+    }
+}
+
+/// A gate plugin. Implement it and call [`export_gate!`].
+pub trait Gate {
+    /// The gate's `config` table. When it does not parse, the gate fails with the reason.
+    type Config: DeserializeOwned;
+
+    /// JSON Schema of `Config`, shown by `phasegate validate`. None by default.
+    fn config_schema() -> Option<String> {
+        None
+    }
+
+    /// Judges the phase.
+    fn check(report: Report<Self::Config>) -> Verdict;
+}
+
+/// Structured logging to the host; lines are attached to the task's events.
+pub mod log {
+    use super::host::{self, Level};
+
+    /// Logs at trace level.
+    pub fn trace(message: &str) {
+        host::log(Level::Trace, message);
+    }
+    /// Logs at debug level.
+    pub fn debug(message: &str) {
+        host::log(Level::Debug, message);
+    }
+    /// Logs at info level.
+    pub fn info(message: &str) {
+        host::log(Level::Info, message);
+    }
+    /// Logs at warn level.
+    pub fn warn(message: &str) {
+        host::log(Level::Warn, message);
+    }
+    /// Logs at error level.
+    pub fn error(message: &str) {
+        host::log(Level::Error, message);
+    }
+}
+
+/// Reports progress of long work: `done` of `total` units.
+pub fn progress(done: u32, total: u32, message: &str) {
+    host::progress(done, total, message);
+}
+
+fn parse_input<I: DeserializeOwned>(raw: &str) -> std::result::Result<I, String> {
+    if let Ok(value) = serde_json::from_str::<Value>(raw)
+        && let Ok(parsed) = I::deserialize(&value)
+    {
+        return Ok(parsed);
+    }
+    I::deserialize(Value::String(raw.to_owned())).map_err(|e| e.to_string())
+}
+
+fn parse_json<T: DeserializeOwned>(raw: &str) -> std::result::Result<T, String> {
+    let raw = if raw.trim().is_empty() { "{}" } else { raw };
+    serde_json::from_str(raw).map_err(|e| e.to_string())
+}
+
+fn metadata(
+    kind: types::PluginKind,
+    name: &str,
+    version: &str,
+    description: &str,
+    config_schema: Option<String>,
+) -> types::PluginMetadata {
+    types::PluginMetadata {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        description: description.to_owned(),
+        kind,
+        config_schema,
+    }
+}
+
+#[doc(hidden)]
+pub fn __task_metadata<T: Task>(name: &str, version: &str, description: &str) -> types::PluginMetadata {
+    metadata(types::PluginKind::Task, name, version, description, T::config_schema())
+}
+
+#[doc(hidden)]
+pub fn __gate_metadata<G: Gate>(name: &str, version: &str, description: &str) -> types::PluginMetadata {
+    metadata(types::PluginKind::Gate, name, version, description, G::config_schema())
+}
+
+#[doc(hidden)]
+pub fn __run_task<T: Task>(req: types::TaskRequest) -> std::result::Result<String, types::TaskError> {
+    let input = parse_input::<T::Input>(&req.input)
+        .map_err(|e| types::TaskError::InvalidInput(format!("cannot read input: {e}")))?;
+    let config = parse_json::<T::Config>(&req.config)
+        .map_err(|e| types::TaskError::InvalidConfig(format!("cannot read config: {e}")))?;
+    let context = serde_json::from_str(&req.context).unwrap_or(Value::Null);
+    let request = Request {
+        run_id: req.run_id,
+        phase: req.phase,
+        task: req.task,
+        attempt: req.attempt,
+        input,
+        raw_input: req.input,
+        context,
+        config,
+    };
+    let output = T::run(request).map_err(types::TaskError::from)?;
+    serde_json::to_string(&output).map_err(|e| types::TaskError::Failed(format!("cannot serialise output: {e}")))
+}
+
+#[doc(hidden)]
+pub fn __check_gate<G: Gate>(report: types::PhaseReport) -> types::Verdict {
+    let config = match parse_json::<G::Config>(&report.config) {
+        Ok(config) => config,
+        Err(e) => {
+            return types::Verdict {
+                kind: types::VerdictKind::Fail,
+                reason: format!("gate config is invalid: {e}"),
+                evidence: None,
+            };
+        }
+    };
+    let outcomes = report
+        .outcomes
+        .into_iter()
+        .map(|o| Outcome {
+            task: o.task,
+            output: o.output.and_then(|s| serde_json::from_str(&s).ok()),
+            error: o.error.map(|e| (failure_kind_name(e.kind).to_owned(), e.message)),
+            attempts: o.attempts,
+            duration_ms: o.duration_ms,
+        })
+        .collect();
+    let verdict = G::check(Report {
+        run_id: report.run_id,
+        phase: report.phase,
+        outcomes,
+        context: serde_json::from_str(&report.context).unwrap_or(Value::Null),
+        config,
+    });
+    types::Verdict {
+        kind: verdict.kind,
+        reason: verdict.reason,
+        evidence: verdict.evidence.map(|v| v.to_string()),
+    }
+}
+
+fn failure_kind_name(kind: types::FailureKind) -> &'static str {
+    use types::FailureKind as K;
+    match kind {
+        K::Failed => "failed",
+        K::InvalidInput => "invalid-input",
+        K::InvalidConfig => "invalid-config",
+        K::InvalidOutput => "invalid-output",
+        K::Trap => "trap",
+        K::Timeout => "timeout",
+        K::Limit => "limit",
+        K::Host => "host",
+    }
+}
+
+/// Exports a [`Task`] implementation as the component's `task` world.
+///
+/// The plugin's name, version and description come from its `Cargo.toml`.
+#[macro_export]
+macro_rules! export_task {
+    ($task:ty) => {
+        const _: () = {
+            struct __PhasegateTask;
+            impl $crate::bindings::task::Guest for __PhasegateTask {
+                fn metadata() -> $crate::bindings::task::PluginMetadata {
+                    $crate::__task_metadata::<$task>(
+                        env!("CARGO_PKG_NAME"),
+                        env!("CARGO_PKG_VERSION"),
+                        env!("CARGO_PKG_DESCRIPTION"),
+                    )
+                }
+                fn run(
+                    request: $crate::bindings::task::TaskRequest,
+                ) -> ::core::result::Result<::std::string::String, $crate::bindings::task::TaskError> {
+                    $crate::__run_task::<$task>(request)
+                }
+            }
+            $crate::bindings::task::__export_task_world!(__PhasegateTask with_types_in $crate::bindings::task);
+        };
+    };
+}
+
+/// Exports a [`Gate`] implementation as the component's `gate` world.
+///
+/// The plugin's name, version and description come from its `Cargo.toml`.
+#[macro_export]
+macro_rules! export_gate {
+    ($gate:ty) => {
+        const _: () = {
+            struct __PhasegateGate;
+            impl $crate::bindings::gate::Guest for __PhasegateGate {
+                fn metadata() -> $crate::bindings::gate::PluginMetadata {
+                    $crate::__gate_metadata::<$gate>(
+                        env!("CARGO_PKG_NAME"),
+                        env!("CARGO_PKG_VERSION"),
+                        env!("CARGO_PKG_DESCRIPTION"),
+                    )
+                }
+                fn check(report: $crate::bindings::gate::PhaseReport) -> $crate::bindings::gate::Verdict {
+                    $crate::__check_gate::<$gate>(report)
+                }
+            }
+            $crate::bindings::gate::__export_gate_world!(__PhasegateGate with_types_in $crate::bindings::gate);
+        };
+    };
+}

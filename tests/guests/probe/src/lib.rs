@@ -1,0 +1,67 @@
+//! Test task whose behaviour is set by its config, so one small real component covers the
+//! runner's cases. Every invocation logs `invoked <phase>/<task> attempt <n>` at info level,
+//! which the tests count.
+//!
+//! Config keys (all optional):
+//! - `sleep-ms`: sleep this long (through WASI clocks, so the host can run others meanwhile)
+//! - `fail-until-attempt`: fail with a retryable error while `attempt` is below this number
+//! - `fail`: always fail with this message
+//! - `invalid-input`: always return an invalid-input error with this message
+//! - `output`: return this JSON value instead of the default echo
+//! - `trap`: panic (a trap in the host's eyes)
+//!
+//! Default output: `{"task": .., "phase": .., "attempt": .., "input": <input>}` where input is
+//! parsed JSON when it is JSON, else the text.
+
+use std::time::Duration;
+
+use phasegate_plugin_sdk::bindings::task::phasegate::plugin::host;
+use phasegate_plugin_sdk::{Error, Request, Result, Task, log};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+struct Probe;
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct Config {
+    sleep_ms: u64,
+    fail_until_attempt: u32,
+    fail: Option<String>,
+    invalid_input: Option<String>,
+    output: Option<Value>,
+    trap: bool,
+}
+
+impl Task for Probe {
+    type Input = Value;
+    type Config = Config;
+    type Output = Value;
+
+    fn run(req: Request<Value, Config>) -> Result<Value> {
+        log::info(&format!("invoked {}/{} attempt {}", req.phase, req.task, req.attempt));
+        host::progress(0, 1, "starting");
+        let cfg = req.config;
+        if cfg.sleep_ms > 0 {
+            std::thread::sleep(Duration::from_millis(cfg.sleep_ms));
+        }
+        if cfg.trap {
+            panic!("probe was told to trap");
+        }
+        if let Some(message) = cfg.invalid_input {
+            return Err(Error::invalid_input(message));
+        }
+        if let Some(message) = cfg.fail {
+            return Err(Error::failed(message));
+        }
+        if req.attempt < cfg.fail_until_attempt {
+            return Err(Error::failed(format!("attempt {} fails on purpose", req.attempt)));
+        }
+        host::progress(1, 1, "done");
+        Ok(cfg.output.unwrap_or_else(|| {
+            json!({"phase": req.phase, "task": req.task, "attempt": req.attempt, "input": req.input})
+        }))
+    }
+}
+
+phasegate_plugin_sdk::export_task!(Probe);
