@@ -248,7 +248,11 @@ impl Verdict {
         Self::new(types::VerdictKind::Fail, reason)
     }
     fn new(kind: types::VerdictKind, reason: impl Into<String>) -> Self {
-        Verdict { kind, reason: reason.into(), evidence: None }
+        Verdict {
+            kind,
+            reason: reason.into(),
+            evidence: None,
+        }
     }
     /// Attaches supporting data (recorded in the progress file and the context).
     pub fn with_evidence(mut self, evidence: impl Serialize) -> Self {
@@ -333,17 +337,39 @@ fn metadata(
 }
 
 #[doc(hidden)]
-pub fn __task_metadata<T: Task>(name: &str, version: &str, description: &str) -> types::PluginMetadata {
-    metadata(types::PluginKind::Task, name, version, description, T::config_schema())
+pub fn __task_metadata<T: Task>(
+    name: &str,
+    version: &str,
+    description: &str,
+) -> types::PluginMetadata {
+    metadata(
+        types::PluginKind::Task,
+        name,
+        version,
+        description,
+        T::config_schema(),
+    )
 }
 
 #[doc(hidden)]
-pub fn __gate_metadata<G: Gate>(name: &str, version: &str, description: &str) -> types::PluginMetadata {
-    metadata(types::PluginKind::Gate, name, version, description, G::config_schema())
+pub fn __gate_metadata<G: Gate>(
+    name: &str,
+    version: &str,
+    description: &str,
+) -> types::PluginMetadata {
+    metadata(
+        types::PluginKind::Gate,
+        name,
+        version,
+        description,
+        G::config_schema(),
+    )
 }
 
 #[doc(hidden)]
-pub fn __run_task<T: Task>(req: types::TaskRequest) -> std::result::Result<String, types::TaskError> {
+pub fn __run_task<T: Task>(
+    req: types::TaskRequest,
+) -> std::result::Result<String, types::TaskError> {
     let input = parse_input::<T::Input>(&req.input)
         .map_err(|e| types::TaskError::InvalidInput(format!("cannot read input: {e}")))?;
     let config = parse_json::<T::Config>(&req.config)
@@ -360,7 +386,8 @@ pub fn __run_task<T: Task>(req: types::TaskRequest) -> std::result::Result<Strin
         config,
     };
     let output = T::run(request).map_err(types::TaskError::from)?;
-    serde_json::to_string(&output).map_err(|e| types::TaskError::Failed(format!("cannot serialise output: {e}")))
+    serde_json::to_string(&output)
+        .map_err(|e| types::TaskError::Failed(format!("cannot serialise output: {e}")))
 }
 
 #[doc(hidden)]
@@ -381,7 +408,9 @@ pub fn __check_gate<G: Gate>(report: types::PhaseReport) -> types::Verdict {
         .map(|o| Outcome {
             task: o.task,
             output: o.output.and_then(|s| serde_json::from_str(&s).ok()),
-            error: o.error.map(|e| (failure_kind_name(e.kind).to_owned(), e.message)),
+            error: o
+                .error
+                .map(|e| (failure_kind_name(e.kind).to_owned(), e.message)),
             attempts: o.attempts,
             duration_ms: o.duration_ms,
         })

@@ -49,7 +49,10 @@ impl Task for TextStats {
         let text = req.input;
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         let mut words = 0;
-        for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        for word in text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
             words += 1;
             if word.chars().count() >= req.config.min_length {
                 *counts.entry(word.to_lowercase()).or_default() += 1;
@@ -64,7 +67,10 @@ impl Task for TextStats {
             lines: text.lines().count(),
             words,
             chars: text.chars().count(),
-            top_words: ranked.into_iter().map(|(word, count)| WordCount { word, count }).collect(),
+            top_words: ranked
+                .into_iter()
+                .map(|(word, count)| WordCount { word, count })
+                .collect(),
         })
     }
 }

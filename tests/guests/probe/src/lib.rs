@@ -39,7 +39,10 @@ impl Task for Probe {
     type Output = Value;
 
     fn run(req: Request<Value, Config>) -> Result<Value> {
-        log::info(&format!("invoked {}/{} attempt {}", req.phase, req.task, req.attempt));
+        log::info(&format!(
+            "invoked {}/{} attempt {}",
+            req.phase, req.task, req.attempt
+        ));
         host::progress(0, 1, "starting");
         let cfg = req.config;
         if cfg.sleep_ms > 0 {
@@ -55,7 +58,10 @@ impl Task for Probe {
             return Err(Error::failed(message));
         }
         if req.attempt < cfg.fail_until_attempt {
-            return Err(Error::failed(format!("attempt {} fails on purpose", req.attempt)));
+            return Err(Error::failed(format!(
+                "attempt {} fails on purpose",
+                req.attempt
+            )));
         }
         host::progress(1, 1, "done");
         Ok(cfg.output.unwrap_or_else(|| {

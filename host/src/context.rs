@@ -1,0 +1,224 @@
+//! The context: results that accumulate phase by phase, and the `input` templates over it.
+//!
+//! Shape (JSON), as templates and plugins see it:
+//!
+//! ```json
+//! {
+//!   "run": {"id": "20261123T204512Z-3f9a1c"},
+//!   "pipeline": {"name": "release-check"},
+//!   "phases": {
+//!     "discovery": {
+//!       "status": "complete",
+//!       "verdict": {"kind": "pass", "reason": "..."},
+//!       "tasks": {
+//!         "scan": {"status": "succeeded", "output": {"files": ["a.rs"]}, "attempts": 1}
+//!       }
+//!     }
+//!   }
+//! }
+//! ```
+//!
+//! Task outputs are stored parsed, so templates address their fields:
+//! `{{ phases.discovery.tasks.scan.output.files | length }}`. Ids with `-` need the subscript
+//! form: `{{ phases["find-components"] }}`. `| tojson` renders any value as JSON.
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::{Map, Value, json};
+
+use crate::progress::{PhaseState, TaskState, TaskStatus};
+
+/// The accumulated results of a run.
+#[derive(Clone, Debug)]
+pub struct Context {
+    value: Value,
+}
+
+impl Context {
+    /// An empty context for a run.
+    pub fn new(run_id: &str, pipeline: &str) -> Self {
+        Context {
+            value: json!({"run": {"id": run_id}, "pipeline": {"name": pipeline}, "phases": {}}),
+        }
+    }
+
+    /// The context as JSON.
+    pub fn as_json(&self) -> &Value {
+        &self.value
+    }
+
+    fn phase_entry(&mut self, phase: &str) -> &mut Map<String, Value> {
+        let phases = self.value["phases"]
+            .as_object_mut()
+            .expect("context.phases is an object");
+        phases
+            .entry(phase.to_owned())
+            .or_insert_with(|| json!({"status": "running", "tasks": {}}))
+            .as_object_mut()
+            .expect("phase entry is an object")
+    }
+
+    /// Adds one finished task of a phase.
+    pub fn add_task(&mut self, phase: &str, task: &TaskState) {
+        let entry = self.phase_entry(phase);
+        let tasks = entry.entry("tasks").or_insert_with(|| json!({}));
+        if let Some(tasks) = tasks.as_object_mut() {
+            tasks.insert(task.id.clone(), task_json(task));
+        }
+    }
+
+    /// Adds a finished phase: its status, verdict and every finished task.
+    pub fn add_phase(&mut self, phase: &PhaseState) {
+        for task in phase
+            .tasks
+            .iter()
+            .filter(|t| t.status != TaskStatus::Pending)
+        {
+            self.add_task(&phase.id, task);
+        }
+        let entry = self.phase_entry(&phase.id);
+        entry.insert(
+            "status".into(),
+            serde_json::to_value(phase.status).unwrap_or(Value::Null),
+        );
+        if let Some(v) = &phase.verdict {
+            entry.insert("verdict".into(), v.to_json());
+        }
+    }
+
+    /// Renders an `input` template against the context.
+    pub fn render(&self, template: &str) -> Result<String, String> {
+        if !template.contains("{{") && !template.contains("{%") {
+            return Ok(template.to_owned());
+        }
+        environment()
+            .render_str(template, &self.value)
+            .map_err(|e| format!("cannot render the input template: {}", describe(&e)))
+    }
+}
+
+fn task_json(task: &TaskState) -> Value {
+    let output = task
+        .output
+        .as_deref()
+        .map(|o| serde_json::from_str(o).unwrap_or_else(|_| Value::String(o.to_owned())))
+        .unwrap_or(Value::Null);
+    let mut v = json!({
+        "status": task.status,
+        "output": output,
+        "attempts": task.attempts,
+        "duration_ms": task.duration_ms,
+    });
+    if let Some(e) = &task.error {
+        v["error"] = json!({"kind": e.kind, "message": e.message});
+    }
+    v
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    // A typo in a template is an error, not a silently empty string.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        s.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    s
+}
+
+/// What a template may refer to: used to reject references to later phases at validate time.
+pub struct Scope<'a> {
+    /// Phases listed before the template's phase.
+    pub earlier_phases: &'a [&'a str],
+    /// The template's own phase.
+    pub current_phase: &'a str,
+    /// Tasks listed before the template's task in its phase (sequential phases only).
+    pub earlier_tasks: &'a [&'a str],
+    /// Whether the template's phase is parallel.
+    pub parallel: bool,
+}
+
+const TOP_LEVEL: [&str; 3] = ["run", "pipeline", "phases"];
+const GLOBALS: [&str; 5] = ["range", "dict", "namespace", "debug", "loop"];
+
+/// Checks a template's syntax and what it refers to. Errors are `(message, help)`.
+pub fn check_template(template: &str, scope: &Scope<'_>) -> Result<(), (String, String)> {
+    let env = environment();
+    let tmpl = env.template_from_str(template).map_err(|e| {
+        (
+            describe(&e),
+            "fix the template syntax (minijinja, like Jinja2): `{{ expr }}`, `{% if .. %}`"
+                .to_owned(),
+        )
+    })?;
+    let mut vars: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
+    vars.sort();
+    for var in vars {
+        let parts: Vec<&str> = var.split('.').collect();
+        let top = parts[0];
+        if GLOBALS.contains(&top) {
+            continue;
+        }
+        if !TOP_LEVEL.contains(&top) {
+            return Err((
+                format!("unknown variable `{top}`"),
+                "the context has `run`, `pipeline` and `phases`, e.g. `{{ phases.discovery.tasks.scan.output }}`".into(),
+            ));
+        }
+        if top != "phases" || parts.len() < 2 {
+            continue;
+        }
+        let phase = parts[1];
+        if phase == scope.current_phase {
+            if scope.parallel {
+                return Err((
+                    format!("`{var}` reads phase `{phase}` itself, whose tasks run in parallel"),
+                    format!(
+                        "tasks of a parallel phase cannot see each other's outputs; set `parallel = false` on phase `{phase}`, or read it from a later phase"
+                    ),
+                ));
+            }
+            if parts.len() >= 4 && parts[2] == "tasks" && !scope.earlier_tasks.contains(&parts[3]) {
+                return Err((
+                    format!(
+                        "`{var}` reads task `{}`, which does not come before this task in phase `{phase}`",
+                        parts[3]
+                    ),
+                    format!(
+                        "a task of a sequential phase can read only the tasks listed before it: {}",
+                        list(scope.earlier_tasks)
+                    ),
+                ));
+            }
+        } else if !scope.earlier_phases.contains(&phase) {
+            return Err((
+                format!(
+                    "`{var}` reads phase `{phase}`, which does not come before phase `{}`",
+                    scope.current_phase
+                ),
+                format!(
+                    "a task can read only phases listed earlier in the file: {}",
+                    list(scope.earlier_phases)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

@@ -1,0 +1,445 @@
+//! The wasmtime side: engine configuration, loading and type-checking components, and running
+//! one task or gate call in its own Store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, Trap};
+
+use crate::events::Emitter;
+use crate::pipeline::{Limits, PluginRef};
+use crate::plugin::gate_world::{Gate, GatePre};
+use crate::plugin::task_world::{Task, TaskPre};
+use crate::plugin::{HostState, Origin, host_iface, wit};
+use crate::progress::{Failure, FailureKind, VerdictKind, VerdictRecord};
+use crate::sandbox::limits::LimitHit;
+
+/// How often the epoch advances: the granularity of timeouts and of yielding to other tasks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Which world a component implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum World {
+    /// `phasegate:plugin/task`.
+    Task,
+    /// `phasegate:plugin/gate`.
+    Gate,
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            World::Task => "phasegate:plugin/task@0.1.0",
+            World::Gate => "phasegate:plugin/gate@0.1.0",
+        })
+    }
+}
+
+enum Pre {
+    Task(TaskPre<HostState>),
+    Gate(GatePre<HostState>),
+}
+
+/// A compiled, linked, type-checked plugin, ready to instantiate many times.
+pub struct LoadedPlugin {
+    /// The reference it was loaded from.
+    pub plugin: PluginRef,
+    /// `sha256:` of its bytes.
+    pub digest: String,
+    /// Its world.
+    pub world: World,
+    pre: Pre,
+}
+
+/// What a plugin says about itself.
+pub type Metadata = wit::PluginMetadata;
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin `{spec}` ({path}): {message}")]
+pub struct LoadError {
+    /// As written in the pipeline.
+    pub spec: String,
+    /// Where it was looked for.
+    pub path: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// The engine, the linker, and the epoch ticker, shared by every plugin of a run.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+}
+
+impl PluginHost {
+    /// Creates the engine (epoch interruption on, async) and links WASI and the host interface.
+    pub fn new() -> anyhow::Result<Arc<Self>> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        spawn_epoch_ticker(&engine);
+        Ok(Arc::new(PluginHost { engine, linker }))
+    }
+
+    /// Reads, compiles and type-checks a plugin against the world it claims by its exports.
+    pub fn load(&self, plugin: &PluginRef) -> Result<LoadedPlugin, LoadError> {
+        let err = |message: String| LoadError {
+            spec: plugin.spec.clone(),
+            path: plugin.path.display().to_string(),
+            message,
+        };
+        let bytes =
+            std::fs::read(&plugin.path).map_err(|e| err(format!("cannot read the file: {e}")))?;
+        let digest = crate::digest::sha256_bytes(&bytes);
+        if wasmparser_is_core_module(&bytes) {
+            return Err(err("this is a core Wasm module, not a component; turn it into one with `wasm-tools component new` (or build for wasm32-wasip2)".into()));
+        }
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| err(format!("not a valid Wasm component: {}", chain(&e))))?;
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let world = if exports.iter().any(|e| e == "run") {
+            World::Task
+        } else if exports.iter().any(|e| e == "check") {
+            World::Gate
+        } else {
+            return Err(err(format!(
+                "implements neither the task world (export `run`) nor the gate world (export `check`); it exports: {}",
+                if exports.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    exports.join(", ")
+                }
+            )));
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            err(format!(
+                "imports something phasegate does not provide: {}",
+                chain(&e)
+            ))
+        })?;
+        let pre = match world {
+            World::Task => TaskPre::new(instance_pre).map(Pre::Task),
+            World::Gate => GatePre::new(instance_pre).map(Pre::Gate),
+        }
+        .map_err(|e| err(format!("does not match {world}: {}", chain(&e))))?;
+        Ok(LoadedPlugin {
+            plugin: plugin.clone(),
+            digest,
+            world,
+            pre,
+        })
+    }
+
+    fn store(&self, limits: &Limits, origin: Origin, emitter: Emitter) -> Store<HostState> {
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(limits.memory.0, origin, emitter),
+        );
+        store.limiter(|s| &mut s.limiter);
+        // Yield to the executor at every tick so other tasks run; the wall-clock deadline is
+        // enforced around the call (it also covers time spent blocked in host calls).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        store
+    }
+
+    /// Calls a plugin's `metadata` export in a fresh instance.
+    pub async fn metadata(
+        &self,
+        plugin: &LoadedPlugin,
+        emitter: Emitter,
+    ) -> anyhow::Result<Metadata> {
+        let limits = Limits {
+            memory: crate::pipeline::DEFAULT_MEMORY,
+            timeout: Duration::from_secs(10),
+            max_output: crate::pipeline::DEFAULT_MAX_OUTPUT,
+        };
+        let mut store = self.store(
+            &limits,
+            Origin {
+                phase: String::new(),
+                task: "metadata".into(),
+            },
+            emitter,
+        );
+        let call = async {
+            match &plugin.pre {
+                Pre::Task(pre) => {
+                    let i: Task = pre.instantiate_async(&mut store).await?;
+                    i.call_metadata(&mut store).await
+                }
+                Pre::Gate(pre) => {
+                    let i: Gate = pre.instantiate_async(&mut store).await?;
+                    i.call_metadata(&mut store).await
+                }
+            }
+        };
+        match tokio::time::timeout(limits.timeout, call).await {
+            Ok(r) => r.map_err(|e| anyhow::anyhow!("`metadata` failed: {}", chain(&e))),
+            Err(_) => anyhow::bail!("`metadata` did not return within {:?}", limits.timeout),
+        }
+    }
+
+    /// Runs one attempt of a task. Returns the output JSON text or a typed failure.
+    pub async fn run_task(
+        &self,
+        plugin: &LoadedPlugin,
+        request: wit::TaskRequest,
+        limits: &Limits,
+        emitter: Emitter,
+    ) -> Result<String, Failure> {
+        let who = format!(
+            "task `{}` in phase `{}` (plugin `{}`)",
+            request.task, request.phase, plugin.plugin.spec
+        );
+        let Pre::Task(pre) = &plugin.pre else {
+            return Err(failure(
+                FailureKind::Host,
+                format!("{who}: the plugin is a gate, not a task; use it as a phase's `gate`"),
+            ));
+        };
+        let origin = Origin {
+            phase: request.phase.clone(),
+            task: request.task.clone(),
+        };
+        let mut store = self.store(limits, origin, emitter);
+        let started = Instant::now();
+        let result = tokio::time::timeout(limits.timeout, async {
+            let instance: Task = pre.instantiate_async(&mut store).await?;
+            instance.call_run(&mut store, &request).await
+        })
+        .await;
+        store.data().flush_stdio();
+        let output = match result {
+            Err(_) => return Err(timeout_failure(&who, limits, started)),
+            Ok(Err(e)) => return Err(classify(&who, &e, store.data(), limits)),
+            Ok(Ok(Err(e))) => {
+                return Err(match e {
+                    wit::TaskError::Failed(m) => failure(FailureKind::Failed, m),
+                    wit::TaskError::InvalidInput(m) => failure(FailureKind::InvalidInput, m),
+                    wit::TaskError::InvalidConfig(m) => failure(FailureKind::InvalidConfig, m),
+                });
+            }
+            Ok(Ok(Ok(output))) => output,
+        };
+        if output.len() as u64 > limits.max_output.0 {
+            return Err(failure(
+                FailureKind::InvalidOutput,
+                format!(
+                    "{who} returned {} bytes of output, over its limit of {}; raise `limits.max-output`",
+                    output.len(),
+                    limits.max_output
+                ),
+            ));
+        }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
+            return Err(failure(
+                FailureKind::InvalidOutput,
+                format!("{who} returned output that is not JSON ({e})"),
+            ));
+        }
+        Ok(output)
+    }
+
+    /// Runs a gate. A gate that cannot run yields a `fail` verdict explaining why.
+    pub async fn run_gate(
+        &self,
+        plugin: &LoadedPlugin,
+        report: wit::PhaseReport,
+        limits: &Limits,
+        emitter: Emitter,
+    ) -> VerdictRecord {
+        let gate = plugin.plugin.spec.clone();
+        let who = format!("gate `{gate}` of phase `{}`", report.phase);
+        let fail = |reason: String| VerdictRecord {
+            kind: VerdictKind::Fail,
+            gate: gate.clone(),
+            reason,
+            evidence: None,
+        };
+        let Pre::Gate(pre) = &plugin.pre else {
+            return fail(format!(
+                "{who}: the plugin is a task, not a gate; use a gate plugin"
+            ));
+        };
+        let origin = Origin {
+            phase: report.phase.clone(),
+            task: "gate".into(),
+        };
+        let mut store = self.store(limits, origin, emitter);
+        let started = Instant::now();
+        let result = tokio::time::timeout(limits.timeout, async {
+            let instance: Gate = pre.instantiate_async(&mut store).await?;
+            instance.call_check(&mut store, &report).await
+        })
+        .await;
+        store.data().flush_stdio();
+        match result {
+            Err(_) => fail(timeout_failure(&who, limits, started).message),
+            Ok(Err(e)) => fail(classify(&who, &e, store.data(), limits).message),
+            Ok(Ok(v)) => VerdictRecord {
+                kind: match v.kind {
+                    wit::VerdictKind::Pass => VerdictKind::Pass,
+                    wit::VerdictKind::Warn => VerdictKind::Warn,
+                    wit::VerdictKind::Fail => VerdictKind::Fail,
+                },
+                gate,
+                reason: v.reason,
+                evidence: v.evidence,
+            },
+        }
+    }
+}
+
+fn failure(kind: FailureKind, message: String) -> Failure {
+    Failure { kind, message }
+}
+
+fn timeout_failure(who: &str, limits: &Limits, started: Instant) -> Failure {
+    failure(
+        FailureKind::Timeout,
+        format!(
+            "{who} exceeded its timeout of {} (ran {} ms); raise `timeout`",
+            humantime::format_duration(limits.timeout),
+            started.elapsed().as_millis()
+        ),
+    )
+}
+
+fn classify(who: &str, error: &wasmtime::Error, state: &HostState, limits: &Limits) -> Failure {
+    if let Some(hit) = state.limiter.hit {
+        return match hit {
+            LimitHit::Memory { requested, .. } => failure(
+                FailureKind::Limit,
+                format!(
+                    "{who} exceeded its memory limit of {} (asked for {}); raise `limits.memory`",
+                    limits.memory,
+                    crate::units::ByteSize(requested)
+                ),
+            ),
+            LimitHit::TableElements { limit, requested } => failure(
+                FailureKind::Limit,
+                format!("{who} grew a table to {requested} elements, over the limit of {limit}"),
+            ),
+        };
+    }
+    if error.downcast_ref::<Trap>().is_some() {
+        let stderr = state.stderr_text();
+        let detail = if stderr.is_empty() {
+            String::new()
+        } else {
+            format!("; stderr: {}", last_lines(&stderr, 5))
+        };
+        return failure(
+            FailureKind::Trap,
+            format!("{who} trapped: {}{detail}", chain(error)),
+        );
+    }
+    failure(
+        FailureKind::Host,
+        format!("{who} could not run: {}", chain(error)),
+    )
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// Formats an error with its causes on one line.
+pub fn chain(e: &wasmtime::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    // A core module's preamble is `\0asm` + version 1 + layer 0; a component's layer is 1.
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("phasegate-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .ok();
+}
+
+/// Loads every plugin of a pipeline, collecting all errors.
+pub fn load_all(
+    host: &PluginHost,
+    plugins: &[&PluginRef],
+) -> Result<std::collections::HashMap<PluginRef, Arc<LoadedPlugin>>, Vec<LoadError>> {
+    let mut loaded = std::collections::HashMap::new();
+    let mut errors = Vec::new();
+    for p in plugins {
+        match host.load(p) {
+            Ok(l) => {
+                loaded.insert((*p).clone(), Arc::new(l));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Checks that every plugin is used in the role its world allows (a task as a task, a gate as a
+/// gate). Returns one message per misuse.
+pub fn check_roles(
+    pipeline: &crate::pipeline::Pipeline,
+    loaded: &std::collections::HashMap<PluginRef, Arc<LoadedPlugin>>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for phase in &pipeline.phases {
+        for task in &phase.tasks {
+            if let Some(p) = loaded.get(&task.plugin).filter(|p| p.world != World::Task) {
+                problems.push(format!(
+                    "{}: task `{}` in phase `{}` uses plugin `{}`, which implements {}; a task needs {}",
+                    pipeline.path.display(), task.id, phase.id, p.plugin.spec, p.world, World::Task
+                ));
+            }
+        }
+        if let Some(gate) = &phase.gate
+            && let Some(p) = loaded.get(&gate.plugin).filter(|p| p.world != World::Gate)
+        {
+            problems.push(format!(
+                "{}: the gate of phase `{}` uses plugin `{}`, which implements {}; a gate needs {}",
+                pipeline.path.display(),
+                phase.id,
+                p.plugin.spec,
+                p.world,
+                World::Gate
+            ));
+        }
+    }
+    problems
+}

@@ -1,0 +1,159 @@
+//! Typed, timestamped events. The runner emits them and never prints; the CLI renders them.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::progress::{Failure, PhaseStatus, RunStatus, TaskStatus, VerdictRecord};
+
+/// One thing that happened during a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// Wall-clock time, RFC 3339 with microseconds.
+    pub at: String,
+    /// Monotonic microseconds since the runner started: use this to order or overlap events.
+    pub elapsed_us: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Severity of a plugin log line (mirrors the WIT `level`), plus captured stdio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    /// A line the plugin wrote to stdout.
+    Stdout,
+    /// A line the plugin wrote to stderr.
+    Stderr,
+}
+
+/// The kinds of events, tagged `"event": "kebab-name"` in JSON.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum EventKind {
+    RunStarted {
+        run_id: String,
+        pipeline: String,
+        phases: usize,
+        resumed: bool,
+    },
+    PhaseSkipped {
+        phase: String,
+        reason: String,
+    },
+    PhaseStarted {
+        phase: String,
+        tasks: usize,
+        to_run: usize,
+        parallel: bool,
+        concurrency: usize,
+    },
+    TaskSkipped {
+        phase: String,
+        task: String,
+        status: TaskStatus,
+    },
+    TaskStarted {
+        phase: String,
+        task: String,
+        attempt: u32,
+    },
+    TaskLog {
+        phase: String,
+        task: String,
+        level: LogLevel,
+        message: String,
+    },
+    TaskProgress {
+        phase: String,
+        task: String,
+        done: u32,
+        total: u32,
+        message: String,
+    },
+    TaskRetry {
+        phase: String,
+        task: String,
+        attempt: u32,
+        delay_ms: u64,
+        error: Failure,
+    },
+    TaskFinished {
+        phase: String,
+        task: String,
+        status: TaskStatus,
+        attempts: u32,
+        duration_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<Failure>,
+    },
+    GateStarted {
+        phase: String,
+        gate: String,
+    },
+    Verdict {
+        phase: String,
+        gate: String,
+        verdict: VerdictRecord,
+    },
+    PhaseFinished {
+        phase: String,
+        status: PhaseStatus,
+    },
+    RunFinished {
+        status: RunStatus,
+        outcome: crate::runner::RunOutcome,
+    },
+}
+
+/// A sink plus the run's clock; cheap to clone into tasks.
+#[derive(Clone)]
+pub struct Emitter {
+    start: std::time::Instant,
+    sink: Arc<dyn Fn(Event) + Send + Sync>,
+}
+
+impl Emitter {
+    /// Wraps a callback.
+    pub fn new(sink: impl Fn(Event) + Send + Sync + 'static) -> Self {
+        Emitter {
+            start: std::time::Instant::now(),
+            sink: Arc::new(sink),
+        }
+    }
+
+    /// An emitter that drops everything.
+    pub fn discard() -> Self {
+        Emitter::new(|_| {})
+    }
+
+    /// Stamps and sends an event.
+    pub fn emit(&self, kind: EventKind) {
+        let elapsed = self.start.elapsed();
+        (self.sink)(Event {
+            at: rfc3339(SystemTime::now()),
+            elapsed_us: micros(elapsed),
+            kind,
+        });
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Formats a time as RFC 3339 UTC with microseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    let t: time::OffsetDateTime = t.into();
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.format(&fmt).unwrap_or_default()
+}

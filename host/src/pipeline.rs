@@ -1,0 +1,583 @@
+//! The pipeline file: TOML types, loading and validation. No wasmtime here.
+//!
+//! ```toml
+//! name = "release-check"
+//!
+//! [defaults]
+//! retries = 0                 # extra attempts after a failed one
+//! retry-backoff = "200ms"     # first retry delay; doubles each time, capped at 30s
+//! concurrency = 4             # tasks at once in a parallel phase
+//!
+//! [defaults.limits]
+//! memory = "64MiB"            # linear memory per plugin instance
+//! timeout = "30s"             # wall clock per attempt
+//! max-output = "1MiB"         # size of the JSON a task returns
+//!
+//! [[phase]]
+//! id = "discovery"
+//! parallel = true             # default; false runs the tasks in file order
+//! gate = { plugin = "gates/all_succeeded.wasm", config = { } }
+//!
+//! [[phase.task]]
+//! id = "scan"
+//! plugin = "plugins/text_stats.wasm"   # path relative to this file
+//! input = "{{ pipeline.name }}"        # minijinja over the context
+//! config = { top = 3 }
+//! retries = 2
+//! timeout = "5s"
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+use toml::Spanned;
+
+use crate::context;
+use crate::units::{ByteSize, HumanDuration};
+
+/// Default memory limit per plugin instance: enough for typical Rust/C plugins and small
+/// interpreters, small enough that 64 concurrent tasks fit in a few GiB.
+pub const DEFAULT_MEMORY: ByteSize = ByteSize(64 << 20);
+/// Default wall-clock timeout per attempt: generous for real work, short enough that a hung
+/// plugin does not hold a run hostage.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default maximum size of a task's output: outputs live in the context and the progress file.
+pub const DEFAULT_MAX_OUTPUT: ByteSize = ByteSize(1 << 20);
+/// Default concurrency cap of a parallel phase: the number of CPUs.
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+/// Default first retry delay; doubles after each attempt.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Retry delays never exceed this.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Raw file format (what serde reads)
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPipeline {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default, rename = "phase")]
+    phases: Vec<RawPhase>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDefaults {
+    retries: Option<u32>,
+    retry_backoff: Option<HumanDuration>,
+    concurrency: Option<Spanned<u32>>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLimits {
+    memory: Option<ByteSize>,
+    timeout: Option<HumanDuration>,
+    max_output: Option<ByteSize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPhase {
+    id: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    parallel: Option<bool>,
+    concurrency: Option<Spanned<u32>>,
+    gate: Option<RawGate>,
+    #[serde(default, rename = "task")]
+    tasks: Vec<RawTask>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawGate {
+    plugin: Spanned<String>,
+    #[serde(default)]
+    config: Option<toml::Table>,
+    timeout: Option<HumanDuration>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTask {
+    id: Spanned<String>,
+    plugin: Spanned<String>,
+    #[serde(default)]
+    input: Option<Spanned<String>>,
+    #[serde(default)]
+    config: Option<toml::Table>,
+    retries: Option<u32>,
+    timeout: Option<HumanDuration>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated pipeline
+
+/// A loaded, validated pipeline.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    /// `name` from the file.
+    pub name: String,
+    /// `description` from the file.
+    pub description: Option<String>,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `sha256:<hex>` of the file's bytes; resume refuses a changed pipeline.
+    pub digest: String,
+    /// Phases in file order.
+    pub phases: Vec<Phase>,
+}
+
+/// One phase.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    /// Unique id.
+    pub id: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Run tasks concurrently (true) or in file order (false).
+    pub parallel: bool,
+    /// At most this many tasks at once.
+    pub concurrency: usize,
+    /// The gate; `None` means "all tasks succeeded".
+    pub gate: Option<GateSpec>,
+    /// Tasks in file order.
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// A plugin reference: as written, and resolved to a file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PluginRef {
+    /// As written in the pipeline.
+    pub spec: String,
+    /// Resolved path (relative specs are relative to the pipeline file).
+    pub path: PathBuf,
+}
+
+/// Per-instance resource limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum linear memory (bytes) of the instance.
+    pub memory: ByteSize,
+    /// Wall-clock limit per attempt.
+    pub timeout: Duration,
+    /// Maximum size of a task's output.
+    pub max_output: ByteSize,
+}
+
+/// One task.
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    /// Unique id within the phase.
+    pub id: String,
+    /// The component to run.
+    pub plugin: PluginRef,
+    /// The `input` minijinja template (empty when absent).
+    pub input: String,
+    /// The `config` table as JSON (`{}` when absent).
+    pub config: Json,
+    /// Extra attempts after a retryable failure.
+    pub retries: u32,
+    /// First retry delay.
+    pub retry_backoff: Duration,
+    /// Effective limits.
+    pub limits: Limits,
+}
+
+/// A phase's gate.
+#[derive(Clone, Debug)]
+pub struct GateSpec {
+    /// The component to run.
+    pub plugin: PluginRef,
+    /// The `config` table as JSON (`{}` when absent).
+    pub config: Json,
+    /// Effective limits.
+    pub limits: Limits,
+}
+
+impl Pipeline {
+    /// Every distinct plugin the pipeline uses, in first-use order.
+    pub fn plugins(&self) -> Vec<&PluginRef> {
+        let mut seen = Vec::<&PluginRef>::new();
+        for phase in &self.phases {
+            for p in phase
+                .tasks
+                .iter()
+                .map(|t| &t.plugin)
+                .chain(phase.gate.iter().map(|g| &g.plugin))
+            {
+                if !seen.contains(&p) {
+                    seen.push(p);
+                }
+            }
+        }
+        seen
+    }
+
+    /// Reads and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<Pipeline, PipelineErrors> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            PipelineErrors::single(PipelineError {
+                file: path.to_owned(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the pipeline file: {e}"),
+                help: Some("check the path passed to phasegate".into()),
+            })
+        })?;
+        Self::parse(path, &source)
+    }
+
+    /// Validates pipeline text read from `path`.
+    pub fn parse(path: &Path, source: &str) -> Result<Pipeline, PipelineErrors> {
+        let mut errs = Errors {
+            file: path,
+            source,
+            list: Vec::new(),
+        };
+        let raw: RawPipeline = match toml::from_str(source) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let message = e.message().trim().to_owned();
+                let help = help_for_serde(&message);
+                errs.push(e.span(), message, help);
+                return Err(errs.finish());
+            }
+        };
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let digest = crate::digest::sha256_bytes(source.as_bytes());
+
+        if raw.name.get_ref().trim().is_empty() {
+            errs.push(
+                Some(raw.name.span()),
+                "the pipeline `name` is empty",
+                Some("write a short name, e.g. `name = \"release-check\"`".into()),
+            );
+        }
+        if raw.phases.is_empty() {
+            errs.push(
+                None,
+                "the pipeline has no phases",
+                Some(
+                    "add at least one `[[phase]]` table with an `id` and a `[[phase.task]]`".into(),
+                ),
+            );
+        }
+
+        let d = &raw.defaults;
+        let default_limits = Limits {
+            memory: d.limits.memory.unwrap_or(DEFAULT_MEMORY),
+            timeout: d.limits.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
+            max_output: d.limits.max_output.unwrap_or(DEFAULT_MAX_OUTPUT),
+        };
+        let default_retries = d.retries.unwrap_or(0);
+        let backoff = d
+            .retry_backoff
+            .map(|b| b.0)
+            .unwrap_or(DEFAULT_RETRY_BACKOFF);
+        let default_conc = match &d.concurrency {
+            Some(c) => errs.positive(c).unwrap_or(1),
+            None => default_concurrency(),
+        };
+
+        let mut phase_ids: HashMap<String, std::ops::Range<usize>> = HashMap::new();
+        let mut phases = Vec::new();
+        for rp in &raw.phases {
+            let pid = rp.id.get_ref().clone();
+            errs.check_id(&rp.id, "phase");
+            if let Some(first) = phase_ids.get(&pid) {
+                let line = errs.line_col(first.start).0;
+                errs.push(Some(rp.id.span()), format!("duplicate phase id `{pid}`"), Some(format!("phase ids must be unique; the first `{pid}` is at line {line}, rename one of them")));
+            } else {
+                phase_ids.insert(pid.clone(), rp.id.span());
+            }
+            let parallel = rp.parallel.unwrap_or(true);
+            let concurrency = match &rp.concurrency {
+                Some(c) => errs.positive(c).unwrap_or(1),
+                None => default_conc,
+            };
+            if rp.tasks.is_empty() {
+                errs.push(
+                    Some(rp.id.span()),
+                    format!("phase `{pid}` has no tasks"),
+                    Some("add a `[[phase.task]]` table after this phase".into()),
+                );
+            }
+
+            let mut task_ids: HashMap<&str, std::ops::Range<usize>> = HashMap::new();
+            let mut tasks = Vec::new();
+            for rt in &rp.tasks {
+                let tid = rt.id.get_ref();
+                errs.check_id(&rt.id, "task");
+                if let Some(first) = task_ids.get(tid.as_str()) {
+                    let line = errs.line_col(first.start).0;
+                    errs.push(Some(rt.id.span()), format!("duplicate task id `{tid}` in phase `{pid}`"), Some(format!("task ids must be unique within a phase; the first `{tid}` is at line {line}, rename one of them")));
+                }
+                let input = rt
+                    .input
+                    .as_ref()
+                    .map(|i| i.get_ref().clone())
+                    .unwrap_or_default();
+                if let Some(spanned) = &rt.input {
+                    let earlier_tasks: Vec<&str> = if parallel {
+                        Vec::new()
+                    } else {
+                        task_ids.keys().copied().collect()
+                    };
+                    let earlier_phases: Vec<&str> =
+                        phases.iter().map(|p: &Phase| p.id.as_str()).collect();
+                    let scope = context::Scope {
+                        earlier_phases: &earlier_phases,
+                        current_phase: &pid,
+                        earlier_tasks: &earlier_tasks,
+                        parallel,
+                    };
+                    if let Err((message, help)) = context::check_template(&input, &scope) {
+                        errs.push(
+                            Some(spanned.span()),
+                            format!("in the `input` of task `{tid}`: {message}"),
+                            Some(help),
+                        );
+                    }
+                }
+                task_ids.insert(tid.as_str(), rt.id.span());
+                let plugin = errs.plugin(&rt.plugin, &dir);
+                let mut limits = merge_limits(default_limits, &rt.limits);
+                if let Some(t) = rt.timeout {
+                    limits.timeout = t.0;
+                }
+                tasks.push(TaskSpec {
+                    id: tid.clone(),
+                    plugin,
+                    input,
+                    config: table_to_json(rt.config.as_ref()),
+                    retries: rt.retries.unwrap_or(default_retries),
+                    retry_backoff: backoff,
+                    limits,
+                });
+            }
+
+            let gate = rp.gate.as_ref().map(|g| {
+                let mut limits = merge_limits(default_limits, &g.limits);
+                if let Some(t) = g.timeout {
+                    limits.timeout = t.0;
+                }
+                GateSpec {
+                    plugin: errs.plugin(&g.plugin, &dir),
+                    config: table_to_json(g.config.as_ref()),
+                    limits,
+                }
+            });
+            phases.push(Phase {
+                id: pid,
+                description: rp.description.clone(),
+                parallel,
+                concurrency,
+                gate,
+                tasks,
+            });
+        }
+
+        if errs.list.is_empty() {
+            Ok(Pipeline {
+                name: raw.name.into_inner(),
+                description: raw.description,
+                path: path.to_owned(),
+                digest,
+                phases,
+            })
+        } else {
+            Err(errs.finish())
+        }
+    }
+}
+
+fn merge_limits(base: Limits, raw: &RawLimits) -> Limits {
+    Limits {
+        memory: raw.memory.unwrap_or(base.memory),
+        timeout: raw.timeout.map(|t| t.0).unwrap_or(base.timeout),
+        max_output: raw.max_output.unwrap_or(base.max_output),
+    }
+}
+
+fn table_to_json(table: Option<&toml::Table>) -> Json {
+    match table {
+        Some(t) => serde_json::to_value(t).unwrap_or(Json::Object(Default::default())),
+        None => Json::Object(Default::default()),
+    }
+}
+
+fn help_for_serde(message: &str) -> Option<String> {
+    if message.starts_with("unknown field") {
+        Some(
+            "remove this key or correct its spelling; the keys allowed here are listed above"
+                .into(),
+        )
+    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        Some(format!("add `{field} = ...` to this table"))
+    } else if message.starts_with("invalid type") {
+        Some("check the value's type against the pipeline format in README.md".into())
+    } else {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// One problem in a pipeline file, with where it is and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineError {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// 1-based line (0 when the problem has no place, e.g. an unreadable file).
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// What to write instead.
+    pub help: Option<String>,
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)?;
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )?;
+        }
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// All problems found in a pipeline file, in file order.
+#[derive(Clone, Debug, thiserror::Error)]
+pub struct PipelineErrors(pub Vec<PipelineError>);
+
+impl PipelineErrors {
+    fn single(e: PipelineError) -> Self {
+        PipelineErrors(vec![e])
+    }
+}
+
+impl fmt::Display for PipelineErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Errors<'a> {
+    file: &'a Path,
+    source: &'a str,
+    list: Vec<PipelineError>,
+}
+
+impl Errors<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.source[..offset.min(self.source.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
+        (line, column)
+    }
+
+    fn push(
+        &mut self,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        let (line, column) = span.map(|s| self.line_col(s.start)).unwrap_or((0, 0));
+        self.list.push(PipelineError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+            help,
+        });
+    }
+
+    fn finish(mut self) -> PipelineErrors {
+        self.list.sort_by_key(|e| (e.line, e.column));
+        PipelineErrors(self.list)
+    }
+
+    fn positive(&mut self, value: &Spanned<u32>) -> Option<usize> {
+        if *value.get_ref() == 0 {
+            self.push(Some(value.span()), "`concurrency` must be at least 1", Some("write `concurrency = 1` to run one task at a time, or remove the key for the default (the number of CPUs)".into()));
+            None
+        } else {
+            Some(*value.get_ref() as usize)
+        }
+    }
+
+    fn check_id(&mut self, id: &Spanned<String>, what: &str) {
+        let s = id.get_ref();
+        let ok = !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        if !ok {
+            self.push(Some(id.span()), format!("invalid {what} id `{s}`"), Some("ids start with a letter and contain only letters, digits, `-` and `_`, e.g. `find-components`".into()));
+        }
+    }
+
+    fn plugin(&mut self, spec: &Spanned<String>, dir: &Path) -> PluginRef {
+        let s = spec.get_ref();
+        let path = dir.join(s);
+        if s.trim().is_empty() {
+            self.push(Some(spec.span()), "empty `plugin`", Some("write the path of a component file, e.g. `plugin = \"plugins/text_stats.wasm\"`".into()));
+        } else if !path.is_file() {
+            self.push(Some(spec.span()), format!("plugin file `{s}` not found (looked for {})", path.display()), Some("build the plugin first (scripts/build-guests) or correct the path; relative paths are relative to the pipeline file".into()));
+        }
+        PluginRef {
+            spec: s.clone(),
+            path,
+        }
+    }
+}
+
+/// Maps the pipeline's plugin specs to their digests (for the progress file).
+pub type PluginDigests = BTreeMap<String, String>;

@@ -1,0 +1,416 @@
+//! The progress file: what a run has done so far, in TOML, and how it is kept safe.
+//!
+//! The snapshot (`STATE.toml`) is rewritten atomically — temp file in the same directory, fsync,
+//! rename, fsync of the directory — at phase boundaries and after every gate verdict. Between
+//! them, each finished task is appended as one JSON line to the journal beside it
+//! (`STATE.toml.journal`) and fsynced, so persisting a task costs O(1) however large the phase.
+//! Loading folds the journal into the snapshot; a torn last line (a crash mid-append) is ignored
+//! and that task simply runs again. No wasmtime here.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::{Pipeline, PluginDigests};
+
+/// Format version of the progress file.
+pub const STATE_VERSION: u32 = 1;
+
+/// Status of a whole run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Started and not finished (or interrupted).
+    Running,
+    /// Every phase passed (or warned).
+    Completed,
+    /// A gate failed.
+    Failed,
+}
+
+/// Status of a phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PhaseStatus {
+    /// Not started.
+    Pending,
+    /// Tasks running or interrupted.
+    Running,
+    /// Gate passed or warned.
+    Complete,
+    /// Gate failed.
+    Failed,
+}
+
+/// Status of a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskStatus {
+    /// Not finished.
+    Pending,
+    /// Returned valid output.
+    Succeeded,
+    /// Failed after its retries.
+    Failed,
+}
+
+/// Why a task failed (mirrors the WIT `failure-kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    Failed,
+    InvalidInput,
+    InvalidConfig,
+    InvalidOutput,
+    Trap,
+    Timeout,
+    Limit,
+    Host,
+}
+
+impl FailureKind {
+    /// Whether another attempt could succeed. Only task-reported failures and timeouts are
+    /// retried: bad input/config/output and traps are deterministic, limits would be hit again.
+    pub fn retryable(self) -> bool {
+        matches!(self, FailureKind::Failed | FailureKind::Timeout)
+    }
+}
+
+/// A typed failure with a message a person can act on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    /// Classification.
+    pub kind: FailureKind,
+    /// Explanation, naming the limit and the key to change where there is one.
+    pub message: String,
+}
+
+/// Kind of a gate's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerdictKind {
+    Pass,
+    Warn,
+    Fail,
+}
+
+/// A gate's verdict as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VerdictRecord {
+    /// pass, warn or fail.
+    pub kind: VerdictKind,
+    /// Which gate decided (`builtin:all-succeeded` when the phase has none).
+    pub gate: String,
+    /// The gate's reason.
+    pub reason: String,
+    /// Evidence as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+}
+
+impl VerdictRecord {
+    /// As context JSON (evidence parsed).
+    pub fn to_json(&self) -> serde_json::Value {
+        let evidence = self
+            .evidence
+            .as_deref()
+            .map(|e| {
+                serde_json::from_str(e).unwrap_or_else(|_| serde_json::Value::String(e.into()))
+            })
+            .unwrap_or(serde_json::Value::Null);
+        serde_json::json!({"kind": self.kind, "gate": self.gate, "reason": self.reason, "evidence": evidence})
+    }
+}
+
+/// One task's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TaskState {
+    /// Task id.
+    pub id: String,
+    /// Status.
+    pub status: TaskStatus,
+    /// Attempts made.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Duration of the last attempt.
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// Output JSON text when succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Failure when failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+}
+
+impl TaskState {
+    fn pending(id: &str) -> Self {
+        TaskState {
+            id: id.into(),
+            status: TaskStatus::Pending,
+            attempts: 0,
+            duration_ms: 0,
+            output: None,
+            error: None,
+        }
+    }
+}
+
+/// One phase's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PhaseState {
+    /// Phase id.
+    pub id: String,
+    /// Status.
+    pub status: PhaseStatus,
+    /// The gate's verdict once given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<VerdictRecord>,
+    /// Tasks in pipeline order.
+    #[serde(default, rename = "task")]
+    pub tasks: Vec<TaskState>,
+}
+
+/// The whole progress file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct State {
+    /// Format version ([`STATE_VERSION`]).
+    pub version: u32,
+    /// Identifier of the run.
+    pub run_id: String,
+    /// The pipeline file (absolute).
+    pub pipeline: PathBuf,
+    /// `sha256:` of the pipeline file when the run started.
+    pub pipeline_digest: String,
+    /// Run status.
+    pub status: RunStatus,
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+    /// When this file was last written (RFC 3339).
+    pub updated_at: String,
+    /// Why the run failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Plugin spec (as written in the pipeline) → `sha256:` of the component.
+    #[serde(default)]
+    pub plugins: PluginDigests,
+    /// Phases in pipeline order.
+    #[serde(default, rename = "phase")]
+    pub phases: Vec<PhaseState>,
+}
+
+impl State {
+    /// A fresh state for a pipeline: every phase and task pending.
+    pub fn new(run_id: String, pipeline: &Pipeline, plugins: PluginDigests) -> Self {
+        let now = crate::events::rfc3339(std::time::SystemTime::now());
+        State {
+            version: STATE_VERSION,
+            run_id,
+            pipeline: fs::canonicalize(&pipeline.path).unwrap_or_else(|_| pipeline.path.clone()),
+            pipeline_digest: pipeline.digest.clone(),
+            status: RunStatus::Running,
+            started_at: now.clone(),
+            updated_at: now,
+            reason: None,
+            plugins,
+            phases: pipeline
+                .phases
+                .iter()
+                .map(|p| PhaseState {
+                    id: p.id.clone(),
+                    status: PhaseStatus::Pending,
+                    verdict: None,
+                    tasks: p.tasks.iter().map(|t| TaskState::pending(&t.id)).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn apply(&mut self, record: JournalRecord) -> anyhow::Result<()> {
+        let phase = self
+            .phases
+            .iter_mut()
+            .find(|p| p.id == record.phase)
+            .with_context(|| {
+                format!(
+                    "journal names phase `{}`, which the progress file does not have",
+                    record.phase
+                )
+            })?;
+        let task = phase
+            .tasks
+            .iter_mut()
+            .find(|t| t.id == record.task.id)
+            .with_context(|| {
+                format!(
+                    "journal names task `{}/{}`, which the progress file does not have",
+                    record.phase, record.task.id
+                )
+            })?;
+        *task = record.task;
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct JournalRecord {
+    phase: String,
+    task: TaskState,
+}
+
+/// The progress file on disk plus its journal.
+pub struct ProgressStore {
+    path: PathBuf,
+    journal_path: PathBuf,
+    journal: Option<File>,
+    /// The current state (snapshot with the journal folded in).
+    pub state: State,
+}
+
+impl ProgressStore {
+    /// The journal's path for a progress file.
+    pub fn journal_path(path: &Path) -> PathBuf {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".journal");
+        path.with_file_name(name)
+    }
+
+    /// Starts a new progress file (replacing any previous one and its journal).
+    pub fn create(path: &Path, state: State) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let mut store = ProgressStore {
+            path: path.into(),
+            journal_path: Self::journal_path(path),
+            journal: None,
+            state,
+        };
+        store.checkpoint()?;
+        Ok(store)
+    }
+
+    /// Loads a progress file and folds its journal in.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read progress file {}", path.display()))?;
+        let mut state: State = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not a valid progress file: {}",
+                path.display(),
+                e.message().trim()
+            )
+        })?;
+        if state.version != STATE_VERSION {
+            bail!(
+                "{}: progress file version {} is not supported (this phasegate writes version {STATE_VERSION})",
+                path.display(),
+                state.version
+            );
+        }
+        let journal_path = Self::journal_path(path);
+        if let Ok(file) = File::open(&journal_path) {
+            let mut reader = BufReader::new(file);
+            let mut line = String::new();
+            let mut n = 0;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line)? == 0 {
+                    break;
+                }
+                n += 1;
+                if !line.ends_with('\n') {
+                    break; // torn final append: that task was not durably recorded; it reruns
+                }
+                let record: JournalRecord = serde_json::from_str(&line).with_context(|| {
+                    format!("{}:{n}: corrupt journal record", journal_path.display())
+                })?;
+                state
+                    .apply(record)
+                    .with_context(|| format!("{}:{n}", journal_path.display()))?;
+            }
+        }
+        Ok(ProgressStore {
+            path: path.into(),
+            journal_path,
+            journal: None,
+            state,
+        })
+    }
+
+    /// The progress file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records a finished task: one fsynced journal line, O(1) whatever the phase size.
+    pub fn record_task(&mut self, phase_index: usize, task: TaskState) -> anyhow::Result<()> {
+        let record = JournalRecord {
+            phase: self.state.phases[phase_index].id.clone(),
+            task,
+        };
+        let mut line = serde_json::to_string(&record)?;
+        line.push('\n');
+        if self.journal.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.journal_path)
+                .with_context(|| format!("cannot open journal {}", self.journal_path.display()))?;
+            self.journal = Some(file);
+        }
+        let journal = self.journal.as_mut().expect("journal opened above");
+        journal
+            .write_all(line.as_bytes())
+            .and_then(|()| journal.sync_data())
+            .with_context(|| format!("cannot append to journal {}", self.journal_path.display()))?;
+        self.state.apply(record)
+    }
+
+    /// Writes the whole state atomically and empties the journal.
+    pub fn checkpoint(&mut self) -> anyhow::Result<()> {
+        self.state.updated_at = crate::events::rfc3339(std::time::SystemTime::now());
+        let text = toml::to_string(&self.state).context("cannot serialise the progress file")?;
+        write_atomically(&self.path, text.as_bytes())
+            .with_context(|| format!("cannot write progress file {}", self.path.display()))?;
+        // The snapshot now holds every journal record; a crash before this truncation only
+        // leaves records that fold to the same values.
+        self.journal = None;
+        match fs::remove_file(&self.journal_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot remove {}", self.journal_path.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces `path` with `bytes` so that a reader sees the old or the new file, never a mix,
+/// even across a crash: temp file in the same directory, fsync, rename, fsync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(&dir)?.sync_all()
+}

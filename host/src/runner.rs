@@ -1,0 +1,497 @@
+//! Runs a pipeline: phases in order, tasks in parallel (under a cap) or in sequence, then the
+//! gate. Persists progress after every finished task and verdict; emits events, never prints.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::context::Context;
+use crate::engine::{LoadedPlugin, PluginHost};
+use crate::events::{Emitter, EventKind};
+use crate::pipeline::{MAX_RETRY_BACKOFF, Phase, Pipeline, PluginRef, TaskSpec};
+use crate::plugin::wit;
+use crate::progress::{
+    Failure, FailureKind, PhaseStatus, ProgressStore, RunStatus, TaskState, TaskStatus,
+    VerdictKind, VerdictRecord,
+};
+
+/// How a run ended: the seed's `{completed, failed, reason, context}` plus the warnings.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunOutcome {
+    /// Completed or failed.
+    pub status: RunStatus,
+    /// Phases whose gate passed or warned, in order.
+    pub completed: Vec<String>,
+    /// The phase whose gate failed.
+    pub failed: Option<String>,
+    /// The failing gate's reason.
+    pub reason: Option<String>,
+    /// Phases whose gate warned, with the reason.
+    pub warnings: Vec<PhaseWarning>,
+    /// The context at the end.
+    pub context: Value,
+}
+
+/// A `warn` verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseWarning {
+    /// Phase id.
+    pub phase: String,
+    /// The gate's reason.
+    pub reason: String,
+}
+
+/// Runs one pipeline with its loaded plugins.
+pub struct Runner {
+    host: Arc<PluginHost>,
+    pipeline: Arc<Pipeline>,
+    plugins: HashMap<PluginRef, Arc<LoadedPlugin>>,
+    emitter: Emitter,
+}
+
+/// The builtin rule for a phase without a gate.
+pub const BUILTIN_GATE: &str = "builtin:all-succeeded";
+
+impl Runner {
+    /// A runner over loaded plugins (every plugin of the pipeline must be in `plugins`).
+    pub fn new(
+        host: Arc<PluginHost>,
+        pipeline: Pipeline,
+        plugins: HashMap<PluginRef, Arc<LoadedPlugin>>,
+        emitter: Emitter,
+    ) -> Self {
+        Runner {
+            host,
+            pipeline: Arc::new(pipeline),
+            plugins,
+            emitter,
+        }
+    }
+
+    fn plugin(&self, p: &PluginRef) -> anyhow::Result<Arc<LoadedPlugin>> {
+        self.plugins
+            .get(p)
+            .cloned()
+            .with_context(|| format!("plugin `{}` was not loaded", p.spec))
+    }
+
+    /// Runs (or resumes) the pipeline recorded in `store`. Finished phases and tasks are not run
+    /// again. Errors are host problems (e.g. the progress file cannot be written); a failed gate
+    /// is an `Ok` outcome with status `failed`.
+    pub async fn run(
+        &self,
+        store: &mut ProgressStore,
+        resumed: bool,
+    ) -> anyhow::Result<RunOutcome> {
+        let run_id = store.state.run_id.clone();
+        self.emitter.emit(EventKind::RunStarted {
+            run_id: run_id.clone(),
+            pipeline: self.pipeline.name.clone(),
+            phases: self.pipeline.phases.len(),
+            resumed,
+        });
+        let mut ctx = Context::new(&run_id, &self.pipeline.name);
+        let mut completed = Vec::new();
+        let mut warnings = Vec::new();
+
+        for (pi, phase) in self.pipeline.phases.iter().enumerate() {
+            let ps = &mut store.state.phases[pi];
+            if ps.status == PhaseStatus::Complete {
+                ctx.add_phase(ps);
+                completed.push(phase.id.clone());
+                if let Some(v) = ps.verdict.as_ref().filter(|v| v.kind == VerdictKind::Warn) {
+                    warnings.push(PhaseWarning {
+                        phase: phase.id.clone(),
+                        reason: v.reason.clone(),
+                    });
+                }
+                self.emitter.emit(EventKind::PhaseSkipped {
+                    phase: phase.id.clone(),
+                    reason: "completed in an earlier session".into(),
+                });
+                continue;
+            }
+            if ps.status == PhaseStatus::Failed {
+                // Resuming after a failed gate: give the failed tasks another chance.
+                for t in ps
+                    .tasks
+                    .iter_mut()
+                    .filter(|t| t.status == TaskStatus::Failed)
+                {
+                    t.status = TaskStatus::Pending;
+                }
+                ps.verdict = None;
+            }
+            ps.status = PhaseStatus::Running;
+            store.state.status = RunStatus::Running;
+            store.state.reason = None;
+            store.checkpoint()?;
+
+            self.run_tasks(pi, phase, store, &mut ctx, &run_id).await?;
+
+            let verdict = self.judge(pi, phase, store, &ctx, &run_id).await?;
+            self.emitter.emit(EventKind::Verdict {
+                phase: phase.id.clone(),
+                gate: verdict.gate.clone(),
+                verdict: verdict.clone(),
+            });
+            let failed = verdict.kind == VerdictKind::Fail;
+            let ps = &mut store.state.phases[pi];
+            ps.status = if failed {
+                PhaseStatus::Failed
+            } else {
+                PhaseStatus::Complete
+            };
+            ps.verdict = Some(verdict.clone());
+            ctx.add_phase(ps);
+            if failed {
+                store.state.status = RunStatus::Failed;
+                store.state.reason = Some(verdict.reason.clone());
+            }
+            store.checkpoint()?;
+            self.emitter.emit(EventKind::PhaseFinished {
+                phase: phase.id.clone(),
+                status: store.state.phases[pi].status,
+            });
+            if failed {
+                let outcome = RunOutcome {
+                    status: RunStatus::Failed,
+                    completed,
+                    failed: Some(phase.id.clone()),
+                    reason: Some(verdict.reason),
+                    warnings,
+                    context: ctx.as_json().clone(),
+                };
+                self.emitter.emit(EventKind::RunFinished {
+                    status: RunStatus::Failed,
+                    outcome: outcome.clone(),
+                });
+                return Ok(outcome);
+            }
+            if verdict.kind == VerdictKind::Warn {
+                warnings.push(PhaseWarning {
+                    phase: phase.id.clone(),
+                    reason: verdict.reason,
+                });
+            }
+            completed.push(phase.id.clone());
+        }
+
+        store.state.status = RunStatus::Completed;
+        store.checkpoint()?;
+        let outcome = RunOutcome {
+            status: RunStatus::Completed,
+            completed,
+            failed: None,
+            reason: None,
+            warnings,
+            context: ctx.as_json().clone(),
+        };
+        self.emitter.emit(EventKind::RunFinished {
+            status: RunStatus::Completed,
+            outcome: outcome.clone(),
+        });
+        Ok(outcome)
+    }
+
+    async fn run_tasks(
+        &self,
+        pi: usize,
+        phase: &Phase,
+        store: &mut ProgressStore,
+        ctx: &mut Context,
+        run_id: &str,
+    ) -> anyhow::Result<()> {
+        let pending: Vec<usize> = store.state.phases[pi]
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.status == TaskStatus::Pending)
+            .map(|(i, _)| i)
+            .collect();
+        self.emitter.emit(EventKind::PhaseStarted {
+            phase: phase.id.clone(),
+            tasks: phase.tasks.len(),
+            to_run: pending.len(),
+            parallel: phase.parallel,
+            concurrency: if phase.parallel { phase.concurrency } else { 1 },
+        });
+        for t in store.state.phases[pi]
+            .tasks
+            .iter()
+            .filter(|t| t.status != TaskStatus::Pending)
+        {
+            self.emitter.emit(EventKind::TaskSkipped {
+                phase: phase.id.clone(),
+                task: t.id.clone(),
+                status: t.status,
+            });
+        }
+
+        if phase.parallel {
+            // Tasks of a parallel phase all see the context as it was when the phase began.
+            let shared = Arc::new(ctx.clone());
+            let permits = Arc::new(Semaphore::new(phase.concurrency));
+            let mut set = JoinSet::new();
+            for i in pending {
+                let job = self.job(phase, i, run_id, shared.clone())?;
+                let permits = permits.clone();
+                set.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    (i, job.execute().await)
+                });
+            }
+            while let Some(joined) = set.join_next().await {
+                let (i, state) =
+                    joined.context("a task's host future panicked (a phasegate bug)")?;
+                self.finish_task(pi, phase, &phase.tasks[i], state, store)?;
+            }
+        } else {
+            for (i, spec) in phase.tasks.iter().enumerate() {
+                let existing = &store.state.phases[pi].tasks[i];
+                if existing.status == TaskStatus::Pending {
+                    let state = self
+                        .job(phase, i, run_id, Arc::new(ctx.clone()))?
+                        .execute()
+                        .await;
+                    self.finish_task(pi, phase, spec, state, store)?;
+                }
+                // Later tasks of a sequential phase see this one's result.
+                ctx.add_task(&phase.id, &store.state.phases[pi].tasks[i]);
+            }
+        }
+        Ok(())
+    }
+
+    fn job(
+        &self,
+        phase: &Phase,
+        i: usize,
+        run_id: &str,
+        ctx: Arc<Context>,
+    ) -> anyhow::Result<TaskJob> {
+        let spec = phase.tasks[i].clone();
+        Ok(TaskJob {
+            host: self.host.clone(),
+            plugin: self.plugin(&spec.plugin)?,
+            spec,
+            phase: phase.id.clone(),
+            run_id: run_id.to_owned(),
+            ctx,
+            emitter: self.emitter.clone(),
+        })
+    }
+
+    fn finish_task(
+        &self,
+        pi: usize,
+        phase: &Phase,
+        spec: &TaskSpec,
+        state: TaskState,
+        store: &mut ProgressStore,
+    ) -> anyhow::Result<()> {
+        self.emitter.emit(EventKind::TaskFinished {
+            phase: phase.id.clone(),
+            task: spec.id.clone(),
+            status: state.status,
+            attempts: state.attempts,
+            duration_ms: state.duration_ms,
+            error: state.error.clone(),
+        });
+        store.record_task(pi, state)
+    }
+
+    async fn judge(
+        &self,
+        pi: usize,
+        phase: &Phase,
+        store: &ProgressStore,
+        ctx: &Context,
+        run_id: &str,
+    ) -> anyhow::Result<VerdictRecord> {
+        let tasks = &store.state.phases[pi].tasks;
+        let Some(gate) = &phase.gate else {
+            return Ok(all_succeeded(tasks));
+        };
+        self.emitter.emit(EventKind::GateStarted {
+            phase: phase.id.clone(),
+            gate: gate.plugin.spec.clone(),
+        });
+        let report = wit::PhaseReport {
+            run_id: run_id.to_owned(),
+            phase: phase.id.clone(),
+            outcomes: tasks.iter().map(to_outcome).collect(),
+            context: ctx.as_json().to_string(),
+            config: gate.config.to_string(),
+        };
+        let plugin = self.plugin(&gate.plugin)?;
+        Ok(self
+            .host
+            .run_gate(&plugin, report, &gate.limits, self.emitter.clone())
+            .await)
+    }
+}
+
+/// Everything one task needs to run on its own (spawned) future.
+struct TaskJob {
+    host: Arc<PluginHost>,
+    plugin: Arc<LoadedPlugin>,
+    spec: TaskSpec,
+    phase: String,
+    run_id: String,
+    ctx: Arc<Context>,
+    emitter: Emitter,
+}
+
+impl TaskJob {
+    async fn execute(self) -> TaskState {
+        let spec = &self.spec;
+        let mut state = TaskState {
+            id: spec.id.clone(),
+            status: TaskStatus::Failed,
+            attempts: 0,
+            duration_ms: 0,
+            output: None,
+            error: None,
+        };
+        let input = match self.ctx.render(&spec.input) {
+            Ok(input) => input,
+            Err(message) => {
+                state.error = Some(Failure {
+                    kind: FailureKind::InvalidInput,
+                    message: format!("task `{}` in phase `{}`: {message}", spec.id, self.phase),
+                });
+                return state;
+            }
+        };
+        let context = self.ctx.as_json().to_string();
+        let config = spec.config.to_string();
+        loop {
+            state.attempts += 1;
+            self.emitter.emit(EventKind::TaskStarted {
+                phase: self.phase.clone(),
+                task: spec.id.clone(),
+                attempt: state.attempts,
+            });
+            let request = wit::TaskRequest {
+                run_id: self.run_id.clone(),
+                phase: self.phase.clone(),
+                task: spec.id.clone(),
+                attempt: state.attempts,
+                input: input.clone(),
+                context: context.clone(),
+                config: config.clone(),
+            };
+            let started = Instant::now();
+            let result = self
+                .host
+                .run_task(&self.plugin, request, &spec.limits, self.emitter.clone())
+                .await;
+            state.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            match result {
+                Ok(output) => {
+                    state.status = TaskStatus::Succeeded;
+                    state.output = Some(output);
+                    return state;
+                }
+                Err(failure) if failure.kind.retryable() && state.attempts <= spec.retries => {
+                    let delay = backoff(spec.retry_backoff, state.attempts);
+                    self.emitter.emit(EventKind::TaskRetry {
+                        phase: self.phase.clone(),
+                        task: spec.id.clone(),
+                        attempt: state.attempts,
+                        delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        error: failure,
+                    });
+                    tokio::time::sleep(delay).await;
+                }
+                Err(failure) => {
+                    state.error = Some(failure);
+                    return state;
+                }
+            }
+        }
+    }
+}
+
+/// Delay before the retry that follows attempt `attempt` (1-based): base × 2^(attempt-1).
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(MAX_RETRY_BACKOFF)
+}
+
+fn to_outcome(t: &TaskState) -> wit::TaskOutcome {
+    wit::TaskOutcome {
+        task: t.id.clone(),
+        output: t.output.clone(),
+        error: t.error.as_ref().map(|e| wit::TaskFailure {
+            kind: match e.kind {
+                FailureKind::Failed => wit::FailureKind::Failed,
+                FailureKind::InvalidInput => wit::FailureKind::InvalidInput,
+                FailureKind::InvalidConfig => wit::FailureKind::InvalidConfig,
+                FailureKind::InvalidOutput => wit::FailureKind::InvalidOutput,
+                FailureKind::Trap => wit::FailureKind::Trap,
+                FailureKind::Timeout => wit::FailureKind::Timeout,
+                FailureKind::Limit => wit::FailureKind::Limit,
+                FailureKind::Host => wit::FailureKind::Host,
+            },
+            message: e.message.clone(),
+        }),
+        attempts: t.attempts,
+        duration_ms: t.duration_ms,
+    }
+}
+
+fn all_succeeded(tasks: &[TaskState]) -> VerdictRecord {
+    let failed: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.status != TaskStatus::Succeeded)
+        .map(|t| match &t.error {
+            Some(e) => format!("`{}` ({})", t.id, e.message),
+            None => format!("`{}`", t.id),
+        })
+        .collect();
+    let (kind, reason) = if failed.is_empty() {
+        (
+            VerdictKind::Pass,
+            format!("all {} task(s) succeeded", tasks.len()),
+        )
+    } else {
+        (
+            VerdictKind::Fail,
+            format!(
+                "{} of {} task(s) failed: {}",
+                failed.len(),
+                tasks.len(),
+                failed.join("; ")
+            ),
+        )
+    };
+    VerdictRecord {
+        kind,
+        gate: BUILTIN_GATE.into(),
+        reason,
+        evidence: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let base = Duration::from_millis(100);
+        assert_eq!(backoff(base, 1), Duration::from_millis(100));
+        assert_eq!(backoff(base, 3), Duration::from_millis(400));
+        assert_eq!(backoff(base, 40), MAX_RETRY_BACKOFF);
+    }
+}
