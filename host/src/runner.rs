@@ -136,11 +136,6 @@ impl Runner {
             self.run_tasks(pi, phase, store, &mut ctx, &run_id).await?;
 
             let verdict = self.judge(pi, phase, store, &ctx, &run_id).await?;
-            self.emitter.emit(EventKind::Verdict {
-                phase: phase.id.clone(),
-                gate: verdict.gate.clone(),
-                verdict: verdict.clone(),
-            });
             let failed = verdict.kind == VerdictKind::Fail;
             let ps = &mut store.state.phases[pi];
             ps.status = if failed {
@@ -155,6 +150,11 @@ impl Runner {
                 store.state.reason = Some(verdict.reason.clone());
             }
             store.checkpoint()?;
+            self.emitter.emit(EventKind::Verdict {
+                phase: phase.id.clone(),
+                gate: verdict.gate.clone(),
+                verdict: verdict.clone(),
+            });
             self.emitter.emit(EventKind::PhaseFinished {
                 phase: phase.id.clone(),
                 status: store.state.phases[pi].status,
@@ -296,15 +296,18 @@ impl Runner {
         state: TaskState,
         store: &mut ProgressStore,
     ) -> anyhow::Result<()> {
-        self.emitter.emit(EventKind::TaskFinished {
+        // Persist first: whoever sees the event can rely on the record being durable.
+        let event = EventKind::TaskFinished {
             phase: phase.id.clone(),
             task: spec.id.clone(),
             status: state.status,
             attempts: state.attempts,
             duration_ms: state.duration_ms,
             error: state.error.clone(),
-        });
-        store.record_task(pi, state)
+        };
+        store.record_task(pi, state)?;
+        self.emitter.emit(event);
+        Ok(())
     }
 
     async fn judge(

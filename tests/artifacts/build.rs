@@ -1,0 +1,67 @@
+//! Builds every guest (plugins/*, tests/guests/*) from source with scripts/build-guests, in the
+//! style of wasmtime's test-programs artifacts: a nested cargo build with its own target dir under
+//! OUT_DIR, then `gen.rs` with one path constant per component. No `.wasm` is committed.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let root = manifest.join("../..").canonicalize().expect("workspace root");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
+    for dir in ["plugins", "tests/guests", "plugin-sdk", "wit"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    println!("cargo:rerun-if-changed={}", root.join("scripts/build-guests").display());
+    println!("cargo:rerun-if-changed={}", root.join("Cargo.lock").display());
+
+    let components = out.join("components");
+    let status = Command::new("bash")
+        .arg(root.join("scripts/build-guests"))
+        .arg("--target-dir")
+        .arg(out.join("guest-target"))
+        .arg("--out")
+        .arg(&components)
+        .status()
+        .expect("cannot run bash scripts/build-guests");
+    if !status.success() {
+        panic!(
+            "building the guest components failed (scripts/build-guests exited with {status}); \
+             the messages above say what is missing. `scripts/setup-guest-toolchain` installs the toolchain."
+        );
+    }
+
+    let mut code = String::new();
+    let mut names = Vec::new();
+    for (group, dir) in [("plugins", root.join("plugins")), ("guests", root.join("tests/guests"))] {
+        for name in crate_names(&dir) {
+            let file = components.join(format!("{}.wasm", name.replace('-', "_")));
+            assert!(file.is_file(), "{} was not built", file.display());
+            let konst = name.replace('-', "_").to_uppercase();
+            writeln!(code, "/// The `{name}` component ({group}).").unwrap();
+            writeln!(code, "pub const {konst}: &str = {:?};", file.display().to_string()).unwrap();
+            names.push(konst);
+        }
+    }
+    writeln!(code, "/// Directory holding every component.").unwrap();
+    writeln!(code, "pub const COMPONENTS_DIR: &str = {:?};", components.display().to_string()).unwrap();
+    writeln!(code, "/// Every component constant, by name.").unwrap();
+    writeln!(code, "pub const ALL: &[(&str, &str)] = &[{}];", names.iter().map(|n| format!("({n:?}, {n})")).collect::<Vec<_>>().join(", ")).unwrap();
+    std::fs::write(out.join("gen.rs"), code).expect("write gen.rs");
+}
+
+fn crate_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("Cargo.toml")).ok())
+        .filter_map(|toml| {
+            toml.lines()
+                .find_map(|l| l.strip_prefix("name = \"").and_then(|r| r.strip_suffix('"')).map(str::to_owned))
+        })
+        .collect();
+    names.sort();
+    names
+}
