@@ -135,6 +135,8 @@ fn describe(e: &minijinja::Error) -> String {
 pub struct Scope<'a> {
     /// Phases listed before the template's phase.
     pub earlier_phases: &'a [&'a str],
+    /// Every phase of the pipeline (to tell a later phase from a misspelt one).
+    pub all_phases: &'a [&'a str],
     /// The template's own phase.
     pub current_phase: &'a str,
     /// Tasks listed before the template's task in its phase (sequential phases only).
@@ -195,6 +197,15 @@ pub fn check_template(template: &str, scope: &Scope<'_>) -> Result<(), (String, 
                     ),
                 ));
             }
+        } else if !scope.all_phases.contains(&phase) {
+            return Err((
+                format!("`{var}` reads phase `{phase}`, which the pipeline does not have"),
+                format!(
+                    "check the spelling; the phases before `{}` are: {}",
+                    scope.current_phase,
+                    list(scope.earlier_phases)
+                ),
+            ));
         } else if !scope.earlier_phases.contains(&phase) {
             return Err((
                 format!(
@@ -202,8 +213,8 @@ pub fn check_template(template: &str, scope: &Scope<'_>) -> Result<(), (String, 
                     scope.current_phase
                 ),
                 format!(
-                    "a task can read only phases listed earlier in the file: {}",
-                    list(scope.earlier_phases)
+                    "phases run in file order, so a task can read only earlier phases; move phase `{phase}` above phase `{}`",
+                    scope.current_phase
                 ),
             ));
         }

@@ -300,6 +300,7 @@ impl Pipeline {
             None => default_concurrency(),
         };
 
+        let all_phases: Vec<&str> = raw.phases.iter().map(|p| p.id.get_ref().as_str()).collect();
         let mut phase_ids: HashMap<String, std::ops::Range<usize>> = HashMap::new();
         let mut phases = Vec::new();
         for rp in &raw.phases {
@@ -348,6 +349,7 @@ impl Pipeline {
                         phases.iter().map(|p: &Phase| p.id.as_str()).collect();
                     let scope = context::Scope {
                         earlier_phases: &earlier_phases,
+                        all_phases: &all_phases,
                         current_phase: &pid,
                         earlier_tasks: &earlier_tasks,
                         parallel,

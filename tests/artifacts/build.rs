@@ -8,13 +8,22 @@ use std::process::Command;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest.join("../..").canonicalize().expect("workspace root");
+    let root = manifest
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
     for dir in ["plugins", "tests/guests", "plugin-sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    println!("cargo:rerun-if-changed={}", root.join("scripts/build-guests").display());
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("scripts/build-guests").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
 
     let components = out.join("components");
     let status = Command::new("bash")
@@ -34,20 +43,42 @@ fn main() {
 
     let mut code = String::new();
     let mut names = Vec::new();
-    for (group, dir) in [("plugins", root.join("plugins")), ("guests", root.join("tests/guests"))] {
+    for (group, dir) in [
+        ("plugins", root.join("plugins")),
+        ("guests", root.join("tests/guests")),
+    ] {
         for name in crate_names(&dir) {
             let file = components.join(format!("{}.wasm", name.replace('-', "_")));
             assert!(file.is_file(), "{} was not built", file.display());
             let konst = name.replace('-', "_").to_uppercase();
             writeln!(code, "/// The `{name}` component ({group}).").unwrap();
-            writeln!(code, "pub const {konst}: &str = {:?};", file.display().to_string()).unwrap();
+            writeln!(
+                code,
+                "pub const {konst}: &str = {:?};",
+                file.display().to_string()
+            )
+            .unwrap();
             names.push(konst);
         }
     }
     writeln!(code, "/// Directory holding every component.").unwrap();
-    writeln!(code, "pub const COMPONENTS_DIR: &str = {:?};", components.display().to_string()).unwrap();
+    writeln!(
+        code,
+        "pub const COMPONENTS_DIR: &str = {:?};",
+        components.display().to_string()
+    )
+    .unwrap();
     writeln!(code, "/// Every component constant, by name.").unwrap();
-    writeln!(code, "pub const ALL: &[(&str, &str)] = &[{}];", names.iter().map(|n| format!("({n:?}, {n})")).collect::<Vec<_>>().join(", ")).unwrap();
+    writeln!(
+        code,
+        "pub const ALL: &[(&str, &str)] = &[{}];",
+        names
+            .iter()
+            .map(|n| format!("({n:?}, {n})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+    .unwrap();
     std::fs::write(out.join("gen.rs"), code).expect("write gen.rs");
 }
 
@@ -58,8 +89,11 @@ fn crate_names(dir: &Path) -> Vec<String> {
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join("Cargo.toml")).ok())
         .filter_map(|toml| {
-            toml.lines()
-                .find_map(|l| l.strip_prefix("name = \"").and_then(|r| r.strip_suffix('"')).map(str::to_owned))
+            toml.lines().find_map(|l| {
+                l.strip_prefix("name = \"")
+                    .and_then(|r| r.strip_suffix('"'))
+                    .map(str::to_owned)
+            })
         })
         .collect();
     names.sort();

@@ -27,7 +27,12 @@ impl Gate for AllSucceeded {
             "failed": failed.iter().map(|o| json!({"task": o.task, "error": o.error.as_ref().map(|e| &e.1), "kind": o.error.as_ref().map(|e| &e.0)})).collect::<Vec<_>>(),
         });
         if failed.len() > report.config.allow_failures {
-            return Verdict::fail(format!("{} of {total} task(s) failed: {}", failed.len(), names.join(", "))).with_evidence(evidence);
+            return Verdict::fail(format!(
+                "{} of {total} task(s) failed: {}",
+                failed.len(),
+                names.join(", ")
+            ))
+            .with_evidence(evidence);
         }
         if !failed.is_empty() {
             return Verdict::warn(format!(
@@ -38,9 +43,17 @@ impl Gate for AllSucceeded {
             ))
             .with_evidence(evidence);
         }
-        let retried: Vec<&str> = report.outcomes.iter().filter(|o| o.attempts > 1).map(|o| o.task.as_str()).collect();
+        let retried: Vec<&str> = report
+            .outcomes
+            .iter()
+            .filter(|o| o.attempts > 1)
+            .map(|o| o.task.as_str())
+            .collect();
         if report.config.warn_on_retries && !retried.is_empty() {
-            return Verdict::warn(format!("all {total} task(s) succeeded, but {} needed retries", retried.join(", ")));
+            return Verdict::warn(format!(
+                "all {total} task(s) succeeded, but {} needed retries",
+                retried.join(", ")
+            ));
         }
         Verdict::pass(format!("all {total} task(s) succeeded"))
     }

@@ -50,11 +50,14 @@ impl Task for JsonReshape {
                     out.insert(name.clone(), Value::Null);
                     continue;
                 }
-                return Err(Error::invalid_input(format!("field `{name}`: `{pointer}` selects nothing in the input")));
+                return Err(Error::invalid_input(format!(
+                    "field `{name}`: `{pointer}` selects nothing in the input"
+                )));
             };
             let value = match op {
                 None => value.clone(),
-                Some(op) => apply(op, value).map_err(|e| Error::invalid_input(format!("field `{name}`: {e}")))?,
+                Some(op) => apply(op, value)
+                    .map_err(|e| Error::invalid_input(format!("field `{name}`: {e}")))?,
             };
             out.insert(name.clone(), value);
         }
@@ -71,7 +74,9 @@ fn apply(op: &str, value: &Value) -> std::result::Result<Value, String> {
         ("sum", Value::Array(a)) => {
             let nums: Option<Vec<f64>> = a.iter().map(Value::as_f64).collect();
             let total: f64 = nums.ok_or("`sum` needs an array of numbers")?.iter().sum();
-            Ok(serde_json::Number::from_f64(total).map(Value::Number).unwrap_or(Value::Null))
+            Ok(serde_json::Number::from_f64(total)
+                .map(Value::Number)
+                .unwrap_or(Value::Null))
         }
         (op, v) => Err(format!("cannot apply `{op}` to {}", kind(v))),
     }

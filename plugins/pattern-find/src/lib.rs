@@ -50,18 +50,27 @@ impl Task for PatternFind {
         let re = regex_lite::RegexBuilder::new(&cfg.pattern)
             .case_insensitive(cfg.ignore_case)
             .build()
-            .map_err(|e| Error::invalid_config(format!("`pattern` is not a valid regular expression: {e}")))?;
+            .map_err(|e| {
+                Error::invalid_config(format!("`pattern` is not a valid regular expression: {e}"))
+            })?;
         let mut count = 0;
         let mut matches = Vec::new();
         for (i, line) in req.input.lines().enumerate() {
             if re.is_match(line) {
                 count += 1;
                 if matches.len() < cfg.max_matches {
-                    matches.push(Match { line: i + 1, text: line.trim().to_owned() });
+                    matches.push(Match {
+                        line: i + 1,
+                        text: line.trim().to_owned(),
+                    });
                 }
             }
         }
-        Ok(Found { pattern: cfg.pattern, count, matches })
+        Ok(Found {
+            pattern: cfg.pattern,
+            count,
+            matches,
+        })
     }
 }
 

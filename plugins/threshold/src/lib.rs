@@ -50,7 +50,9 @@ impl Gate for Threshold {
     fn check(report: Report<Config>) -> Verdict {
         let cfg = &report.config;
         if cfg.min.is_none() && cfg.max.is_none() {
-            return Verdict::fail("gate config sets neither `min` nor `max`; add at least one bound");
+            return Verdict::fail(
+                "gate config sets neither `min` nor `max`; add at least one bound",
+            );
         }
         let mut values = Vec::new();
         for o in &report.outcomes {
@@ -60,7 +62,12 @@ impl Gate for Threshold {
             let Some(output) = &o.output else { continue };
             match output.pointer(&cfg.field).and_then(|v| v.as_f64()) {
                 Some(v) => values.push((o.task.clone(), v)),
-                None => return Verdict::fail(format!("task `{}` has no number at `{}` in its output", o.task, cfg.field)),
+                None => {
+                    return Verdict::fail(format!(
+                        "task `{}` has no number at `{}` in its output",
+                        o.task, cfg.field
+                    ));
+                }
             }
         }
         if values.is_empty() {
@@ -69,8 +76,14 @@ impl Gate for Threshold {
         let checked: Vec<(String, f64)> = match cfg.aggregate {
             Aggregate::Each => values.clone(),
             Aggregate::Sum => vec![("sum".into(), values.iter().map(|v| v.1).sum())],
-            Aggregate::Max => vec![("max".into(), values.iter().map(|v| v.1).fold(f64::MIN, f64::max))],
-            Aggregate::Min => vec![("min".into(), values.iter().map(|v| v.1).fold(f64::MAX, f64::min))],
+            Aggregate::Max => vec![(
+                "max".into(),
+                values.iter().map(|v| v.1).fold(f64::MIN, f64::max),
+            )],
+            Aggregate::Min => vec![(
+                "min".into(),
+                values.iter().map(|v| v.1).fold(f64::MAX, f64::min),
+            )],
         };
         let out_of_bounds: Vec<String> = checked
             .iter()
@@ -85,9 +98,22 @@ impl Gate for Threshold {
         };
         let evidence = json!({"field": cfg.field, "values": values.iter().map(|(t, v)| json!({"task": t, "value": v})).collect::<Vec<_>>()});
         if out_of_bounds.is_empty() {
-            return Verdict::pass(format!("`{}` is {bounds} ({})", cfg.field, checked.iter().map(|(n, v)| format!("{n} = {v}")).collect::<Vec<_>>().join(", "))).with_evidence(evidence);
+            return Verdict::pass(format!(
+                "`{}` is {bounds} ({})",
+                cfg.field,
+                checked
+                    .iter()
+                    .map(|(n, v)| format!("{n} = {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .with_evidence(evidence);
         }
-        let reason = format!("`{}` must be {bounds}: {}", cfg.field, out_of_bounds.join(", "));
+        let reason = format!(
+            "`{}` must be {bounds}: {}",
+            cfg.field,
+            out_of_bounds.join(", ")
+        );
         match cfg.on_violation {
             OnViolation::Fail => Verdict::fail(reason),
             OnViolation::Warn => Verdict::warn(reason),

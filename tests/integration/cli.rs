@@ -1,0 +1,150 @@
+//! CLI surface: validate, status, exit codes.
+
+use crate::harness::{Project, stderr_of};
+
+#[test]
+fn validate_names_each_plugins_world() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "v"
+[[phase]]
+id = "one"
+gate = { plugin = "{THRESHOLD}", config = { field = "/words", min = 1 } }
+[[phase.task]]
+id = "a"
+plugin = "{TEXT_STATS}"
+"#,
+    );
+    let out = p.output(&["validate", "pipeline.toml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stdout.contains("text_stats.wasm implements phasegate:plugin/task@0.1.0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("threshold.wasm implements phasegate:plugin/gate@0.1.0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("text-stats 0.1.0: Counts lines"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_rejects_a_gate_used_as_a_task_and_a_core_module() {
+    let p = Project::new();
+    p.pipeline("name = \"v\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"a\"\nplugin = \"{ALL_SUCCEEDED}\"\n");
+    let out = p.output(&["validate", "pipeline.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("task `a` in phase `one` uses plugin"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(stderr_of(&out).contains(
+        "implements phasegate:plugin/gate@0.1.0; a task needs phasegate:plugin/task@0.1.0"
+    ));
+
+    // A core module (the smallest valid one) is not a component.
+    std::fs::write(p.path("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    std::fs::write(p.path("junk.wasm"), b"not wasm at all").unwrap();
+    p.pipeline("name = \"v\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"a\"\nplugin = \"core.wasm\"\n[[phase.task]]\nid = \"b\"\nplugin = \"junk.wasm\"\n");
+    let out = p.output(&["validate", "pipeline.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(err.contains("core Wasm module, not a component"), "{err}");
+    assert!(
+        err.contains("junk.wasm") && err.contains("not a valid Wasm component"),
+        "{err}"
+    );
+}
+
+#[test]
+fn status_and_human_output() {
+    let p = Project::new();
+    p.pipeline("name = \"h\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"a\"\nplugin = \"{TEXT_STATS}\"\ninput = \"hi there\"\n");
+    let out = p.output(&["run", "pipeline.toml"]);
+    assert!(out.status.success());
+    let err = stderr_of(&out);
+    assert!(err.contains("phase one: 1 task(s)"), "{err}");
+    assert!(err.contains("✓ a ok"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("run completed: 1 phase(s) passed"));
+    let status = p.output(&["status"]);
+    let s = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        s.contains("completed") && s.contains("1/1 tasks finished"),
+        "{s}"
+    );
+    let missing = p.output(&["status", "--state", "nope.toml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr_of(&missing).contains("nope.toml"));
+}
+
+#[test]
+fn task_failures_are_typed_trap_and_bad_output() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "typed"
+[[phase]]
+id = "one"
+[[phase.task]]
+id = "panics"
+plugin = "{PROBE}"
+config = { trap = true }
+retries = 3
+[[phase.task]]
+id = "slow"
+plugin = "{PROBE}"
+config = { sleep-ms = 5000 }
+timeout = "200ms"
+[[phase.task]]
+id = "big"
+plugin = "{PROBE}"
+input = "0123456789012345678901234567890123456789"
+limits = { max-output = "32B" }
+[[phase.task]]
+id = "fine"
+plugin = "{PROBE}"
+"#,
+    );
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(r.code, 1);
+    let state = p.state(".phasegate/state.toml");
+    let t = &state["phase"][0]["task"];
+    assert_eq!(t[0]["error"]["kind"], "trap");
+    assert_eq!(t[0]["attempts"], 1, "traps are not retried");
+    assert!(
+        t[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("probe was told to trap"),
+        "{}",
+        t[0]
+    );
+    assert_eq!(t[1]["error"]["kind"], "timeout");
+    assert!(
+        t[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded its timeout of 200ms; raise `timeout`"),
+        "{}",
+        t[1]
+    );
+    assert_eq!(t[2]["error"]["kind"], "invalid-output");
+    assert!(
+        t[2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("over its limit of 32 B; raise `limits.max-output`"),
+        "{}",
+        t[2]
+    );
+    assert_eq!(
+        t[3]["status"], "succeeded",
+        "a sibling of failing tasks is unaffected"
+    );
+}

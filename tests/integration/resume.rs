@@ -1,0 +1,212 @@
+//! Kill and resume: `kill -9` mid-phase, then `phasegate resume` finishes without re-running
+//! finished tasks, and ends in the same state as an uninterrupted run.
+
+use std::collections::BTreeSet;
+
+use crate::harness::{Project, next_event, normalized, stderr_of};
+
+fn pipeline(p: &Project) {
+    let mut toml = String::from(
+        r#"
+name = "killable"
+[[phase]]
+id = "prepare"
+[[phase.task]]
+id = "setup"
+plugin = "{PROBE}"
+input = "ready"
+
+[[phase]]
+id = "bulk"
+concurrency = 2
+gate = { plugin = "{ALL_SUCCEEDED}" }
+"#,
+    );
+    for i in 0..6 {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"job{i}\"\nplugin = \"{{PROBE}}\"\ninput = \"{{{{ phases.prepare.tasks.setup.output.input }}}}-{i}\"\nconfig = {{ sleep-ms = 300 }}\n"
+        ));
+    }
+    toml.push_str(
+        r#"
+[[phase]]
+id = "finish"
+parallel = false
+[[phase.task]]
+id = "report"
+plugin = "{TEXT_STATS}"
+input = "{{ phases.bulk.tasks.job5.output.input }}"
+"#,
+    );
+    p.pipeline(&toml);
+}
+
+#[test]
+fn kill_9_mid_phase_then_resume_finishes_without_rerunning_finished_tasks() {
+    let p = Project::new();
+    pipeline(&p);
+
+    // Run until two tasks of `bulk` have finished, then SIGKILL the CLI.
+    let (mut child, mut events) = p.spawn_json(&["run", "pipeline.toml", "--state", "run.toml"]);
+    let mut finished_before_kill = BTreeSet::new();
+    let mut invoked_before_kill = BTreeSet::new();
+    while let Some(e) = next_event(&mut events) {
+        if e["event"] == "task-log" && e["message"].as_str().unwrap().starts_with("invoked ") {
+            invoked_before_kill.insert(e["task"].as_str().unwrap().to_owned());
+        }
+        if e["event"] == "task-finished" && e["phase"] == "bulk" {
+            finished_before_kill.insert(e["task"].as_str().unwrap().to_owned());
+            if finished_before_kill.len() == 2 {
+                child.kill().expect("SIGKILL"); // std's kill is SIGKILL on unix
+                break;
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    assert_eq!(finished_before_kill.len(), 2);
+
+    let mid = p.state("run.toml");
+    assert_eq!(mid["status"], "running");
+    assert_eq!(mid["phase"][0]["status"], "complete");
+    assert_eq!(mid["phase"][1]["status"], "running");
+    let recorded: BTreeSet<String> = mid["phase"][1]["task"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "succeeded")
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        recorded.is_superset(&finished_before_kill),
+        "{recorded:?} vs {finished_before_kill:?}"
+    );
+
+    let resumed = p.run_json(&["resume", "--state", "run.toml"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let inv = resumed.invocations();
+    for task in &recorded {
+        assert!(
+            !inv.contains_key(task),
+            "{task} finished before the kill but ran again"
+        );
+    }
+    assert!(!inv.contains_key("setup"), "a completed phase ran again");
+    let all_bulk: BTreeSet<String> = (0..6).map(|i| format!("job{i}")).collect();
+    let rerun: BTreeSet<String> = inv
+        .keys()
+        .filter(|k| k.starts_with("job"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        rerun,
+        &all_bulk - &recorded,
+        "exactly the unfinished tasks ran"
+    );
+    assert_eq!(resumed.of("phase-skipped").len(), 1);
+    assert_eq!(
+        resumed.outcome()["completed"],
+        serde_json::json!(["prepare", "bulk", "finish"])
+    );
+
+    // Same final state as a run that was never interrupted.
+    let straight = p.run_json(&["run", "pipeline.toml", "--state", "straight.toml"]);
+    assert_eq!(straight.code, 0, "{}", straight.stderr);
+    assert_eq!(
+        normalized(p.state("run.toml")),
+        normalized(p.state("straight.toml"))
+    );
+}
+
+#[test]
+fn resume_refuses_a_changed_pipeline_unless_forced() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "gated"
+[[phase]]
+id = "one"
+[[phase.task]]
+id = "a"
+plugin = "{PROBE}"
+config = { fail = "broken" }
+"#,
+    );
+    let first = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(first.code, 1);
+
+    let text = std::fs::read_to_string(p.path("pipeline.toml")).unwrap();
+    std::fs::write(
+        p.path("pipeline.toml"),
+        text.replace("config = { fail = \"broken\" }", ""),
+    )
+    .unwrap();
+    let refused = p.output(&["resume"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let err = stderr_of(&refused);
+    assert!(err.contains("cannot resume run"), "{err}");
+    assert!(err.contains("the pipeline file"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(
+        p.state(".phasegate/state.toml")["status"],
+        "failed",
+        "a refused resume changes nothing"
+    );
+
+    let forced = p.run_json(&["resume", "--force"]);
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(forced.invocations()["a"], 1);
+    assert_eq!(p.state(".phasegate/state.toml")["status"], "completed");
+}
+
+#[test]
+fn resume_refuses_a_changed_plugin() {
+    let p = Project::new();
+    let copy = p.path("probe-copy.wasm");
+    std::fs::copy(phasegate_test_artifacts::PROBE, &copy).unwrap();
+    p.pipeline(
+        r#"
+name = "plug"
+[[phase]]
+id = "one"
+[[phase.task]]
+id = "a"
+plugin = "probe-copy.wasm"
+config = { fail = "broken" }
+"#,
+    );
+    assert_eq!(p.run_json(&["run", "pipeline.toml"]).code, 1);
+    std::fs::copy(phasegate_test_artifacts::TEXT_STATS, &copy).unwrap();
+    let refused = p.output(&["resume"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr_of(&refused).contains("plugin `probe-copy.wasm` (was sha256:"),
+        "{}",
+        stderr_of(&refused)
+    );
+}
+
+#[test]
+fn run_refuses_to_clobber_an_unfinished_run() {
+    let p = Project::new();
+    p.pipeline("name = \"x\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"a\"\nplugin = \"{PROBE}\"\nconfig = { sleep-ms = 2000 }\n");
+    let (mut child, mut events) = p.spawn_json(&["run", "pipeline.toml"]);
+    while let Some(e) = next_event(&mut events) {
+        if e["event"] == "task-started" {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    child.wait().unwrap();
+    let out = p.output(&["run", "pipeline.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("phasegate resume"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(p.run_json(&["run", "pipeline.toml", "--fresh"]).code, 0);
+}

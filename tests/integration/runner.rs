@@ -1,0 +1,384 @@
+//! Runner behaviour through `phasegate run`: parallelism, order, context, gates, retries.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Project, max_overlap, next_event};
+
+#[test]
+fn parallel_tasks_overlap() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "overlap"
+[[phase]]
+id = "work"
+concurrency = 3
+[[phase.task]]
+id = "a"
+plugin = "{PROBE}"
+config = { sleep-ms = 300 }
+[[phase.task]]
+id = "b"
+plugin = "{PROBE}"
+config = { sleep-ms = 300 }
+[[phase.task]]
+id = "c"
+plugin = "{PROBE}"
+config = { sleep-ms = 300 }
+"#,
+    );
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let iv = r.intervals("work");
+    assert_eq!(iv.len(), 3);
+    // Every task started before any finished: all three ran at the same time.
+    let last_start = iv.iter().map(|i| i.1).max().unwrap();
+    let first_end = iv.iter().map(|i| i.2).min().unwrap();
+    assert!(last_start < first_end, "tasks did not overlap: {iv:?}");
+    assert_eq!(max_overlap(&iv), 3);
+}
+
+#[test]
+fn concurrency_cap_holds() {
+    let p = Project::new();
+    let mut toml = String::from("name = \"cap\"\n[[phase]]\nid = \"work\"\nconcurrency = 2\n");
+    for i in 0..6 {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{{PROBE}}\"\nconfig = {{ sleep-ms = 150 }}\n"
+        ));
+    }
+    p.pipeline(&toml);
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let iv = r.intervals("work");
+    assert_eq!(iv.len(), 6);
+    // Never more than the cap at once, and the cap is actually used.
+    assert_eq!(max_overlap(&iv), 2, "{iv:?}");
+    assert_eq!(r.of("phase-started")[0]["concurrency"], 2);
+}
+
+#[test]
+fn sequential_phase_runs_in_file_order_and_sees_earlier_tasks() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "seq"
+[[phase]]
+id = "steps"
+parallel = false
+concurrency = 8
+[[phase.task]]
+id = "first"
+plugin = "{PROBE}"
+input = "one"
+config = { sleep-ms = 50 }
+[[phase.task]]
+id = "second"
+plugin = "{PROBE}"
+input = "{{ phases.steps.tasks.first.output.input }}+two"
+config = { sleep-ms = 50 }
+[[phase.task]]
+id = "third"
+plugin = "{PROBE}"
+input = "{{ phases.steps.tasks.second.output.input }}+three"
+"#,
+    );
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let started: Vec<&str> = r
+        .of("task-started")
+        .iter()
+        .map(|e| e["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(started, ["first", "second", "third"]);
+    let mut iv = r.intervals("steps");
+    iv.sort_by_key(|i| i.1);
+    for w in iv.windows(2) {
+        assert!(
+            w[0].2 <= w[1].1,
+            "{} finished after {} started",
+            w[0].0,
+            w[1].0
+        );
+    }
+    let ctx = &r.outcome()["context"]["phases"]["steps"]["tasks"];
+    assert_eq!(ctx["third"]["output"]["input"], "one+two+three");
+}
+
+#[test]
+fn context_reaches_later_phases_and_templates_render() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "ctx"
+[[phase]]
+id = "discovery"
+[[phase.task]]
+id = "stats"
+plugin = "{TEXT_STATS}"
+input = "alpha beta gamma\nalpha delta\nalpha beta"
+config = { top = 2, min-length = 1 }
+[[phase.task]]
+id = "find"
+plugin = "{PATTERN_FIND}"
+input = "fn main() {}\nfn helper() {}\nstruct X;"
+config = { pattern = "^fn " }
+
+[[phase]]
+id = "planning"
+[[phase.task]]
+id = "summary"
+plugin = "{PROBE}"
+input = "{{ phases.discovery.tasks.stats.output.words }} words, top {{ phases.discovery.tasks.stats.output.top_words[0].word }}, {{ phases.discovery.tasks.find.output.matches | length }} functions, run {{ run.id }}"
+[[phase.task]]
+id = "reshape"
+plugin = "{JSON_RESHAPE}"
+input = "{{ phases.discovery.tasks.stats.output | tojson }}"
+config = { fields = { total = "/words", top = "/top_words/0/word", distinct = "/top_words | length" } }
+"#,
+    );
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let outcome = r.outcome();
+    let run_id = r.of("run-started")[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let planning = &outcome["context"]["phases"]["planning"]["tasks"];
+    assert_eq!(
+        planning["summary"]["output"]["input"],
+        format!("7 words, top alpha, 2 functions, run {run_id}")
+    );
+    assert_eq!(
+        planning["reshape"]["output"],
+        json!({"total": 7, "top": "alpha", "distinct": 2})
+    );
+    assert_eq!(outcome["completed"], json!(["discovery", "planning"]));
+}
+
+#[test]
+fn gate_fail_stops_the_run_with_completed_failed_reason_context() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "gated"
+[[phase]]
+id = "discovery"
+gate = { plugin = "{ALL_SUCCEEDED}" }
+[[phase.task]]
+id = "scan"
+plugin = "{PATTERN_FIND}"
+input = "TODO one\nTODO two\nTODO three\ndone"
+config = { pattern = "TODO" }
+
+[[phase]]
+id = "review"
+gate = { plugin = "{THRESHOLD}", config = { field = "/count", max = 1 } }
+[[phase.task]]
+id = "todos"
+plugin = "{JSON_RESHAPE}"
+input = "{{ phases.discovery.tasks.scan.output | tojson }}"
+config = { fields = { count = "/count" } }
+
+[[phase]]
+id = "never"
+[[phase.task]]
+id = "unreached"
+plugin = "{PROBE}"
+"#,
+    );
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(r.code, 1, "a failed gate exits 1: {}", r.stderr);
+    let o = r.outcome();
+    assert_eq!(o["status"], "failed");
+    assert_eq!(o["completed"], json!(["discovery"]));
+    assert_eq!(o["failed"], "review");
+    assert_eq!(o["reason"], "`/count` must be at most 1: todos = 3");
+    assert_eq!(
+        o["context"]["phases"]["discovery"]["tasks"]["scan"]["output"]["count"],
+        3
+    );
+    assert_eq!(o["context"]["phases"]["review"]["verdict"]["kind"], "fail");
+    assert!(o["context"]["phases"].get("never").is_none());
+    assert!(
+        r.of("task-started").iter().all(|e| e["phase"] != "never"),
+        "a phase after a failed gate ran"
+    );
+    let state = p.state(".phasegate/state.toml");
+    assert_eq!(state["status"], "failed");
+    assert_eq!(state["phase"][1]["status"], "failed");
+    assert_eq!(state["phase"][2]["status"], "pending");
+}
+
+#[test]
+fn gate_warn_continues_and_is_recorded() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "warned"
+[[phase]]
+id = "check"
+gate = { plugin = "{THRESHOLD}", config = { field = "/words", min = 100, on-violation = "warn" } }
+[[phase.task]]
+id = "stats"
+plugin = "{TEXT_STATS}"
+input = "too few words"
+[[phase]]
+id = "after"
+[[phase.task]]
+id = "next"
+plugin = "{PROBE}"
+"#,
+    );
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let o = r.outcome();
+    assert_eq!(o["completed"], json!(["check", "after"]));
+    assert_eq!(o["warnings"][0]["phase"], "check");
+    assert_eq!(
+        o["warnings"][0]["reason"],
+        "`/words` must be at least 100: stats = 3"
+    );
+    let state = p.state(".phasegate/state.toml");
+    assert_eq!(state["phase"][0]["verdict"]["kind"], "warn");
+    let evidence: Value =
+        serde_json::from_str(state["phase"][0]["verdict"]["evidence"].as_str().unwrap()).unwrap();
+    assert_eq!(evidence["values"][0]["value"], 3.0);
+}
+
+#[test]
+fn retry_then_success_and_retries_exhausted() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "flaky"
+[defaults]
+retry-backoff = "20ms"
+[[phase]]
+id = "work"
+gate = { plugin = "{ALL_SUCCEEDED}", config = { allow-failures = 1 } }
+[[phase.task]]
+id = "recovers"
+plugin = "{PROBE}"
+config = { fail-until-attempt = 3 }
+retries = 2
+[[phase.task]]
+id = "gives-up"
+plugin = "{PROBE}"
+config = { fail-until-attempt = 3 }
+retries = 1
+[[phase.task]]
+id = "bad-input"
+plugin = "{PROBE}"
+config = { invalid-input = "not this" }
+retries = 5
+"#,
+    );
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(
+        r.code, 1,
+        "two failed tasks exceed `allow-failures = 1`: {}",
+        r.stderr
+    );
+    let inv = r.invocations();
+    assert_eq!(inv["recovers"], 3);
+    assert_eq!(inv["gives-up"], 2);
+    assert_eq!(inv["bad-input"], 1, "invalid-input is never retried");
+    let retries: Vec<(String, u64)> = r
+        .of("task-retry")
+        .iter()
+        .filter(|e| e["task"] == "recovers")
+        .map(|e| {
+            (
+                e["error"]["kind"].as_str().unwrap().to_owned(),
+                e["delay_ms"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        retries,
+        [("failed".to_owned(), 20), ("failed".to_owned(), 40)],
+        "exponential backoff"
+    );
+    let state = p.state(".phasegate/state.toml");
+    let tasks = &state["phase"][0]["task"];
+    assert_eq!(tasks[0]["status"], "succeeded");
+    assert_eq!(tasks[0]["attempts"], 3);
+    assert_eq!(tasks[1]["status"], "failed");
+    assert_eq!(tasks[1]["error"]["kind"], "failed");
+    assert_eq!(tasks[2]["error"]["kind"], "invalid-input");
+    assert_eq!(state["phase"][0]["verdict"]["kind"], "fail");
+}
+
+#[test]
+fn progress_file_is_written_after_each_task_and_verdict() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "steps"
+[[phase]]
+id = "one"
+parallel = false
+[[phase.task]]
+id = "a"
+plugin = "{PROBE}"
+config = { sleep-ms = 100 }
+[[phase.task]]
+id = "b"
+plugin = "{PROBE}"
+config = { sleep-ms = 100 }
+[[phase]]
+id = "two"
+[[phase.task]]
+id = "c"
+plugin = "{PROBE}"
+config = { sleep-ms = 100 }
+"#,
+    );
+    let (mut child, mut events) = p.spawn_json(&["run", "pipeline.toml"]);
+    let mut checked = 0;
+    while let Some(e) = next_event(&mut events) {
+        match e["event"].as_str().unwrap() {
+            "task-finished" => {
+                // The record is durable before the event is emitted: the file must show it now.
+                let state = p.state(".phasegate/state.toml");
+                let phase = state["phase"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|ph| ph["id"] == e["phase"])
+                    .unwrap();
+                let task = phase["task"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t["id"] == e["task"])
+                    .unwrap();
+                assert_eq!(task["status"], "succeeded", "{state:#}");
+                assert!(task["output"].as_str().unwrap().contains("\"task\""));
+                checked += 1;
+            }
+            "verdict" => {
+                let state = p.state(".phasegate/state.toml");
+                let phase = state["phase"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|ph| ph["id"] == e["phase"])
+                    .unwrap();
+                assert_eq!(phase["status"], "complete");
+                assert_eq!(phase["verdict"]["kind"], "pass");
+                checked += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(checked, 5, "3 tasks + 2 verdicts observed");
+    let text = std::fs::read_to_string(p.path(".phasegate/state.toml")).unwrap();
+    assert!(text.contains("status = \"completed\""), "{text}");
+    assert!(
+        !p.path(".phasegate/state.toml.journal").exists(),
+        "journal folded at the end"
+    );
+}
