@@ -6,6 +6,7 @@
 //! {
 //!   "run": {"id": "20261123T204512Z-3f9a1c"},
 //!   "pipeline": {"name": "release-check"},
+//!   "vars": {"notes": "..."},
 //!   "phases": {
 //!     "discovery": {
 //!       "status": "complete",
@@ -35,9 +36,9 @@ pub struct Context {
 
 impl Context {
     /// An empty context for a run.
-    pub fn new(run_id: &str, pipeline: &str) -> Self {
+    pub fn new(run_id: &str, pipeline: &str, vars: &Value) -> Self {
         Context {
-            value: json!({"run": {"id": run_id}, "pipeline": {"name": pipeline}, "phases": {}}),
+            value: json!({"run": {"id": run_id}, "pipeline": {"name": pipeline}, "vars": vars, "phases": {}}),
         }
     }
 
@@ -145,7 +146,7 @@ pub struct Scope<'a> {
     pub parallel: bool,
 }
 
-const TOP_LEVEL: [&str; 3] = ["run", "pipeline", "phases"];
+const TOP_LEVEL: [&str; 4] = ["run", "pipeline", "vars", "phases"];
 const GLOBALS: [&str; 5] = ["range", "dict", "namespace", "debug", "loop"];
 
 /// Checks a template's syntax and what it refers to. Errors are `(message, help)`.
@@ -169,7 +170,7 @@ pub fn check_template(template: &str, scope: &Scope<'_>) -> Result<(), (String, 
         if !TOP_LEVEL.contains(&top) {
             return Err((
                 format!("unknown variable `{top}`"),
-                "the context has `run`, `pipeline` and `phases`, e.g. `{{ phases.discovery.tasks.scan.output }}`".into(),
+                "the context has `run`, `pipeline`, `vars` and `phases`, e.g. `{{ phases.discovery.tasks.scan.output }}`".into(),
             ));
         }
         if top != "phases" || parts.len() < 2 {

@@ -3,6 +3,9 @@
 //! ```toml
 //! name = "release-check"
 //!
+//! [vars]                      # free values for templates: `{{ vars.notes }}`
+//! notes = "..."
+//!
 //! [defaults]
 //! retries = 0                 # extra attempts after a failed one
 //! retry-backoff = "200ms"     # first retry delay; doubles each time, capped at 30s
@@ -67,6 +70,8 @@ struct RawPipeline {
     name: Spanned<String>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    vars: Option<toml::Table>,
     #[serde(default)]
     defaults: RawDefaults,
     #[serde(default, rename = "phase")]
@@ -140,6 +145,8 @@ pub struct Pipeline {
     pub name: String,
     /// `description` from the file.
     pub description: Option<String>,
+    /// The `[vars]` table as JSON: free values templates read as `vars.*`.
+    pub vars: Json,
     /// The file it was read from.
     pub path: PathBuf,
     /// `sha256:<hex>` of the file's bytes; resume refuses a changed pipeline.
@@ -404,6 +411,7 @@ impl Pipeline {
             Ok(Pipeline {
                 name: raw.name.into_inner(),
                 description: raw.description,
+                vars: table_to_json(raw.vars.as_ref()),
                 path: path.to_owned(),
                 digest,
                 phases,

@@ -96,7 +96,7 @@ impl Runner {
             phases: self.pipeline.phases.len(),
             resumed,
         });
-        let mut ctx = Context::new(&run_id, &self.pipeline.name);
+        let mut ctx = Context::new(&run_id, &self.pipeline.name, &self.pipeline.vars);
         let mut completed = Vec::new();
         let mut warnings = Vec::new();
 

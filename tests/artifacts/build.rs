@@ -2,7 +2,6 @@
 //! style of wasmtime's test-programs artifacts: a nested cargo build with its own target dir under
 //! OUT_DIR, then `gen.rs` with one path constant per component. No `.wasm` is committed.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -41,7 +40,7 @@ fn main() {
         );
     }
 
-    let mut code = String::new();
+    let mut lines = Vec::new();
     let mut names = Vec::new();
     for (group, dir) in [
         ("plugins", root.join("plugins")),
@@ -51,34 +50,26 @@ fn main() {
             let file = components.join(format!("{}.wasm", name.replace('-', "_")));
             assert!(file.is_file(), "{} was not built", file.display());
             let konst = name.replace('-', "_").to_uppercase();
-            writeln!(code, "/// The `{name}` component ({group}).").unwrap();
-            writeln!(
-                code,
+            lines.push(format!("/// The `{name}` component ({group})."));
+            lines.push(format!(
                 "pub const {konst}: &str = {:?};",
                 file.display().to_string()
-            )
-            .unwrap();
+            ));
             names.push(konst);
         }
     }
-    writeln!(code, "/// Directory holding every component.").unwrap();
-    writeln!(
-        code,
+    let all: Vec<String> = names.iter().map(|n| format!("({n:?}, {n})")).collect();
+    lines.push("/// Directory holding every component.".into());
+    lines.push(format!(
         "pub const COMPONENTS_DIR: &str = {:?};",
         components.display().to_string()
-    )
-    .unwrap();
-    writeln!(code, "/// Every component constant, by name.").unwrap();
-    writeln!(
-        code,
+    ));
+    lines.push("/// Every component constant, by name.".into());
+    lines.push(format!(
         "pub const ALL: &[(&str, &str)] = &[{}];",
-        names
-            .iter()
-            .map(|n| format!("({n:?}, {n})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-    .unwrap();
+        all.join(", ")
+    ));
+    let code = lines.join("\n") + "\n";
     std::fs::write(out.join("gen.rs"), code).expect("write gen.rs");
 }
 

@@ -1,5 +1,10 @@
 //! Integration tests: real components built from source, driven through the `phasegate` CLI.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot unwrap should fail loudly"
+)]
+
 mod cli;
 mod golden;
 mod harness;

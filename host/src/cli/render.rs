@@ -161,7 +161,8 @@ impl Renderer {
             ),
             _ => writeln!(
                 out,
-                "run completed: {} phase(s) passed{}\nprogress: {}",
+                "{}run completed: {} phase(s) passed{}\nprogress: {}",
+                last_outputs(outcome),
                 outcome.completed.len(),
                 match outcome.warnings.len() {
                     0 => String::new(),
@@ -179,6 +180,31 @@ impl Renderer {
             ),
         };
     }
+}
+
+/// The outputs of the last completed phase: what a pipeline was run for.
+fn last_outputs(outcome: &RunOutcome) -> String {
+    const MAX: usize = 600;
+    let Some(phase) = outcome.completed.last() else {
+        return String::new();
+    };
+    let Some(tasks) = outcome.context["phases"][phase]["tasks"].as_object() else {
+        return String::new();
+    };
+    let mut text = format!("outputs of phase `{phase}`:\n");
+    for (task, t) in tasks {
+        let mut json = t["output"].to_string();
+        if json.len() > MAX {
+            let cut = (0..=MAX)
+                .rev()
+                .find(|i| json.is_char_boundary(*i))
+                .unwrap_or(0);
+            json.truncate(cut);
+            json.push('…');
+        }
+        text.push_str(&format!("  {task}: {json}\n"));
+    }
+    text
 }
 
 fn attempts_note(attempts: u32) -> String {
