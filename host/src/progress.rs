@@ -8,7 +8,7 @@
 //! and that task simply runs again. No wasmtime here.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -300,44 +300,28 @@ impl ProgressStore {
 
     /// Loads a progress file and folds its journal in.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let text = fs::read_to_string(path)
-            .with_context(|| format!("cannot read progress file {}", path.display()))?;
-        let mut state: State = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: not a valid progress file: {}",
-                path.display(),
-                e.message().trim()
-            )
-        })?;
-        if state.version != STATE_VERSION {
-            bail!(
-                "{}: progress file version {} is not supported (this phasegate writes version {STATE_VERSION})",
-                path.display(),
-                state.version
-            );
-        }
         let journal_path = Self::journal_path(path);
-        if let Ok(file) = File::open(&journal_path) {
-            let mut reader = BufReader::new(file);
-            let mut line = String::new();
-            let mut n = 0;
-            loop {
-                line.clear();
-                if reader.read_line(&mut line)? == 0 {
-                    break;
+        // A running writer may checkpoint (replace the snapshot, drop the journal) while we read.
+        // Re-read until the snapshot is the same before and after reading the journal, so the
+        // pair is consistent.
+        let mut attempts = 0;
+        let state = loop {
+            let text = fs::read_to_string(path)
+                .with_context(|| format!("cannot read progress file {}", path.display()))?;
+            let journal = match fs::read(&journal_path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot read {}", journal_path.display()));
                 }
-                n += 1;
-                if !line.ends_with('\n') {
-                    break; // torn final append: that task was not durably recorded; it reruns
-                }
-                let record: JournalRecord = serde_json::from_str(&line).with_context(|| {
-                    format!("{}:{n}: corrupt journal record", journal_path.display())
-                })?;
-                state
-                    .apply(record)
-                    .with_context(|| format!("{}:{n}", journal_path.display()))?;
+            };
+            attempts += 1;
+            if attempts < 20 && fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
+                continue;
             }
-        }
+            break parse_state(path, &text, &journal_path, &journal)?;
+        };
         Ok(ProgressStore {
             path: path.into(),
             journal_path,
@@ -396,6 +380,42 @@ impl ProgressStore {
     }
 }
 
+fn parse_state(
+    path: &Path,
+    text: &str,
+    journal_path: &Path,
+    journal: &[u8],
+) -> anyhow::Result<State> {
+    let mut state: State = toml::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a valid progress file: {}",
+            path.display(),
+            e.message().trim()
+        )
+    })?;
+    if state.version != STATE_VERSION {
+        bail!(
+            "{}: progress file version {} is not supported (this phasegate writes version {STATE_VERSION})",
+            path.display(),
+            state.version
+        );
+    }
+    let mut rest = journal;
+    let mut n = 0;
+    // Only complete lines count: a torn final append means that task was not durably recorded,
+    // and it runs again.
+    while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+        n += 1;
+        let record: JournalRecord = serde_json::from_slice(&rest[..end])
+            .with_context(|| format!("{}:{n}: corrupt journal record", journal_path.display()))?;
+        state
+            .apply(record)
+            .with_context(|| format!("{}:{n}", journal_path.display()))?;
+        rest = &rest[end + 1..];
+    }
+    Ok(state)
+}
+
 /// Replaces `path` with `bytes` so that a reader sees the old or the new file, never a mix,
 /// even across a crash: temp file in the same directory, fsync, rename, fsync the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -413,4 +433,87 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     fs::rename(&tmp, path)?;
     File::open(&dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        let pipeline = crate::pipeline::Pipeline {
+            name: "t".into(),
+            description: None,
+            vars: serde_json::json!({}),
+            path: "p.toml".into(),
+            digest: "sha256:00".into(),
+            phases: vec![],
+        };
+        let mut s = State::new("r".into(), &pipeline, Default::default());
+        s.phases.push(PhaseState {
+            id: "one".into(),
+            status: PhaseStatus::Running,
+            verdict: None,
+            tasks: vec![TaskState::pending("a"), TaskState::pending("b")],
+        });
+        s
+    }
+
+    fn done(id: &str) -> TaskState {
+        TaskState {
+            id: id.into(),
+            status: TaskStatus::Succeeded,
+            attempts: 1,
+            duration_ms: 3,
+            output: Some("{}".into()),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn journal_folds_and_ignores_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.toml");
+        let mut store = ProgressStore::create(&path, sample()).unwrap();
+        store.record_task(0, done("a")).unwrap();
+        // A crash in the middle of appending b's record.
+        let journal = ProgressStore::journal_path(&path);
+        let mut f = OpenOptions::new().append(true).open(&journal).unwrap();
+        f.write_all(br#"{"phase":"one","task":{"id":"b","sta"#)
+            .unwrap();
+        let reopened = ProgressStore::open(&path).unwrap();
+        assert_eq!(reopened.state.phases[0].tasks[0], done("a"));
+        assert_eq!(
+            reopened.state.phases[0].tasks[1].status,
+            TaskStatus::Pending
+        );
+    }
+
+    #[test]
+    fn checkpoint_folds_the_journal_into_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.toml");
+        let mut store = ProgressStore::create(&path, sample()).unwrap();
+        store.record_task(0, done("b")).unwrap();
+        store.checkpoint().unwrap();
+        assert!(!ProgressStore::journal_path(&path).exists());
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("id = \"b\"\nstatus = \"succeeded\""),
+            "{text}"
+        );
+        assert_eq!(ProgressStore::open(&path).unwrap().state, store.state);
+    }
+
+    #[test]
+    fn a_corrupt_complete_record_is_an_error_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.toml");
+        ProgressStore::create(&path, sample()).unwrap();
+        fs::write(ProgressStore::journal_path(&path), "garbage\n").unwrap();
+        let err = format!("{:#}", ProgressStore::open(&path).err().unwrap());
+        assert!(
+            err.contains("state.toml.journal:1: corrupt journal record"),
+            "{err}"
+        );
+    }
 }

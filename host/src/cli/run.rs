@@ -229,6 +229,32 @@ fn changes(state: &State, pipeline: &Pipeline, now: &PluginDigests) -> Vec<Strin
     for spec in state.plugins.keys().filter(|s| !now.contains_key(*s)) {
         out.push(format!("plugin `{spec}` is no longer in the pipeline"));
     }
+    // The runner indexes the state by the pipeline's phases and tasks: they must line up.
+    let in_state: Vec<(&str, Vec<&str>)> = state
+        .phases
+        .iter()
+        .map(|p| {
+            (
+                p.id.as_str(),
+                p.tasks.iter().map(|t| t.id.as_str()).collect(),
+            )
+        })
+        .collect();
+    let in_pipeline: Vec<(&str, Vec<&str>)> = pipeline
+        .phases
+        .iter()
+        .map(|p| {
+            (
+                p.id.as_str(),
+                p.tasks.iter().map(|t| t.id.as_str()).collect(),
+            )
+        })
+        .collect();
+    if in_state != in_pipeline {
+        out.push(
+            "the phases and tasks recorded in the progress file differ from the pipeline's".into(),
+        );
+    }
     out
 }
 
