@@ -8,7 +8,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
 
 use crate::events::Emitter;
-use crate::pipeline::{Limits, PluginRef};
+use crate::pipeline::{EngineLimits, Grants, Limits, PluginRef};
 use crate::plugin::gate_world::{Gate, GatePre};
 use crate::plugin::task_world::{Task, TaskPre};
 use crate::plugin::{HostState, Origin, host_iface, wit};
@@ -71,19 +71,31 @@ pub struct LoadError {
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<HostState>,
+    limits: EngineLimits,
 }
 
 impl PluginHost {
-    /// Creates the engine (epoch interruption on, async) and links WASI and the host interface.
-    pub fn new() -> anyhow::Result<Arc<Self>> {
+    /// Creates the engine (epoch interruption on, async; fuel metering only when a plugin has a
+    /// fuel budget) and links WASI, `wasi:http` and the host interface.
+    pub fn new(limits: EngineLimits) -> anyhow::Result<Arc<Self>> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        config.consume_fuel(limits.fuel);
+        let stack = usize::try_from(limits.max_stack.0).unwrap_or(usize::MAX);
+        config.max_wasm_stack(stack);
+        // The fiber running the guest must hold the whole Wasm stack plus host frames.
+        config.async_stack_size(stack.saturating_add(1 << 20));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         spawn_epoch_ticker(&engine);
-        Ok(Arc::new(PluginHost { engine, linker }))
+        Ok(Arc::new(PluginHost {
+            engine,
+            linker,
+            limits,
+        }))
     }
 
     /// Reads, compiles and type-checks a plugin against the world it claims by its exports.
@@ -139,17 +151,26 @@ impl PluginHost {
         })
     }
 
-    fn store(&self, limits: &Limits, origin: Origin, emitter: Emitter) -> Store<HostState> {
-        let mut store = Store::new(
-            &self.engine,
-            HostState::new(limits.memory.0, origin, emitter),
-        );
+    fn store(
+        &self,
+        limits: &Limits,
+        grants: &Grants,
+        origin: Origin,
+        emitter: Emitter,
+    ) -> Result<Store<HostState>, String> {
+        let state = HostState::new(limits, grants, origin, emitter)?;
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        if self.limits.fuel {
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| e.to_string())?;
+        }
         // Yield to the executor at every tick so other tasks run; the wall-clock deadline is
         // enforced around the call (it also covers time spent blocked in host calls).
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
-        store
+        Ok(store)
     }
 
     /// Calls a plugin's `metadata` export in a fresh instance.
@@ -159,18 +180,16 @@ impl PluginHost {
         emitter: Emitter,
     ) -> anyhow::Result<Metadata> {
         let limits = Limits {
-            memory: crate::pipeline::DEFAULT_MEMORY,
             timeout: Duration::from_secs(10),
-            max_output: crate::pipeline::DEFAULT_MAX_OUTPUT,
+            ..Limits::default()
         };
-        let mut store = self.store(
-            &limits,
-            Origin {
-                phase: String::new(),
-                task: "metadata".into(),
-            },
-            emitter,
-        );
+        let origin = Origin {
+            phase: String::new(),
+            task: "metadata".into(),
+        };
+        let mut store = self
+            .store(&limits, &Grants::default(), origin, emitter)
+            .map_err(anyhow::Error::msg)?;
         let call = async {
             match &plugin.pre {
                 Pre::Task(pre) => {
@@ -195,6 +214,7 @@ impl PluginHost {
         plugin: &LoadedPlugin,
         request: wit::TaskRequest,
         limits: &Limits,
+        grants: &Grants,
         emitter: Emitter,
     ) -> Result<String, Failure> {
         let who = format!(
@@ -211,7 +231,9 @@ impl PluginHost {
             phase: request.phase.clone(),
             task: request.task.clone(),
         };
-        let mut store = self.store(limits, origin, emitter);
+        let mut store = self
+            .store(limits, grants, origin, emitter)
+            .map_err(|e| failure(FailureKind::Host, format!("{who}: {e}")))?;
         let result = tokio::time::timeout(limits.timeout, async {
             let instance: Task = pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store, &request).await
@@ -220,7 +242,7 @@ impl PluginHost {
         store.data().flush_stdio();
         let output = match result {
             Err(_) => return Err(timeout_failure(&who, limits)),
-            Ok(Err(e)) => return Err(classify(&who, &e, store.data(), limits)),
+            Ok(Err(e)) => return Err(classify(&who, &e, store.data(), limits, &self.limits)),
             Ok(Ok(Err(e))) => {
                 return Err(match e {
                     wit::TaskError::Failed(m) => failure(FailureKind::Failed, m),
@@ -255,6 +277,7 @@ impl PluginHost {
         plugin: &LoadedPlugin,
         report: wit::PhaseReport,
         limits: &Limits,
+        grants: &Grants,
         emitter: Emitter,
     ) -> VerdictRecord {
         let gate = plugin.plugin.spec.clone();
@@ -274,7 +297,10 @@ impl PluginHost {
             phase: report.phase.clone(),
             task: "gate".into(),
         };
-        let mut store = self.store(limits, origin, emitter);
+        let mut store = match self.store(limits, grants, origin, emitter) {
+            Ok(store) => store,
+            Err(e) => return fail(format!("{who}: {e}")),
+        };
         let result = tokio::time::timeout(limits.timeout, async {
             let instance: Gate = pre.instantiate_async(&mut store).await?;
             instance.call_check(&mut store, &report).await
@@ -283,7 +309,7 @@ impl PluginHost {
         store.data().flush_stdio();
         match result {
             Err(_) => fail(timeout_failure(&who, limits).message),
-            Ok(Err(e)) => fail(classify(&who, &e, store.data(), limits).message),
+            Ok(Err(e)) => fail(classify(&who, &e, store.data(), limits, &self.limits).message),
             Ok(Ok(v)) => VerdictRecord {
                 kind: match v.kind {
                     wit::VerdictKind::Pass => VerdictKind::Pass,
@@ -312,7 +338,13 @@ fn timeout_failure(who: &str, limits: &Limits) -> Failure {
     )
 }
 
-fn classify(who: &str, error: &wasmtime::Error, state: &HostState, limits: &Limits) -> Failure {
+fn classify(
+    who: &str,
+    error: &wasmtime::Error,
+    state: &HostState,
+    limits: &Limits,
+    engine: &EngineLimits,
+) -> Failure {
     if let Some(hit) = state.limiter.hit {
         return match hit {
             LimitHit::Memory { requested, .. } => failure(
@@ -328,6 +360,40 @@ fn classify(who: &str, error: &wasmtime::Error, state: &HostState, limits: &Limi
                 format!("{who} grew a table to {requested} elements, over the limit of {limit}"),
             ),
         };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => {
+            return failure(
+                FailureKind::Limit,
+                format!(
+                    "{who} exceeded its stack limit of {} (deep recursion?); raise `max-stack` in `[defaults.limits]`",
+                    engine.max_stack
+                ),
+            );
+        }
+        Some(Trap::OutOfFuel) => {
+            return failure(
+                FailureKind::Limit,
+                format!(
+                    "{who} ran out of fuel: its budget of {} units is spent; raise `limits.fuel`",
+                    limits.fuel.unwrap_or(0)
+                ),
+            );
+        }
+        _ => {}
+    }
+    let text = chain(error);
+    if text.contains("instance count too high")
+        || text.contains("table count too high")
+        || text.contains("memory count too high")
+    {
+        return failure(
+            FailureKind::Limit,
+            format!(
+                "{who} instantiates more core instances, tables or memories than its limit of {} instances allows; raise `limits.instances` ({text})",
+                limits.instances
+            ),
+        );
     }
     if error.downcast_ref::<Trap>().is_some() {
         let stderr = state.stderr_text();

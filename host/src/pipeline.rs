@@ -40,6 +40,7 @@ use serde_json::Value as Json;
 use toml::Spanned;
 
 use crate::context;
+use crate::progress::FailureKind;
 use crate::units::{ByteSize, HumanDuration};
 
 /// Default memory limit per plugin instance: enough for typical Rust/C plugins and small
@@ -56,6 +57,20 @@ pub fn default_concurrency() -> usize {
         .map(|n| n.get())
         .unwrap_or(2)
 }
+/// Default maximum Wasm stack: wasmtime's own default, enough for deep but sane recursion.
+pub const DEFAULT_MAX_STACK: ByteSize = ByteSize(512 << 10);
+/// Default maximum table elements: real programs use a few thousand function-table slots.
+pub const DEFAULT_TABLE_ELEMENTS: u64 = 100_000;
+/// Default maximum core instances: a component built by any of the supported toolchains
+/// instantiates fewer than 20.
+pub const DEFAULT_INSTANCES: u64 = 100;
+/// Default bytes kept of stdout, stderr and log text per attempt.
+pub const DEFAULT_MAX_LOG: ByteSize = ByteSize(256 << 10);
+/// Default host log calls kept per attempt.
+pub const DEFAULT_LOG_RECORDS: u32 = 1_000;
+/// Failure kinds retried by default: a task's own retryable error, and a timeout (the machine
+/// may just have been busy). Traps and limits would fail the same way again.
+pub const DEFAULT_RETRY_ON: [FailureKind; 2] = [FailureKind::Failed, FailureKind::Timeout];
 /// Default first retry delay; doubles after each attempt.
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// Retry delays never exceed this.
@@ -82,6 +97,7 @@ struct RawPipeline {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawDefaults {
     retries: Option<u32>,
+    retry_on: Option<Vec<FailureKind>>,
     retry_backoff: Option<HumanDuration>,
     concurrency: Option<Spanned<u32>>,
     #[serde(default)]
@@ -94,6 +110,39 @@ struct RawLimits {
     memory: Option<ByteSize>,
     timeout: Option<HumanDuration>,
     max_output: Option<ByteSize>,
+    fuel: Option<u64>,
+    table_elements: Option<u64>,
+    instances: Option<u64>,
+    max_log: Option<ByteSize>,
+    log_records: Option<u32>,
+    max_stack: Option<Spanned<ByteSize>>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawGrants {
+    #[serde(default)]
+    dirs: Vec<RawDir>,
+    #[serde(default)]
+    env: Vec<Spanned<String>>,
+    #[serde(default)]
+    env_set: BTreeMap<String, String>,
+    #[serde(default)]
+    net: Vec<Spanned<String>>,
+    #[serde(default)]
+    http: Vec<Spanned<String>>,
+    #[serde(default)]
+    deterministic: bool,
+    seed: Option<u64>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDir {
+    host: Spanned<String>,
+    guest: Spanned<String>,
+    #[serde(default)]
+    mode: DirMode,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +167,8 @@ struct RawGate {
     timeout: Option<HumanDuration>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    grants: RawGrants,
 }
 
 #[derive(Deserialize)]
@@ -130,9 +181,12 @@ struct RawTask {
     #[serde(default)]
     config: Option<toml::Table>,
     retries: Option<u32>,
+    retry_on: Option<Vec<FailureKind>>,
     timeout: Option<HumanDuration>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    grants: RawGrants,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -153,6 +207,8 @@ pub struct Pipeline {
     pub digest: String,
     /// Phases in file order.
     pub phases: Vec<Phase>,
+    /// Engine-wide limits.
+    pub engine: EngineLimits,
 }
 
 /// One phase.
@@ -184,12 +240,83 @@ pub struct PluginRef {
 /// Per-instance resource limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Maximum linear memory (bytes) of the instance.
+    /// Maximum linear memory (bytes) of each memory of the instance.
     pub memory: ByteSize,
     /// Wall-clock limit per attempt.
     pub timeout: Duration,
     /// Maximum size of a task's output.
     pub max_output: ByteSize,
+    /// Deterministic CPU budget (Wasm fuel units) per attempt; `None` = unlimited.
+    pub fuel: Option<u64>,
+    /// Maximum elements per table.
+    pub table_elements: u64,
+    /// Maximum core instances (a component instantiates several).
+    pub instances: u64,
+    /// Bytes kept of stdout, of stderr, and of host log text per attempt; the rest is dropped.
+    pub max_log: ByteSize,
+    /// Host `log` calls kept per attempt.
+    pub log_records: u32,
+}
+
+/// Limits that apply to the whole engine (one per run), set only in `[defaults.limits]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Maximum Wasm stack per call.
+    pub max_stack: ByteSize,
+    /// Whether any plugin has a fuel budget (fuel metering costs speed, so it is off otherwise).
+    pub fuel: bool,
+}
+
+/// How a directory is granted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirMode {
+    /// Read only (the default).
+    #[default]
+    Ro,
+    /// Read and write.
+    Rw,
+}
+
+/// A host directory visible to the plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirGrant {
+    /// Host path (relative paths are relative to the pipeline file).
+    pub host: PathBuf,
+    /// Path the plugin sees (absolute).
+    pub guest: String,
+    /// Read-only or read-write.
+    pub mode: DirMode,
+}
+
+/// Capabilities granted to one plugin. Everything is denied unless listed here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Preopened directories.
+    pub dirs: Vec<DirGrant>,
+    /// Host environment variables passed through by name (absent ones are skipped).
+    pub env: Vec<String>,
+    /// Environment variables set to fixed values.
+    pub env_set: BTreeMap<String, String>,
+    /// `host:port` pairs the plugin may open TCP/UDP connections to.
+    pub net: Vec<String>,
+    /// Hosts (optionally `host:port`) the plugin may send HTTP requests to.
+    pub http: Vec<String>,
+    /// Fixed wall clock, counting monotonic clock and seeded random, for reproducible runs.
+    pub deterministic: bool,
+    /// Seed of the random generators when `deterministic`.
+    pub seed: u64,
+}
+
+impl Grants {
+    /// Whether nothing at all is granted.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+            && self.env.is_empty()
+            && self.env_set.is_empty()
+            && self.net.is_empty()
+            && self.http.is_empty()
+    }
 }
 
 /// One task.
@@ -205,10 +332,14 @@ pub struct TaskSpec {
     pub config: Json,
     /// Extra attempts after a retryable failure.
     pub retries: u32,
+    /// Which failure kinds are retried (default `failed` and `timeout`).
+    pub retry_on: Vec<FailureKind>,
     /// First retry delay.
     pub retry_backoff: Duration,
     /// Effective limits.
     pub limits: Limits,
+    /// Capabilities.
+    pub grants: Grants,
 }
 
 /// A phase's gate.
@@ -220,6 +351,23 @@ pub struct GateSpec {
     pub config: Json,
     /// Effective limits.
     pub limits: Limits,
+    /// Capabilities.
+    pub grants: Grants,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: DEFAULT_MEMORY,
+            timeout: DEFAULT_TIMEOUT,
+            max_output: DEFAULT_MAX_OUTPUT,
+            fuel: None,
+            table_elements: DEFAULT_TABLE_ELEMENTS,
+            instances: DEFAULT_INSTANCES,
+            max_log: DEFAULT_MAX_LOG,
+            log_records: DEFAULT_LOG_RECORDS,
+        }
+    }
 }
 
 impl Pipeline {
@@ -292,11 +440,17 @@ impl Pipeline {
         }
 
         let d = &raw.defaults;
-        let default_limits = Limits {
-            memory: d.limits.memory.unwrap_or(DEFAULT_MEMORY),
-            timeout: d.limits.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
-            max_output: d.limits.max_output.unwrap_or(DEFAULT_MAX_OUTPUT),
-        };
+        let default_limits = merge_limits(Limits::default(), &d.limits);
+        let max_stack = d
+            .limits
+            .max_stack
+            .as_ref()
+            .map(|s| *s.get_ref())
+            .unwrap_or(DEFAULT_MAX_STACK);
+        let default_retry_on = d
+            .retry_on
+            .clone()
+            .unwrap_or_else(|| DEFAULT_RETRY_ON.to_vec());
         let default_retries = d.retries.unwrap_or(0);
         let backoff = d
             .retry_backoff
@@ -375,14 +529,21 @@ impl Pipeline {
                 if let Some(t) = rt.timeout {
                     limits.timeout = t.0;
                 }
+                errs.engine_only(&rt.limits);
+                let grants = errs.grants(&rt.grants, &dir);
                 tasks.push(TaskSpec {
                     id: tid.clone(),
                     plugin,
                     input,
                     config: table_to_json(rt.config.as_ref()),
                     retries: rt.retries.unwrap_or(default_retries),
+                    retry_on: rt
+                        .retry_on
+                        .clone()
+                        .unwrap_or_else(|| default_retry_on.clone()),
                     retry_backoff: backoff,
                     limits,
+                    grants,
                 });
             }
 
@@ -391,10 +552,12 @@ impl Pipeline {
                 if let Some(t) = g.timeout {
                     limits.timeout = t.0;
                 }
+                errs.engine_only(&g.limits);
                 GateSpec {
                     plugin: errs.plugin(&g.plugin, &dir),
                     config: table_to_json(g.config.as_ref()),
                     limits,
+                    grants: errs.grants(&g.grants, &dir),
                 }
             });
             phases.push(Phase {
@@ -414,6 +577,13 @@ impl Pipeline {
                 vars: table_to_json(raw.vars.as_ref()),
                 path: path.to_owned(),
                 digest,
+                engine: EngineLimits {
+                    max_stack,
+                    fuel: phases.iter().any(|p: &Phase| {
+                        p.tasks.iter().any(|t| t.limits.fuel.is_some())
+                            || p.gate.as_ref().is_some_and(|g| g.limits.fuel.is_some())
+                    }),
+                },
                 phases,
             })
         } else {
@@ -427,6 +597,11 @@ fn merge_limits(base: Limits, raw: &RawLimits) -> Limits {
         memory: raw.memory.unwrap_or(base.memory),
         timeout: raw.timeout.map(|t| t.0).unwrap_or(base.timeout),
         max_output: raw.max_output.unwrap_or(base.max_output),
+        fuel: raw.fuel.or(base.fuel),
+        table_elements: raw.table_elements.unwrap_or(base.table_elements),
+        instances: raw.instances.unwrap_or(base.instances),
+        max_log: raw.max_log.unwrap_or(base.max_log),
+        log_records: raw.log_records.unwrap_or(base.log_records),
     }
 }
 
@@ -571,6 +746,86 @@ impl Errors<'_> {
             && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
         if !ok {
             self.push(Some(id.span()), format!("invalid {what} id `{s}`"), Some("ids start with a letter and contain only letters, digits, `-` and `_`, e.g. `find-components`".into()));
+        }
+    }
+
+    fn engine_only(&mut self, limits: &RawLimits) {
+        if let Some(stack) = &limits.max_stack {
+            self.push(
+                Some(stack.span()),
+                "`max-stack` applies to the whole engine and cannot be set per task or gate",
+                Some("set it once in `[defaults.limits]`".into()),
+            );
+        }
+    }
+
+    fn grants(&mut self, raw: &RawGrants, dir: &Path) -> Grants {
+        let mut dirs = Vec::new();
+        for d in &raw.dirs {
+            let host = dir.join(d.host.get_ref());
+            if !host.is_dir() {
+                self.push(
+                    Some(d.host.span()),
+                    format!("granted directory `{}` does not exist (looked for {})", d.host.get_ref(), host.display()),
+                    Some("create it or correct the path; relative paths are relative to the pipeline file".into()),
+                );
+            }
+            let guest = d.guest.get_ref();
+            if !guest.starts_with('/') || guest.split('/').any(|c| c == "..") {
+                self.push(
+                    Some(d.guest.span()),
+                    format!("guest path `{guest}` must be absolute and must not contain `..`"),
+                    Some(
+                        "write where the plugin sees the directory, e.g. `guest = \"/data\"`"
+                            .into(),
+                    ),
+                );
+            }
+            dirs.push(DirGrant {
+                host,
+                guest: guest.clone(),
+                mode: d.mode,
+            });
+        }
+        for e in &raw.env {
+            if e.get_ref().is_empty() || e.get_ref().contains('=') {
+                self.push(
+                    Some(e.span()),
+                    format!("`{}` is not an environment variable name", e.get_ref()),
+                    Some("list names to pass through in `env`; set values with `env-set = { NAME = \"value\" }`".into()),
+                );
+            }
+        }
+        for n in &raw.net {
+            let ok = n
+                .get_ref()
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                self.push(
+                    Some(n.span()),
+                    format!("network grant `{}` is not `host:port`", n.get_ref()),
+                    Some("write e.g. `net = [\"127.0.0.1:5432\", \"db.internal:5432\"]`".into()),
+                );
+            }
+        }
+        for h in &raw.http {
+            if h.get_ref().contains("://") || h.get_ref().contains('/') || h.get_ref().is_empty() {
+                self.push(
+                    Some(h.span()),
+                    format!("HTTP grant `{}` is not a host name", h.get_ref()),
+                    Some("write the host only, optionally with a port: `http = [\"api.example.com\", \"127.0.0.1:8080\"]`".into()),
+                );
+            }
+        }
+        Grants {
+            dirs,
+            env: raw.env.iter().map(|e| e.get_ref().clone()).collect(),
+            env_set: raw.env_set.clone(),
+            net: raw.net.iter().map(|n| n.get_ref().clone()).collect(),
+            http: raw.http.iter().map(|h| h.get_ref().clone()).collect(),
+            deterministic: raw.deterministic,
+            seed: raw.seed.unwrap_or(0),
         }
     }
 

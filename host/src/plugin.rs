@@ -1,11 +1,16 @@
 //! Host side of the WIT contract: generated bindings, per-instance state, the `host` interface.
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::events::{Emitter, EventKind, LogLevel};
+use crate::pipeline::{Grants, Limits};
+use crate::sandbox::http::HttpPolicy;
 use crate::sandbox::limits::Limiter;
+use crate::sandbox::stdio::CapturedOutput;
+use crate::sandbox::{self, Notice};
+use crate::units::ByteSize;
 
 /// Bindings of the `task` world.
 pub mod task_world {
@@ -32,11 +37,6 @@ pub mod gate_world {
 pub use task_world::phasegate::plugin::host::{self as host_iface, Level};
 pub use task_world::phasegate::plugin::types as wit;
 
-/// Host log records kept per instance; past this a plugin's lines are dropped (and counted).
-pub const MAX_LOG_RECORDS: u32 = 1_000;
-/// Bytes of stdout and of stderr kept per instance.
-pub const STDIO_CAPTURE: usize = 64 << 10;
-
 /// Who an instance works for, for its log and progress events.
 #[derive(Clone)]
 pub struct Origin {
@@ -50,43 +50,57 @@ pub struct Origin {
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    /// Resource limits (memory, tables).
+    http_ctx: WasiHttpCtx,
+    http_hooks: HttpPolicy,
+    /// Resource limits (memory, tables, instances).
     pub limiter: Limiter,
     origin: Origin,
     emitter: Emitter,
     log_records: u32,
+    log_bytes: u64,
+    max_log_records: u32,
+    max_log_bytes: u64,
     /// Captured stdout.
-    pub stdout: MemoryOutputPipe,
+    pub stdout: CapturedOutput,
     /// Captured stderr.
-    pub stderr: MemoryOutputPipe,
+    pub stderr: CapturedOutput,
 }
 
 impl HostState {
-    /// A deny-by-default instance state: no dirs, env, network; stdio captured.
-    pub fn new(memory_limit: u64, origin: Origin, emitter: Emitter) -> Self {
-        let stdout = MemoryOutputPipe::new(STDIO_CAPTURE);
-        let stderr = MemoryOutputPipe::new(STDIO_CAPTURE);
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
-        HostState {
+    /// A deny-by-default instance state: only what `grants` lists, within `limits`.
+    pub fn new(
+        limits: &Limits,
+        grants: &Grants,
+        origin: Origin,
+        emitter: Emitter,
+    ) -> Result<Self, String> {
+        let capture = usize::try_from(limits.max_log.0).unwrap_or(usize::MAX);
+        let stdout = CapturedOutput::new(capture);
+        let stderr = CapturedOutput::new(capture);
+        let notice = Notice::new(emitter.clone(), origin.clone());
+        let wasi = sandbox::wasi_ctx(grants, &stdout, &stderr, notice.clone())?;
+        Ok(HostState {
             wasi,
             table: ResourceTable::new(),
-            limiter: Limiter::new(memory_limit),
+            http_ctx: WasiHttpCtx::new(),
+            http_hooks: HttpPolicy::new(grants.http.clone(), notice),
+            limiter: Limiter::new(limits),
             origin,
             emitter,
             log_records: 0,
+            log_bytes: 0,
+            max_log_records: limits.log_records,
+            max_log_bytes: limits.max_log.0,
             stdout,
             stderr,
-        }
+        })
     }
 
-    /// Emits captured stdout/stderr as log events, one per line.
+    /// Emits captured stdout/stderr as log events, one per line, and says what was dropped.
     pub fn flush_stdio(&self) {
-        for (pipe, level) in [
-            (&self.stdout, LogLevel::Stdout),
-            (&self.stderr, LogLevel::Stderr),
+        for (pipe, level, name) in [
+            (&self.stdout, LogLevel::Stdout, "stdout"),
+            (&self.stderr, LogLevel::Stderr, "stderr"),
         ] {
             let bytes = pipe.contents();
             for line in String::from_utf8_lossy(&bytes)
@@ -94,6 +108,16 @@ impl HostState {
                 .filter(|l| !l.is_empty())
             {
                 self.emit_log(level, line.to_owned());
+            }
+            if pipe.dropped() > 0 {
+                self.emit_log(
+                    LogLevel::Warn,
+                    format!(
+                        "{} bytes of {name} dropped past the limit of {} (raise `limits.max-log`)",
+                        pipe.dropped(),
+                        ByteSize(self.max_log_bytes)
+                    ),
+                );
             }
         }
     }
@@ -124,15 +148,30 @@ impl WasiView for HostState {
     }
 }
 
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.http_hooks,
+            table: &mut self.table,
+            ctx: &mut self.http_ctx,
+        }
+    }
+}
+
 impl host_iface::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
         self.log_records = self.log_records.saturating_add(1);
-        if self.log_records > MAX_LOG_RECORDS {
-            if self.log_records == MAX_LOG_RECORDS + 1 {
+        self.log_bytes = self.log_bytes.saturating_add(message.len() as u64);
+        if self.log_records > self.max_log_records || self.log_bytes > self.max_log_bytes {
+            if self.log_records != u32::MAX {
+                // Say it once, then stay silent.
+                self.log_records = u32::MAX;
                 self.emit_log(
                     LogLevel::Warn,
                     format!(
-                        "log limit of {MAX_LOG_RECORDS} records reached; further lines dropped"
+                        "log limit reached ({} records or {}); further lines dropped (raise `limits.log-records` or `limits.max-log`)",
+                        self.max_log_records,
+                        ByteSize(self.max_log_bytes)
                     ),
                 );
             }

@@ -71,14 +71,6 @@ pub enum FailureKind {
     Host,
 }
 
-impl FailureKind {
-    /// Whether another attempt could succeed. Only task-reported failures and timeouts are
-    /// retried: bad input/config/output and traps are deterministic, limits would be hit again.
-    pub fn retryable(self) -> bool {
-        matches!(self, FailureKind::Failed | FailureKind::Timeout)
-    }
-}
-
 /// A typed failure with a message a person can act on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

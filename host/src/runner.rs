@@ -336,7 +336,13 @@ impl Runner {
         let plugin = self.plugin(&gate.plugin)?;
         Ok(self
             .host
-            .run_gate(&plugin, report, &gate.limits, self.emitter.clone())
+            .run_gate(
+                &plugin,
+                report,
+                &gate.limits,
+                &gate.grants,
+                self.emitter.clone(),
+            )
             .await)
     }
 }
@@ -394,7 +400,13 @@ impl TaskJob {
             let started = Instant::now();
             let result = self
                 .host
-                .run_task(&self.plugin, request, &spec.limits, self.emitter.clone())
+                .run_task(
+                    &self.plugin,
+                    request,
+                    &spec.limits,
+                    &spec.grants,
+                    self.emitter.clone(),
+                )
                 .await;
             state.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             match result {
@@ -403,7 +415,9 @@ impl TaskJob {
                     state.output = Some(output);
                     return state;
                 }
-                Err(failure) if failure.kind.retryable() && state.attempts <= spec.retries => {
+                Err(failure)
+                    if spec.retry_on.contains(&failure.kind) && state.attempts <= spec.retries =>
+                {
                     let delay = backoff(spec.retry_backoff, state.attempts);
                     self.emitter.emit(EventKind::TaskRetry {
                         phase: self.phase.clone(),

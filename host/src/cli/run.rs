@@ -70,7 +70,7 @@ impl RunArgs {
             )));
         }
         let runtime = super::runtime()?;
-        let host = PluginHost::new()?;
+        let host = PluginHost::new(pipeline.engine)?;
         let plugins = load_plugins(&host, &pipeline)?;
         let state = State::new(new_run_id(), &pipeline, digests(&plugins));
         let mut store =
@@ -108,7 +108,7 @@ impl ResumeArgs {
         }
         let pipeline = load_pipeline(&store.state.pipeline.clone())?;
         let runtime = super::runtime()?;
-        let host = PluginHost::new()?;
+        let host = PluginHost::new(pipeline.engine)?;
         let plugins = load_plugins(&host, &pipeline)?;
         let now = digests(&plugins);
         let changes = changes(&store.state, &pipeline, &now);

@@ -23,7 +23,7 @@ impl ValidateArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         let pipeline = load_pipeline(&self.pipeline)?;
         let runtime = super::runtime()?;
-        let host = PluginHost::new()?;
+        let host = PluginHost::new(pipeline.engine)?;
         let plugins = load_plugins(&host, &pipeline)?;
         let tasks: usize = pipeline.phases.iter().map(|p| p.tasks.len()).sum();
         println!(

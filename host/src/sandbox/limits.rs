@@ -1,19 +1,18 @@
-//! Resource limits enforced on one plugin instance.
+//! Resource limits enforced on one plugin instance: linear memory, table elements, and the
+//! number of core instances, tables and memories.
 
 use wasmtime::ResourceLimiter;
+
+use crate::pipeline::Limits;
 
 /// Which limit an instance hit (recorded so the error names it precisely).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitHit {
-    /// Linear memory would grow past the limit.
+    /// Linear memory would grow past `limits.memory`.
     Memory { limit: u64, requested: u64 },
-    /// A table would grow past [`MAX_TABLE_ELEMENTS`].
+    /// A table would grow past `limits.table-elements`.
     TableElements { limit: u64, requested: u64 },
 }
-
-/// Table elements per table. Generous for real programs (function tables are a few thousand
-/// entries), small enough that a table bomb costs at most a few MiB.
-pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// The error that traps the guest when a limit is hit.
 #[derive(Debug, thiserror::Error)]
@@ -24,17 +23,27 @@ pub struct LimitExceeded(pub LimitHit);
 #[derive(Debug)]
 pub struct Limiter {
     memory: usize,
+    table_elements: usize,
+    instances: usize,
     /// The first limit hit, if any.
     pub hit: Option<LimitHit>,
 }
 
 impl Limiter {
-    /// A limiter allowing `memory` bytes of linear memory per memory.
-    pub fn new(memory: u64) -> Self {
+    /// A limiter enforcing `limits`' memory, table and instance caps.
+    pub fn new(limits: &Limits) -> Self {
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         Limiter {
-            memory: usize::try_from(memory).unwrap_or(usize::MAX),
+            memory: size(limits.memory.0),
+            table_elements: size(limits.table_elements),
+            instances: size(limits.instances),
             hit: None,
         }
+    }
+
+    fn refuse(&mut self, hit: LimitHit) -> wasmtime::Result<bool> {
+        self.hit.get_or_insert(hit);
+        Err(LimitExceeded(hit).into())
     }
 }
 
@@ -46,12 +55,10 @@ impl ResourceLimiter for Limiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.memory {
-            let hit = LimitHit::Memory {
+            return self.refuse(LimitHit::Memory {
                 limit: self.memory as u64,
                 requested: desired as u64,
-            };
-            self.hit.get_or_insert(hit);
-            return Err(LimitExceeded(hit).into());
+            });
         }
         Ok(true)
     }
@@ -62,14 +69,25 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > MAX_TABLE_ELEMENTS {
-            let hit = LimitHit::TableElements {
-                limit: MAX_TABLE_ELEMENTS as u64,
+        if desired > self.table_elements {
+            return self.refuse(LimitHit::TableElements {
+                limit: self.table_elements as u64,
                 requested: desired as u64,
-            };
-            self.hit.get_or_insert(hit);
-            return Err(LimitExceeded(hit).into());
+            });
         }
         Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    // A component's core instances each bring a few tables and memories at most.
+    fn tables(&self) -> usize {
+        self.instances.saturating_mul(10)
+    }
+
+    fn memories(&self) -> usize {
+        self.instances.saturating_mul(10)
     }
 }
