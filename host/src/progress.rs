@@ -439,6 +439,10 @@ mod tests {
             path: "p.toml".into(),
             digest: "sha256:00".into(),
             phases: vec![],
+            engine: crate::pipeline::EngineLimits {
+                max_stack: crate::pipeline::DEFAULT_MAX_STACK,
+                fuel: false,
+            },
         };
         let mut s = State::new("r".into(), &pipeline, Default::default());
         s.phases.push(PhaseState {
