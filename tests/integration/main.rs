@@ -10,3 +10,4 @@ mod golden;
 mod harness;
 mod resume;
 mod runner;
+mod sandbox;

@@ -23,12 +23,15 @@ pub fn grant(builder: &mut WasiCtxBuilder, allowed: &[String], notice: Notice) {
         }
     }
     let addrs = Arc::new(addrs);
+    // Sockets can be created so that every use goes through the check below (and a refusal is
+    // logged with the grant that would allow it); with no grant, every address is refused.
+    builder.allow_tcp(true).allow_udp(true);
     builder.allow_ip_name_lookup(!allowed.is_empty());
     builder.socket_addr_check(move |addr, use_| {
         let (allowed, what) = match use_ {
             // Connecting first binds to the wildcard address; that reveals nothing.
-            SocketAddrUse::TcpBind => (addr.ip().is_unspecified() && addr.port() == 0, "TCP bind"),
-            SocketAddrUse::UdpBind => (addr.ip().is_unspecified() && addr.port() == 0, "UDP bind"),
+            SocketAddrUse::TcpBind => (implicit_bind(&addr), "TCP bind"),
+            SocketAddrUse::UdpBind => (implicit_bind(&addr), "UDP bind"),
             SocketAddrUse::TcpConnect => (addrs.contains(&addr), "TCP connect"),
             SocketAddrUse::UdpSend => (addrs.contains(&addr), "UDP send"),
             SocketAddrUse::UdpReceive => (addrs.contains(&addr), "UDP receive"),
@@ -49,4 +52,11 @@ pub fn grant(builder: &mut WasiCtxBuilder, allowed: &[String], notice: Notice) {
         }
         Box::pin(async move { allowed })
     });
+}
+
+/// The wildcard bind to an ephemeral port that a connect performs first. It exposes nothing on
+/// its own (listening, accepting and receiving are checked separately), and allowing it lets the
+/// connect itself reach the check, so a refusal names the grant that would allow it.
+fn implicit_bind(addr: &SocketAddr) -> bool {
+    addr.ip().is_unspecified() && addr.port() == 0
 }

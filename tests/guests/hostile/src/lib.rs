@@ -1,0 +1,196 @@
+//! A hostile test task: it attacks the sandbox in the way `config.attack` says.
+//!
+//! Attacks that the host stops by force (loops, bombs, floods) never return. Attacks that the
+//! sandbox should *deny* return what the plugin saw, so tests can check that it was refused:
+//! `{"denied": "<error>"}`, or `{"breach": "<what it got>"}` when the sandbox let it through.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+
+use phasegate_plugin_sdk::{Error, Request, Result, Task, log};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+struct Hostile;
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct Config {
+    attack: String,
+    path: String,
+    addr: String,
+    url: String,
+    var: String,
+    bytes: usize,
+}
+
+fn denied(e: impl std::fmt::Display) -> Value {
+    json!({"denied": e.to_string()})
+}
+
+fn recurse(n: u64) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        black_box(recurse(black_box(n - 1)) + 1)
+    }
+}
+
+impl Task for Hostile {
+    type Input = Value;
+    type Config = Config;
+    type Output = Value;
+
+    fn run(req: Request<Value, Config>) -> Result<Value> {
+        let c = req.config;
+        log::info(&format!(
+            "invoked {}/{} attempt {}",
+            req.phase, req.task, req.attempt
+        ));
+        Ok(match c.attack.as_str() {
+            "loop" => {
+                let mut x = 0u64;
+                loop {
+                    x = black_box(x.wrapping_add(1));
+                }
+            }
+            "sleep-forever" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                json!("woke up")
+            }
+            "memory-bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "recursion" => json!(recurse(black_box(u64::MAX))),
+            "giant-output" => json!("x".repeat(if c.bytes > 0 { c.bytes } else { 8 << 20 })),
+            "log-flood" => {
+                for i in 0..100_000 {
+                    log::info(&format!("flood line {i}"));
+                }
+                json!("flooded")
+            }
+            "stdout-flood" => {
+                let line = "y".repeat(1023);
+                let mut out = std::io::stdout();
+                for _ in 0..(16 << 10) {
+                    writeln!(out, "{line}").map_err(|e| Error::failed(e.to_string()))?;
+                }
+                json!("printed 16 MiB")
+            }
+            "trap" => {
+                #[cfg(target_arch = "wasm32")]
+                core::arch::wasm32::unreachable();
+                #[cfg(not(target_arch = "wasm32"))]
+                json!(null)
+            }
+            "panic" => panic!("hostile plugin panics on purpose"),
+            "read-file" => match std::fs::read_to_string(&c.path) {
+                Ok(text) => json!({"breach": text}),
+                Err(e) => denied(e),
+            },
+            "write-file" => {
+                match std::fs::File::create(&c.path).and_then(|mut f| f.write_all(b"pwned")) {
+                    Ok(()) => json!({"breach": "wrote the file"}),
+                    Err(e) => denied(e),
+                }
+            }
+            "list-dir" => match std::fs::read_dir(&c.path) {
+                Ok(entries) => {
+                    json!({"breach": entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()})
+                }
+                Err(e) => denied(e),
+            },
+            "env" => match std::env::var(&c.var) {
+                Ok(v) => json!({"breach": v}),
+                Err(e) => denied(e),
+            },
+            "env-all" => json!({"vars": std::env::vars().map(|(k, _)| k).collect::<Vec<_>>()}),
+            "connect" => connect(&c.addr),
+            "http" => http_get(&c.url),
+            "clock" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let mut bytes = [0u8; 8];
+                let random = wasip2::random::random::get_random_bytes(8);
+                bytes.copy_from_slice(&random);
+                json!({"wall": now, "random": u64::from_le_bytes(bytes)})
+            }
+            "read-stdin" => {
+                let mut s = String::new();
+                match std::io::stdin().read_to_string(&mut s) {
+                    Ok(_) if s.is_empty() => denied("stdin is empty"),
+                    Ok(_) => json!({"breach": s}),
+                    Err(e) => denied(e),
+                }
+            }
+            "well-behaved" => json!({"ok": true}),
+            other => return Err(Error::invalid_config(format!("unknown attack `{other}`"))),
+        })
+    }
+}
+
+fn connect(addr: &str) -> Value {
+    use wasip2::sockets::network::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
+    let Some((ip, port)) = addr.rsplit_once(':') else {
+        return denied("bad addr");
+    };
+    let octets: Vec<u8> = ip.split('.').filter_map(|o| o.parse().ok()).collect();
+    let (Ok(port), [a, b, c, d]) = (port.parse::<u16>(), octets.as_slice()) else {
+        return denied("bad addr");
+    };
+    let network = wasip2::sockets::instance_network::instance_network();
+    let socket = match wasip2::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4)
+    {
+        Ok(s) => s,
+        Err(e) => return denied(format!("create: {e:?}")),
+    };
+    let remote = IpSocketAddress::Ipv4(Ipv4SocketAddress {
+        port,
+        address: (*a, *b, *c, *d),
+    });
+    if let Err(e) = socket.start_connect(&network, remote) {
+        return denied(format!("connect: {e:?}"));
+    }
+    let pollable = socket.subscribe();
+    loop {
+        pollable.block();
+        match socket.finish_connect() {
+            Ok(_) => return json!({"breach": format!("connected to {addr}")}),
+            Err(wasip2::sockets::network::ErrorCode::WouldBlock) => continue,
+            Err(e) => return denied(format!("connect: {e:?}")),
+        }
+    }
+}
+
+fn http_get(url: &str) -> Value {
+    use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
+    let Some(rest) = url.strip_prefix("http://") else {
+        return denied("only http:// urls");
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map(|(a, p)| (a, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_method(&Method::Get);
+    let _ = request.set_scheme(Some(&Scheme::Http));
+    let _ = request.set_authority(Some(authority));
+    let _ = request.set_path_with_query(Some(&path));
+    let future = match wasip2::http::outgoing_handler::handle(request, None) {
+        Ok(f) => f,
+        Err(e) => return denied(format!("{e:?}")),
+    };
+    future.subscribe().block();
+    match future.get() {
+        Some(Ok(Ok(response))) => json!({"breach": format!("HTTP {}", response.status())}),
+        Some(Ok(Err(e))) => denied(format!("{e:?}")),
+        other => denied(format!("{other:?}")),
+    }
+}
+
+phasegate_plugin_sdk::export_task!(Hostile);

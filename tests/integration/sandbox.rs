@@ -1,0 +1,645 @@
+//! The hostile-plugin suite: every attack ends in a typed failure or a denial inside the guest,
+//! the host stays up, siblings finish, and the progress file stays consistent.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+use crate::harness::{Project, RunResult};
+
+/// Runs one phase: the given hostile tasks plus a well-behaved sibling. Returns the run and the
+/// final progress state, after checking what every hostile test checks.
+fn attack(p: &Project, defaults: &str, tasks: &[(&str, &str)]) -> (RunResult, Value) {
+    let mut toml =
+        format!("name = \"hostile\"\n{defaults}\n[[phase]]\nid = \"attack\"\nconcurrency = 8\n");
+    for (id, rest) in tasks {
+        let plugin = if rest.contains("plugin =") {
+            ""
+        } else {
+            "plugin = \"{HOSTILE}\"\n"
+        };
+        toml.push_str(&format!("[[phase.task]]\nid = \"{id}\"\n{plugin}{rest}\n"));
+    }
+    toml.push_str("[[phase.task]]\nid = \"sibling\"\nplugin = \"{HOSTILE}\"\nconfig = { attack = \"well-behaved\" }\n");
+    p.pipeline(&toml);
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    // The host is alive and answered with a documented exit code, not a signal or a crash.
+    assert!(
+        r.code == 0 || r.code == 1,
+        "host exit {}: {}",
+        r.code,
+        r.stderr
+    );
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert_eq!(r.of("run-finished").len(), 1, "{}", r.stderr);
+    let state = p.state(".phasegate/state.toml");
+    // Consistent progress: the run ended, every task has a final record.
+    assert_ne!(state["status"], "running");
+    for t in state["phase"][0]["task"].as_array().unwrap() {
+        assert_ne!(t["status"], "pending", "{t}");
+    }
+    assert!(!p.path(".phasegate/state.toml.journal").exists());
+    let sibling = task(&state, "sibling");
+    assert_eq!(
+        sibling["status"], "succeeded",
+        "the sibling must be unaffected: {sibling}"
+    );
+    (r, state)
+}
+
+fn task<'a>(state: &'a Value, id: &str) -> &'a Value {
+    state["phase"][0]["task"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap()
+}
+
+fn failure(state: &Value, id: &str) -> (String, String) {
+    let t = task(state, id);
+    assert_eq!(t["status"], "failed", "{t}");
+    (
+        t["error"]["kind"].as_str().unwrap().to_owned(),
+        t["error"]["message"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn output(state: &Value, id: &str) -> Value {
+    let t = task(state, id);
+    assert_eq!(t["status"], "succeeded", "{t}");
+    serde_json::from_str(t["output"].as_str().unwrap()).unwrap()
+}
+
+fn denied(state: &Value, id: &str) -> String {
+    let out = output(state, id);
+    assert!(out.get("breach").is_none(), "sandbox breach in {id}: {out}");
+    out["denied"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{id}: {out}"))
+        .to_owned()
+}
+
+fn logs(r: &RunResult, id: &str) -> Vec<String> {
+    r.of("task-log")
+        .iter()
+        .filter(|e| e["task"] == id)
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_the_wall_clock() {
+    let p = Project::new();
+    let (_, state) = attack(
+        &p,
+        "",
+        &[(
+            "spin",
+            "config = { attack = \"loop\" }\ntimeout = \"300ms\"",
+        )],
+    );
+    let (kind, msg) = failure(&state, "spin");
+    assert_eq!(kind, "timeout");
+    assert!(
+        msg.contains("task `spin` in phase `attack`")
+            && msg.contains("exceeded its timeout of 300ms; raise `timeout`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_fuel() {
+    let p = Project::new();
+    let (_, state) = attack(
+        &p,
+        "",
+        &[(
+            "spin",
+            "config = { attack = \"loop\" }\nlimits = { fuel = 50_000_000 }",
+        )],
+    );
+    let (kind, msg) = failure(&state, "spin");
+    assert_eq!(kind, "limit");
+    assert!(
+        msg.contains("ran out of fuel: its budget of 50000000 units is spent; raise `limits.fuel`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn blocked_in_a_host_call_still_times_out() {
+    let p = Project::new();
+    let (_, state) = attack(
+        &p,
+        "",
+        &[(
+            "sleeper",
+            "config = { attack = \"sleep-forever\" }\ntimeout = \"200ms\"",
+        )],
+    );
+    assert_eq!(failure(&state, "sleeper").0, "timeout");
+}
+
+#[test]
+fn memory_bomb_hits_the_memory_limit() {
+    let p = Project::new();
+    let (_, state) = attack(
+        &p,
+        "",
+        &[(
+            "bomb",
+            "config = { attack = \"memory-bomb\" }\nlimits = { memory = \"16MiB\" }\nretries = 3",
+        )],
+    );
+    let (kind, msg) = failure(&state, "bomb");
+    assert_eq!(kind, "limit");
+    assert!(
+        msg.contains("task `bomb` in phase `attack`")
+            && msg.contains("exceeded its memory limit of 16 MiB")
+            && msg.contains("raise `limits.memory`"),
+        "{msg}"
+    );
+    assert_eq!(
+        task(&state, "bomb")["attempts"],
+        1,
+        "limits are not retried by default"
+    );
+}
+
+#[test]
+fn huge_initial_memory_is_refused_at_instantiation() {
+    let p = Project::new();
+    let (_, state) = attack(
+        &p,
+        "[defaults.limits]\nmemory = \"32MiB\"",
+        &[("big", "plugin = \"{BIG_MEMORY}\"")],
+    );
+    let (kind, msg) = failure(&state, "big");
+    assert_eq!(kind, "limit");
+    assert!(msg.contains("exceeded its memory limit of 32 MiB"), "{msg}");
+}
+
+#[test]
+fn deep_recursion_hits_the_stack_limit() {
+    let p = Project::new();
+    let (_, state) = attack(
+        &p,
+        "[defaults.limits]\nmax-stack = \"256KiB\"",
+        &[("deep", "config = { attack = \"recursion\" }")],
+    );
+    let (kind, msg) = failure(&state, "deep");
+    assert_eq!(kind, "limit");
+    assert!(
+        msg.contains("exceeded its stack limit of 256 KiB") && msg.contains("`max-stack`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn giant_output_is_rejected() {
+    let p = Project::new();
+    let (_, state) = attack(
+        &p,
+        "",
+        &[(
+            "huge",
+            "config = { attack = \"giant-output\" }\nlimits = { max-output = \"1MiB\" }",
+        )],
+    );
+    let (kind, msg) = failure(&state, "huge");
+    assert_eq!(kind, "invalid-output");
+    assert!(
+        msg.contains("over its limit of 1 MiB; raise `limits.max-output`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn log_flood_is_bounded() {
+    let p = Project::new();
+    let (r, state) = attack(
+        &p,
+        "",
+        &[(
+            "chatty",
+            "config = { attack = \"log-flood\" }\nlimits = { log-records = 50 }",
+        )],
+    );
+    assert_eq!(output(&state, "chatty"), "flooded");
+    let lines = logs(&r, "chatty");
+    assert!(lines.len() <= 52, "{} log lines kept", lines.len());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("log limit reached (50 records")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn stdout_flood_is_bounded_and_does_not_fail_the_task() {
+    let p = Project::new();
+    let (r, state) = attack(
+        &p,
+        "",
+        &[(
+            "printer",
+            "config = { attack = \"stdout-flood\" }\nlimits = { max-log = \"16KiB\" }",
+        )],
+    );
+    assert_eq!(output(&state, "printer"), "printed 16 MiB");
+    let lines = logs(&r, "printer");
+    let kept: usize = r
+        .of("task-log")
+        .iter()
+        .filter(|e| e["task"] == "printer" && e["level"] == "stdout")
+        .map(|e| e["message"].as_str().unwrap().len() + 1)
+        .sum();
+    assert!(kept <= 16 << 10, "kept {kept} bytes");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("bytes of stdout dropped past the limit of 16 KiB")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn trap_and_panic_are_typed_traps() {
+    let p = Project::new();
+    let (_, state) = attack(
+        &p,
+        "",
+        &[
+            ("trap", "config = { attack = \"trap\" }"),
+            ("panic", "config = { attack = \"panic\" }"),
+        ],
+    );
+    let (kind, msg) = failure(&state, "trap");
+    assert_eq!(kind, "trap");
+    assert!(msg.contains("unreachable"), "{msg}");
+    let (kind, msg) = failure(&state, "panic");
+    assert_eq!(kind, "trap");
+    assert!(msg.contains("hostile plugin panics on purpose"), "{msg}");
+}
+
+#[test]
+fn too_many_instances_is_a_limit() {
+    let p = Project::new();
+    let (_, state) = attack(
+        &p,
+        "",
+        &[(
+            "greedy",
+            "config = { attack = \"well-behaved\" }\nlimits = { instances = 1 }",
+        )],
+    );
+    let (kind, msg) = failure(&state, "greedy");
+    assert_eq!(kind, "limit");
+    assert!(msg.contains("raise `limits.instances`"), "{msg}");
+}
+
+/// A host directory tree: `granted/` (with a file and escape links) beside `secret.txt`.
+fn host_tree(p: &Project) {
+    std::fs::create_dir_all(p.path("granted/sub")).unwrap();
+    std::fs::write(p.path("granted/hello.txt"), "hello from the grant").unwrap();
+    std::fs::write(p.path("secret.txt"), "TOP SECRET").unwrap();
+    std::os::unix::fs::symlink("../secret.txt", p.path("granted/link")).unwrap();
+    std::os::unix::fs::symlink(p.path("secret.txt"), p.path("granted/abs-link")).unwrap();
+}
+
+#[test]
+fn files_are_denied_without_a_grant_and_escapes_are_refused() {
+    let p = Project::new();
+    host_tree(&p);
+    let ro = "grants = { dirs = [{ host = \"granted\", guest = \"/data\" }] }";
+    let (_, state) = attack(
+        &p,
+        "",
+        &[
+            (
+                "no-grant",
+                "config = { attack = \"read-file\", path = \"/etc/passwd\" }",
+            ),
+            (
+                "no-grant-secret",
+                &format!(
+                    "config = {{ attack = \"read-file\", path = \"{}\" }}",
+                    p.path("secret.txt").display()
+                ),
+            ),
+            (
+                "granted",
+                &format!("config = {{ attack = \"read-file\", path = \"/data/hello.txt\" }}\n{ro}"),
+            ),
+            (
+                "dotdot",
+                &format!(
+                    "config = {{ attack = \"read-file\", path = \"/data/../secret.txt\" }}\n{ro}"
+                ),
+            ),
+            (
+                "dotdot-deep",
+                &format!(
+                    "config = {{ attack = \"read-file\", path = \"/data/sub/../../secret.txt\" }}\n{ro}"
+                ),
+            ),
+            (
+                "symlink",
+                &format!("config = {{ attack = \"read-file\", path = \"/data/link\" }}\n{ro}"),
+            ),
+            (
+                "abs-symlink",
+                &format!("config = {{ attack = \"read-file\", path = \"/data/abs-link\" }}\n{ro}"),
+            ),
+            (
+                "list-root",
+                &format!("config = {{ attack = \"list-dir\", path = \"/\" }}\n{ro}"),
+            ),
+        ],
+    );
+    for id in [
+        "no-grant",
+        "no-grant-secret",
+        "dotdot",
+        "dotdot-deep",
+        "symlink",
+        "abs-symlink",
+        "list-root",
+    ] {
+        denied(&state, id);
+    }
+    // The positive control: the grant really works, so the denials above are the sandbox's.
+    assert_eq!(output(&state, "granted")["breach"], "hello from the grant");
+}
+
+#[test]
+fn read_only_grants_refuse_writes_and_read_write_grants_allow_them() {
+    let p = Project::new();
+    host_tree(&p);
+    let (_, state) = attack(
+        &p,
+        "",
+        &[
+            (
+                "write-ro",
+                "config = { attack = \"write-file\", path = \"/data/new.txt\" }\ngrants = { dirs = [{ host = \"granted\", guest = \"/data\", mode = \"ro\" }] }",
+            ),
+            (
+                "write-rw",
+                "config = { attack = \"write-file\", path = \"/out/new.txt\" }\ngrants = { dirs = [{ host = \"granted/sub\", guest = \"/out\", mode = \"rw\" }] }",
+            ),
+            (
+                "write-escape",
+                "config = { attack = \"write-file\", path = \"/out/../escaped.txt\" }\ngrants = { dirs = [{ host = \"granted/sub\", guest = \"/out\", mode = \"rw\" }] }",
+            ),
+        ],
+    );
+    denied(&state, "write-ro");
+    assert!(!p.path("granted/new.txt").exists());
+    denied(&state, "write-escape");
+    assert!(!p.path("granted/escaped.txt").exists());
+    output(&state, "write-rw");
+    assert_eq!(
+        std::fs::read_to_string(p.path("granted/sub/new.txt")).unwrap(),
+        "pwned"
+    );
+}
+
+#[test]
+fn environment_is_empty_unless_granted() {
+    let p = Project::new();
+    let (_, state) = attack(
+        &p,
+        "",
+        &[
+            ("home", "config = { attack = \"env\", var = \"HOME\" }"),
+            ("path", "config = { attack = \"env\", var = \"PATH\" }"),
+            (
+                "granted",
+                "config = { attack = \"env-all\" }\ngrants = { env = [\"HOME\"], env-set = { MODE = \"ci\" } }",
+            ),
+        ],
+    );
+    denied(&state, "home");
+    denied(&state, "path");
+    assert_eq!(
+        output(&state, "granted")["vars"],
+        serde_json::json!(["HOME", "MODE"])
+    );
+}
+
+#[test]
+fn stdin_is_closed() {
+    let p = Project::new();
+    let (_, state) = attack(&p, "", &[("stdin", "config = { attack = \"read-stdin\" }")]);
+    denied(&state, "stdin");
+}
+
+/// A loopback TCP server that counts connections (and answers HTTP 200).
+fn server() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+            let _ = stream.read(&mut buf);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn sockets_reach_only_allow_listed_addresses() {
+    let (denied_addr, denied_count) = server();
+    let (allowed_addr, allowed_count) = server();
+    let p = Project::new();
+    let (r, state) = attack(
+        &p,
+        "",
+        &[
+            (
+                "no-grant",
+                &format!("config = {{ attack = \"connect\", addr = \"{denied_addr}\" }}"),
+            ),
+            (
+                "other-grant",
+                &format!(
+                    "config = {{ attack = \"connect\", addr = \"{denied_addr}\" }}\ngrants = {{ net = [\"{allowed_addr}\"] }}"
+                ),
+            ),
+            (
+                "granted",
+                &format!(
+                    "config = {{ attack = \"connect\", addr = \"{allowed_addr}\" }}\ngrants = {{ net = [\"{allowed_addr}\"] }}"
+                ),
+            ),
+        ],
+    );
+    denied(&state, "no-grant");
+    denied(&state, "other-grant");
+    assert_eq!(
+        output(&state, "granted")["breach"],
+        format!("connected to {allowed_addr}"),
+        "{}",
+        output(&state, "granted")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        denied_count.load(Ordering::SeqCst),
+        0,
+        "the refused server saw a connection"
+    );
+    assert_eq!(allowed_count.load(Ordering::SeqCst), 1);
+    let hint = format!(
+        "denied TCP connect to {denied_addr}: no grant allows it; add `grants.net = [\"{denied_addr}\"]`"
+    );
+    assert!(
+        logs(&r, "no-grant").iter().any(|l| l.contains(&hint)),
+        "{:?}",
+        logs(&r, "no-grant")
+    );
+}
+
+#[test]
+fn http_reaches_only_allow_listed_hosts() {
+    let (denied_addr, denied_count) = server();
+    let (allowed_addr, allowed_count) = server();
+    let p = Project::new();
+    let (r, state) = attack(
+        &p,
+        "",
+        &[
+            (
+                "no-grant",
+                &format!("config = {{ attack = \"http\", url = \"http://{denied_addr}/x\" }}"),
+            ),
+            (
+                "granted",
+                &format!(
+                    "config = {{ attack = \"http\", url = \"http://{allowed_addr}/x\" }}\ngrants = {{ http = [\"{allowed_addr}\"] }}"
+                ),
+            ),
+        ],
+    );
+    assert!(denied(&state, "no-grant").contains("HttpRequestDenied"));
+    assert_eq!(output(&state, "granted")["breach"], "HTTP 200");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        denied_count.load(Ordering::SeqCst),
+        0,
+        "the refused server saw a connection"
+    );
+    assert_eq!(allowed_count.load(Ordering::SeqCst), 1);
+    assert!(
+        logs(&r, "no-grant")
+            .iter()
+            .any(|l| l.contains(&format!("add `grants.http = [\"{denied_addr}\"]`"))),
+        "{:?}",
+        logs(&r, "no-grant")
+    );
+}
+
+#[test]
+fn deterministic_clocks_and_random_repeat() {
+    let p = Project::new();
+    let det = "config = { attack = \"clock\" }\ngrants = { deterministic = true, seed = 7 }";
+    let (_, state) = attack(
+        &p,
+        "",
+        &[
+            ("a", det),
+            ("b", det),
+            ("real", "config = { attack = \"clock\" }"),
+        ],
+    );
+    let (a, b, real) = (
+        output(&state, "a"),
+        output(&state, "b"),
+        output(&state, "real"),
+    );
+    assert_eq!(a, b);
+    assert_eq!(a["wall"], 946_684_800);
+    assert!(real["wall"].as_u64().unwrap() > 1_700_000_000);
+    assert_ne!(real["random"], a["random"]);
+}
+
+#[test]
+fn many_hostile_tasks_at_once() {
+    let (addr, count) = server();
+    let p = Project::new();
+    host_tree(&p);
+    let (_, state) = attack(
+        &p,
+        "[defaults.limits]\nmemory = \"24MiB\"\ntimeout = \"2s\"",
+        &[
+            (
+                "loop",
+                "config = { attack = \"loop\" }\ntimeout = \"300ms\"",
+            ),
+            (
+                "fuel",
+                "config = { attack = \"loop\" }\nlimits = { fuel = 20_000_000 }",
+            ),
+            ("bomb", "config = { attack = \"memory-bomb\" }"),
+            ("big", "plugin = \"{BIG_MEMORY}\""),
+            ("deep", "config = { attack = \"recursion\" }"),
+            (
+                "huge",
+                "config = { attack = \"giant-output\", bytes = 2_000_000 }\nlimits = { max-output = \"1MiB\" }",
+            ),
+            ("trap", "config = { attack = \"trap\" }"),
+            ("panic", "config = { attack = \"panic\" }"),
+            ("flood", "config = { attack = \"log-flood\" }"),
+            ("print", "config = { attack = \"stdout-flood\" }"),
+            (
+                "file",
+                "config = { attack = \"read-file\", path = \"/etc/passwd\" }",
+            ),
+            (
+                "escape",
+                "config = { attack = \"read-file\", path = \"/data/../secret.txt\" }\ngrants = { dirs = [{ host = \"granted\", guest = \"/data\" }] }",
+            ),
+            (
+                "net",
+                &format!("config = {{ attack = \"connect\", addr = \"{addr}\" }}"),
+            ),
+            ("friend", "config = { attack = \"well-behaved\" }"),
+        ],
+    );
+    let kinds: Vec<(&str, &str)> = vec![
+        ("loop", "timeout"),
+        ("fuel", "limit"),
+        ("bomb", "limit"),
+        ("big", "limit"),
+        ("deep", "limit"),
+        ("huge", "invalid-output"),
+        ("trap", "trap"),
+        ("panic", "trap"),
+    ];
+    for (id, kind) in kinds {
+        assert_eq!(failure(&state, id).0, kind, "{id}");
+    }
+    for id in ["file", "escape", "net"] {
+        denied(&state, id);
+    }
+    for id in ["flood", "print", "friend"] {
+        output(&state, id);
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        state["status"], "failed",
+        "the default gate fails a phase with failed tasks"
+    );
+}
