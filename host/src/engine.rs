@@ -49,6 +49,10 @@ pub struct LoadedPlugin {
     pub digest: String,
     /// Its world.
     pub world: World,
+    /// Names of the interfaces it imports (e.g. `wasi:filesystem/preopens@0.2.6`).
+    pub imports: Vec<String>,
+    /// Size of the component file in bytes.
+    pub size: u64,
     pre: Pre,
 }
 
@@ -143,10 +147,17 @@ impl PluginHost {
             World::Gate => GatePre::new(instance_pre).map(Pre::Gate),
         }
         .map_err(|e| err(format!("does not match {world}: {}", chain(&e))))?;
+        let mut imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        imports.sort();
         Ok(LoadedPlugin {
             plugin: plugin.clone(),
             digest,
             world,
+            imports,
+            size: bytes.len() as u64,
             pre,
         })
     }

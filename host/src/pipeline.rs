@@ -846,3 +846,61 @@ impl Errors<'_> {
 
 /// Maps the pipeline's plugin specs to their digests (for the progress file).
 pub type PluginDigests = BTreeMap<String, String>;
+
+impl fmt::Display for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "memory {}, timeout {}, max-output {}, fuel {}, table-elements {}, instances {}, max-log {}, log-records {}",
+            self.memory,
+            humantime::format_duration(self.timeout),
+            self.max_output,
+            self.fuel
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| "unlimited".into()),
+            self.table_elements,
+            self.instances,
+            self.max_log,
+            self.log_records
+        )
+    }
+}
+
+impl fmt::Display for Grants {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        for d in &self.dirs {
+            let mode = match d.mode {
+                DirMode::Ro => "ro",
+                DirMode::Rw => "rw",
+            };
+            parts.push(format!("dir {} -> {} ({mode})", d.host.display(), d.guest));
+        }
+        if !self.env.is_empty() {
+            parts.push(format!("env {}", self.env.join(", ")));
+        }
+        if !self.env_set.is_empty() {
+            parts.push(format!(
+                "env-set {}",
+                self.env_set.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if !self.net.is_empty() {
+            parts.push(format!("net {}", self.net.join(", ")));
+        }
+        if !self.http.is_empty() {
+            parts.push(format!("http {}", self.http.join(", ")));
+        }
+        if self.deterministic {
+            parts.push(format!(
+                "deterministic clocks and random (seed {})",
+                self.seed
+            ));
+        }
+        if parts.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
+    }
+}

@@ -148,3 +148,53 @@ plugin = "{PROBE}"
         "a sibling of failing tasks is unaffected"
     );
 }
+
+#[test]
+fn validate_reviews_limits_grants_and_imports() {
+    let p = Project::new();
+    std::fs::create_dir(p.path("data")).unwrap();
+    p.pipeline(
+        r#"
+name = "review"
+[defaults.limits]
+memory = "16MiB"
+max-stack = "1MiB"
+[[phase]]
+id = "one"
+[[phase.task]]
+id = "stats"
+plugin = "{TEXT_STATS}"
+grants = { http = ["example.com"] }
+[[phase.task]]
+id = "h"
+plugin = "{HOSTILE}"
+grants = { dirs = [{ host = "data", guest = "/data", mode = "rw" }], env = ["HOME"] }
+limits = { fuel = 1000000 }
+"#,
+    );
+    let out = p.output(&["validate", "pipeline.toml"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        s.contains("engine: max-stack 1 MiB, fuel metering on"),
+        "{s}"
+    );
+    assert!(
+        s.contains("capability surface: filesystem, environment, sockets, http"),
+        "{s}"
+    );
+    assert!(
+        s.contains("limits: memory 16 MiB, timeout 30s, max-output 1 MiB, fuel 1000000"),
+        "{s}"
+    );
+    assert!(s.contains("/data (rw); env HOME"), "{s}");
+    assert!(
+        s.contains(
+            "warning: `grants.http` is granted but the component does not import any http interface"
+        ),
+        "{s}"
+    );
+    assert!(s.contains("not granted: sockets (wasi:sockets/"), "{s}");
+    assert!(s.contains("(allow with `grants.net`)"), "{s}");
+    assert!(s.contains("ok (1 warning(s))"), "{s}");
+}

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use phasegate::engine::PluginHost;
+use phasegate::engine::{LoadedPlugin, PluginHost};
 use phasegate::events::Emitter;
+use phasegate::pipeline::{Grants, Limits};
+use phasegate::sandbox::surface;
 
 use super::run::{load_pipeline, load_plugins};
 use super::{Exit, bad_input};
@@ -12,7 +14,8 @@ use super::{Exit, bad_input};
 /// Check a pipeline without running it.
 ///
 /// Parses the file, checks ids, templates and what they refer to, loads every component and
-/// type-checks it against its world, and says which world each implements.
+/// type-checks it against its world, says which world each implements, and reviews each task's
+/// and gate's effective limits and grants against what its component imports.
 #[derive(Args)]
 pub struct ValidateArgs {
     /// The pipeline file (TOML).
@@ -27,28 +30,13 @@ impl ValidateArgs {
         let plugins = load_plugins(&host, &pipeline)?;
         let tasks: usize = pipeline.phases.iter().map(|p| p.tasks.len()).sum();
         println!(
-            "pipeline `{}` ({}): {} phase(s), {tasks} task(s)",
+            "pipeline `{}` ({}): {} phase(s), {tasks} task(s); engine: max-stack {}, fuel metering {}",
             pipeline.name,
             pipeline.path.display(),
-            pipeline.phases.len()
+            pipeline.phases.len(),
+            pipeline.engine.max_stack,
+            if pipeline.engine.fuel { "on" } else { "off" }
         );
-        for p in &pipeline.phases {
-            let gate = p
-                .gate
-                .as_ref()
-                .map(|g| g.plugin.spec.as_str())
-                .unwrap_or(phasegate::runner::BUILTIN_GATE);
-            let mode = if p.parallel {
-                format!("parallel ×{}", p.concurrency)
-            } else {
-                "sequential".into()
-            };
-            println!(
-                "  phase {}: {} task(s), {mode}, gate {gate}",
-                p.id,
-                p.tasks.len()
-            );
-        }
         println!("plugins:");
         for r in pipeline.plugins() {
             let loaded = &plugins[r];
@@ -57,9 +45,76 @@ impl ValidateArgs {
                 .map_err(|e| bad_input(format!("plugin `{}`: {e:#}", r.spec)))?;
             println!("  {} implements {}", r.spec, loaded.world);
             println!("    {} {}: {}", meta.name, meta.version, meta.description);
-            println!("    {}", loaded.digest);
+            println!("    {} ({} bytes)", loaded.digest, loaded.size);
+            let caps: Vec<&str> = surface::surface(&loaded.imports)
+                .iter()
+                .map(|(c, _)| c.name())
+                .collect();
+            println!(
+                "    capability surface: {}",
+                if caps.is_empty() {
+                    "none".to_owned()
+                } else {
+                    caps.join(", ")
+                }
+            );
         }
-        println!("ok");
+        let mut warnings = 0;
+        for p in &pipeline.phases {
+            let mode = if p.parallel {
+                format!("parallel ×{}", p.concurrency)
+            } else {
+                "sequential".into()
+            };
+            println!("phase {}: {} task(s), {mode}", p.id, p.tasks.len());
+            for t in &p.tasks {
+                warnings += review(
+                    &format!("task {}", t.id),
+                    &plugins[&t.plugin],
+                    &t.limits,
+                    &t.grants,
+                );
+            }
+            match &p.gate {
+                Some(g) => warnings += review("gate", &plugins[&g.plugin], &g.limits, &g.grants),
+                None => println!(
+                    "  gate: {} (every task must succeed)",
+                    phasegate::runner::BUILTIN_GATE
+                ),
+            }
+        }
+        println!(
+            "ok{}",
+            if warnings > 0 {
+                format!(" ({warnings} warning(s))")
+            } else {
+                String::new()
+            }
+        );
         Ok(Exit::Success)
     }
+}
+
+/// Prints one plugin use's limits and grants, and what its imports say about them.
+fn review(what: &str, plugin: &LoadedPlugin, limits: &Limits, grants: &Grants) -> usize {
+    println!("  {what}: {} ({})", plugin.plugin.spec, plugin.world);
+    println!("    limits: {limits}");
+    println!("    grants: {grants}");
+    let r = surface::review(&plugin.imports, grants);
+    for cap in &r.unused {
+        println!(
+            "    warning: `{}` is granted but the component does not import any {} interface; the grant is unused",
+            cap.grant_key(),
+            cap.name()
+        );
+    }
+    for (cap, imports) in &r.ungranted {
+        println!(
+            "    not granted: {} ({}): the plugin sees none and its calls are refused (allow with `{}`)",
+            cap.name(),
+            imports.join(", "),
+            cap.grant_key()
+        );
+    }
+    r.unused.len()
 }

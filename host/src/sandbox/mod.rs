@@ -13,6 +13,7 @@ pub mod http;
 pub mod limits;
 pub mod net;
 pub mod stdio;
+pub mod surface;
 
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
