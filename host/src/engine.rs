@@ -122,6 +122,13 @@ impl PluginHost {
             .exports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
+        // Imports first: a component that cannot link is refused whatever it exports.
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            err(format!(
+                "imports an interface phasegate does not provide (plugins may import `phasegate:plugin/host`, WASI 0.2 and `wasi:http`): {}",
+                chain(&e)
+            ))
+        })?;
         let world = if exports.iter().any(|e| e == "run") {
             World::Task
         } else if exports.iter().any(|e| e == "check") {
@@ -136,12 +143,6 @@ impl PluginHost {
                 }
             )));
         };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            err(format!(
-                "imports something phasegate does not provide: {}",
-                chain(&e)
-            ))
-        })?;
         let pre = match world {
             World::Task => TaskPre::new(instance_pre).map(Pre::Task),
             World::Gate => GatePre::new(instance_pre).map(Pre::Gate),

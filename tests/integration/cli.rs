@@ -198,3 +198,46 @@ limits = { fuel = 1000000 }
     assert!(s.contains("(allow with `grants.net`)"), "{s}");
     assert!(s.contains("ok (1 warning(s))"), "{s}");
 }
+
+#[test]
+fn validate_rejects_a_component_importing_an_unknown_interface() {
+    let p = Project::new();
+    let bytes = wat::parse_str(
+        r#"(component (import "acme:vault/door" (instance (export "open" (func)))))"#,
+    )
+    .unwrap();
+    std::fs::write(p.path("odd.wasm"), bytes).unwrap();
+    p.pipeline("name = \"v\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"a\"\nplugin = \"odd.wasm\"\n");
+    let out = p.output(&["validate", "pipeline.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("plugin `odd.wasm`")
+            && err.contains("imports an interface phasegate does not provide"),
+        "{err}"
+    );
+    assert!(err.contains("acme:vault/door"), "{err}");
+}
+
+#[test]
+fn validate_rejects_a_component_of_the_wrong_shape() {
+    let p = Project::new();
+    // Exports `run`, but as `func()`, not the task world's `run`.
+    let bytes = wat::parse_str(
+        r#"(component
+             (core module $m (func (export "run")))
+             (core instance $i (instantiate $m))
+             (func (export "run") (canon lift (core func $i "run"))))"#,
+    )
+    .unwrap();
+    std::fs::write(p.path("shape.wasm"), bytes).unwrap();
+    p.pipeline("name = \"v\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"a\"\nplugin = \"shape.wasm\"\n");
+    let out = p.output(&["validate", "pipeline.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("plugin `shape.wasm`")
+            && err.contains("does not match phasegate:plugin/task@0.1.0"),
+        "{err}"
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -641,5 +642,27 @@ fn many_hostile_tasks_at_once() {
     assert_eq!(
         state["status"], "failed",
         "the default gate fails a phase with failed tasks"
+    );
+}
+
+#[test]
+fn table_growth_hits_the_table_limit() {
+    let p = Project::new();
+    let wat = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests-wat/table-bomb.wat");
+    std::fs::write(p.path("table-bomb.wasm"), wat::parse_file(wat).unwrap()).unwrap();
+    let (_, state) = attack(
+        &p,
+        "",
+        &[(
+            "tables",
+            "plugin = \"table-bomb.wasm\"\nlimits = { table-elements = 10_000 }",
+        )],
+    );
+    let (kind, msg) = failure(&state, "tables");
+    assert_eq!(kind, "limit");
+    assert!(
+        msg.contains("task `tables` in phase `attack`")
+            && msg.contains("grew a table to 1000001 elements, over the limit of 10000"),
+        "{msg}"
     );
 }
