@@ -56,6 +56,14 @@ pub struct LoadedPlugin {
     pre: Pre,
 }
 
+/// One attempt of a task.
+pub struct Attempt {
+    /// Output JSON text, or why there is none.
+    pub result: Result<String, Failure>,
+    /// Log lines (`level: message`), including captured stdout/stderr.
+    pub log: Vec<String>,
+}
+
 /// What a plugin says about itself.
 pub type Metadata = wit::PluginMetadata;
 
@@ -220,7 +228,8 @@ impl PluginHost {
         }
     }
 
-    /// Runs one attempt of a task. Returns the output JSON text or a typed failure.
+    /// Runs one attempt of a task: the output JSON text or a typed failure, and the log lines
+    /// the attempt produced (bounded by the log limits).
     pub async fn run_task(
         &self,
         plugin: &LoadedPlugin,
@@ -228,6 +237,22 @@ impl PluginHost {
         limits: &Limits,
         grants: &Grants,
         emitter: Emitter,
+    ) -> Attempt {
+        let mut log = Vec::new();
+        let result = self
+            .attempt(plugin, request, limits, grants, emitter, &mut log)
+            .await;
+        Attempt { result, log }
+    }
+
+    async fn attempt(
+        &self,
+        plugin: &LoadedPlugin,
+        request: wit::TaskRequest,
+        limits: &Limits,
+        grants: &Grants,
+        emitter: Emitter,
+        log: &mut Vec<String>,
     ) -> Result<String, Failure> {
         let who = format!(
             "task `{}` in phase `{}` (plugin `{}`)",
@@ -251,7 +276,8 @@ impl PluginHost {
             instance.call_run(&mut store, &request).await
         })
         .await;
-        store.data().flush_stdio();
+        store.data_mut().flush_stdio();
+        *log = store.data_mut().take_log();
         let output = match result {
             Err(_) => return Err(timeout_failure(&who, limits)),
             Ok(Err(e)) => return Err(classify(&who, &e, store.data(), limits, &self.limits)),
@@ -318,7 +344,7 @@ impl PluginHost {
             instance.call_check(&mut store, &report).await
         })
         .await;
-        store.data().flush_stdio();
+        store.data_mut().flush_stdio();
         match result {
             Err(_) => fail(timeout_failure(&who, limits).message),
             Ok(Err(e)) => fail(classify(&who, &e, store.data(), limits, &self.limits).message),

@@ -34,6 +34,21 @@ pub enum LogLevel {
     Stderr,
 }
 
+impl LogLevel {
+    /// Lower-case name, as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Stdout => "stdout",
+            LogLevel::Stderr => "stderr",
+        }
+    }
+}
+
 /// The kinds of events, tagged `"event": "kebab-name"` in JSON.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]

@@ -64,6 +64,7 @@ pub struct HostState {
     pub stdout: CapturedOutput,
     /// Captured stderr.
     pub stderr: CapturedOutput,
+    kept_log: Vec<String>,
 }
 
 impl HostState {
@@ -93,15 +94,17 @@ impl HostState {
             max_log_bytes: limits.max_log.0,
             stdout,
             stderr,
+            kept_log: Vec::new(),
         })
     }
 
     /// Emits captured stdout/stderr as log events, one per line, and says what was dropped.
-    pub fn flush_stdio(&self) {
-        for (pipe, level, name) in [
-            (&self.stdout, LogLevel::Stdout, "stdout"),
-            (&self.stderr, LogLevel::Stderr, "stderr"),
-        ] {
+    pub fn flush_stdio(&mut self) {
+        let pipes = [
+            (self.stdout.clone(), LogLevel::Stdout, "stdout"),
+            (self.stderr.clone(), LogLevel::Stderr, "stderr"),
+        ];
+        for (pipe, level, name) in pipes {
             let bytes = pipe.contents();
             for line in String::from_utf8_lossy(&bytes)
                 .lines()
@@ -129,7 +132,13 @@ impl HostState {
             .to_owned()
     }
 
-    fn emit_log(&self, level: LogLevel, message: String) {
+    /// Takes the log lines kept so far (they are stored with the task's result).
+    pub fn take_log(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.kept_log)
+    }
+
+    fn emit_log(&mut self, level: LogLevel, message: String) {
+        self.kept_log.push(format!("{}: {message}", level.name()));
         self.emitter.emit(EventKind::TaskLog {
             phase: self.origin.phase.clone(),
             task: self.origin.task.clone(),

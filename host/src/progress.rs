@@ -139,6 +139,9 @@ pub struct TaskState {
     /// Failure when failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure>,
+    /// Log lines of the last attempt (`level: message`; bounded by the log limits).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<String>,
 }
 
 impl TaskState {
@@ -150,6 +153,7 @@ impl TaskState {
             duration_ms: 0,
             output: None,
             error: None,
+            log: Vec::new(),
         }
     }
 }
@@ -462,6 +466,7 @@ mod tests {
             duration_ms: 3,
             output: Some("{}".into()),
             error: None,
+            log: Vec::new(),
         }
     }
 

@@ -368,6 +368,7 @@ impl TaskJob {
             duration_ms: 0,
             output: None,
             error: None,
+            log: Vec::new(),
         };
         let input = match self.ctx.render(&spec.input) {
             Ok(input) => input,
@@ -398,7 +399,7 @@ impl TaskJob {
                 config: config.clone(),
             };
             let started = Instant::now();
-            let result = self
+            let attempt = self
                 .host
                 .run_task(
                     &self.plugin,
@@ -409,7 +410,8 @@ impl TaskJob {
                 )
                 .await;
             state.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            match result {
+            state.log = attempt.log;
+            match attempt.result {
                 Ok(output) => {
                     state.status = TaskStatus::Succeeded;
                     state.output = Some(output);
