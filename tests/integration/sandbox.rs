@@ -239,6 +239,19 @@ fn log_flood_is_bounded() {
             .any(|l| l.contains("log limit reached (50 records")),
         "{lines:?}"
     );
+    // The bounded log is kept with the task's result in the progress file.
+    let kept: Vec<&str> = task(&state, "chatty")["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(kept.len(), lines.len());
+    assert_eq!(kept[0], "info: invoked attack/chatty attempt 1");
+    assert!(
+        kept.last().unwrap().starts_with("warn: log limit reached"),
+        "{kept:?}"
+    );
 }
 
 #[test]
