@@ -40,6 +40,21 @@ fn main() {
         );
     }
 
+    // Core modules (crates built for wasm32-unknown-unknown) become components here; their
+    // wit-bindgen metadata says which world they implement.
+    for entry in std::fs::read_dir(&components).expect("components dir").flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".core.wasm")) else {
+            continue;
+        };
+        let core = std::fs::read(&path).expect("read core module");
+        let component = wit_component::ComponentEncoder::default()
+            .module(&core)
+            .and_then(|e| e.validate(true).encode())
+            .unwrap_or_else(|e| panic!("cannot make a component of {}: {e:?}", path.display()));
+        std::fs::write(components.join(format!("{name}.wasm")), component).expect("write component");
+    }
+
     let mut lines = Vec::new();
     let mut names = Vec::new();
     for (group, dir) in [
