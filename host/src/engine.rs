@@ -7,6 +7,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
 
+use crate::compile_cache::{CompileCache, Source};
 use crate::events::Emitter;
 use crate::pipeline::{EngineLimits, Grants, Limits, PluginRef};
 use crate::plugin::gate_world::{Gate, GatePre};
@@ -53,6 +54,8 @@ pub struct LoadedPlugin {
     pub imports: Vec<String>,
     /// Size of the component file in bytes.
     pub size: u64,
+    /// Whether it was compiled now or loaded from the compile cache.
+    pub source: Source,
     pre: Pre,
 }
 
@@ -84,6 +87,9 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<HostState>,
     limits: EngineLimits,
+    cache: Option<CompileCache>,
+    /// Where compiled components are cached, or why they are not.
+    pub cache_status: String,
 }
 
 impl PluginHost {
@@ -103,10 +109,19 @@ impl PluginHost {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         spawn_epoch_ticker(&engine);
+        let (cache, cache_status) = match CompileCache::default_root() {
+            None => (None, "compile cache off".to_owned()),
+            Some(root) => match CompileCache::open(&root, &engine) {
+                Ok(cache) => (Some(cache), format!("compile cache {}", root.display())),
+                Err(why) => (None, format!("compile cache not used: {why}")),
+            },
+        };
         Ok(Arc::new(PluginHost {
             engine,
             linker,
             limits,
+            cache,
+            cache_status,
         }))
     }
 
@@ -123,8 +138,12 @@ impl PluginHost {
         if wasmparser_is_core_module(&bytes) {
             return Err(err("this is a core Wasm module, not a component; turn it into one with `wasm-tools component new` (or build for wasm32-wasip2)".into()));
         }
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|e| err(format!("not a valid Wasm component: {}", chain(&e))))?;
+        let compiled = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, &bytes, &digest),
+            None => Component::new(&self.engine, &bytes).map(|c| (c, Source::Compiled)),
+        };
+        let (component, source) =
+            compiled.map_err(|e| err(format!("not a valid Wasm component: {}", chain(&e))))?;
         let ty = component.component_type();
         let exports: Vec<String> = ty
             .exports(&self.engine)
@@ -167,6 +186,7 @@ impl PluginHost {
             world,
             imports,
             size: bytes.len() as u64,
+            source,
             pre,
         })
     }

@@ -42,9 +42,16 @@ fn main() {
 
     // Core modules (crates built for wasm32-unknown-unknown) become components here; their
     // wit-bindgen metadata says which world they implement.
-    for entry in std::fs::read_dir(&components).expect("components dir").flatten() {
+    for entry in std::fs::read_dir(&components)
+        .expect("components dir")
+        .flatten()
+    {
         let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".core.wasm")) else {
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".core.wasm"))
+        else {
             continue;
         };
         let core = std::fs::read(&path).expect("read core module");
@@ -52,7 +59,8 @@ fn main() {
             .module(&core)
             .and_then(|e| e.validate(true).encode())
             .unwrap_or_else(|e| panic!("cannot make a component of {}: {e:?}", path.display()));
-        std::fs::write(components.join(format!("{name}.wasm")), component).expect("write component");
+        std::fs::write(components.join(format!("{name}.wasm")), component)
+            .expect("write component");
     }
 
     let mut lines = Vec::new();

@@ -241,3 +241,60 @@ fn validate_rejects_a_component_of_the_wrong_shape() {
         "{err}"
     );
 }
+
+#[test]
+fn compile_cache_is_used_verified_and_refused_when_others_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Project::new();
+    p.pipeline("name = \"c\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"a\"\nplugin = \"{TEXT_STATS}\"\n");
+    let cache = p.path("cache");
+    let validate = || {
+        let out = p
+            .command(&["validate", "pipeline.toml"])
+            .env("PHASEGATE_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = validate();
+    assert!(
+        first.contains(&format!("compile cache {}", cache.display())),
+        "{first}"
+    );
+    assert!(first.contains("bytes, compiled)"), "{first}");
+    assert!(validate().contains("bytes, loaded from the compile cache)"));
+
+    // A tampered entry is not loaded: it is compiled again (and the run still works).
+    let entry = walk(&cache)
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&entry, bytes).unwrap();
+    assert!(validate().contains("bytes, compiled)"));
+    assert!(validate().contains("bytes, loaded from the compile cache)"));
+
+    // A cache directory others can write to is not trusted at all.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = validate();
+    assert!(
+        refused.contains("compile cache not used") && refused.contains("closed to others"),
+        "{refused}"
+    );
+    assert!(refused.contains("bytes, compiled)"));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()))
+        } else {
+            out.push(e.path())
+        }
+    }
+    out
+}

@@ -2,7 +2,7 @@
 //! and the CLI run with JSON events.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
@@ -48,6 +48,11 @@ impl Project {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_phasegate"));
         cmd.args(args).current_dir(self.dir.path());
+        // One compile cache for the whole suite: each component is compiled once.
+        cmd.env(
+            "PHASEGATE_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
+        );
         cmd
     }
 

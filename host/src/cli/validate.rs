@@ -37,6 +37,7 @@ impl ValidateArgs {
             pipeline.engine.max_stack,
             if pipeline.engine.fuel { "on" } else { "off" }
         );
+        println!("{}", host.cache_status);
         println!("plugins:");
         for r in pipeline.plugins() {
             let loaded = &plugins[r];
@@ -45,7 +46,11 @@ impl ValidateArgs {
                 .map_err(|e| bad_input(format!("plugin `{}`: {e:#}", r.spec)))?;
             println!("  {} implements {}", r.spec, loaded.world);
             println!("    {} {}: {}", meta.name, meta.version, meta.description);
-            println!("    {} ({} bytes)", loaded.digest, loaded.size);
+            let source = match loaded.source {
+                phasegate::compile_cache::Source::Compiled => "compiled",
+                phasegate::compile_cache::Source::Cached => "loaded from the compile cache",
+            };
+            println!("    {} ({} bytes, {source})", loaded.digest, loaded.size);
             let caps: Vec<&str> = surface::surface(&loaded.imports)
                 .iter()
                 .map(|(c, _)| c.name())
