@@ -9,6 +9,8 @@
 //! - `invalid-input`: always return an invalid-input error with this message
 //! - `output`: return this JSON value instead of the default echo
 //! - `trap`: panic (a trap in the host's eyes)
+//! - `spin`: burn this many iterations of pure arithmetic first (a CPU-bound guest) and
+//!   return `{"spin": <checksum>}`
 //!
 //! Default output: `{"task": .., "phase": .., "attempt": .., "input": <input>}` where input is
 //! parsed JSON when it is JSON, else the text.
@@ -31,6 +33,7 @@ struct Config {
     invalid_input: Option<String>,
     output: Option<Value>,
     trap: bool,
+    spin: u64,
 }
 
 impl Task for Probe {
@@ -45,6 +48,15 @@ impl Task for Probe {
         ));
         host::progress(0, 1, "starting");
         let cfg = req.config;
+        if cfg.spin > 0 {
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            for _ in 0..cfg.spin {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+            }
+            return Ok(json!({ "spin": x }));
+        }
         if cfg.sleep_ms > 0 {
             std::thread::sleep(Duration::from_millis(cfg.sleep_ms));
         }

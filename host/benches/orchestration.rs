@@ -1,0 +1,277 @@
+//! Orchestration benchmarks: phasegate against a bare wasmtime loop, measured in one process.
+//!
+//! ```text
+//! cargo bench -p phasegate --bench orchestration            # everything (a few minutes)
+//! cargo bench -p phasegate --bench orchestration -- quick   # smaller sizes
+//! ```
+//!
+//! Every figure is printed next to the baseline measured in the same run, with the ratio.
+//! See BENCHMARKS.md for the figures on the reference machine.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use phasegate::engine::{self, LoadedPlugin, PluginHost};
+use phasegate::events::Emitter;
+use phasegate::pipeline::{Grants, Limits, Pipeline, PluginRef};
+use phasegate::plugin::task_world::{Task, TaskPre};
+use phasegate::plugin::{HostState, Level, Origin, host_iface, wit};
+use phasegate::progress::{ProgressStore, State};
+use phasegate::runner::Runner;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store};
+
+struct Args {
+    quick: bool,
+}
+
+fn main() {
+    let args = Args { quick: std::env::args().any(|a| a == "quick") };
+    if std::env::args().any(|a| a == "--rss-child") {
+        return rss_child();
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    println!("phasegate orchestration benchmark ({} build, {} CPUs)", if cfg!(debug_assertions) { "debug" } else { "release" }, num_cpus());
+    let n = if args.quick { 2_000 } else { 10_000 };
+
+    // 1. Baseline: a bare wasmtime loop over the same component.
+    let bare = bare_loop(n, true);
+    println!("\n[1] {n} trivial tasks (noop component, no WASI imports)");
+    println!("  bare wasmtime loop (pooling + InstancePre, async, 1 thread): {:>10.0} tasks/s  ({:.1} µs/task)", rate(n, bare), per(n, bare));
+    let one = phase(dir.path(), "one", n, 64, Cores::One);
+    println!("  phasegate phase, 1 core, progress persisted:                {:>10.0} tasks/s  ({:.1} µs/task)", rate(n, one), per(n, one));
+    println!("  ratio phasegate / bare: {:.2}x (target ≤ 1.2x)", one.as_secs_f64() / bare.as_secs_f64());
+    let two = phase(dir.path(), "two", n, 64, Cores::Two);
+    println!("  phasegate phase, 2 cores:                                   {:>10.0} tasks/s", rate(n, two));
+    println!("  speed-up 2 cores / 1 core: {:.2}x (target ≥ 1.7x)", one.as_secs_f64() / two.as_secs_f64());
+
+    // 2. Persistence cost per task stays constant as phases grow.
+    println!("\n[2] persistence: tasks/s by phase size (1 core)");
+    let sizes: &[usize] = if args.quick { &[100, 1_000, 10_000] } else { &[100, 1_000, 10_000, 100_000] };
+    let mut rates = Vec::new();
+    for &size in sizes {
+        let t = phase(dir.path(), &format!("size{size}"), size, 64, Cores::One);
+        rates.push(rate(size, t));
+        println!("  {size:>7} tasks: {:>10.0} tasks/s", rate(size, t));
+    }
+    let (lo, hi) = rates.iter().fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    println!("  spread (max/min): {:.2}x (target within 1.2x)", hi / lo);
+
+    // 3. Epoch deadlines on a CPU-bound guest.
+    println!("\n[3] epoch interruption on a CPU-bound guest (probe, 200M iterations of xorshift)");
+    let spin = if args.quick { 50_000_000 } else { 200_000_000 };
+    let off = cpu_bound(spin, false);
+    let on = cpu_bound(spin, true);
+    println!("  without epochs: {:.3} s; with epochs: {:.3} s; cost {:+.1}% (target ≤ 15%)", off.as_secs_f64(), on.as_secs_f64(), (on.as_secs_f64() / off.as_secs_f64() - 1.0) * 100.0);
+
+    // 4. Compiled-component cache: time until the example pipeline's plugins are ready.
+    println!("\n[4] example pipeline: plugins ready to run, cold (compile) vs warm (compile cache)");
+    let (cold, warm) = cache_cold_warm(dir.path());
+    println!("  cold: {:.1} ms; warm: {:.2} ms; {:.0}x sooner (target ≥ 10x)", ms(cold), ms(warm), cold.as_secs_f64() / warm.as_secs_f64());
+    let example = run_example(dir.path());
+    println!("  example pipeline end to end, warm (load + 4 phases): {:.1} ms (target ≤ 50 ms)", ms(example));
+
+    // 5. Peak memory of a large phase.
+    println!("\n[5] peak RSS, {n}-task phase at concurrency 64 (separate process)");
+    let exe = std::env::current_exe().expect("current exe");
+    let out = std::process::Command::new(exe).args(["--rss-child", &n.to_string()]).output().expect("child");
+    print!("  {}", String::from_utf8_lossy(&out.stdout));
+    println!("\nPython and JavaScript instantiation: not measured yet (their toolchains arrive with the plugin-authoring issue).");
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn rate(n: usize, t: Duration) -> f64 {
+    n as f64 / t.as_secs_f64()
+}
+
+fn per(n: usize, t: Duration) -> f64 {
+    t.as_secs_f64() * 1e6 / n as f64
+}
+
+fn ms(t: Duration) -> f64 {
+    t.as_secs_f64() * 1e3
+}
+
+/// The guest's host interface, doing nothing: the baseline's only import.
+struct Bare;
+
+impl host_iface::Host for Bare {
+    fn log(&mut self, _: Level, _: String) {}
+    fn progress(&mut self, _: u32, _: u32, _: String) {}
+}
+
+impl wit::Host for Bare {}
+
+fn request(i: usize) -> wit::TaskRequest {
+    wit::TaskRequest {
+        run_id: "bench".into(),
+        phase: "bench".into(),
+        task: format!("t{i}"),
+        attempt: 1,
+        input: String::new(),
+        context: "{}".into(),
+        config: "{}".into(),
+    }
+}
+
+/// Instantiates and calls the noop component `n` times, one after another.
+fn bare_loop(n: usize, pooling: bool) -> Duration {
+    let mut config = Config::new();
+    if pooling {
+        config.allocation_strategy(wasmtime::PoolingAllocationConfig::default());
+    }
+    let engine = Engine::new(&config).expect("engine");
+    let component = Component::from_file(&engine, phasegate_test_artifacts::NOOP).expect("noop");
+    let mut linker = Linker::<Bare>::new(&engine);
+    host_iface::add_to_linker::<Bare, HasSelf<Bare>>(&mut linker, |s| s).expect("link");
+    let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..n {
+            let mut store = Store::new(&engine, Bare);
+            let task: Task = pre.instantiate_async(&mut store).await.expect("instantiate");
+            let out = task.call_run(&mut store, &request(i)).await.expect("call");
+            assert!(matches!(out.as_deref(), Ok("{}")));
+        }
+        start.elapsed()
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Cores {
+    One,
+    Two,
+}
+
+fn write_pipeline(dir: &Path, name: &str, tasks: usize, concurrency: usize, plugin: &str) -> PathBuf {
+    let mut toml = format!("name = \"{name}\"\n[[phase]]\nid = \"bulk\"\nconcurrency = {concurrency}\n");
+    for i in 0..tasks {
+        toml.push_str(&format!("[[phase.task]]\nid = \"t{i}\"\nplugin = \"{plugin}\"\n"));
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml).expect("pipeline");
+    path
+}
+
+fn load(path: &Path) -> (Pipeline, Arc<PluginHost>, HashMap<PluginRef, Arc<LoadedPlugin>>) {
+    let pipeline = Pipeline::load(path).expect("pipeline");
+    let host = PluginHost::new(pipeline.engine).expect("host");
+    let plugins = engine::load_all(&host, &pipeline.plugins()).map_err(|e| format!("{e:?}")).expect("plugins");
+    (pipeline, host, plugins)
+}
+
+/// Runs a one-phase pipeline of `tasks` noop tasks; returns the run's time (load excluded).
+fn phase(dir: &Path, name: &str, tasks: usize, concurrency: usize, cores: Cores) -> Duration {
+    let path = write_pipeline(dir, name, tasks, concurrency, phasegate_test_artifacts::NOOP);
+    let (pipeline, host, plugins) = load(&path);
+    let digests = plugins.iter().map(|(r, p)| (r.spec.clone(), p.digest.clone())).collect();
+    let state = State::new(format!("bench-{name}"), &pipeline, digests);
+    let mut store = ProgressStore::create(&dir.join(format!("{name}.state.toml")), state).expect("state");
+    let runner = Runner::new(host, pipeline, plugins, Emitter::discard());
+    let rt = match cores {
+        Cores::One => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Cores::Two => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
+    }
+    .expect("runtime");
+    let start = Instant::now();
+    let outcome = rt.block_on(runner.run(&mut store, false)).expect("run");
+    let elapsed = start.elapsed();
+    assert_eq!(outcome.completed.len(), 1, "{:?}", outcome.reason);
+    elapsed
+}
+
+/// One call of the probe's CPU-bound loop, with or without epoch interruption.
+fn cpu_bound(spin: u64, epochs: bool) -> Duration {
+    let mut config = Config::new();
+    config.epoch_interruption(epochs);
+    let engine = Engine::new(&config).expect("engine");
+    let component = Component::from_file(&engine, phasegate_test_artifacts::PROBE).expect("probe");
+    let mut linker = Linker::<HostState>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
+    host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).expect("host");
+    let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let ticker = epochs.then(|| {
+        let engine = engine.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+                engine.increment_epoch();
+            }
+        });
+        (stop, handle)
+    });
+    let state = HostState::new(&Limits::default(), &Grants::default(), Origin { phase: "b".into(), task: "b".into() }, Emitter::discard()).expect("state");
+    let mut store = Store::new(&engine, state);
+    if epochs {
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+    }
+    let mut req = request(0);
+    req.config = format!("{{\"spin\": {spin}}}");
+    let elapsed = rt.block_on(async {
+        let task: Task = pre.instantiate_async(&mut store).await.expect("instantiate");
+        let start = Instant::now();
+        task.call_run(&mut store, &req).await.expect("call").expect("ok");
+        start.elapsed()
+    });
+    if let Some((stop, handle)) = ticker {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = handle.join();
+    }
+    elapsed
+}
+
+fn example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/release-notes.toml")
+}
+
+/// Time to have the example's plugins loaded: with an empty cache, then with a warm one.
+fn cache_cold_warm(dir: &Path) -> (Duration, Duration) {
+    let cache = dir.join("cache");
+    // SAFETY of set_var: single-threaded at this point of the benchmark.
+    #[expect(unsafe_code, reason = "set_var before any thread reads the environment")]
+    unsafe {
+        std::env::set_var("PHASEGATE_CACHE_DIR", &cache);
+    }
+    let pipeline = Pipeline::load(&example_path()).expect("example (run scripts/build-guests first)");
+    let time = || {
+        let start = Instant::now();
+        let host = PluginHost::new(pipeline.engine).expect("host");
+        engine::load_all(&host, &pipeline.plugins()).map_err(|e| format!("{e:?}")).expect("plugins");
+        start.elapsed()
+    };
+    let cold = time();
+    let warm = (0..5).map(|_| time()).min().expect("runs");
+    (cold, warm)
+}
+
+/// The whole example pipeline, warm cache: load, compile-cache hits, 4 phases, progress file.
+fn run_example(dir: &Path) -> Duration {
+    let start = Instant::now();
+    let (pipeline, host, plugins) = load(&example_path());
+    let state = State::new("bench-example".into(), &pipeline, Default::default());
+    let mut store = ProgressStore::create(&dir.join("example.state.toml"), state).expect("state");
+    let runner = Runner::new(host, pipeline, plugins, Emitter::discard());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(runner.run(&mut store, false)).expect("run");
+    start.elapsed()
+}
+
+/// Child mode: run an n-task phase at concurrency 64 and print the peak RSS.
+fn rss_child() {
+    let n: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let t = phase(dir.path(), "rss", n, 64, Cores::Two);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?").trim().to_owned();
+    println!("{hwm} (phase of {n} tasks took {:.0} ms)", ms(t));
+}
