@@ -19,6 +19,9 @@ use crate::sandbox::limits::LimitHit;
 /// How often the epoch advances: the granularity of timeouts and of yielding to other tasks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Pipelines with more live instances than this use on-demand allocation instead of a pool.
+pub const MAX_POOLED_INSTANCES: usize = 2_000;
+
 /// Which world a component implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum World {
@@ -103,6 +106,11 @@ impl PluginHost {
         config.max_wasm_stack(stack);
         // The fiber running the guest must hold the whole Wasm stack plus host frames.
         config.async_stack_size(stack.saturating_add(1 << 20));
+        // Beyond a few thousand live instances the pool's address-space reservation gets large;
+        // such pipelines use on-demand allocation.
+        if limits.max_instances <= MAX_POOLED_INSTANCES {
+            config.allocation_strategy(pool(&limits));
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -380,6 +388,27 @@ impl PluginHost {
             },
         }
     }
+}
+
+/// The instance pool: slots for every instance that can be alive at once (twice over, so freed
+/// slots need not be reused at once). Pooling makes instantiation a few microseconds (no mmap per
+/// instance). Memory slots reserve (not commit) the whole 4 GiB a 32-bit memory can address, so
+/// the pool itself never refuses a plugin: per-plugin `memory` limits are the store limiter's
+/// job, which names the limit and the key to raise.
+fn pool(limits: &EngineLimits) -> wasmtime::PoolingAllocationConfig {
+    let instances = u32::try_from(limits.max_instances.saturating_mul(2).saturating_add(8)).unwrap_or(u32::MAX);
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(instances)
+        .total_stacks(instances)
+        .total_core_instances(instances.saturating_mul(20))
+        .total_memories(instances.saturating_mul(4))
+        .total_tables(instances.saturating_mul(4))
+        .max_core_instances_per_component(200)
+        .max_memories_per_component(20)
+        .max_tables_per_component(40)
+        .table_elements(usize::try_from(crate::pipeline::DEFAULT_TABLE_ELEMENTS).unwrap_or(usize::MAX).max(1 << 20))
+        .max_memory_size(1 << 32);
+    pool
 }
 
 fn failure(kind: FailureKind, message: String) -> Failure {

@@ -265,6 +265,8 @@ pub struct EngineLimits {
     pub max_stack: ByteSize,
     /// Whether any plugin has a fuel budget (fuel metering costs speed, so it is off otherwise).
     pub fuel: bool,
+    /// The largest number of instances alive at once: the widest phase, plus its gate.
+    pub max_instances: usize,
 }
 
 /// How a directory is granted.
@@ -577,18 +579,23 @@ impl Pipeline {
                 vars: table_to_json(raw.vars.as_ref()),
                 path: path.to_owned(),
                 digest,
-                engine: EngineLimits {
-                    max_stack,
-                    fuel: phases.iter().any(|p: &Phase| {
-                        p.tasks.iter().any(|t| t.limits.fuel.is_some())
-                            || p.gate.as_ref().is_some_and(|g| g.limits.fuel.is_some())
-                    }),
-                },
+                engine: engine_limits(max_stack, &phases),
                 phases,
             })
         } else {
             Err(errs.finish())
         }
+    }
+}
+
+fn engine_limits(max_stack: ByteSize, phases: &[Phase]) -> EngineLimits {
+    let all_limits = || {
+        phases.iter().flat_map(|p| p.tasks.iter().map(|t| &t.limits).chain(p.gate.iter().map(|g| &g.limits)))
+    };
+    EngineLimits {
+        max_stack,
+        fuel: all_limits().any(|l| l.fuel.is_some()),
+        max_instances: phases.iter().map(|p| if p.parallel { p.concurrency.min(p.tasks.len()) } else { 1 } + 1).max().unwrap_or(1),
     }
 }
 

@@ -236,7 +236,7 @@ impl Runner {
 
         if phase.parallel {
             // Tasks of a parallel phase all see the context as it was when the phase began.
-            let shared = Arc::new(ctx.clone());
+            let shared = Arc::new(Snapshot::of(ctx));
             let permits = Arc::new(Semaphore::new(phase.concurrency));
             let mut set = JoinSet::new();
             for i in pending {
@@ -250,17 +250,17 @@ impl Runner {
             while let Some(joined) = set.join_next().await {
                 let (i, state) =
                     joined.context("a task's host future panicked (a phasegate bug)")?;
-                self.finish_task(pi, phase, &phase.tasks[i], state, store)?;
+                self.finish_task((pi, i), phase, &phase.tasks[i], state, store)?;
             }
         } else {
             for (i, spec) in phase.tasks.iter().enumerate() {
                 let existing = &store.state.phases[pi].tasks[i];
                 if existing.status == TaskStatus::Pending {
                     let state = self
-                        .job(phase, i, run_id, Arc::new(ctx.clone()))?
+                        .job(phase, i, run_id, Arc::new(Snapshot::of(ctx)))?
                         .execute()
                         .await;
-                    self.finish_task(pi, phase, spec, state, store)?;
+                    self.finish_task((pi, i), phase, spec, state, store)?;
                 }
                 // Later tasks of a sequential phase see this one's result.
                 ctx.add_task(&phase.id, &store.state.phases[pi].tasks[i]);
@@ -274,7 +274,7 @@ impl Runner {
         phase: &Phase,
         i: usize,
         run_id: &str,
-        ctx: Arc<Context>,
+        ctx: Arc<Snapshot>,
     ) -> anyhow::Result<TaskJob> {
         let spec = phase.tasks[i].clone();
         Ok(TaskJob {
@@ -290,13 +290,13 @@ impl Runner {
 
     fn finish_task(
         &self,
-        pi: usize,
+        (pi, ti): (usize, usize),
         phase: &Phase,
         spec: &TaskSpec,
         state: TaskState,
         store: &mut ProgressStore,
     ) -> anyhow::Result<()> {
-        // Persist first: whoever sees the event can rely on the record being durable.
+        // Record first: whoever sees the event can rely on the record being in the journal.
         let event = EventKind::TaskFinished {
             phase: phase.id.clone(),
             task: spec.id.clone(),
@@ -305,7 +305,7 @@ impl Runner {
             duration_ms: state.duration_ms,
             error: state.error.clone(),
         };
-        store.record_task(pi, state)?;
+        store.record_task(pi, ti, state)?;
         self.emitter.emit(event);
         Ok(())
     }
@@ -354,8 +354,20 @@ struct TaskJob {
     spec: TaskSpec,
     phase: String,
     run_id: String,
-    ctx: Arc<Context>,
+    ctx: Arc<Snapshot>,
     emitter: Emitter,
+}
+
+/// The context a task sees, with its JSON text computed once for all the tasks that share it.
+struct Snapshot {
+    ctx: Context,
+    json: String,
+}
+
+impl Snapshot {
+    fn of(ctx: &Context) -> Self {
+        Snapshot { ctx: ctx.clone(), json: ctx.as_json().to_string() }
+    }
 }
 
 impl TaskJob {
@@ -370,7 +382,7 @@ impl TaskJob {
             error: None,
             log: Vec::new(),
         };
-        let input = match self.ctx.render(&spec.input) {
+        let input = match self.ctx.ctx.render(&spec.input) {
             Ok(input) => input,
             Err(message) => {
                 state.error = Some(Failure {
@@ -380,7 +392,7 @@ impl TaskJob {
                 return state;
             }
         };
-        let context = self.ctx.as_json().to_string();
+        let context = &self.ctx.json;
         let config = spec.config.to_string();
         loop {
             state.attempts += 1;
