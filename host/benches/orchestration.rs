@@ -28,35 +28,74 @@ struct Args {
 }
 
 fn main() {
-    let args = Args { quick: std::env::args().any(|a| a == "quick") };
+    let args = Args {
+        quick: std::env::args().any(|a| a == "quick"),
+    };
     if std::env::args().any(|a| a == "--rss-child") {
         return rss_child();
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    println!("phasegate orchestration benchmark ({} build, {} CPUs)", if cfg!(debug_assertions) { "debug" } else { "release" }, num_cpus());
+    println!(
+        "phasegate orchestration benchmark ({} build, {} CPUs)",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        num_cpus()
+    );
     let n = if args.quick { 2_000 } else { 10_000 };
 
     // 1. Baseline: a bare wasmtime loop over the same component.
     let bare = bare_loop(n, true);
     println!("\n[1] {n} trivial tasks (noop component, no WASI imports)");
-    println!("  bare wasmtime loop (pooling + InstancePre, async, 1 thread): {:>10.0} tasks/s  ({:.1} µs/task)", rate(n, bare), per(n, bare));
+    println!(
+        "  bare wasmtime loop (pooling + InstancePre, async, 1 thread): {:>10.0} tasks/s  ({:.1} µs/task)",
+        rate(n, bare),
+        per(n, bare)
+    );
     let one = phase(dir.path(), "one", n, 64, Cores::One);
-    println!("  phasegate phase, 1 core, progress persisted:                {:>10.0} tasks/s  ({:.1} µs/task)", rate(n, one), per(n, one));
-    println!("  ratio phasegate / bare: {:.2}x (target ≤ 1.2x)", one.as_secs_f64() / bare.as_secs_f64());
+    println!(
+        "  phasegate phase, 1 core, progress persisted:                {:>10.0} tasks/s  ({:.1} µs/task)",
+        rate(n, one),
+        per(n, one)
+    );
+    println!(
+        "  ratio phasegate / bare: {:.2}x (target ≤ 1.2x)",
+        one.as_secs_f64() / bare.as_secs_f64()
+    );
+    let bare2 = bare_loop_threads(n, 2);
+    println!(
+        "  bare wasmtime loop, 2 threads (n/2 each):                    {:>10.0} tasks/s  ({:.2}x one thread)",
+        rate(n, bare2),
+        bare.as_secs_f64() / bare2.as_secs_f64()
+    );
     let two = phase(dir.path(), "two", n, 64, Cores::Two);
-    println!("  phasegate phase, 2 cores:                                   {:>10.0} tasks/s", rate(n, two));
-    println!("  speed-up 2 cores / 1 core: {:.2}x (target ≥ 1.7x)", one.as_secs_f64() / two.as_secs_f64());
+    println!(
+        "  phasegate phase, 2 cores:                                   {:>10.0} tasks/s",
+        rate(n, two)
+    );
+    println!(
+        "  speed-up 2 cores / 1 core: {:.2}x (target ≥ 1.7x)",
+        one.as_secs_f64() / two.as_secs_f64()
+    );
 
     // 2. Persistence cost per task stays constant as phases grow.
     println!("\n[2] persistence: tasks/s by phase size (1 core)");
-    let sizes: &[usize] = if args.quick { &[100, 1_000, 10_000] } else { &[100, 1_000, 10_000, 100_000] };
+    let sizes: &[usize] = if args.quick {
+        &[100, 1_000, 10_000]
+    } else {
+        &[100, 1_000, 10_000, 100_000]
+    };
     let mut rates = Vec::new();
     for &size in sizes {
         let t = phase(dir.path(), &format!("size{size}"), size, 64, Cores::One);
         rates.push(rate(size, t));
         println!("  {size:>7} tasks: {:>10.0} tasks/s", rate(size, t));
     }
-    let (lo, hi) = rates.iter().fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    let (lo, hi) = rates
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
     println!("  spread (max/min): {:.2}x (target within 1.2x)", hi / lo);
 
     // 3. Epoch deadlines on a CPU-bound guest.
@@ -64,25 +103,47 @@ fn main() {
     let spin = if args.quick { 50_000_000 } else { 200_000_000 };
     let off = cpu_bound(spin, false);
     let on = cpu_bound(spin, true);
-    println!("  without epochs: {:.3} s; with epochs: {:.3} s; cost {:+.1}% (target ≤ 15%)", off.as_secs_f64(), on.as_secs_f64(), (on.as_secs_f64() / off.as_secs_f64() - 1.0) * 100.0);
+    println!(
+        "  without epochs: {:.3} s; with epochs: {:.3} s; cost {:+.1}% (target ≤ 15%)",
+        off.as_secs_f64(),
+        on.as_secs_f64(),
+        (on.as_secs_f64() / off.as_secs_f64() - 1.0) * 100.0
+    );
 
     // 4. Compiled-component cache: time until the example pipeline's plugins are ready.
-    println!("\n[4] example pipeline: plugins ready to run, cold (compile) vs warm (compile cache)");
+    println!(
+        "\n[4] example pipeline: plugins ready to run, cold (compile) vs warm (compile cache)"
+    );
     let (cold, warm) = cache_cold_warm(dir.path());
-    println!("  cold: {:.1} ms; warm: {:.2} ms; {:.0}x sooner (target ≥ 10x)", ms(cold), ms(warm), cold.as_secs_f64() / warm.as_secs_f64());
+    println!(
+        "  cold: {:.1} ms; warm: {:.2} ms; {:.0}x sooner (target ≥ 10x)",
+        ms(cold),
+        ms(warm),
+        cold.as_secs_f64() / warm.as_secs_f64()
+    );
     let example = run_example(dir.path());
-    println!("  example pipeline end to end, warm (load + 4 phases): {:.1} ms (target ≤ 50 ms)", ms(example));
+    println!(
+        "  example pipeline end to end, warm (load + 4 phases): {:.1} ms (target ≤ 50 ms)",
+        ms(example)
+    );
 
     // 5. Peak memory of a large phase.
     println!("\n[5] peak RSS, {n}-task phase at concurrency 64 (separate process)");
     let exe = std::env::current_exe().expect("current exe");
-    let out = std::process::Command::new(exe).args(["--rss-child", &n.to_string()]).output().expect("child");
+    let out = std::process::Command::new(exe)
+        .args(["--rss-child", &n.to_string()])
+        .output()
+        .expect("child");
     print!("  {}", String::from_utf8_lossy(&out.stdout));
-    println!("\nPython and JavaScript instantiation: not measured yet (their toolchains arrive with the plugin-authoring issue).");
+    println!(
+        "\nPython and JavaScript instantiation: not measured yet (their toolchains arrive with the plugin-authoring issue)."
+    );
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn rate(n: usize, t: Duration) -> f64 {
@@ -119,23 +180,75 @@ fn request(i: usize) -> wit::TaskRequest {
     }
 }
 
+/// The baseline's pool, tuned as phasegate's is: decommits batched, small pages kept resident.
+fn tuned_pool() -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.decommit_batch_size(64)
+        .linear_memory_keep_resident(1 << 16)
+        .table_keep_resident(1 << 16)
+        .async_stack_keep_resident(1 << 16);
+    pool
+}
+
+/// The bare loop split over `threads` OS threads sharing one engine and InstancePre.
+fn bare_loop_threads(n: usize, threads: usize) -> Duration {
+    let mut config = Config::new();
+    config.allocation_strategy(tuned_pool());
+    let engine = Engine::new(&config).expect("engine");
+    let component = Component::from_file(&engine, phasegate_test_artifacts::NOOP).expect("noop");
+    let mut linker = Linker::<Bare>::new(&engine);
+    host_iface::add_to_linker::<Bare, HasSelf<Bare>>(&mut linker, |s| s).expect("link");
+    let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (engine, pre) = (&engine, &pre);
+            scope.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    for i in 0..n / threads {
+                        let mut store = Store::new(engine, Bare);
+                        let task: Task = pre
+                            .instantiate_async(&mut store)
+                            .await
+                            .expect("instantiate");
+                        task.call_run(&mut store, &request(i))
+                            .await
+                            .expect("call")
+                            .expect("ok");
+                    }
+                });
+            });
+        }
+    });
+    start.elapsed()
+}
+
 /// Instantiates and calls the noop component `n` times, one after another.
 fn bare_loop(n: usize, pooling: bool) -> Duration {
     let mut config = Config::new();
     if pooling {
-        config.allocation_strategy(wasmtime::PoolingAllocationConfig::default());
+        config.allocation_strategy(tuned_pool());
     }
     let engine = Engine::new(&config).expect("engine");
     let component = Component::from_file(&engine, phasegate_test_artifacts::NOOP).expect("noop");
     let mut linker = Linker::<Bare>::new(&engine);
     host_iface::add_to_linker::<Bare, HasSelf<Bare>>(&mut linker, |s| s).expect("link");
     let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let start = Instant::now();
         for i in 0..n {
             let mut store = Store::new(&engine, Bare);
-            let task: Task = pre.instantiate_async(&mut store).await.expect("instantiate");
+            let task: Task = pre
+                .instantiate_async(&mut store)
+                .await
+                .expect("instantiate");
             let out = task.call_run(&mut store, &request(i)).await.expect("call");
             assert!(matches!(out.as_deref(), Ok("{}")));
         }
@@ -149,34 +262,66 @@ enum Cores {
     Two,
 }
 
-fn write_pipeline(dir: &Path, name: &str, tasks: usize, concurrency: usize, plugin: &str) -> PathBuf {
-    let mut toml = format!("name = \"{name}\"\n[[phase]]\nid = \"bulk\"\nconcurrency = {concurrency}\n");
+fn write_pipeline(
+    dir: &Path,
+    name: &str,
+    tasks: usize,
+    concurrency: usize,
+    plugin: &str,
+) -> PathBuf {
+    let mut toml =
+        format!("name = \"{name}\"\n[[phase]]\nid = \"bulk\"\nconcurrency = {concurrency}\n");
     for i in 0..tasks {
-        toml.push_str(&format!("[[phase.task]]\nid = \"t{i}\"\nplugin = \"{plugin}\"\n"));
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{plugin}\"\n"
+        ));
     }
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, toml).expect("pipeline");
     path
 }
 
-fn load(path: &Path) -> (Pipeline, Arc<PluginHost>, HashMap<PluginRef, Arc<LoadedPlugin>>) {
+fn load(
+    path: &Path,
+) -> (
+    Pipeline,
+    Arc<PluginHost>,
+    HashMap<PluginRef, Arc<LoadedPlugin>>,
+) {
     let pipeline = Pipeline::load(path).expect("pipeline");
     let host = PluginHost::new(pipeline.engine).expect("host");
-    let plugins = engine::load_all(&host, &pipeline.plugins()).map_err(|e| format!("{e:?}")).expect("plugins");
+    let plugins = engine::load_all(&host, &pipeline.plugins())
+        .map_err(|e| format!("{e:?}"))
+        .expect("plugins");
     (pipeline, host, plugins)
 }
 
 /// Runs a one-phase pipeline of `tasks` noop tasks; returns the run's time (load excluded).
 fn phase(dir: &Path, name: &str, tasks: usize, concurrency: usize, cores: Cores) -> Duration {
-    let path = write_pipeline(dir, name, tasks, concurrency, phasegate_test_artifacts::NOOP);
+    let path = write_pipeline(
+        dir,
+        name,
+        tasks,
+        concurrency,
+        phasegate_test_artifacts::NOOP,
+    );
     let (pipeline, host, plugins) = load(&path);
-    let digests = plugins.iter().map(|(r, p)| (r.spec.clone(), p.digest.clone())).collect();
+    let digests = plugins
+        .iter()
+        .map(|(r, p)| (r.spec.clone(), p.digest.clone()))
+        .collect();
     let state = State::new(format!("bench-{name}"), &pipeline, digests);
-    let mut store = ProgressStore::create(&dir.join(format!("{name}.state.toml")), state).expect("state");
+    let mut store =
+        ProgressStore::create(&dir.join(format!("{name}.state.toml")), state).expect("state");
     let runner = Runner::new(host, pipeline, plugins, Emitter::discard());
     let rt = match cores {
-        Cores::One => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        Cores::Two => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
+        Cores::One => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Cores::Two => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
     }
     .expect("runtime");
     let start = Instant::now();
@@ -196,7 +341,10 @@ fn cpu_bound(spin: u64, epochs: bool) -> Duration {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
     host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).expect("host");
     let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let ticker = epochs.then(|| {
         let engine = engine.clone();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -209,7 +357,16 @@ fn cpu_bound(spin: u64, epochs: bool) -> Duration {
         });
         (stop, handle)
     });
-    let state = HostState::new(&Limits::default(), &Grants::default(), Origin { phase: "b".into(), task: "b".into() }, Emitter::discard()).expect("state");
+    let state = HostState::new(
+        &Limits::default(),
+        &Grants::default(),
+        Origin {
+            phase: "b".into(),
+            task: "b".into(),
+        },
+        Emitter::discard(),
+    )
+    .expect("state");
     let mut store = Store::new(&engine, state);
     if epochs {
         store.set_epoch_deadline(1);
@@ -218,9 +375,15 @@ fn cpu_bound(spin: u64, epochs: bool) -> Duration {
     let mut req = request(0);
     req.config = format!("{{\"spin\": {spin}}}");
     let elapsed = rt.block_on(async {
-        let task: Task = pre.instantiate_async(&mut store).await.expect("instantiate");
+        let task: Task = pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instantiate");
         let start = Instant::now();
-        task.call_run(&mut store, &req).await.expect("call").expect("ok");
+        task.call_run(&mut store, &req)
+            .await
+            .expect("call")
+            .expect("ok");
         start.elapsed()
     });
     if let Some((stop, handle)) = ticker {
@@ -238,15 +401,21 @@ fn example_path() -> PathBuf {
 fn cache_cold_warm(dir: &Path) -> (Duration, Duration) {
     let cache = dir.join("cache");
     // SAFETY of set_var: single-threaded at this point of the benchmark.
-    #[expect(unsafe_code, reason = "set_var before any thread reads the environment")]
+    #[expect(
+        unsafe_code,
+        reason = "set_var before any thread reads the environment"
+    )]
     unsafe {
         std::env::set_var("PHASEGATE_CACHE_DIR", &cache);
     }
-    let pipeline = Pipeline::load(&example_path()).expect("example (run scripts/build-guests first)");
+    let pipeline =
+        Pipeline::load(&example_path()).expect("example (run scripts/build-guests first)");
     let time = || {
         let start = Instant::now();
         let host = PluginHost::new(pipeline.engine).expect("host");
-        engine::load_all(&host, &pipeline.plugins()).map_err(|e| format!("{e:?}")).expect("plugins");
+        engine::load_all(&host, &pipeline.plugins())
+            .map_err(|e| format!("{e:?}"))
+            .expect("plugins");
         start.elapsed()
     };
     let cold = time();
@@ -261,17 +430,28 @@ fn run_example(dir: &Path) -> Duration {
     let state = State::new("bench-example".into(), &pipeline, Default::default());
     let mut store = ProgressStore::create(&dir.join("example.state.toml"), state).expect("state");
     let runner = Runner::new(host, pipeline, plugins, Emitter::discard());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(runner.run(&mut store, false)).expect("run");
     start.elapsed()
 }
 
 /// Child mode: run an n-task phase at concurrency 64 and print the peak RSS.
 fn rss_child() {
-    let n: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let t = phase(dir.path(), "rss", n, 64, Cores::Two);
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?").trim().to_owned();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .trim()
+        .to_owned();
     println!("{hwm} (phase of {n} tasks took {:.0} ms)", ms(t));
 }

@@ -590,7 +590,12 @@ impl Pipeline {
 
 fn engine_limits(max_stack: ByteSize, phases: &[Phase]) -> EngineLimits {
     let all_limits = || {
-        phases.iter().flat_map(|p| p.tasks.iter().map(|t| &t.limits).chain(p.gate.iter().map(|g| &g.limits)))
+        phases.iter().flat_map(|p| {
+            p.tasks
+                .iter()
+                .map(|t| &t.limits)
+                .chain(p.gate.iter().map(|g| &g.limits))
+        })
     };
     EngineLimits {
         max_stack,

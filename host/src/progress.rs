@@ -237,7 +237,10 @@ impl State {
     }
 
     /// Applies journal records, finding each task through an index (folding is O(records)).
-    fn fold(&mut self, records: impl IntoIterator<Item = anyhow::Result<JournalRecord>>) -> anyhow::Result<()> {
+    fn fold(
+        &mut self,
+        records: impl IntoIterator<Item = anyhow::Result<JournalRecord>>,
+    ) -> anyhow::Result<()> {
         let mut index: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
         for (pi, p) in self.phases.iter().enumerate() {
             for (ti, t) in p.tasks.iter().enumerate() {
@@ -247,9 +250,16 @@ impl State {
         let mut updates = Vec::new();
         for (n, record) in records.into_iter().enumerate() {
             let record = record?;
-            let &(pi, ti) = index.get(&(record.phase.as_str(), record.task.id.as_str())).with_context(|| {
-                format!("record {}: task `{}/{}` is not in the progress file", n + 1, record.phase, record.task.id)
-            })?;
+            let &(pi, ti) = index
+                .get(&(record.phase.as_str(), record.task.id.as_str()))
+                .with_context(|| {
+                    format!(
+                        "record {}: task `{}/{}` is not in the progress file",
+                        n + 1,
+                        record.phase,
+                        record.task.id
+                    )
+                })?;
             updates.push((pi, ti, record.task));
         }
         for (pi, ti, task) in updates {
@@ -337,13 +347,40 @@ impl ProgressStore {
         &self.path
     }
 
-    /// Records a finished task: one fsynced journal line, O(1) whatever the phase size.
-    pub fn record_task(&mut self, phase_index: usize, task_index: usize, task: TaskState) -> anyhow::Result<()> {
+    /// Records a finished task: one journal line, O(1) whatever the phase size.
+    pub fn record_task(
+        &mut self,
+        phase_index: usize,
+        task_index: usize,
+        task: TaskState,
+    ) -> anyhow::Result<()> {
+        self.record_tasks(phase_index, vec![(task_index, task)])
+    }
+
+    /// Records tasks that finished together with a single append (one `write`): the cost per
+    /// task does not depend on the phase size, and falls as more tasks finish at once.
+    pub fn record_tasks(
+        &mut self,
+        phase_index: usize,
+        tasks: Vec<(usize, TaskState)>,
+    ) -> anyhow::Result<()> {
         let phase = &self.state.phases[phase_index];
-        anyhow::ensure!(phase.tasks[task_index].id == task.id, "task {} recorded at the wrong place", task.id);
-        let record = JournalRecord { phase: phase.id.clone(), task };
-        let mut line = serde_json::to_string(&record)?;
-        line.push('\n');
+        let mut lines = Vec::new();
+        let mut records = Vec::with_capacity(tasks.len());
+        for (task_index, task) in tasks {
+            anyhow::ensure!(
+                phase.tasks[task_index].id == task.id,
+                "task {} recorded at the wrong place",
+                task.id
+            );
+            let record = JournalRecord {
+                phase: phase.id.clone(),
+                task,
+            };
+            serde_json::to_writer(&mut lines, &record)?;
+            lines.push(b'\n');
+            records.push((task_index, record.task));
+        }
         if self.journal.is_none() {
             let file = OpenOptions::new()
                 .create(true)
@@ -353,16 +390,20 @@ impl ProgressStore {
             self.journal = Some(file);
         }
         let journal = self.journal.as_mut().expect("journal opened above");
-        // One write per record: once it returns the record survives the process being killed.
-        // fsync (surviving a power cut) is grouped: at most one per JOURNAL_SYNC_INTERVAL.
+        // Once the write returns, the records survive the process being killed. fsync
+        // (surviving a power cut) is grouped: at most one per JOURNAL_SYNC_INTERVAL.
         journal
-            .write_all(line.as_bytes())
+            .write_all(&lines)
             .with_context(|| format!("cannot append to journal {}", self.journal_path.display()))?;
         if self.last_sync.elapsed() >= JOURNAL_SYNC_INTERVAL {
-            journal.sync_data().with_context(|| format!("cannot sync journal {}", self.journal_path.display()))?;
+            journal
+                .sync_data()
+                .with_context(|| format!("cannot sync journal {}", self.journal_path.display()))?;
             self.last_sync = std::time::Instant::now();
         }
-        self.state.phases[phase_index].tasks[task_index] = record.task;
+        for (task_index, task) in records {
+            self.state.phases[phase_index].tasks[task_index] = task;
+        }
         Ok(())
     }
 
@@ -413,11 +454,22 @@ fn parse_state(
         Some(end) => &journal[..=end],
         None => &journal[..0],
     };
-    let records = complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate().map(|(n, line)| {
-        serde_json::from_slice::<JournalRecord>(line)
-            .with_context(|| format!("{}:{}: corrupt journal record", journal_path.display(), n + 1))
-    });
-    state.fold(records).with_context(|| format!("{}", journal_path.display()))?;
+    let records = complete
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(n, line)| {
+            serde_json::from_slice::<JournalRecord>(line).with_context(|| {
+                format!(
+                    "{}:{}: corrupt journal record",
+                    journal_path.display(),
+                    n + 1
+                )
+            })
+        });
+    state
+        .fold(records)
+        .with_context(|| format!("{}", journal_path.display()))?;
     Ok(state)
 }
 

@@ -1,14 +1,13 @@
 //! Runs a pipeline: phases in order, tasks in parallel (under a cap) or in sequence, then the
 //! gate. Persists progress after every finished task and verdict; emits events, never prints.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::context::Context;
@@ -237,30 +236,46 @@ impl Runner {
         if phase.parallel {
             // Tasks of a parallel phase all see the context as it was when the phase began.
             let shared = Arc::new(Snapshot::of(ctx));
-            let permits = Arc::new(Semaphore::new(phase.concurrency));
-            let mut set = JoinSet::new();
-            for i in pending {
-                let job = self.job(phase, i, run_id, shared.clone())?;
-                let permits = permits.clone();
-                set.spawn(async move {
-                    let _permit = permits.acquire_owned().await;
-                    (i, job.execute().await)
+            // `concurrency` workers pull tasks from one queue; finished tasks come back on a
+            // channel and are recorded in batches (one journal append for all that are ready).
+            let mut queue = VecDeque::with_capacity(pending.len());
+            for &i in &pending {
+                queue.push_back((i, self.job(phase, i, run_id, shared.clone())?));
+            }
+            let queue = Arc::new(Mutex::new(queue));
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut workers = JoinSet::new();
+            for _ in 0..phase.concurrency.min(pending.len()) {
+                let (queue, tx) = (queue.clone(), tx.clone());
+                workers.spawn(async move {
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                        let Some((i, job)) = next else { break };
+                        if tx.send((i, job.execute().await)).is_err() {
+                            break;
+                        }
+                    }
                 });
             }
-            while let Some(joined) = set.join_next().await {
-                let (i, state) =
-                    joined.context("a task's host future panicked (a phasegate bug)")?;
-                self.finish_task((pi, i), phase, &phase.tasks[i], state, store)?;
+            drop(tx);
+            let mut done = Vec::new();
+            while rx.recv_many(&mut done, 4096).await > 0 {
+                self.finish_tasks(pi, phase, std::mem::take(&mut done), store)?;
+            }
+            while let Some(joined) = workers.join_next().await {
+                joined.context(
+                    "a task worker panicked (a phasegate bug); finished tasks are recorded",
+                )?;
             }
         } else {
-            for (i, spec) in phase.tasks.iter().enumerate() {
+            for i in 0..phase.tasks.len() {
                 let existing = &store.state.phases[pi].tasks[i];
                 if existing.status == TaskStatus::Pending {
                     let state = self
                         .job(phase, i, run_id, Arc::new(Snapshot::of(ctx)))?
                         .execute()
                         .await;
-                    self.finish_task((pi, i), phase, spec, state, store)?;
+                    self.finish_tasks(pi, phase, vec![(i, state)], store)?;
                 }
                 // Later tasks of a sequential phase see this one's result.
                 ctx.add_task(&phase.id, &store.state.phases[pi].tasks[i]);
@@ -288,25 +303,30 @@ impl Runner {
         })
     }
 
-    fn finish_task(
+    /// Records finished tasks of phase `pi` (one journal append), then announces them.
+    fn finish_tasks(
         &self,
-        (pi, ti): (usize, usize),
+        pi: usize,
         phase: &Phase,
-        spec: &TaskSpec,
-        state: TaskState,
+        done: Vec<(usize, TaskState)>,
         store: &mut ProgressStore,
     ) -> anyhow::Result<()> {
         // Record first: whoever sees the event can rely on the record being in the journal.
-        let event = EventKind::TaskFinished {
-            phase: phase.id.clone(),
-            task: spec.id.clone(),
-            status: state.status,
-            attempts: state.attempts,
-            duration_ms: state.duration_ms,
-            error: state.error.clone(),
-        };
-        store.record_task(pi, ti, state)?;
-        self.emitter.emit(event);
+        let events: Vec<EventKind> = done
+            .iter()
+            .map(|(i, state)| EventKind::TaskFinished {
+                phase: phase.id.clone(),
+                task: phase.tasks[*i].id.clone(),
+                status: state.status,
+                attempts: state.attempts,
+                duration_ms: state.duration_ms,
+                error: state.error.clone(),
+            })
+            .collect();
+        store.record_tasks(pi, done)?;
+        for event in events {
+            self.emitter.emit(event);
+        }
         Ok(())
     }
 
@@ -366,7 +386,10 @@ struct Snapshot {
 
 impl Snapshot {
     fn of(ctx: &Context) -> Self {
-        Snapshot { ctx: ctx.clone(), json: ctx.as_json().to_string() }
+        Snapshot {
+            ctx: ctx.clone(),
+            json: ctx.as_json().to_string(),
+        }
     }
 }
 
