@@ -47,7 +47,7 @@ fn main() {
     let n = if args.quick { 2_000 } else { 10_000 };
 
     // 1. Baseline: a bare wasmtime loop over the same component.
-    let bare = bare_loop(n, true);
+    let bare = bare_loop(n, 1);
     println!("\n[1] {n} trivial tasks (noop component, no WASI imports)");
     println!(
         "  bare wasmtime loop (pooling + InstancePre, async, 1 thread): {:>10.0} tasks/s  ({:.1} µs/task)",
@@ -64,7 +64,7 @@ fn main() {
         "  ratio phasegate / bare: {:.2}x (target ≤ 1.2x)",
         one.as_secs_f64() / bare.as_secs_f64()
     );
-    let bare2 = bare_loop_threads(n, 2);
+    let bare2 = bare_loop(n, 2);
     println!(
         "  bare wasmtime loop, 2 threads (n/2 each):                    {:>10.0} tasks/s  ({:.2}x one thread)",
         rate(n, bare2),
@@ -223,8 +223,9 @@ fn tuned_pool() -> wasmtime::PoolingAllocationConfig {
     pool
 }
 
-/// The bare loop split over `threads` OS threads sharing one engine and InstancePre.
-fn bare_loop_threads(n: usize, threads: usize) -> Duration {
+/// Instantiates and calls the noop component `n` times, split over `threads` OS threads that
+/// share one engine and `InstancePre`, each looping on its own single-threaded runtime.
+fn bare_loop(n: usize, threads: usize) -> Duration {
     let mut config = Config::new();
     config.allocation_strategy(tuned_pool());
     let engine = Engine::new(&config).expect("engine");
@@ -247,46 +248,14 @@ fn bare_loop_threads(n: usize, threads: usize) -> Duration {
                             .instantiate_async(&mut store)
                             .await
                             .expect("instantiate");
-                        task.call_run(&mut store, &request(i))
-                            .await
-                            .expect("call")
-                            .expect("ok");
+                        let out = task.call_run(&mut store, &request(i)).await.expect("call");
+                        assert!(matches!(out.as_deref(), Ok("{}")));
                     }
                 });
             });
         }
     });
     start.elapsed()
-}
-
-/// Instantiates and calls the noop component `n` times, one after another.
-fn bare_loop(n: usize, pooling: bool) -> Duration {
-    let mut config = Config::new();
-    if pooling {
-        config.allocation_strategy(tuned_pool());
-    }
-    let engine = Engine::new(&config).expect("engine");
-    let component = Component::from_file(&engine, phasegate_test_artifacts::NOOP).expect("noop");
-    let mut linker = Linker::<Bare>::new(&engine);
-    host_iface::add_to_linker::<Bare, HasSelf<Bare>>(&mut linker, |s| s).expect("link");
-    let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let start = Instant::now();
-        for i in 0..n {
-            let mut store = Store::new(&engine, Bare);
-            let task: Task = pre
-                .instantiate_async(&mut store)
-                .await
-                .expect("instantiate");
-            let out = task.call_run(&mut store, &request(i)).await.expect("call");
-            assert!(matches!(out.as_deref(), Ok("{}")));
-        }
-        start.elapsed()
-    })
 }
 
 #[derive(Clone, Copy)]

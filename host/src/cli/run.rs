@@ -230,27 +230,13 @@ fn changes(state: &State, pipeline: &Pipeline, now: &PluginDigests) -> Vec<Strin
         out.push(format!("plugin `{spec}` is no longer in the pipeline"));
     }
     // The runner indexes the state by the pipeline's phases and tasks: they must line up.
-    let in_state: Vec<(&str, Vec<&str>)> = state
-        .phases
-        .iter()
-        .map(|p| {
-            (
-                p.id.as_str(),
-                p.tasks.iter().map(|t| t.id.as_str()).collect(),
-            )
-        })
-        .collect();
-    let in_pipeline: Vec<(&str, Vec<&str>)> = pipeline
-        .phases
-        .iter()
-        .map(|p| {
-            (
-                p.id.as_str(),
-                p.tasks.iter().map(|t| t.id.as_str()).collect(),
-            )
-        })
-        .collect();
-    if in_state != in_pipeline {
+    let lines_up = state.phases.len() == pipeline.phases.len()
+        && state.phases.iter().zip(&pipeline.phases).all(|(s, p)| {
+            s.id == p.id
+                && s.tasks.len() == p.tasks.len()
+                && s.tasks.iter().zip(&p.tasks).all(|(a, b)| a.id == b.id)
+        });
+    if !lines_up {
         out.push(
             "the phases and tasks recorded in the progress file differ from the pipeline's".into(),
         );
