@@ -3,6 +3,7 @@
 //! ```text
 //! cargo bench -p phasegate --bench orchestration            # everything (a few minutes)
 //! cargo bench -p phasegate --bench orchestration -- quick   # smaller sizes
+//! cargo bench -p phasegate --bench orchestration -- parts   # one task's cost, piece by piece
 //! ```
 //!
 //! Every figure is printed next to the baseline measured in the same run, with the ratio.
@@ -33,6 +34,9 @@ fn main() {
     };
     if std::env::args().any(|a| a == "--rss-child") {
         return rss_child();
+    }
+    if std::env::args().any(|a| a == "parts") {
+        return parts();
     }
     let dir = tempfile::tempdir().expect("temp dir");
     println!(
@@ -173,6 +177,80 @@ fn main() {
     );
 }
 
+/// `-- parts`: what one task costs inside phasegate, piece by piece (for closing the gap to the
+/// bare loop).
+fn parts() {
+    let n = 10_000;
+    let start = Instant::now();
+    for _ in 0..n {
+        let s = HostState::new(
+            &Limits::default(),
+            &Grants::default(),
+            Origin {
+                phase: "p".into(),
+                task: "t".into(),
+            },
+            Emitter::discard(),
+        )
+        .expect("state");
+        std::hint::black_box(s);
+    }
+    println!("HostState::new: {:.2} µs", per(n, start.elapsed()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let start = Instant::now();
+    rt.block_on(async {
+        for _ in 0..n {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(30), async { std::hint::black_box(1) })
+                    .await;
+        }
+    });
+    println!("tokio timeout: {:.2} µs", per(n, start.elapsed()));
+    let dir = tempfile::tempdir().expect("dir");
+    let path = write_pipeline(
+        dir.path(),
+        "parts",
+        1,
+        1,
+        phasegate_test_artifacts::NOOP,
+        "",
+    );
+    let (_pipeline, host, plugins) = load(&path);
+    let plugin = plugins.values().next().expect("plugin").clone();
+    let start = Instant::now();
+    rt.block_on(async {
+        for i in 0..n {
+            let a = host
+                .run_task(
+                    &plugin,
+                    request(i),
+                    &Limits::default(),
+                    &Grants::default(),
+                    Emitter::discard(),
+                )
+                .await;
+            assert!(a.result.is_ok());
+        }
+    });
+    println!("PluginHost::run_task: {:.2} µs", per(n, start.elapsed()));
+    println!(
+        "bare loop, default-tuned pool: {:.2} µs",
+        per(n, bare_loop(n, 1))
+    );
+    let limits = phasegate::pipeline::EngineLimits {
+        max_stack: phasegate::pipeline::DEFAULT_MAX_STACK,
+        fuel: false,
+        max_instances: 65,
+    };
+    println!(
+        "bare loop, phasegate's pool: {:.2} µs",
+        per(n, bare_loop_with(n, 1, engine::pool(&limits)))
+    );
+}
+
 fn num_cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -226,8 +304,12 @@ fn tuned_pool() -> wasmtime::PoolingAllocationConfig {
 /// Instantiates and calls the noop component `n` times, split over `threads` OS threads that
 /// share one engine and `InstancePre`, each looping on its own single-threaded runtime.
 fn bare_loop(n: usize, threads: usize) -> Duration {
+    bare_loop_with(n, threads, tuned_pool())
+}
+
+fn bare_loop_with(n: usize, threads: usize, pool: wasmtime::PoolingAllocationConfig) -> Duration {
     let mut config = Config::new();
-    config.allocation_strategy(tuned_pool());
+    config.allocation_strategy(pool);
     let engine = Engine::new(&config).expect("engine");
     let component = Component::from_file(&engine, phasegate_test_artifacts::NOOP).expect("noop");
     let mut linker = Linker::<Bare>::new(&engine);

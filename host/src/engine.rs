@@ -395,7 +395,7 @@ impl PluginHost {
 /// instance). Memory slots reserve (not commit) the whole 4 GiB a 32-bit memory can address, so
 /// the pool itself never refuses a plugin: per-plugin `memory` limits are the store limiter's
 /// job, which names the limit and the key to raise.
-fn pool(limits: &EngineLimits) -> wasmtime::PoolingAllocationConfig {
+pub fn pool(limits: &EngineLimits) -> wasmtime::PoolingAllocationConfig {
     let instances =
         u32::try_from(limits.max_instances.saturating_mul(2).saturating_add(8)).unwrap_or(u32::MAX);
     let mut pool = wasmtime::PoolingAllocationConfig::default();

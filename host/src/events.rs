@@ -10,8 +10,10 @@ use crate::progress::{Failure, PhaseStatus, RunStatus, TaskStatus, VerdictRecord
 /// One thing that happened during a run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// Wall-clock time, RFC 3339 with microseconds.
-    pub at: String,
+    /// Wall-clock time; serialised as RFC 3339 with microseconds (formatted only when a sink
+    /// serialises the event, not on the runner's hot path).
+    #[serde(serialize_with = "serialize_rfc3339")]
+    pub at: SystemTime,
     /// Monotonic microseconds since the runner started: use this to order or overlap events.
     pub elapsed_us: u64,
     /// What happened.
@@ -153,7 +155,7 @@ impl Emitter {
     pub fn emit(&self, kind: EventKind) {
         let elapsed = self.start.elapsed();
         (self.sink)(Event {
-            at: rfc3339(SystemTime::now()),
+            at: SystemTime::now(),
             elapsed_us: micros(elapsed),
             kind,
         });
@@ -162,6 +164,10 @@ impl Emitter {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn serialize_rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
 }
 
 /// Formats a time as RFC 3339 UTC with microseconds.
