@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use crate::context::Context;
 use crate::engine::{LoadedPlugin, PluginHost};
 use crate::events::{Emitter, EventKind};
-use crate::pipeline::{MAX_RETRY_BACKOFF, Phase, Pipeline, PluginRef, TaskSpec};
+use crate::pipeline::{MAX_RETRY_BACKOFF, Phase, Pipeline, PluginRef};
 use crate::plugin::wit;
 use crate::progress::{
     Failure, FailureKind, PhaseStatus, ProgressStore, RunStatus, TaskState, TaskStatus,
@@ -240,7 +240,7 @@ impl Runner {
             // channel and are recorded in batches (one journal append for all that are ready).
             let mut queue = VecDeque::with_capacity(pending.len());
             for &i in &pending {
-                queue.push_back((i, self.job(phase, i, run_id, shared.clone())?));
+                queue.push_back((i, self.job((pi, i), run_id, shared.clone())?));
             }
             let queue = Arc::new(Mutex::new(queue));
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -272,7 +272,7 @@ impl Runner {
                 let existing = &store.state.phases[pi].tasks[i];
                 if existing.status == TaskStatus::Pending {
                     let state = self
-                        .job(phase, i, run_id, Arc::new(Snapshot::of(ctx)))?
+                        .job((pi, i), run_id, Arc::new(Snapshot::of(ctx)))?
                         .execute()
                         .await;
                     self.finish_tasks(pi, phase, vec![(i, state)], store)?;
@@ -286,17 +286,15 @@ impl Runner {
 
     fn job(
         &self,
-        phase: &Phase,
-        i: usize,
+        (pi, ti): (usize, usize),
         run_id: &str,
         ctx: Arc<Snapshot>,
     ) -> anyhow::Result<TaskJob> {
-        let spec = phase.tasks[i].clone();
         Ok(TaskJob {
             host: self.host.clone(),
-            plugin: self.plugin(&spec.plugin)?,
-            spec,
-            phase: phase.id.clone(),
+            plugin: self.plugin(&self.pipeline.phases[pi].tasks[ti].plugin)?,
+            pipeline: self.pipeline.clone(),
+            at: (pi, ti),
             run_id: run_id.to_owned(),
             ctx,
             emitter: self.emitter.clone(),
@@ -371,8 +369,9 @@ impl Runner {
 struct TaskJob {
     host: Arc<PluginHost>,
     plugin: Arc<LoadedPlugin>,
-    spec: TaskSpec,
-    phase: String,
+    /// The task is `pipeline.phases[at.0].tasks[at.1]` (shared, not copied per task).
+    pipeline: Arc<Pipeline>,
+    at: (usize, usize),
     run_id: String,
     ctx: Arc<Snapshot>,
     emitter: Emitter,
@@ -395,7 +394,8 @@ impl Snapshot {
 
 impl TaskJob {
     async fn execute(self) -> TaskState {
-        let spec = &self.spec;
+        let phase = &self.pipeline.phases[self.at.0];
+        let spec = &phase.tasks[self.at.1];
         let mut state = TaskState {
             id: spec.id.clone(),
             status: TaskStatus::Failed,
@@ -410,7 +410,7 @@ impl TaskJob {
             Err(message) => {
                 state.error = Some(Failure {
                     kind: FailureKind::InvalidInput,
-                    message: format!("task `{}` in phase `{}`: {message}", spec.id, self.phase),
+                    message: format!("task `{}` in phase `{}`: {message}", spec.id, phase.id),
                 });
                 return state;
             }
@@ -420,13 +420,13 @@ impl TaskJob {
         loop {
             state.attempts += 1;
             self.emitter.emit(EventKind::TaskStarted {
-                phase: self.phase.clone(),
+                phase: phase.id.clone(),
                 task: spec.id.clone(),
                 attempt: state.attempts,
             });
             let request = wit::TaskRequest {
                 run_id: self.run_id.clone(),
-                phase: self.phase.clone(),
+                phase: phase.id.clone(),
                 task: spec.id.clone(),
                 attempt: state.attempts,
                 input: input.clone(),
@@ -457,7 +457,7 @@ impl TaskJob {
                 {
                     let delay = backoff(spec.retry_backoff, state.attempts);
                     self.emitter.emit(EventKind::TaskRetry {
-                        phase: self.phase.clone(),
+                        phase: phase.id.clone(),
                         task: spec.id.clone(),
                         attempt: state.attempts,
                         delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
