@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::progress::{Failure, PhaseStatus, RunStatus, TaskStatus, VerdictRecord};
+use crate::progress::{Failure, PhaseStatus, TaskStatus, VerdictRecord};
 
 /// One thing that happened during a run.
 #[derive(Clone, Debug, Serialize)]
@@ -125,7 +125,6 @@ pub enum EventKind {
         status: PhaseStatus,
     },
     RunFinished {
-        status: RunStatus,
         outcome: crate::runner::RunOutcome,
     },
 }

@@ -159,19 +159,14 @@ impl Runner {
                 status: store.state.phases[pi].status,
             });
             if failed {
-                let outcome = RunOutcome {
+                return Ok(self.finish(RunOutcome {
                     status: RunStatus::Failed,
                     completed,
                     failed: Some(phase.id.clone()),
                     reason: Some(verdict.reason),
                     warnings,
                     context: ctx.as_json().clone(),
-                };
-                self.emitter.emit(EventKind::RunFinished {
-                    status: RunStatus::Failed,
-                    outcome: outcome.clone(),
-                });
-                return Ok(outcome);
+                }));
             }
             if verdict.kind == VerdictKind::Warn {
                 warnings.push(PhaseWarning {
@@ -184,19 +179,21 @@ impl Runner {
 
         store.state.status = RunStatus::Completed;
         store.checkpoint()?;
-        let outcome = RunOutcome {
+        Ok(self.finish(RunOutcome {
             status: RunStatus::Completed,
             completed,
             failed: None,
             reason: None,
             warnings,
             context: ctx.as_json().clone(),
-        };
+        }))
+    }
+
+    fn finish(&self, outcome: RunOutcome) -> RunOutcome {
         self.emitter.emit(EventKind::RunFinished {
-            status: RunStatus::Completed,
             outcome: outcome.clone(),
         });
-        Ok(outcome)
+        outcome
     }
 
     async fn run_tasks(
