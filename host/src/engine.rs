@@ -407,11 +407,7 @@ pub fn pool(limits: &EngineLimits) -> wasmtime::PoolingAllocationConfig {
         .max_core_instances_per_component(200)
         .max_memories_per_component(20)
         .max_tables_per_component(40)
-        .table_elements(
-            usize::try_from(crate::pipeline::DEFAULT_TABLE_ELEMENTS)
-                .unwrap_or(usize::MAX)
-                .max(1 << 20),
-        )
+        .table_elements(usize::try_from(crate::pipeline::MAX_TABLE_ELEMENTS).unwrap_or(usize::MAX))
         .max_memory_size(1 << 32)
         // Return memory to the OS in batches, and keep the first pages of each slot resident:
         // fewer madvise calls (and cross-core TLB shootdowns) per instantiation.

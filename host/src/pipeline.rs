@@ -61,6 +61,8 @@ pub fn default_concurrency() -> usize {
 pub const DEFAULT_MAX_STACK: ByteSize = ByteSize(512 << 10);
 /// Default maximum table elements: real programs use a few thousand function-table slots.
 pub const DEFAULT_TABLE_ELEMENTS: u64 = 100_000;
+/// The largest `table-elements` limit: every instance-pool table slot is sized for it.
+pub const MAX_TABLE_ELEMENTS: u64 = 1 << 20;
 /// Default maximum core instances: a component built by any of the supported toolchains
 /// instantiates fewer than 20.
 pub const DEFAULT_INSTANCES: u64 = 100;
@@ -111,7 +113,7 @@ struct RawLimits {
     timeout: Option<HumanDuration>,
     max_output: Option<ByteSize>,
     fuel: Option<u64>,
-    table_elements: Option<u64>,
+    table_elements: Option<Spanned<u64>>,
     instances: Option<u64>,
     max_log: Option<ByteSize>,
     log_records: Option<u32>,
@@ -442,6 +444,7 @@ impl Pipeline {
         }
 
         let d = &raw.defaults;
+        errs.check_limits(&d.limits, false);
         let default_limits = merge_limits(Limits::default(), &d.limits);
         let max_stack = d
             .limits
@@ -531,7 +534,7 @@ impl Pipeline {
                 if let Some(t) = rt.timeout {
                     limits.timeout = t.0;
                 }
-                errs.engine_only(&rt.limits);
+                errs.check_limits(&rt.limits, true);
                 let grants = errs.grants(&rt.grants, &dir);
                 tasks.push(TaskSpec {
                     id: tid.clone(),
@@ -554,7 +557,7 @@ impl Pipeline {
                 if let Some(t) = g.timeout {
                     limits.timeout = t.0;
                 }
-                errs.engine_only(&g.limits);
+                errs.check_limits(&g.limits, true);
                 GateSpec {
                     plugin: errs.plugin(&g.plugin, &dir),
                     config: table_to_json(g.config.as_ref()),
@@ -610,7 +613,11 @@ fn merge_limits(base: Limits, raw: &RawLimits) -> Limits {
         timeout: raw.timeout.map(|t| t.0).unwrap_or(base.timeout),
         max_output: raw.max_output.unwrap_or(base.max_output),
         fuel: raw.fuel.or(base.fuel),
-        table_elements: raw.table_elements.unwrap_or(base.table_elements),
+        table_elements: raw
+            .table_elements
+            .as_ref()
+            .map(|t| *t.get_ref())
+            .unwrap_or(base.table_elements),
         instances: raw.instances.unwrap_or(base.instances),
         max_log: raw.max_log.unwrap_or(base.max_log),
         log_records: raw.log_records.unwrap_or(base.log_records),
@@ -761,7 +768,22 @@ impl Errors<'_> {
         }
     }
 
-    fn engine_only(&mut self, limits: &RawLimits) {
+    /// Checks a `limits` table: values in range, and engine-wide keys only where allowed.
+    fn check_limits(&mut self, limits: &RawLimits, per_plugin: bool) {
+        if let Some(t) = limits
+            .table_elements
+            .as_ref()
+            .filter(|t| *t.get_ref() > MAX_TABLE_ELEMENTS)
+        {
+            self.push(
+                Some(t.span()),
+                format!("`table-elements` of {} is over the largest supported value, {MAX_TABLE_ELEMENTS}", t.get_ref()),
+                Some(format!("write at most `table-elements = {MAX_TABLE_ELEMENTS}`")),
+            );
+        }
+        if !per_plugin {
+            return;
+        }
         if let Some(stack) = &limits.max_stack {
             self.push(
                 Some(stack.span()),
