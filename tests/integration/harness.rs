@@ -205,3 +205,12 @@ pub fn normalized(mut state: Value) -> Value {
 pub fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The entry of a JSON array of `{"id": ..}` objects with the given id (phases, tasks).
+pub fn by_id<'a>(list: &'a Value, id: &str) -> &'a Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id)
+        .unwrap_or_else(|| panic!("no `{id}` in {list}"))
+}

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Project, max_overlap, next_event};
+use crate::harness::{Project, by_id, max_overlap, next_event};
 
 #[test]
 fn parallel_tasks_overlap() {
@@ -340,32 +340,17 @@ config = { sleep-ms = 100 }
     while let Some(e) = next_event(&mut events) {
         match e["event"].as_str().unwrap() {
             "task-finished" => {
-                // The record is durable before the event is emitted: the file must show it now.
+                // The record is in the journal before the event is emitted: the file shows it now.
                 let state = p.state(".phasegate/state.toml");
-                let phase = state["phase"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|ph| ph["id"] == e["phase"])
-                    .unwrap();
-                let task = phase["task"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|t| t["id"] == e["task"])
-                    .unwrap();
+                let phase = by_id(&state["phase"], e["phase"].as_str().unwrap());
+                let task = by_id(&phase["task"], e["task"].as_str().unwrap());
                 assert_eq!(task["status"], "succeeded", "{state:#}");
                 assert!(task["output"].as_str().unwrap().contains("\"task\""));
                 checked += 1;
             }
             "verdict" => {
                 let state = p.state(".phasegate/state.toml");
-                let phase = state["phase"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|ph| ph["id"] == e["phase"])
-                    .unwrap();
+                let phase = by_id(&state["phase"], e["phase"].as_str().unwrap());
                 assert_eq!(phase["status"], "complete");
                 assert_eq!(phase["verdict"]["kind"], "pass");
                 checked += 1;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-use crate::harness::{Project, RunResult};
+use crate::harness::{Project, RunResult, by_id};
 
 /// Runs one phase: the given hostile tasks plus a well-behaved sibling. Returns the run and the
 /// final progress state, after checking what every hostile test checks.
@@ -52,12 +52,7 @@ fn attack(p: &Project, defaults: &str, tasks: &[(&str, &str)]) -> (RunResult, Va
 }
 
 fn task<'a>(state: &'a Value, id: &str) -> &'a Value {
-    state["phase"][0]["task"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["id"] == id)
-        .unwrap()
+    by_id(&state["phase"][0]["task"], id)
 }
 
 fn failure(state: &Value, id: &str) -> (String, String) {
