@@ -10,6 +10,7 @@
 //! [`engine`], [`plugin`] and [`sandbox`] hold everything wasmtime; [`runner`] ties them
 //! together and emits events; the binary's `cli` renders them.
 
+pub mod author;
 pub mod compile_cache;
 pub mod context;
 pub mod digest;

@@ -106,9 +106,10 @@ struct RawDefaults {
     limits: RawLimits,
 }
 
-#[derive(Deserialize, Default, Clone)]
+/// A `limits` table as written (pipeline defaults, a task, a gate, a fixture).
+#[derive(Deserialize, Default, Clone, Debug)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawLimits {
+pub struct RawLimits {
     memory: Option<ByteSize>,
     timeout: Option<HumanDuration>,
     max_output: Option<ByteSize>,
@@ -120,9 +121,10 @@ struct RawLimits {
     max_stack: Option<Spanned<ByteSize>>,
 }
 
-#[derive(Deserialize, Default, Clone)]
+/// A `grants` table as written (a task, a gate, a fixture).
+#[derive(Deserialize, Default, Clone, Debug)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawGrants {
+pub struct RawGrants {
     #[serde(default)]
     dirs: Vec<RawDir>,
     #[serde(default)]
@@ -138,7 +140,7 @@ struct RawGrants {
     seed: Option<u64>,
 }
 
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawDir {
     host: Spanned<String>,
@@ -588,6 +590,41 @@ impl Pipeline {
         } else {
             Err(errs.finish())
         }
+    }
+}
+
+/// Validates the `limits` and `grants` tables of one plugin outside a pipeline (a fixture
+/// file): the same checks, defaults and errors as for a pipeline task, with positions in
+/// `source`. Directories are relative to `path`'s folder.
+pub fn sandbox(
+    path: &Path,
+    source: &str,
+    limits: &RawLimits,
+    grants: &RawGrants,
+) -> Result<(Limits, Grants, EngineLimits), PipelineErrors> {
+    let mut errs = Errors {
+        file: path,
+        source,
+        list: Vec::new(),
+    };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    errs.check_limits(limits, false);
+    let resolved = merge_limits(Limits::default(), limits);
+    let grants = errs.grants(grants, &dir);
+    let max_stack = limits
+        .max_stack
+        .as_ref()
+        .map(|s| *s.get_ref())
+        .unwrap_or(DEFAULT_MAX_STACK);
+    let engine = EngineLimits {
+        max_stack,
+        fuel: resolved.fuel.is_some(),
+        max_instances: 1,
+    };
+    if errs.list.is_empty() {
+        Ok((resolved, grants, engine))
+    } else {
+        Err(errs.finish())
     }
 }
 

@@ -5,9 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod build;
+mod new;
 mod render;
 mod run;
 mod status;
+mod test;
 mod validate;
 
 /// Default progress file, relative to the current directory.
@@ -33,6 +36,9 @@ enum Command {
     Resume(run::ResumeArgs),
     Status(status::StatusArgs),
     Validate(validate::ValidateArgs),
+    New(new::NewArgs),
+    Build(build::BuildArgs),
+    Test(test::TestArgs),
 }
 
 /// How events and results are written.
@@ -74,6 +80,9 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => args.run(),
         Command::Status(args) => args.run(),
         Command::Validate(args) => args.run(),
+        Command::New(args) => args.run(),
+        Command::Build(args) => args.run(),
+        Command::Test(args) => args.run(),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,
