@@ -5,6 +5,7 @@
     reason = "a test that cannot unwrap should fail loudly"
 )]
 
+mod authoring;
 mod cli;
 mod golden;
 mod harness;

@@ -1,0 +1,376 @@
+//! Plugin authoring end to end: `phasegate new` in every language and kind, `phasegate build`,
+//! `phasegate test` with fixtures (passing, failing with a diff, recorded from a real run), and a
+//! pipeline that mixes all four languages in one parallel phase.
+//!
+//! The guest toolchains come from `scripts/setup-guest-toolchain` (clang + wasi-libc from apt,
+//! componentize-py and componentize-js under `.toolchains/`). A missing one fails these tests
+//! with the message `phasegate build` prints, which names what to install.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use crate::harness::Project;
+
+const LANGS: [&str; 4] = ["rust", "python", "js", "c"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// PATH with the toolchains `scripts/setup-guest-toolchain` installs under `.toolchains/`.
+fn path_with_toolchains() -> String {
+    let tc = root().join(".toolchains");
+    format!(
+        "{}:{}:{}",
+        tc.join("venv/bin").display(),
+        tc.join("node_modules/.bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn phasegate(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_phasegate"))
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", path_with_toolchains())
+        .env(
+            "PHASEGATE_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
+        )
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Eight projects made by `phasegate new` (a task and a gate per language), each built and
+/// tested once with its template fixture, shared by the tests below.
+struct Authored {
+    dir: tempfile::TempDir,
+}
+
+impl Authored {
+    fn project(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn component(&self, lang: &str, kind: &str) -> PathBuf {
+        let name = format!("{lang}-{kind}");
+        let dir = self.project(&name);
+        if lang == "rust" {
+            dir.join(format!(
+                "target/wasm32-wasip2/release/{}.wasm",
+                name.replace('-', "_")
+            ))
+        } else {
+            dir.join(format!("build/{name}.wasm"))
+        }
+    }
+}
+
+fn authored() -> &'static Authored {
+    static AUTHORED: OnceLock<Authored> = OnceLock::new();
+    AUTHORED.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        for lang in LANGS {
+            for kind in ["task", "gate"] {
+                let name = format!("{lang}-{kind}");
+                let out = phasegate(dir.path(), &["new", kind, &name, "--lang", lang]);
+                assert!(out.status.success(), "new {name}: {}", text(&out));
+                // `test` builds first, then runs the template's fixture: both must pass as written.
+                let out = phasegate(dir.path(), &["test", &name]);
+                assert!(out.status.success(), "test {name}: {}", text(&out));
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    stdout.contains(&format!("implements phasegate:plugin/{kind}@0.1.0")),
+                    "{name}: {stdout}"
+                );
+                assert!(stdout.contains("PASS basic"), "{name}: {stdout}");
+                assert!(stdout.contains("1 passed, 0 failed"), "{name}: {stdout}");
+            }
+        }
+        Authored { dir }
+    })
+}
+
+#[test]
+fn templates_build_and_pass_their_fixtures_in_every_language() {
+    let a = authored();
+    for lang in LANGS {
+        for kind in ["task", "gate"] {
+            let component = a.component(lang, kind);
+            let bytes = std::fs::read(&component).unwrap();
+            // A component (layer 1), not a core module (version 1).
+            assert_eq!(&bytes[4..8], &[0x0d, 0, 1, 0], "{}", component.display());
+        }
+    }
+}
+
+#[test]
+fn a_failing_fixture_shows_a_diff_and_exits_1() {
+    let a = authored();
+    for lang in LANGS {
+        let project = a.project(&format!("{lang}-task"));
+        let fixtures = project.join("wrong-fixtures");
+        std::fs::create_dir_all(&fixtures).unwrap();
+        std::fs::write(
+            fixtures.join("wrong.toml"),
+            "[request]\ninput = \"one two\"\n[expect]\noutput = { words = 3, chars = 7, language = \"cobol\" }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            fixtures.join("too-short.toml"),
+            "[request]\ninput = \"one\"\nconfig = { min-words = 2 }\n[expect]\nerror = \"invalid-input\"\nmessage-contains = \"fewer than min-words = 2\"\n",
+        )
+        .unwrap();
+        let out = phasegate(
+            &project,
+            &["test", "--no-build", "--fixtures", "wrong-fixtures"],
+        );
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{lang}: {all}");
+        assert!(all.contains("PASS too-short"), "{lang}: {all}");
+        assert!(all.contains("FAIL wrong"), "{lang}: {all}");
+        assert!(all.contains("output differs"), "{lang}: {all}");
+        assert!(all.contains("  -  \"words\": 3"), "{lang}: {all}");
+        assert!(all.contains("  +  \"words\": 2"), "{lang}: {all}");
+        assert!(
+            all.contains(&format!("  +  \"language\": \"{lang}\"")),
+            "{lang}: {all}"
+        );
+        assert!(all.contains("1 passed, 1 failed"), "{lang}: {all}");
+    }
+}
+
+/// One pipeline, four phases; every phase runs the four language's tasks in parallel and is
+/// judged by a gate in a different language. Then fixtures are recorded from the run's progress
+/// file and replayed.
+#[test]
+fn a_pipeline_mixes_all_four_languages_and_fixtures_record_from_it() {
+    let a = authored();
+    let p = Project::new();
+    let mut toml =
+        String::from("name = \"polyglot\"\n[vars]\ntext = \"the quick brown fox jumps\"\n");
+    for (i, gate_lang) in ["c", "rust", "python", "js"].iter().enumerate() {
+        toml.push_str(&format!(
+            "\n[[phase]]\nid = \"p{i}\"\nconcurrency = 4\n[phase.gate]\nplugin = \"{}\"\nconfig = {{ max-failures = 0 }}\n",
+            a.component(gate_lang, "gate").display()
+        ));
+        for lang in LANGS {
+            // Later phases read the earlier phase's outputs through the context.
+            let input = if i == 0 {
+                "{{ vars.text }}".to_owned()
+            } else {
+                format!(
+                    "{{{{ vars.text }}}} and {{{{ phases.p{}.tasks.{lang}.output.words }}}}",
+                    i - 1
+                )
+            };
+            toml.push_str(&format!(
+                "[[phase.task]]\nid = \"{lang}\"\nplugin = \"{}\"\ninput = \"{input}\"\n",
+                a.component(lang, "task").display()
+            ));
+        }
+    }
+    let pipeline = p.pipeline(&toml);
+    let r = p.run_json(&["run", pipeline.to_str().unwrap(), "--state", "state.toml"]);
+    assert_eq!(r.code, 0, "{}\n{:?}", r.stderr, r.events);
+    // The tasks of a phase ran in parallel: at some point more than one was running.
+    let mut running = 0i32;
+    let mut most = 0;
+    for e in r.events.iter().filter(|e| e["phase"] == "p0") {
+        if e["event"] == "task-started" {
+            running += 1;
+        } else if e["event"] == "task-finished" {
+            running -= 1;
+        }
+        most = most.max(running);
+    }
+    assert!(most >= 2, "{:?}", r.events);
+    let state: toml::Table =
+        toml::from_str(&std::fs::read_to_string(p.path("state.toml")).unwrap()).unwrap();
+    assert_eq!(state["status"].as_str(), Some("completed"), "{state:#?}");
+    let phases = state["phase"].as_array().unwrap();
+    assert_eq!(phases.len(), 4);
+    for (i, phase) in phases.iter().enumerate() {
+        let verdict = &phase["verdict"];
+        assert_eq!(verdict["kind"].as_str(), Some("pass"), "{phase:#?}");
+        assert!(
+            verdict["reason"].as_str().unwrap().contains("4 of 4"),
+            "{phase:#?}"
+        );
+        for task in phase["task"].as_array().unwrap() {
+            let lang = task["id"].as_str().unwrap();
+            let output: serde_json::Value =
+                serde_json::from_str(task["output"].as_str().unwrap()).unwrap();
+            // "the quick brown fox jumps" (5 words), then "... and 5", "... and 7" (7 words).
+            let words = if i == 0 { 5 } else { 7 };
+            assert_eq!(output["words"], words, "{lang} in p{i}: {output}");
+            assert_eq!(output["language"], lang, "{output}");
+        }
+    }
+
+    // Record a task's request and a gate's report from the run, then replay them.
+    let project = a.project("python-task");
+    let out = phasegate(
+        &project,
+        &[
+            "test",
+            "--record",
+            p.path("state.toml").to_str().unwrap(),
+            "--phase",
+            "p1",
+            "--task",
+            "python",
+            "--fixtures",
+            "recorded",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let recorded = std::fs::read_to_string(project.join("recorded/p1-python.toml")).unwrap();
+    assert!(
+        recorded.contains("input = \"the quick brown fox jumps and 5\""),
+        "{recorded}"
+    );
+    assert!(recorded.contains("[expect.output]"), "{recorded}");
+    assert!(recorded.contains("[limits]"), "{recorded}");
+    let out = phasegate(&project, &["test", "--no-build", "--fixtures", "recorded"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("PASS p1-python"),
+        "{}",
+        text(&out)
+    );
+
+    let gate_project = a.project("js-gate");
+    let out = phasegate(
+        &gate_project,
+        &[
+            "test",
+            "--record",
+            p.path("state.toml").to_str().unwrap(),
+            "--phase",
+            "p3",
+            "--fixtures",
+            "recorded",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let recorded = std::fs::read_to_string(gate_project.join("recorded/p3-gate.toml")).unwrap();
+    assert!(recorded.contains("[[report.outcome]]"), "{recorded}");
+    assert!(recorded.contains("verdict = \"pass\""), "{recorded}");
+    let out = phasegate(
+        &gate_project,
+        &["test", "--no-build", "--fixtures", "recorded"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The same recorded report replayed against a stricter gate in another language: a
+    // fixture is a contract, so the C gate must give the same verdict.
+    let out = phasegate(
+        &a.project("c-gate"),
+        &[
+            "test",
+            "--no-build",
+            "--fixtures",
+            gate_project.join("recorded").to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_missing_toolchain_is_named_with_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = phasegate(dir.path(), &["new", "task", "lonely", "--lang", "python"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_phasegate"))
+        .args(["build", "lonely"])
+        .current_dir(dir.path())
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("`componentize-py` was not found"), "{all}");
+    assert!(all.contains("pip install componentize-py"), "{all}");
+    assert!(!dir.path().join("lonely/build").exists(), "{all}");
+
+    let out = phasegate(dir.path(), &["new", "task", "lonely", "--lang", "c"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("already exists and is not empty"));
+    let out = phasegate(dir.path(), &["new", "task", "Bad_Name", "--lang", "c"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("cannot name a plugin"));
+}
+
+#[test]
+fn build_refuses_a_component_of_the_wrong_kind_and_bad_fixtures() {
+    let a = authored();
+    let dir = tempfile::tempdir().unwrap();
+    // A "gate" project whose build produces a task component.
+    let liar = dir.path().join("liar");
+    std::fs::create_dir_all(&liar).unwrap();
+    std::fs::write(
+        liar.join("plugin.toml"),
+        format!(
+            "[plugin]\nname = \"liar\"\nkind = \"gate\"\nlanguage = \"c\"\n[build]\ncommand = \"cp '{}' liar.wasm\"\noutput = \"liar.wasm\"\n",
+            a.component("c", "task").display()
+        ),
+    )
+    .unwrap();
+    let out = phasegate(dir.path(), &["build", "liar"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains(
+            "implements phasegate:plugin/task@0.1.0, but plugin.toml says `kind = \"gate\"`"
+        ),
+        "{all}"
+    );
+
+    // A gate fixture given to a task, and a fixture with a typo: both named, exit 2.
+    let fixtures = dir.path().join("bad");
+    std::fs::create_dir_all(&fixtures).unwrap();
+    std::fs::write(
+        fixtures.join("gate-shaped.toml"),
+        "[report]\n[expect]\nverdict = \"pass\"\n",
+    )
+    .unwrap();
+    let component = a.component("c", "task");
+    let out = phasegate(
+        dir.path(),
+        &["test", component.to_str().unwrap(), "--fixtures", "bad"],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("gate-shaped.toml: a task fixture needs a `[request]` table"),
+        "{all}"
+    );
+    std::fs::write(
+        fixtures.join("typo.toml"),
+        "[request]\ninput = \"x\"\n[expect]\noutputt = 1\n",
+    )
+    .unwrap();
+    let out = phasegate(
+        dir.path(),
+        &["test", component.to_str().unwrap(), "--fixtures", "bad"],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("typo.toml:4:1: unknown field `outputt`"),
+        "{all}"
+    );
+}
