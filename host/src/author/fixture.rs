@@ -227,7 +227,8 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
     })
 }
 
-fn line_col(source: &str, offset: usize) -> (usize, usize) {
+/// 1-based line and column of a byte offset, for error messages.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let before = &source[..offset.min(source.len())];
     let line = before.matches('\n').count() + 1;
     let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;

@@ -102,9 +102,7 @@ impl Project {
             let place = e
                 .span()
                 .map(|s| {
-                    let before = &source[..s.start.min(source.len())];
-                    let line = before.matches('\n').count() + 1;
-                    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    let (line, col) = super::fixture::line_col(&source, s.start);
                     format!(":{line}:{col}")
                 })
                 .unwrap_or_default();
