@@ -26,7 +26,9 @@
 //! ```
 //!
 //! Build it with `cargo build --target wasm32-wasip2` (crate type `cdylib`); the result is
-//! already a component.
+//! already a component. For `wasm32-unknown-unknown` the same source builds a core module with
+//! no WASI imports at all; `phasegate build` (or `wasm-tools component new`) turns it into a
+//! component. `phasegate new task NAME --lang rust` writes a project that does all this.
 //!
 //! # A gate
 //!
