@@ -37,6 +37,21 @@ pub mod gate_world {
 pub use task_world::phasegate::plugin::host::{self as host_iface, Level};
 pub use task_world::phasegate::plugin::types as wit;
 
+/// A recorded failure kind as the contract's `failure-kind` (what gates see).
+pub fn wit_failure_kind(kind: crate::progress::FailureKind) -> wit::FailureKind {
+    use crate::progress::FailureKind as K;
+    match kind {
+        K::Failed => wit::FailureKind::Failed,
+        K::InvalidInput => wit::FailureKind::InvalidInput,
+        K::InvalidConfig => wit::FailureKind::InvalidConfig,
+        K::InvalidOutput => wit::FailureKind::InvalidOutput,
+        K::Trap => wit::FailureKind::Trap,
+        K::Timeout => wit::FailureKind::Timeout,
+        K::Limit => wit::FailureKind::Limit,
+        K::Host => wit::FailureKind::Host,
+    }
+}
+
 /// Who an instance works for, for its log and progress events.
 #[derive(Clone)]
 pub struct Origin {

@@ -484,16 +484,7 @@ fn to_outcome(t: &TaskState) -> wit::TaskOutcome {
         task: t.id.clone(),
         output: t.output.clone(),
         error: t.error.as_ref().map(|e| wit::TaskFailure {
-            kind: match e.kind {
-                FailureKind::Failed => wit::FailureKind::Failed,
-                FailureKind::InvalidInput => wit::FailureKind::InvalidInput,
-                FailureKind::InvalidConfig => wit::FailureKind::InvalidConfig,
-                FailureKind::InvalidOutput => wit::FailureKind::InvalidOutput,
-                FailureKind::Trap => wit::FailureKind::Trap,
-                FailureKind::Timeout => wit::FailureKind::Timeout,
-                FailureKind::Limit => wit::FailureKind::Limit,
-                FailureKind::Host => wit::FailureKind::Host,
-            },
+            kind: crate::plugin::wit_failure_kind(e.kind),
             message: e.message.clone(),
         }),
         attempts: t.attempts,

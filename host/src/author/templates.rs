@@ -67,7 +67,7 @@ pub fn project(name: &str, kind: Kind, language: Language) -> Vec<File> {
         Language::Rust => (
             "cargo build --release --target wasm32-wasip2".to_owned(),
             format!("target/wasm32-wasip2/release/{ident}.wasm"),
-            "/target\nCargo.lock\n",
+            "/target\n",
         ),
         Language::Python => (
             format!(

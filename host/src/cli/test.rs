@@ -337,7 +337,7 @@ async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>) -> 
                     other => fixture::to_json(other).to_string(),
                 }),
                 error: o.error.as_ref().map(|e| wit::TaskFailure {
-                    kind: wit_failure_kind(e.kind),
+                    kind: phasegate::plugin::wit_failure_kind(e.kind),
                     message: e.message.clone(),
                 }),
                 attempts: o.attempts.unwrap_or(1),
@@ -412,19 +412,6 @@ fn verdict_name(kind: phasegate::progress::VerdictKind) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-fn wit_failure_kind(kind: FailureKind) -> wit::FailureKind {
-    match kind {
-        FailureKind::Failed => wit::FailureKind::Failed,
-        FailureKind::InvalidInput => wit::FailureKind::InvalidInput,
-        FailureKind::InvalidConfig => wit::FailureKind::InvalidConfig,
-        FailureKind::InvalidOutput => wit::FailureKind::InvalidOutput,
-        FailureKind::Trap => wit::FailureKind::Trap,
-        FailureKind::Timeout => wit::FailureKind::Timeout,
-        FailureKind::Limit => wit::FailureKind::Limit,
-        FailureKind::Host => wit::FailureKind::Host,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
