@@ -38,6 +38,9 @@ fn main() {
     if std::env::args().any(|a| a == "parts") {
         return parts();
     }
+    if std::env::args().any(|a| a == "languages") {
+        return languages();
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     println!(
         "phasegate orchestration benchmark ({} build, {} CPUs)",
@@ -344,6 +347,65 @@ fn bare_loop_with(n: usize, threads: usize, pool: wasmtime::PoolingAllocationCon
 enum Cores {
     One,
     Two,
+}
+
+/// Per-task cost (fresh instance + call) of task components in other languages, against the Rust
+/// noop in the same run: `-- languages NAME=COMPONENT.wasm...` (scripts/bench-languages builds
+/// the template tasks of every language and passes them here).
+fn languages() {
+    let given: Vec<(String, PathBuf)> = std::env::args()
+        .filter_map(|a| {
+            a.split_once('=')
+                .map(|(n, p)| (n.to_owned(), PathBuf::from(p)))
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let dir = tempfile::tempdir().expect("dir");
+    let per_task = |name: &str, component: &str, n: usize| -> f64 {
+        let path = write_pipeline(dir.path(), name, 1, 1, component, "");
+        let (_pipeline, host, plugins) = load(&path);
+        let plugin = plugins.values().next().expect("plugin").clone();
+        let mut req = request(0);
+        req.input = "hello wasm world".into();
+        // Warm up: first instantiations fault in the component's memory image.
+        for _ in 0..3 {
+            let a = rt.block_on(host.run_task(
+                &plugin,
+                req.clone(),
+                &Limits::default(),
+                &Grants::default(),
+                Emitter::discard(),
+            ));
+            assert!(a.result.is_ok(), "{name}: {:?}", a.result);
+        }
+        let start = Instant::now();
+        for _ in 0..n {
+            let a = rt.block_on(host.run_task(
+                &plugin,
+                req.clone(),
+                &Limits::default(),
+                &Grants::default(),
+                Emitter::discard(),
+            ));
+            assert!(a.result.is_ok(), "{name}: {:?}", a.result);
+        }
+        per(n, start.elapsed())
+    };
+    let base = per_task("noop", phasegate_test_artifacts::NOOP, 2_000);
+    println!("per task (new instance + call), release host, 1 thread:");
+    println!("  rust noop (baseline)        {base:>10.1} µs");
+    for (name, path) in given {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let us = per_task(&name, &path.display().to_string(), 200);
+        println!(
+            "  {name:<12} {:>6.1} MB     {us:>10.1} µs   {:>7.1}x the baseline",
+            size as f64 / 1e6,
+            us / base
+        );
+    }
 }
 
 fn write_pipeline(
