@@ -370,28 +370,20 @@ fn languages() {
         let plugin = plugins.values().next().expect("plugin").clone();
         let mut req = request(0);
         req.input = "hello wasm world".into();
+        let once = || {
+            let a = rt.block_on(host.run_task(
+                &plugin,
+                req.clone(),
+                &Limits::default(),
+                &Grants::default(),
+                Emitter::discard(),
+            ));
+            assert!(a.result.is_ok(), "{name}: {:?}", a.result);
+        };
         // Warm up: first instantiations fault in the component's memory image.
-        for _ in 0..3 {
-            let a = rt.block_on(host.run_task(
-                &plugin,
-                req.clone(),
-                &Limits::default(),
-                &Grants::default(),
-                Emitter::discard(),
-            ));
-            assert!(a.result.is_ok(), "{name}: {:?}", a.result);
-        }
+        (0..3).for_each(|_| once());
         let start = Instant::now();
-        for _ in 0..n {
-            let a = rt.block_on(host.run_task(
-                &plugin,
-                req.clone(),
-                &Limits::default(),
-                &Grants::default(),
-                Emitter::discard(),
-            ));
-            assert!(a.result.is_ok(), "{name}: {:?}", a.result);
-        }
+        (0..n).for_each(|_| once());
         per(n, start.elapsed())
     };
     let base = per_task("noop", phasegate_test_artifacts::NOOP, 2_000);

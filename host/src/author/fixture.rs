@@ -240,6 +240,14 @@ pub fn to_json(value: &toml::Value) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
+/// A value as the host sends it: a string as is, anything else as its JSON text.
+pub fn sent_text(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => to_json(other).to_string(),
+    }
+}
+
 /// A TOML table as JSON.
 pub fn table_json(table: Option<&toml::Table>) -> Value {
     table.map_or_else(

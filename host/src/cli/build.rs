@@ -118,10 +118,6 @@ fn check(project: &Project, output: &Path) -> anyhow::Result<()> {
     let meta = runtime
         .block_on(host.metadata(&loaded, Emitter::discard()))
         .map_err(|e| bad_input(format!("{}: {e:#}", output.display())))?;
-    let caps: Vec<&str> = surface::surface(&loaded.imports)
-        .iter()
-        .map(|(c, _)| c.name())
-        .collect();
     println!(
         "built {} {} ({}, {}): {}",
         meta.name,
@@ -135,11 +131,7 @@ fn check(project: &Project, output: &Path) -> anyhow::Result<()> {
         loaded.world,
         loaded.size,
         loaded.digest,
-        if caps.is_empty() {
-            "none".to_owned()
-        } else {
-            caps.join(", ")
-        }
+        surface::summary(&loaded.imports)
     );
     if meta.name != project.plugin.name {
         eprintln!(
@@ -166,8 +158,6 @@ fn refresh(dir: &Path, rel: &str, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
+    phasegate::progress::write_atomically(path, bytes)
         .map_err(|e| bad_input(format!("cannot write {}: {e}", path.display())))
 }

@@ -240,29 +240,24 @@ fn compare(what: &str, expected: &Value, actual: &Value, subset: bool) -> Option
 
 async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>) -> Vec<String> {
     let f = &case.loaded.fixture;
-    let default_context = || {
-        Context::new("fixture", "fixture", &json!({}))
+    // What the fixture gives, or the context of a fresh run: the defaults of both shapes.
+    let context = |given: Option<&toml::Table>| match given {
+        Some(c) => fixture::table_json(Some(c)).to_string(),
+        None => Context::new("fixture", "fixture", &json!({}))
             .as_json()
-            .to_string()
+            .to_string(),
     };
+    let phase = |given: &Option<String>| given.clone().unwrap_or_else(|| "fixture".into());
     let mut problems = Vec::new();
     if let Some(r) = &f.request {
-        let input = match &r.input {
-            None => String::new(),
-            Some(toml::Value::String(s)) => s.clone(),
-            Some(other) => fixture::to_json(other).to_string(),
-        };
+        let input = r.input.as_ref().map(fixture::sent_text).unwrap_or_default();
         let request = wit::TaskRequest {
             run_id: "fixture".into(),
-            phase: r.phase.clone().unwrap_or_else(|| "fixture".into()),
+            phase: phase(&r.phase),
             task: r.task.clone().unwrap_or_else(|| case.loaded.name.clone()),
             attempt: r.attempt.unwrap_or(1),
             input,
-            context: r
-                .context
-                .as_ref()
-                .map(|c| fixture::table_json(Some(c)).to_string())
-                .unwrap_or_else(default_context),
+            context: context(r.context.as_ref()),
             config: fixture::table_json(r.config.as_ref()).to_string(),
         };
         let attempt = host
@@ -332,10 +327,7 @@ async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>) -> 
             .iter()
             .map(|o| wit::TaskOutcome {
                 task: o.task.clone(),
-                output: o.output.as_ref().map(|v| match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => fixture::to_json(other).to_string(),
-                }),
+                output: o.output.as_ref().map(fixture::sent_text),
                 error: o.error.as_ref().map(|e| wit::TaskFailure {
                     kind: phasegate::plugin::wit_failure_kind(e.kind),
                     message: e.message.clone(),
@@ -346,13 +338,9 @@ async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>) -> 
             .collect();
         let report = wit::PhaseReport {
             run_id: "fixture".into(),
-            phase: r.phase.clone().unwrap_or_else(|| "fixture".into()),
+            phase: phase(&r.phase),
             outcomes,
-            context: r
-                .context
-                .as_ref()
-                .map(|c| fixture::table_json(Some(c)).to_string())
-                .unwrap_or_else(default_context),
+            context: context(r.context.as_ref()),
             config: fixture::table_json(r.config.as_ref()).to_string(),
         };
         let verdict = host

@@ -51,17 +51,9 @@ impl ValidateArgs {
                 phasegate::compile_cache::Source::Cached => "loaded from the compile cache",
             };
             println!("    {} ({} bytes, {source})", loaded.digest, loaded.size);
-            let caps: Vec<&str> = surface::surface(&loaded.imports)
-                .iter()
-                .map(|(c, _)| c.name())
-                .collect();
             println!(
                 "    capability surface: {}",
-                if caps.is_empty() {
-                    "none".to_owned()
-                } else {
-                    caps.join(", ")
-                }
+                surface::summary(&loaded.imports)
             );
         }
         let mut warnings = 0;

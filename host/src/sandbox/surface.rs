@@ -84,6 +84,16 @@ pub fn surface(imports: &[String]) -> Vec<(Capability, Vec<String>)> {
     out
 }
 
+/// The capability surface in one line: `filesystem, environment`, or `none`.
+pub fn summary(imports: &[String]) -> String {
+    let caps: Vec<&str> = surface(imports).iter().map(|(c, _)| c.name()).collect();
+    if caps.is_empty() {
+        "none".to_owned()
+    } else {
+        caps.join(", ")
+    }
+}
+
 /// What a review of grants against imports finds.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Review {
