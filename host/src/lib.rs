@@ -21,4 +21,5 @@ pub mod plugin;
 pub mod progress;
 pub mod runner;
 pub mod sandbox;
+pub mod store;
 pub mod units;

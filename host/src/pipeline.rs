@@ -213,6 +213,9 @@ pub struct Pipeline {
     pub phases: Vec<Phase>,
     /// Engine-wide limits.
     pub engine: EngineLimits,
+    /// The project (folder of `phasegate.lock`) the pipeline belongs to, if any: the nearest
+    /// folder from the pipeline's upwards that holds a lock.
+    pub project: Option<crate::store::Project>,
 }
 
 /// One phase.
@@ -237,8 +240,22 @@ pub struct Phase {
 pub struct PluginRef {
     /// As written in the pipeline.
     pub spec: String,
-    /// Resolved path (relative specs are relative to the pipeline file).
+    /// Resolved path (relative specs are relative to the pipeline file; installed plugins
+    /// resolve to their file in the project's store).
     pub path: PathBuf,
+    /// The installed name, when the spec names an installed plugin rather than a file.
+    pub installed: Option<String>,
+}
+
+impl PluginRef {
+    /// A component file used outside a pipeline (by `build`, `test` and `plugin`).
+    pub fn file(path: &Path) -> PluginRef {
+        PluginRef {
+            spec: path.display().to_string(),
+            path: path.to_owned(),
+            installed: None,
+        }
+    }
 }
 
 /// Per-instance resource limits.
@@ -415,6 +432,7 @@ impl Pipeline {
             file: path,
             source,
             list: Vec::new(),
+            lock: None,
         };
         let raw: RawPipeline = match toml::from_str(source) {
             Ok(raw) => raw,
@@ -586,6 +604,10 @@ impl Pipeline {
                 digest,
                 engine: engine_limits(max_stack, &phases),
                 phases,
+                project: match errs.lock {
+                    Some(Ok((project, _))) => Some(project),
+                    _ => crate::store::Project::find(&dir),
+                },
             })
         } else {
             Err(errs.finish())
@@ -606,6 +628,7 @@ pub fn sandbox(
         file: path,
         source,
         list: Vec::new(),
+        lock: None,
     };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     errs.check_limits(limits, false);
@@ -749,6 +772,8 @@ struct Errors<'a> {
     file: &'a Path,
     source: &'a str,
     list: Vec<PipelineError>,
+    /// The project and its lock, read on the first installed-plugin name.
+    lock: Option<Result<(crate::store::Project, crate::store::Lock), String>>,
 }
 
 impl Errors<'_> {
@@ -902,15 +927,76 @@ impl Errors<'_> {
 
     fn plugin(&mut self, spec: &Spanned<String>, dir: &Path) -> PluginRef {
         let s = spec.get_ref();
+        if crate::store::is_installed_name(s) {
+            return self.installed_plugin(spec, dir);
+        }
         let path = dir.join(s);
         if s.trim().is_empty() {
-            self.push(Some(spec.span()), "empty `plugin`", Some("write the path of a component file, e.g. `plugin = \"plugins/text_stats.wasm\"`".into()));
+            self.push(Some(spec.span()), "empty `plugin`", Some("write the path of a component file, e.g. `plugin = \"plugins/text_stats.wasm\"`, or the name of an installed plugin".into()));
         } else if !path.is_file() {
             self.push(Some(spec.span()), format!("plugin file `{s}` not found (looked for {})", path.display()), Some("build the plugin first (scripts/build-guests) or correct the path; relative paths are relative to the pipeline file".into()));
         }
         PluginRef {
             spec: s.clone(),
             path,
+            installed: None,
+        }
+    }
+
+    /// Resolves an installed plugin's name through the project's lock to its stored file.
+    fn installed_plugin(&mut self, spec: &Spanned<String>, dir: &Path) -> PluginRef {
+        let name = spec.get_ref();
+        let lock = self.lock.get_or_insert_with(|| {
+            let project = crate::store::Project::find(dir).ok_or_else(|| {
+                format!(
+                    "`{name}` names an installed plugin, but no {} was found in {} or any folder above it",
+                    crate::store::LOCK_FILE,
+                    if dir.as_os_str().is_empty() { Path::new(".") } else { dir }.display()
+                )
+            })?;
+            let lock = project.lock().map_err(|e| format!("{e:#}"))?;
+            Ok((project, lock))
+        });
+        let resolved = match lock {
+            Err(why) => Err((
+                why.clone(),
+                format!(
+                    "install it with `phasegate plugin add SOURCE --name {name}` in the project's folder, or write the path of a component file (paths contain `/` or end in `.wasm`)"
+                ),
+            )),
+            Ok((project, lock)) => match lock.plugin(name) {
+                Some(p) => Ok(project.stored(&p.digest)),
+                None => Err((
+                    format!(
+                        "plugin `{name}` is not installed (not in {}; installed: {})",
+                        project.lock_path().display(),
+                        if lock.plugins.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            lock.plugins
+                                .iter()
+                                .map(|p| p.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                    format!(
+                        "install it with `phasegate plugin add SOURCE --name {name}`, or correct the name"
+                    ),
+                )),
+            },
+        };
+        let path = match resolved {
+            Ok(path) => path,
+            Err((message, help)) => {
+                self.push(Some(spec.span()), message, Some(help));
+                PathBuf::new()
+            }
+        };
+        PluginRef {
+            spec: name.clone(),
+            path,
+            installed: Some(name.clone()),
         }
     }
 }

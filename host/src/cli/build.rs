@@ -97,10 +97,7 @@ fn check(project: &Project, output: &Path) -> anyhow::Result<()> {
         fuel: false,
         max_instances: 1,
     })?;
-    let plugin = PluginRef {
-        spec: output.display().to_string(),
-        path: output.to_owned(),
-    };
+    let plugin = PluginRef::file(output);
     let loaded = host.load(&plugin).map_err(|e| bad_input(e.to_string()))?;
     let expected = match project.plugin.kind {
         Kind::Task => World::Task,

@@ -120,10 +120,7 @@ fn run_fixtures(component: &Path, fixtures: &[Loaded]) -> anyhow::Result<Exit> {
     }
     let host = PluginHost::new(engine)?;
     let plugin = host
-        .load(&PluginRef {
-            spec: component.display().to_string(),
-            path: component.to_owned(),
-        })
+        .load(&PluginRef::file(component))
         .map_err(|e| bad_input(e.to_string()))?;
     for case in &cases {
         let f = &case.loaded.fixture;
