@@ -9,8 +9,9 @@
 //! - each entry has a sidecar with the sha256 of its bytes, checked before deserializing, so a
 //!   truncated or corrupted entry is recompiled instead of loaded.
 //!
-//! Location: `$PHASEGATE_CACHE_DIR`, else `$XDG_CACHE_HOME/phasegate`, else
-//! `~/.cache/phasegate`. `PHASEGATE_CACHE_DIR=off` disables it.
+//! Location: `$PHASEGATE_CACHE_DIR`; else, for a pipeline or plugin command in a project (a
+//! folder with `phasegate.lock`), `.phasegate/compiled` beside the project's plugin store; else
+//! `$XDG_CACHE_HOME/phasegate`, else `~/.cache/phasegate`. `PHASEGATE_CACHE_DIR=off` disables it.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -46,6 +47,16 @@ impl CompileCache {
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
                 .map(|d| d.join("phasegate")),
+        }
+    }
+
+    /// The cache root for a pipeline or plugin command: `$PHASEGATE_CACHE_DIR` when set (`off`
+    /// disables), else beside the project's plugin store (`.phasegate/compiled`), else the
+    /// user's cache ([`default_root`](Self::default_root)).
+    pub fn root_for(project: Option<&crate::store::Project>) -> Option<PathBuf> {
+        match (std::env::var_os("PHASEGATE_CACHE_DIR"), project) {
+            (None, Some(project)) => Some(project.compiled_dir()),
+            _ => Self::default_root(),
         }
     }
 

@@ -55,6 +55,8 @@ pub struct LoadedPlugin {
     pub world: World,
     /// Names of the interfaces it imports (e.g. `wasi:filesystem/preopens@0.2.6`).
     pub imports: Vec<String>,
+    /// Names it exports (`metadata`, `run` or `check`).
+    pub exports: Vec<String>,
     /// Size of the component file in bytes.
     pub size: u64,
     /// Whether it was compiled now or loaded from the compile cache.
@@ -97,8 +99,18 @@ pub struct PluginHost {
 
 impl PluginHost {
     /// Creates the engine (epoch interruption on, async; fuel metering only when a plugin has a
-    /// fuel budget) and links WASI, `wasi:http` and the host interface.
+    /// fuel budget) and links WASI, `wasi:http` and the host interface. Compiled components
+    /// are cached under [`CompileCache::default_root`].
     pub fn new(limits: EngineLimits) -> anyhow::Result<Arc<Self>> {
+        Self::with_cache(limits, CompileCache::default_root())
+    }
+
+    /// As [`new`](Self::new), with compiled components cached under `cache_root` (`None`: no
+    /// cache).
+    pub fn with_cache(
+        limits: EngineLimits,
+        cache_root: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Arc<Self>> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(limits.fuel);
@@ -117,7 +129,7 @@ impl PluginHost {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         spawn_epoch_ticker(&engine);
-        let (cache, cache_status) = match CompileCache::default_root() {
+        let (cache, cache_status) = match cache_root {
             None => (None, "compile cache off".to_owned()),
             Some(root) => match CompileCache::open(&root, &engine) {
                 Ok(cache) => (Some(cache), format!("compile cache {}", root.display())),
@@ -135,20 +147,28 @@ impl PluginHost {
 
     /// Reads, compiles and type-checks a plugin against the world it claims by its exports.
     pub fn load(&self, plugin: &PluginRef) -> Result<LoadedPlugin, LoadError> {
+        let bytes = std::fs::read(&plugin.path).map_err(|e| LoadError {
+            spec: plugin.spec.clone(),
+            path: plugin.path.display().to_string(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        self.load_bytes(plugin, &bytes)
+    }
+
+    /// As [`load`](Self::load), from bytes already read (a download, a registry pull).
+    pub fn load_bytes(&self, plugin: &PluginRef, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
         let err = |message: String| LoadError {
             spec: plugin.spec.clone(),
             path: plugin.path.display().to_string(),
             message,
         };
-        let bytes =
-            std::fs::read(&plugin.path).map_err(|e| err(format!("cannot read the file: {e}")))?;
         let digest = crate::digest::sha256_bytes(&bytes);
-        if wasmparser_is_core_module(&bytes) {
+        if wasmparser_is_core_module(bytes) {
             return Err(err("this is a core Wasm module, not a component; turn it into one with `wasm-tools component new` (or build for wasm32-wasip2)".into()));
         }
         let compiled = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, &bytes, &digest),
-            None => Component::new(&self.engine, &bytes).map(|c| (c, Source::Compiled)),
+            Some(cache) => cache.load_or_compile(&self.engine, bytes, &digest),
+            None => Component::new(&self.engine, bytes).map(|c| (c, Source::Compiled)),
         };
         let (component, source) =
             compiled.map_err(|e| err(format!("not a valid Wasm component: {}", chain(&e))))?;
@@ -193,6 +213,7 @@ impl PluginHost {
             digest,
             world,
             imports,
+            exports,
             size: bytes.len() as u64,
             source,
             pre,

@@ -16,6 +16,7 @@ pub mod context;
 pub mod digest;
 pub mod engine;
 pub mod events;
+pub mod install;
 pub mod pipeline;
 pub mod plugin;
 pub mod progress;

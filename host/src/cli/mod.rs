@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod build;
+mod lock;
+mod locking;
 mod new;
+mod plugin;
 mod render;
 mod run;
 mod status;
@@ -39,6 +42,9 @@ enum Command {
     New(new::NewArgs),
     Build(build::BuildArgs),
     Test(test::TestArgs),
+    Plugin(plugin::PluginArgs),
+    Lock(lock::LockArgs),
+    Key(plugin::KeyArgs),
 }
 
 /// How events and results are written.
@@ -83,6 +89,9 @@ pub fn main() -> ExitCode {
         Command::New(args) => args.run(),
         Command::Build(args) => args.run(),
         Command::Test(args) => args.run(),
+        Command::Plugin(args) => args.run(),
+        Command::Lock(args) => args.run(),
+        Command::Key(args) => args.run(),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ use phasegate::pipeline::{Pipeline, PluginDigests, PluginRef};
 use phasegate::progress::{ProgressStore, RunStatus, State};
 use phasegate::runner::Runner;
 
+use super::locking::{LockArgs, load_checked};
 use super::{Exit, Format, bad_input, render::Renderer, state_path};
 
 /// Run a pipeline from the start.
@@ -29,6 +30,8 @@ pub struct RunArgs {
     /// Also show plugins' debug and trace log lines.
     #[arg(long, short)]
     verbose: bool,
+    #[command(flatten)]
+    lock: LockArgs,
 }
 
 /// Continue an interrupted or failed run where it stopped.
@@ -50,6 +53,8 @@ pub struct ResumeArgs {
     /// Also show plugins' debug and trace log lines.
     #[arg(long, short)]
     verbose: bool,
+    #[command(flatten)]
+    lock: LockArgs,
 }
 
 impl RunArgs {
@@ -70,8 +75,7 @@ impl RunArgs {
             )));
         }
         let runtime = super::runtime()?;
-        let host = PluginHost::new(pipeline.engine)?;
-        let plugins = load_plugins(&host, &pipeline)?;
+        let (host, plugins) = load_checked(&pipeline, self.lock)?;
         let state = State::new(new_run_id(), &pipeline, digests(&plugins));
         let mut store =
             ProgressStore::create(&state_path, state).map_err(|e| bad_input(format!("{e:#}")))?;
@@ -108,8 +112,7 @@ impl ResumeArgs {
         }
         let pipeline = load_pipeline(&store.state.pipeline.clone())?;
         let runtime = super::runtime()?;
-        let host = PluginHost::new(pipeline.engine)?;
-        let plugins = load_plugins(&host, &pipeline)?;
+        let (host, plugins) = load_checked(&pipeline, self.lock)?;
         let now = digests(&plugins);
         let changes = changes(&store.state, &pipeline, &now);
         if !changes.is_empty() {

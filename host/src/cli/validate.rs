@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use phasegate::engine::{LoadedPlugin, PluginHost};
+use phasegate::engine::LoadedPlugin;
 use phasegate::events::Emitter;
 use phasegate::pipeline::{Grants, Limits};
 use phasegate::sandbox::surface;
 
-use super::run::{load_pipeline, load_plugins};
+use super::locking::{LockArgs, load_checked};
+use super::run::load_pipeline;
 use super::{Exit, bad_input};
 
 /// Check a pipeline without running it.
@@ -20,14 +21,15 @@ use super::{Exit, bad_input};
 pub struct ValidateArgs {
     /// The pipeline file (TOML).
     pipeline: PathBuf,
+    #[command(flatten)]
+    lock: LockArgs,
 }
 
 impl ValidateArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         let pipeline = load_pipeline(&self.pipeline)?;
         let runtime = super::runtime()?;
-        let host = PluginHost::new(pipeline.engine)?;
-        let plugins = load_plugins(&host, &pipeline)?;
+        let (host, plugins) = load_checked(&pipeline, self.lock)?;
         let tasks: usize = pipeline.phases.iter().map(|p| p.tasks.len()).sum();
         println!(
             "pipeline `{}` ({}): {} phase(s), {tasks} task(s); engine: max-stack {}, fuel metering {}",

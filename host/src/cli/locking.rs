@@ -1,0 +1,132 @@
+//! `--locked` and `--require-signed` for `run`, `resume` and `validate`: the checks between
+//! loading a pipeline and running its plugins.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use clap::Args;
+use phasegate::compile_cache::CompileCache;
+use phasegate::engine::{LoadedPlugin, PluginHost};
+use phasegate::install;
+use phasegate::pipeline::{Pipeline, PluginRef};
+use phasegate::store::Project;
+use phasegate::store::lock::LockedPipeline;
+
+use super::bad_input;
+use super::run::load_plugins;
+
+/// How strictly plugins are checked before a run.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct LockArgs {
+    /// Refuse to start unless phasegate.lock already records this pipeline exactly as it is:
+    /// the same plugin digests, no wider capability surface, no wider grant.
+    #[arg(long)]
+    pub locked: bool,
+    /// Refuse any plugin that is not signed by a key the trust policy (phasegate-trust.toml)
+    /// trusts for it.
+    #[arg(long)]
+    pub require_signed: bool,
+}
+
+/// Checks the store and signatures, loads the plugins, then checks (`--locked`) or records the
+/// pipeline's plugin uses in the project's lock. Nothing runs before all of it passed.
+pub fn load_checked(
+    pipeline: &Pipeline,
+    args: LockArgs,
+) -> anyhow::Result<(Arc<PluginHost>, HashMap<PluginRef, Arc<LoadedPlugin>>)> {
+    let problems = install::check_store(pipeline, args.require_signed)
+        .map_err(|e| bad_input(format!("{e:#}")))?;
+    if !problems.is_empty() {
+        return Err(bad_input(format!(
+            "{}: refusing to run these plugins:\n{}",
+            pipeline.path.display(),
+            problems
+                .iter()
+                .map(|p| format!("  - {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )));
+    }
+    if args.locked && pipeline.project.is_none() {
+        return Err(bad_input(format!(
+            "{}: --locked, but there is no {} in its folder or above, so nothing is locked\n  help: create one with `phasegate lock {}`, review it and commit it",
+            pipeline.path.display(),
+            phasegate::store::LOCK_FILE,
+            pipeline.path.display()
+        )));
+    }
+    let host = PluginHost::with_cache(
+        pipeline.engine,
+        CompileCache::root_for(pipeline.project.as_ref()),
+    )?;
+    let plugins = load_plugins(&host, pipeline)?;
+    if let Some(project) = &pipeline.project {
+        record_or_refuse(pipeline, project, &plugins, args.locked)?;
+    }
+    Ok((host, plugins))
+}
+
+/// `--locked`: refuses when the lock's record of the pipeline differs from the pipeline now.
+/// Otherwise records the pipeline's uses in the lock when they changed, saying what changed.
+pub fn record_or_refuse(
+    pipeline: &Pipeline,
+    project: &Project,
+    plugins: &HashMap<PluginRef, Arc<LoadedPlugin>>,
+    locked: bool,
+) -> anyhow::Result<()> {
+    let lock_path = project.lock_path();
+    let mut lock = project.lock().map_err(|e| bad_input(format!("{e:#}")))?;
+    let review = install::review_uses(pipeline, project, &lock, plugins);
+    if locked {
+        if !review.recorded {
+            return Err(bad_input(format!(
+                "{}: --locked, but {} has no record of this pipeline\n  help: review it with `phasegate validate {}` (which records it in the lock), commit the lock, then use --locked",
+                pipeline.path.display(),
+                lock_path.display(),
+                pipeline.path.display()
+            )));
+        }
+        if !review.changes.is_empty() {
+            return Err(bad_input(format!(
+                "{}: --locked, but the pipeline's plugins differ from what {} recorded:\n{}\n  help: review the changes (`phasegate plugin inspect NAME`), then accept them with `phasegate validate {}`, which records them in the lock",
+                pipeline.path.display(),
+                lock_path.display(),
+                review
+                    .changes
+                    .iter()
+                    .map(|c| format!("  - {}{c}", if c.widens { "[wider] " } else { "" }))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                pipeline.path.display()
+            )));
+        }
+        return Ok(());
+    }
+    if review.recorded && review.changes.is_empty() {
+        return Ok(());
+    }
+    for c in &review.changes {
+        eprintln!(
+            "{}: {} {c}",
+            lock_path.display(),
+            if c.widens {
+                "warning: wider:"
+            } else {
+                "changed:"
+            }
+        );
+    }
+    let uses = review.now.len();
+    lock.upsert_pipeline(LockedPipeline {
+        file: review.file.clone(),
+        uses: review.now,
+    });
+    lock.save(&lock_path)
+        .map_err(|e| bad_input(format!("{e:#}")))?;
+    eprintln!(
+        "{}: recorded {uses} plugin use(s) of {}",
+        lock_path.display(),
+        review.file
+    );
+    Ok(())
+}
