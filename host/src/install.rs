@@ -144,7 +144,7 @@ impl Candidate {
             version: e.metadata.version.clone(),
             description: e.metadata.description.clone(),
             source: self.source.clone(),
-            resolved: self.fetched.resolved.clone(),
+            resolved: self.fetched.resolved.clone().filter(|r| *r != self.source),
             digest: e.digest.clone(),
             size: e.size,
             world: e.world.to_string(),

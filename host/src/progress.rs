@@ -509,6 +509,7 @@ mod tests {
                 fuel: false,
                 max_instances: 1,
             },
+            project: None,
         };
         let mut s = State::new("r".into(), &pipeline, Default::default());
         s.phases.push(PhaseState {

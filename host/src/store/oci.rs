@@ -251,7 +251,6 @@ pub async fn push(
     let layers = vec![ImageLayer::new(bytes, WASM_LAYER_MEDIA_TYPE.into(), None)];
     let mut manifest = OciImageManifest::build(&layers, &config, Some(annotations));
     manifest.media_type = Some(MANIFEST_MEDIA_TYPE.into());
-    let manifest_digest = manifest_digest(&manifest)?;
     client
         .push(&reference.0, &layers, config, &auth, Some(manifest))
         .await
@@ -276,24 +275,23 @@ pub async fn push(
             .await
             .map_err(|e| registry_error(reference, "push the signature to", e))?;
     }
-    Ok(manifest_digest)
-}
-
-fn manifest_digest(manifest: &OciImageManifest) -> anyhow::Result<String> {
-    // oci-client serialises the manifest with serde_json exactly like this when pushing.
-    let body = serde_json::to_vec(manifest)?;
-    Ok(crate::digest::sha256_bytes(&body))
+    // The digest of the manifest exactly as the registry stores it.
+    client
+        .fetch_manifest_digest(&reference.0, &auth)
+        .await
+        .map_err(|e| registry_error(reference, "read back the manifest of", e))
 }
 
 fn is_not_found(e: &oci_client::errors::OciDistributionError) -> bool {
-    use oci_client::errors::OciDistributionError as E;
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
     match e {
         E::ImageManifestNotFoundError(_) => true,
         E::ServerError { code, .. } => *code == 404,
-        other => {
-            let text = other.to_string();
-            text.contains("MANIFEST_UNKNOWN") || text.contains("ManifestUnknown")
-        }
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, C::ManifestUnknown | C::NameUnknown)),
+        _ => false,
     }
 }
 
