@@ -12,3 +12,4 @@ mod harness;
 mod resume;
 mod runner;
 mod sandbox;
+mod store;
