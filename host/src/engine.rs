@@ -64,6 +64,9 @@ pub struct LoadedPlugin {
     pre: Pre,
 }
 
+/// A pipeline's loaded plugins, by reference.
+pub type LoadedPlugins = std::collections::HashMap<PluginRef, Arc<LoadedPlugin>>;
+
 /// One attempt of a task.
 pub struct Attempt {
     /// Output JSON text, or why there is none.
@@ -162,7 +165,7 @@ impl PluginHost {
             path: plugin.path.display().to_string(),
             message,
         };
-        let digest = crate::digest::sha256_bytes(&bytes);
+        let digest = crate::digest::sha256_bytes(bytes);
         if wasmparser_is_core_module(bytes) {
             return Err(err("this is a core Wasm module, not a component; turn it into one with `wasm-tools component new` (or build for wasm32-wasip2)".into()));
         }
@@ -572,7 +575,7 @@ fn spawn_epoch_ticker(engine: &Engine) {
 pub fn load_all(
     host: &PluginHost,
     plugins: &[&PluginRef],
-) -> Result<std::collections::HashMap<PluginRef, Arc<LoadedPlugin>>, Vec<LoadError>> {
+) -> Result<LoadedPlugins, Vec<LoadError>> {
     let mut loaded = std::collections::HashMap::new();
     let mut errors = Vec::new();
     for p in plugins {
@@ -592,10 +595,7 @@ pub fn load_all(
 
 /// Checks that every plugin is used in the role its world allows (a task as a task, a gate as a
 /// gate). Returns one message per misuse.
-pub fn check_roles(
-    pipeline: &crate::pipeline::Pipeline,
-    loaded: &std::collections::HashMap<PluginRef, Arc<LoadedPlugin>>,
-) -> Vec<String> {
+pub fn check_roles(pipeline: &crate::pipeline::Pipeline, loaded: &LoadedPlugins) -> Vec<String> {
     let mut problems = Vec::new();
     for phase in &pipeline.phases {
         for task in &phase.tasks {

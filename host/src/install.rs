@@ -3,11 +3,9 @@
 //! its signature against the trust policy, and review a pipeline's plugin uses against the lock.
 //! Returns data; the CLI renders it and decides what to write.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::engine::{LoadedPlugin, Metadata, PluginHost, World};
+use crate::engine::{LoadedPlugins, Metadata, PluginHost, World};
 use crate::events::Emitter;
 use crate::pipeline::{Pipeline, PluginRef};
 use crate::plugin::wit::PluginKind;
@@ -230,7 +228,7 @@ pub fn review_uses(
     pipeline: &Pipeline,
     project: &Project,
     lock: &Lock,
-    loaded: &HashMap<PluginRef, Arc<LoadedPlugin>>,
+    loaded: &LoadedPlugins,
 ) -> UseReview {
     let file = project.relative(&pipeline.path);
     let now = lock::uses_of(pipeline, project, &|p| match loaded.get(p) {

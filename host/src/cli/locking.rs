@@ -1,14 +1,13 @@
 //! `--locked` and `--require-signed` for `run`, `resume` and `validate`: the checks between
 //! loading a pipeline and running its plugins.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use clap::Args;
 use phasegate::compile_cache::CompileCache;
-use phasegate::engine::{LoadedPlugin, PluginHost};
+use phasegate::engine::{LoadedPlugins, PluginHost};
 use phasegate::install;
-use phasegate::pipeline::{Pipeline, PluginRef};
+use phasegate::pipeline::Pipeline;
 use phasegate::store::Project;
 use phasegate::store::lock::LockedPipeline;
 
@@ -33,7 +32,7 @@ pub struct LockArgs {
 pub fn load_checked(
     pipeline: &Pipeline,
     args: LockArgs,
-) -> anyhow::Result<(Arc<PluginHost>, HashMap<PluginRef, Arc<LoadedPlugin>>)> {
+) -> anyhow::Result<(Arc<PluginHost>, LoadedPlugins)> {
     let problems = install::check_store(pipeline, args.require_signed)
         .map_err(|e| bad_input(format!("{e:#}")))?;
     if !problems.is_empty() {
@@ -71,7 +70,7 @@ pub fn load_checked(
 pub fn record_or_refuse(
     pipeline: &Pipeline,
     project: &Project,
-    plugins: &HashMap<PluginRef, Arc<LoadedPlugin>>,
+    plugins: &LoadedPlugins,
     locked: bool,
 ) -> anyhow::Result<()> {
     let lock_path = project.lock_path();

@@ -1,12 +1,12 @@
 //! `phasegate run` and `phasegate resume`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use phasegate::engine::{self, LoadedPlugin, PluginHost};
-use phasegate::pipeline::{Pipeline, PluginDigests, PluginRef};
+use phasegate::engine::{self, LoadedPlugins, PluginHost};
+use phasegate::pipeline::{Pipeline, PluginDigests};
 use phasegate::progress::{ProgressStore, RunStatus, State};
 use phasegate::runner::Runner;
 
@@ -155,7 +155,7 @@ fn execute(
     runtime: &tokio::runtime::Runtime,
     host: Arc<PluginHost>,
     pipeline: Pipeline,
-    plugins: HashMap<PluginRef, Arc<LoadedPlugin>>,
+    plugins: LoadedPlugins,
     store: &mut ProgressStore,
     resumed: bool,
     format: Format,
@@ -181,10 +181,7 @@ pub fn load_pipeline(path: &Path) -> anyhow::Result<Pipeline> {
 }
 
 /// Loads and type-checks every plugin of a pipeline, and checks each is used in its role.
-pub fn load_plugins(
-    host: &PluginHost,
-    pipeline: &Pipeline,
-) -> anyhow::Result<HashMap<PluginRef, Arc<LoadedPlugin>>> {
+pub fn load_plugins(host: &PluginHost, pipeline: &Pipeline) -> anyhow::Result<LoadedPlugins> {
     let loaded = engine::load_all(host, &pipeline.plugins()).map_err(|errors| {
         bad_input(
             errors
@@ -201,7 +198,7 @@ pub fn load_plugins(
     Ok(loaded)
 }
 
-fn digests(plugins: &HashMap<PluginRef, Arc<LoadedPlugin>>) -> PluginDigests {
+fn digests(plugins: &LoadedPlugins) -> PluginDigests {
     plugins
         .iter()
         .map(|(r, p)| (r.spec.clone(), p.digest.clone()))
