@@ -16,7 +16,9 @@ use super::{Exit, bad_input};
 ///
 /// Parses the file, checks ids, templates and what they refer to, loads every component and
 /// type-checks it against its world, says which world each implements, and reviews each task's
-/// and gate's effective limits and grants against what its component imports.
+/// and gate's effective limits and grants against what its component imports. In a project
+/// (a folder with phasegate.lock) it records the reviewed plugin uses in the lock, which is what
+/// `run --locked` later holds the pipeline to; with --locked it only compares.
 #[derive(Args)]
 pub struct ValidateArgs {
     /// The pipeline file (TOML).

@@ -3,7 +3,7 @@
 //! Plugins are signed with **minisign** (Ed25519) keys: a signature is a `.minisig` file beside
 //! the component (or, in an OCI registry, an artifact tagged `sha256-<hex>.minisig` beside it),
 //! readable by the `minisign` tool itself (`minisign -Vm plugin.wasm -p key.pub`). Keys are
-//! made with `phasegate key generate`, or with `minisign -G`.
+//! made with `phasegate key generate`.
 //!
 //! The trust policy is `phasegate-trust.toml` beside the lock:
 //!

@@ -3,7 +3,6 @@
 use clap::Args;
 use phasegate::install::{self, Examined};
 use phasegate::sandbox::surface;
-use phasegate::store::Project;
 use phasegate::store::fetch::Source;
 use phasegate::store::lock::SignatureRecord;
 
@@ -67,7 +66,7 @@ impl InspectArgs {
         let signature = policy
             .check(&bytes, signature_text.as_deref(), &name, &source)
             .map_err(|e| bad_input(format!("{}: {e}", self.target)))?;
-        print_examined(&project, &examined, &signature);
+        print_examined(&examined, &signature);
         if let Some(entry) = installed {
             println!("installed as: `{}` from {}", entry.name, entry.source);
             println!("              at {}", entry.installed_at);
@@ -76,7 +75,7 @@ impl InspectArgs {
     }
 }
 
-fn print_examined(project: &Project, e: &Examined, signature: &SignatureRecord) {
+fn print_examined(e: &Examined, signature: &SignatureRecord) {
     let m = &e.metadata;
     println!("name:         {}", m.name);
     println!("version:      {}", m.version);
@@ -114,5 +113,4 @@ fn print_examined(project: &Project, e: &Examined, signature: &SignatureRecord) 
     println!("size:         {} bytes", e.size);
     println!("digest:       {}", e.digest);
     println!("signature:    {signature}");
-    let _ = project;
 }

@@ -14,7 +14,7 @@ use crate::cli::{Exit, bad_input};
 pub struct SignArgs {
     /// The component file.
     path: PathBuf,
-    /// The secret key file (from `phasegate key generate` or `minisign -G`).
+    /// The secret key file (from `phasegate key generate`).
     #[arg(long)]
     key: PathBuf,
     /// The environment variable holding the key's password, for an encrypted key.
