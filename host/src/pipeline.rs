@@ -949,9 +949,11 @@ impl Errors<'_> {
         let lock = self.lock.get_or_insert_with(|| {
             let project = crate::store::Project::find(dir).ok_or_else(|| {
                 format!(
-                    "`{name}` names an installed plugin, but no {} was found in {} or any folder above it",
+                    "`{name}` names an installed plugin, but no {} was found in the pipeline's folder ({}) or any folder above it",
                     crate::store::LOCK_FILE,
-                    if dir.as_os_str().is_empty() { Path::new(".") } else { dir }.display()
+                    std::fs::canonicalize(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+                        .unwrap_or_else(|_| dir.to_owned())
+                        .display()
                 )
             })?;
             let lock = project.lock().map_err(|e| format!("{e:#}"))?;

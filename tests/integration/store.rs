@@ -441,12 +441,34 @@ fn a_moved_tag_and_a_downgrade_are_refused() {
     let tag = registry.oci("acme/tool:stable");
     s.ok(&["plugin", "publish", WIDENED, &tag]);
     s.ok(&["plugin", "add", &tag, "--name", "tool"]);
-    let lock_before = s.lock();
     let stored = s.stored("tool");
     assert!(s.ok(&["plugin", "update"]).contains("`tool` is up to date"));
 
+    let pipeline = s.project.pipeline(
+        "name = \"pinned\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"t\"\nplugin = \"tool\"\n",
+    );
+    let pipeline = pipeline.to_str().unwrap();
+    s.ok(&["lock", pipeline]);
+    let lock_before = s.lock();
+
     // 0.1.0 under the same tag: a downgrade.
     s.ok(&["plugin", "publish", NOOP, &tag]);
+    // A moved tag changes nothing that is installed: the locked run runs the pinned 0.2.0.
+    let out = s
+        .cmd(&["run", pipeline, "--locked", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let events = crate::harness::parse_events(&String::from_utf8_lossy(&out.stdout));
+    let finished = events
+        .iter()
+        .find(|e| e["event"] == "run-finished")
+        .unwrap();
+    assert_eq!(
+        finished["outcome"]["context"]["phases"]["one"]["tasks"]["t"]["output"],
+        serde_json::json!({ "bytes": 0 }),
+        "{finished}"
+    );
     let err = s.refused(&["plugin", "update", "tool"]);
     assert!(err.contains("0.2.0 -> 0.1.0 is a downgrade"), "{err}");
     assert!(err.contains("nothing was updated"), "{err}");

@@ -200,19 +200,10 @@ impl LockedUse {
 impl Lock {
     /// Reads a lock; a missing file is an empty lock.
     pub fn load(path: &Path) -> anyhow::Result<Lock> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lock::default()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
-        let lock: Lock = toml::from_str(&text).map_err(|e| {
-            let (line, col) = line_col(&text, e.span().map(|s| s.start).unwrap_or(0));
-            anyhow::anyhow!(
-                "{}:{line}:{col}: {}\n  help: the lock is written by `phasegate plugin` and `phasegate validate`; restore it from version control, or remove it and add the plugins again",
-                path.display(),
-                e.message().trim()
-            )
-        })?;
+        let lock: Lock = super::read_toml(
+            path,
+            "the lock is written by `phasegate plugin`, `phasegate lock` and `phasegate validate`; restore it from version control, or remove it and add the plugins again",
+        )?;
         if lock.version != LOCK_VERSION {
             anyhow::bail!(
                 "{}: lock format version {} is not supported (this phasegate reads version {LOCK_VERSION})\n  help: use the phasegate that wrote it",
@@ -420,13 +411,6 @@ fn list(items: &[String]) -> String {
     } else {
         items.join(", ")
     }
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-    (line, col)
 }
 
 /// Now, in RFC 3339.

@@ -150,6 +150,30 @@ impl Project {
     }
 }
 
+/// Reads a TOML file of the project (the lock, the trust policy): a missing file is the
+/// default value; a malformed one is an error naming the file, line and column, and `help`.
+pub fn read_toml<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+    help: &str,
+) -> anyhow::Result<T> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    toml::from_str(&text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        let before = &text[..offset.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+        anyhow::anyhow!(
+            "{}:{line}:{col}: {}\n  help: {help}",
+            path.display(),
+            e.message().trim()
+        )
+    })
+}
+
 /// What is wrong with a stored component.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreProblem {

@@ -87,18 +87,7 @@ pub enum TrustError {
 impl Policy {
     /// Reads the policy at `path`; no file is the empty policy (nothing trusted, nothing required).
     pub fn load(path: &Path) -> anyhow::Result<Policy> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::default()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
-        let policy: Policy = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: {}\n  help: see the trust policy format in README.md",
-                path.display(),
-                e.to_string().trim()
-            )
-        })?;
+        let policy: Policy = super::read_toml(path, "see the trust policy format in README.md")?;
         for k in &policy.keys {
             parse_public_key(&k.public_key).map_err(|e| {
                 anyhow::anyhow!(
