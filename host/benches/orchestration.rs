@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use phasegate::engine::{self, LoadedPlugin, PluginHost};
+use phasegate::engine::{self, LoadedPlugin, MemoryReset, PluginHost};
 use phasegate::events::Emitter;
 use phasegate::pipeline::{Grants, Limits, Pipeline, PluginRef};
 use phasegate::plugin::task_world::{Task, TaskPre};
@@ -250,7 +250,10 @@ fn parts() {
     };
     println!(
         "bare loop, phasegate's pool: {:.2} µs",
-        per(n, bare_loop_with(n, 1, engine::pool(&limits)))
+        per(
+            n,
+            bare_loop_with(n, 1, engine::pool(&limits, engine::MemoryReset::RESIDENT))
+        )
     );
 }
 
@@ -364,9 +367,9 @@ fn languages() {
         .build()
         .expect("rt");
     let dir = tempfile::tempdir().expect("dir");
-    let per_task = |name: &str, component: &str, n: usize| -> f64 {
+    let per_task = |name: &str, component: &str, n: usize, reset: MemoryReset| -> f64 {
         let path = write_pipeline(dir.path(), name, 1, 1, component, "");
-        let (_pipeline, host, plugins) = load(&path);
+        let (_pipeline, host, plugins) = load_with(&path, reset);
         let plugin = plugins.values().next().expect("plugin").clone();
         let mut req = request(0);
         req.input = "hello wasm world".into();
@@ -386,17 +389,60 @@ fn languages() {
         (0..n).for_each(|_| once());
         per(n, start.elapsed())
     };
-    let base = per_task("noop", phasegate_test_artifacts::NOOP, 2_000);
-    println!("per task (new instance + call), release host, 1 thread:");
-    println!("  rust noop (baseline)        {base:>10.1} µs");
-    for (name, path) in given {
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let us = per_task(&name, &path.display().to_string(), 200);
+    let resets = [
+        ("decommit (before)", MemoryReset::DECOMMIT),
+        (
+            "resident 8 MiB",
+            MemoryReset {
+                keep_resident: 8 << 20,
+                ..MemoryReset::RESIDENT
+            },
+        ),
+        ("resident 32 MiB (now)", MemoryReset::RESIDENT),
+        (
+            "resident 128 MiB",
+            MemoryReset {
+                keep_resident: 128 << 20,
+                ..MemoryReset::RESIDENT
+            },
+        ),
+    ];
+    println!("per task (new instance + call), release host, 1 thread, by pool memory reset:");
+    let base = per_task(
+        "noop",
+        phasegate_test_artifacts::NOOP,
+        2_000,
+        MemoryReset::DECOMMIT,
+    );
+    let mut all: Vec<(String, u64, PathBuf)> = vec![(
+        "rust noop".into(),
+        std::fs::metadata(phasegate_test_artifacts::NOOP)
+            .map(|m| m.len())
+            .unwrap_or(0),
+        PathBuf::from(phasegate_test_artifacts::NOOP),
+    )];
+    all.extend(given.into_iter().map(|(n, p)| {
+        let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        (n, size, p)
+    }));
+    for (name, size, path) in all {
+        let n = if size < 1 << 20 { 2_000 } else { 200 };
+        let before = per_task(&name, &path.display().to_string(), n, MemoryReset::DECOMMIT);
         println!(
-            "  {name:<12} {:>6.1} MB     {us:>10.1} µs   {:>7.1}x the baseline",
+            "  {name:<10} {:>5.1} MB  {:<22} {before:>9.1} µs  ({:.1}x the rust noop)",
             size as f64 / 1e6,
-            us / base
+            resets[0].0,
+            before / base
         );
+        for (label, reset) in &resets[1..] {
+            let us = per_task(&name, &path.display().to_string(), n, *reset);
+            println!(
+                "  {:<10} {:>8}  {label:<22} {us:>9.1} µs  gain {:.2}x",
+                "",
+                "",
+                before / us
+            );
+        }
     }
 }
 
@@ -427,8 +473,24 @@ fn load(
     Arc<PluginHost>,
     HashMap<PluginRef, Arc<LoadedPlugin>>,
 ) {
+    load_with(path, MemoryReset::RESIDENT)
+}
+
+fn load_with(
+    path: &Path,
+    reset: MemoryReset,
+) -> (
+    Pipeline,
+    Arc<PluginHost>,
+    HashMap<PluginRef, Arc<LoadedPlugin>>,
+) {
     let pipeline = Pipeline::load(path).expect("pipeline");
-    let host = PluginHost::new(pipeline.engine).expect("host");
+    let host = PluginHost::with_options(
+        pipeline.engine,
+        phasegate::compile_cache::CompileCache::default_root(),
+        reset,
+    )
+    .expect("host");
     let plugins = engine::load_all(&host, &pipeline.plugins())
         .map_err(|e| format!("{e:?}"))
         .expect("plugins");

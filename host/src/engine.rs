@@ -64,6 +64,40 @@ pub struct LoadedPlugin {
     pre: Pre,
 }
 
+/// How the instance pool gives a finished instance's linear memory back for the next one.
+///
+/// Every instance starts from its component's pristine memory image whatever the strategy:
+/// nothing a task wrote is ever seen by another task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryReset {
+    /// Bytes at the start of each memory slot that stay resident between instances and are
+    /// restored in place (copied back from the image, or zeroed) instead of being returned to
+    /// the kernel and faulted in again by the next instance.
+    pub keep_resident: usize,
+    /// Find the pages an instance actually dirtied with Linux's `PAGEMAP_SCAN` (6.7+) and restore
+    /// only those, so a large `keep_resident` costs nothing for instances that touch little.
+    /// Where the kernel lacks it, wasmtime restores the whole resident prefix.
+    pub pagemap_scan: bool,
+}
+
+impl MemoryReset {
+    /// phasegate's default: up to 32 MiB of each slot stays resident and only dirtied pages are
+    /// restored. Interpreter-based plugins (Python, JavaScript) write to tens of MiB of their
+    /// pre-initialised heap on every call; returning those pages to the kernel and faulting them
+    /// back in dominated their per-task cost. 32 MiB covers the templates' working sets while
+    /// bounding what an idle pool slot can hold.
+    pub const RESIDENT: MemoryReset = MemoryReset {
+        keep_resident: 32 << 20,
+        pagemap_scan: true,
+    };
+    /// The earlier strategy (the benchmark's baseline): keep 64 KiB resident, return the rest to
+    /// the kernel with `madvise` after every instance.
+    pub const DECOMMIT: MemoryReset = MemoryReset {
+        keep_resident: 1 << 16,
+        pagemap_scan: false,
+    };
+}
+
 /// A pipeline's loaded plugins, by reference.
 pub type LoadedPlugins = std::collections::HashMap<PluginRef, Arc<LoadedPlugin>>;
 
@@ -114,6 +148,16 @@ impl PluginHost {
         limits: EngineLimits,
         cache_root: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Arc<Self>> {
+        Self::with_options(limits, cache_root, MemoryReset::RESIDENT)
+    }
+
+    /// As [`with_cache`](Self::with_cache), with the pool's memory reset strategy chosen (the
+    /// benchmark compares them).
+    pub fn with_options(
+        limits: EngineLimits,
+        cache_root: Option<std::path::PathBuf>,
+        reset: MemoryReset,
+    ) -> anyhow::Result<Arc<Self>> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(limits.fuel);
@@ -124,7 +168,7 @@ impl PluginHost {
         // Beyond a few thousand live instances the pool's address-space reservation gets large;
         // such pipelines use on-demand allocation.
         if limits.max_instances <= MAX_POOLED_INSTANCES {
-            config.allocation_strategy(pool(&limits));
+            config.allocation_strategy(pool(&limits, reset));
         }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
@@ -419,7 +463,7 @@ impl PluginHost {
 /// instance). Memory slots reserve (not commit) the whole 4 GiB a 32-bit memory can address, so
 /// the pool itself never refuses a plugin: per-plugin `memory` limits are the store limiter's
 /// job, which names the limit and the key to raise.
-pub fn pool(limits: &EngineLimits) -> wasmtime::PoolingAllocationConfig {
+pub fn pool(limits: &EngineLimits, reset: MemoryReset) -> wasmtime::PoolingAllocationConfig {
     let instances =
         u32::try_from(limits.max_instances.saturating_mul(2).saturating_add(8)).unwrap_or(u32::MAX);
     let mut pool = wasmtime::PoolingAllocationConfig::default();
@@ -436,7 +480,12 @@ pub fn pool(limits: &EngineLimits) -> wasmtime::PoolingAllocationConfig {
         // Return memory to the OS in batches, and keep the first pages of each slot resident:
         // fewer madvise calls (and cross-core TLB shootdowns) per instantiation.
         .decommit_batch_size(64)
-        .linear_memory_keep_resident(1 << 16)
+        .linear_memory_keep_resident(reset.keep_resident)
+        .pagemap_scan(if reset.pagemap_scan {
+            wasmtime::Enabled::Auto
+        } else {
+            wasmtime::Enabled::No
+        })
         .table_keep_resident(1 << 16)
         .async_stack_keep_resident(1 << 16);
     pool
