@@ -76,7 +76,8 @@ pub struct MemoryReset {
     pub keep_resident: usize,
     /// Find the pages an instance actually dirtied with Linux's `PAGEMAP_SCAN` (6.7+) and restore
     /// only those, so a large `keep_resident` costs nothing for instances that touch little.
-    /// Where the kernel lacks it, wasmtime restores the whole resident prefix.
+    /// Without it wasmtime would restore the whole resident prefix after every instance, so
+    /// where the kernel is older [`MemoryReset::effective`] falls back to [`MemoryReset::DECOMMIT`].
     pub pagemap_scan: bool,
 }
 
@@ -96,6 +97,28 @@ impl MemoryReset {
         keep_resident: 1 << 16,
         pagemap_scan: false,
     };
+
+    /// This strategy where the kernel supports it, else [`MemoryReset::DECOMMIT`].
+    pub fn effective(self) -> MemoryReset {
+        if self.pagemap_scan && !pagemap_scan_available() {
+            MemoryReset::DECOMMIT
+        } else {
+            self
+        }
+    }
+}
+
+/// Whether the running kernel has `PAGEMAP_SCAN` (Linux 6.7 and later).
+fn pagemap_scan_available() -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 7)
 }
 
 /// A pipeline's loaded plugins, by reference.
@@ -464,6 +487,7 @@ impl PluginHost {
 /// the pool itself never refuses a plugin: per-plugin `memory` limits are the store limiter's
 /// job, which names the limit and the key to raise.
 pub fn pool(limits: &EngineLimits, reset: MemoryReset) -> wasmtime::PoolingAllocationConfig {
+    let reset = reset.effective();
     let instances =
         u32::try_from(limits.max_instances.saturating_mul(2).saturating_add(8)).unwrap_or(u32::MAX);
     let mut pool = wasmtime::PoolingAllocationConfig::default();

@@ -46,6 +46,11 @@ impl Source {
             .or_else(|| text.strip_prefix("http://"))
         {
             let host = rest.split('/').next().unwrap_or("");
+            if host.contains('@') {
+                anyhow::bail!(
+                    "`{text}` carries credentials, which would be written to phasegate.lock; serve the plugin without them, or publish it to an OCI registry (credentials come from the Docker config or PHASEGATE_REGISTRY_USERNAME/PASSWORD and are never recorded)"
+                );
+            }
             if text.starts_with("http://") && !oci::is_loopback(host) {
                 anyhow::bail!("`{text}`: plain http is allowed only on loopback; use https://");
             }
@@ -121,6 +126,32 @@ pub fn signature_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".minisig");
     PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources() {
+        let base = Path::new("/project");
+        assert!(matches!(
+            Source::parse("plugins/x.wasm", base).unwrap(),
+            Source::Path(p) if p == Path::new("/project/plugins/x.wasm")
+        ));
+        assert!(matches!(
+            Source::parse("https://example.com/x.wasm", base).unwrap(),
+            Source::Url(_)
+        ));
+        assert!(Source::parse("http://127.0.0.1:8080/x.wasm", base).is_ok());
+        assert!(Source::parse("http://example.com/x.wasm", base).is_err());
+        assert!(Source::parse("https://user:pw@example.com/x.wasm", base).is_err());
+        assert!(Source::parse("ftp://example.com/x.wasm", base).is_err());
+        assert!(matches!(
+            Source::parse("oci://ghcr.io/acme/x:1", base).unwrap(),
+            Source::Oci(_)
+        ));
+    }
 }
 
 /// GETs a URL: `None` on 404, an error on any other failure.
