@@ -128,32 +128,6 @@ pub fn signature_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sources() {
-        let base = Path::new("/project");
-        assert!(matches!(
-            Source::parse("plugins/x.wasm", base).unwrap(),
-            Source::Path(p) if p == Path::new("/project/plugins/x.wasm")
-        ));
-        assert!(matches!(
-            Source::parse("https://example.com/x.wasm", base).unwrap(),
-            Source::Url(_)
-        ));
-        assert!(Source::parse("http://127.0.0.1:8080/x.wasm", base).is_ok());
-        assert!(Source::parse("http://example.com/x.wasm", base).is_err());
-        assert!(Source::parse("https://user:pw@example.com/x.wasm", base).is_err());
-        assert!(Source::parse("ftp://example.com/x.wasm", base).is_err());
-        assert!(matches!(
-            Source::parse("oci://ghcr.io/acme/x:1", base).unwrap(),
-            Source::Oci(_)
-        ));
-    }
-}
-
 /// GETs a URL: `None` on 404, an error on any other failure.
 async fn download(client: &reqwest::Client, url: &str) -> anyhow::Result<Option<Vec<u8>>> {
     let mut response = client.get(url).send().await.map_err(|e| {
@@ -201,4 +175,30 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources() {
+        let base = Path::new("/project");
+        assert!(matches!(
+            Source::parse("plugins/x.wasm", base).unwrap(),
+            Source::Path(p) if p == Path::new("/project/plugins/x.wasm")
+        ));
+        assert!(matches!(
+            Source::parse("https://example.com/x.wasm", base).unwrap(),
+            Source::Url(_)
+        ));
+        assert!(Source::parse("http://127.0.0.1:8080/x.wasm", base).is_ok());
+        assert!(Source::parse("http://example.com/x.wasm", base).is_err());
+        assert!(Source::parse("https://user:pw@example.com/x.wasm", base).is_err());
+        assert!(Source::parse("ftp://example.com/x.wasm", base).is_err());
+        assert!(matches!(
+            Source::parse("oci://ghcr.io/acme/x:1", base).unwrap(),
+            Source::Oci(_)
+        ));
+    }
 }
