@@ -176,7 +176,7 @@ fn main() {
         .expect("child");
     print!("  {}", String::from_utf8_lossy(&out.stdout));
     println!(
-        "\nPython and JavaScript instantiation: not measured yet (their toolchains arrive with the plugin-authoring issue)."
+        "\nPython and JavaScript per-task cost, before and after the pool's memory reset: scripts/bench-languages."
     );
 }
 
@@ -297,13 +297,14 @@ fn request(i: usize) -> wit::TaskRequest {
     }
 }
 
-/// The baseline's pool, tuned as phasegate's is: decommits batched, small pages kept resident.
+/// The baseline's pool, tuned as phasegate's is: decommits batched, the same memory reset
+/// (resident slots restored by `PAGEMAP_SCAN`), so the ratio measures orchestration alone.
 fn tuned_pool() -> wasmtime::PoolingAllocationConfig {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
     pool.decommit_batch_size(64)
-        .linear_memory_keep_resident(1 << 16)
         .table_keep_resident(1 << 16)
         .async_stack_keep_resident(1 << 16);
+    MemoryReset::RESIDENT.apply(&mut pool);
     pool
 }
 

@@ -98,6 +98,18 @@ impl MemoryReset {
         pagemap_scan: false,
     };
 
+    /// Sets this strategy (or, where the kernel lacks `PAGEMAP_SCAN`, [`MemoryReset::DECOMMIT`])
+    /// on a pool configuration.
+    pub fn apply(self, pool: &mut wasmtime::PoolingAllocationConfig) {
+        let reset = self.effective();
+        pool.linear_memory_keep_resident(reset.keep_resident)
+            .pagemap_scan(if reset.pagemap_scan {
+                wasmtime::Enabled::Auto
+            } else {
+                wasmtime::Enabled::No
+            });
+    }
+
     /// This strategy where the kernel supports it, else [`MemoryReset::DECOMMIT`].
     pub fn effective(self) -> MemoryReset {
         if self.pagemap_scan && !pagemap_scan_available() {
@@ -487,7 +499,6 @@ impl PluginHost {
 /// the pool itself never refuses a plugin: per-plugin `memory` limits are the store limiter's
 /// job, which names the limit and the key to raise.
 pub fn pool(limits: &EngineLimits, reset: MemoryReset) -> wasmtime::PoolingAllocationConfig {
-    let reset = reset.effective();
     let instances =
         u32::try_from(limits.max_instances.saturating_mul(2).saturating_add(8)).unwrap_or(u32::MAX);
     let mut pool = wasmtime::PoolingAllocationConfig::default();
@@ -504,14 +515,9 @@ pub fn pool(limits: &EngineLimits, reset: MemoryReset) -> wasmtime::PoolingAlloc
         // Return memory to the OS in batches, and keep the first pages of each slot resident:
         // fewer madvise calls (and cross-core TLB shootdowns) per instantiation.
         .decommit_batch_size(64)
-        .linear_memory_keep_resident(reset.keep_resident)
-        .pagemap_scan(if reset.pagemap_scan {
-            wasmtime::Enabled::Auto
-        } else {
-            wasmtime::Enabled::No
-        })
         .table_keep_resident(1 << 16)
         .async_stack_keep_resident(1 << 16);
+    reset.apply(&mut pool);
     pool
 }
 

@@ -176,19 +176,17 @@ pub fn check_store(pipeline: &Pipeline, require_signed: bool) -> anyhow::Result<
                     ));
                     continue;
                 };
-                if let Err(e) = project.check_stored(&entry.digest) {
-                    problems.push(format!(
-                        "plugin `{name}`: {e}\n  help: `phasegate plugin verify` checks the whole store; reinstall with `phasegate plugin remove {name}` and `phasegate plugin add {} --name {name}`",
-                        entry.source
-                    ));
-                    continue;
+                match project.read_stored(&entry.digest) {
+                    Err(e) => {
+                        problems.push(format!(
+                            "plugin `{name}`: {e}\n  help: `phasegate plugin verify` checks the whole store; reinstall with `phasegate plugin remove {name}` and `phasegate plugin add {} --name {name}`",
+                            entry.source
+                        ));
+                        continue;
+                    }
+                    Ok(_) if !required => continue,
+                    Ok((bytes, sig)) => (bytes, sig, entry.source.clone()),
                 }
-                if !required {
-                    continue;
-                }
-                let bytes = std::fs::read(project.stored(&entry.digest))?;
-                let sig = std::fs::read_to_string(project.stored_signature(&entry.digest)).ok();
-                (bytes, sig, entry.source.clone())
             }
             _ if required => {
                 let bytes = std::fs::read(&plugin.path)?;
@@ -198,13 +196,14 @@ pub fn check_store(pipeline: &Pipeline, require_signed: bool) -> anyhow::Result<
             }
             _ => continue,
         };
-        match policy.check(&bytes, signature.as_deref(), &plugin.spec, &source) {
-            Err(e) => problems.push(format!("plugin `{}`: {e}", plugin.spec)),
-            Ok(record) => {
-                if let Err(why) = policy.enforce(&record, require_signed) {
-                    problems.push(format!("plugin `{}`: {why}", plugin.spec));
-                }
-            }
+        if let Err(why) = policy.judge(
+            &bytes,
+            signature.as_deref(),
+            &plugin.spec,
+            &source,
+            require_signed,
+        ) {
+            problems.push(format!("plugin `{}`: {why}", plugin.spec));
         }
     }
     Ok(problems)

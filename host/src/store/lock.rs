@@ -234,6 +234,15 @@ impl Lock {
         self.pipelines.iter().find(|p| p.file == file)
     }
 
+    /// The recorded pipelines that use the installed plugin `name`.
+    pub fn pipelines_using(&self, name: &str) -> Vec<&str> {
+        self.pipelines
+            .iter()
+            .filter(|p| p.uses.iter().any(|u| u.plugin == name))
+            .map(|p| p.file.as_str())
+            .collect()
+    }
+
     /// Adds or replaces an installed plugin (kept sorted by name).
     pub fn upsert_plugin(&mut self, plugin: LockedPlugin) {
         self.plugins.retain(|p| p.name != plugin.name);

@@ -114,8 +114,9 @@ impl Project {
         Ok(digest)
     }
 
-    /// Checks that the stored file of `digest` exists and still hashes to it.
-    pub fn check_stored(&self, digest: &str) -> Result<PathBuf, StoreProblem> {
+    /// Reads the stored component of `digest` — checking that it exists and still hashes to
+    /// it — and its stored signature, if any.
+    pub fn read_stored(&self, digest: &str) -> Result<(Vec<u8>, Option<String>), StoreProblem> {
         let path = self.stored(digest);
         let bytes = fs::read(&path).map_err(|e| StoreProblem::Missing {
             path: path.clone(),
@@ -129,7 +130,8 @@ impl Project {
                 actual,
             });
         }
-        Ok(path)
+        let signature = fs::read_to_string(self.stored_signature(digest)).ok();
+        Ok((bytes, signature))
     }
 
     /// Deletes the stored files of `digest` unless another installed plugin of `lock` uses it.
@@ -236,10 +238,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let project = Project::at(dir.path());
         let digest = project.put(b"component bytes", None).unwrap();
-        assert!(project.check_stored(&digest).is_ok());
+        assert_eq!(
+            project.read_stored(&digest).unwrap(),
+            (b"component bytes".to_vec(), None)
+        );
         fs::write(project.stored(&digest), b"other bytes").unwrap();
         assert!(matches!(
-            project.check_stored(&digest),
+            project.read_stored(&digest),
             Err(StoreProblem::Tampered { .. })
         ));
     }

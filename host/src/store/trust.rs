@@ -165,6 +165,25 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// [`check`](Policy::check) then [`enforce`](Policy::enforce): the record when the plugin
+    /// may be used, else why not.
+    pub fn judge(
+        &self,
+        bytes: &[u8],
+        signature: Option<&str>,
+        name: &str,
+        source: &str,
+        require_signed: bool,
+    ) -> Result<SignatureRecord, String> {
+        let record = self
+            .check(bytes, signature, name, source)
+            .map_err(|e| e.to_string())?;
+        self.enforce(&record, require_signed)?;
+        Ok(record)
+    }
+}
+
 /// A key id as minisign prints it: 16 uppercase hex digits.
 fn key_id(keynum: &[u8]) -> String {
     let mut n = [0u8; 8];

@@ -32,11 +32,9 @@ impl InspectArgs {
         let installed = lock.plugin(&self.target).cloned();
         let (bytes, signature_text, source) = match &installed {
             Some(entry) => {
-                let path = project
-                    .check_stored(&entry.digest)
+                let (bytes, sig) = project
+                    .read_stored(&entry.digest)
                     .map_err(|e| bad_input(format!("`{}`: {e}", self.target)))?;
-                let bytes = std::fs::read(&path)?;
-                let sig = std::fs::read_to_string(project.stored_signature(&entry.digest)).ok();
                 (bytes, sig, entry.source.clone())
             }
             None => {

@@ -33,12 +33,7 @@ impl RemoveArgs {
             "removed `{}` ({} {})",
             self.name, entry.plugin_name, entry.version
         );
-        let users: Vec<&str> = lock
-            .pipelines
-            .iter()
-            .filter(|p| p.uses.iter().any(|u| u.plugin == self.name))
-            .map(|p| p.file.as_str())
-            .collect();
+        let users = lock.pipelines_using(&self.name);
         if !users.is_empty() {
             eprintln!(
                 "warning: these pipelines use `{}` and will not load until it is installed again: {}",

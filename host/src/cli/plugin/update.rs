@@ -170,12 +170,7 @@ impl UpdateArgs {
         }
         for (name, _) in &accepted {
             println!("updated `{name}`");
-            let users: Vec<&str> = lock
-                .pipelines
-                .iter()
-                .filter(|p| p.uses.iter().any(|u| &u.plugin == name))
-                .map(|p| p.file.as_str())
-                .collect();
+            let users = lock.pipelines_using(name);
             if !users.is_empty() {
                 println!(
                     "  pipelines reviewed with the old version (run --locked refuses them until `phasegate validate` records the new one): {}",

@@ -23,8 +23,8 @@ impl VerifyArgs {
         let policy = policy(&project)?;
         let mut problems = Vec::new();
         for p in &lock.plugins {
-            let path = match project.check_stored(&p.digest) {
-                Ok(path) => path,
+            let (bytes, sig) = match project.read_stored(&p.digest) {
+                Ok(stored) => stored,
                 Err(e) => {
                     problems.push(format!(
                         "`{}`: {e}\n  help: reinstall it: `phasegate plugin remove {}` then `phasegate plugin add {} --name {}`",
@@ -33,17 +33,15 @@ impl VerifyArgs {
                     continue;
                 }
             };
-            let bytes = std::fs::read(&path)?;
-            let sig = std::fs::read_to_string(project.stored_signature(&p.digest)).ok();
-            match policy.check(&bytes, sig.as_deref(), &p.name, &p.source) {
-                Err(e) => problems.push(format!("`{}`: {e}", p.name)),
-                Ok(record) => {
-                    if let Err(why) = policy.enforce(&record, self.require_signed) {
-                        problems.push(format!("`{}`: {why}", p.name));
-                    } else {
-                        println!("ok  {}  {}  {record}", p.name, p.digest);
-                    }
-                }
+            match policy.judge(
+                &bytes,
+                sig.as_deref(),
+                &p.name,
+                &p.source,
+                self.require_signed,
+            ) {
+                Err(why) => problems.push(format!("`{}`: {why}", p.name)),
+                Ok(record) => println!("ok  {}  {}  {record}", p.name, p.digest),
             }
         }
         let known: std::collections::HashSet<String> =
