@@ -583,6 +583,15 @@ fn signatures_are_checked_against_the_trust_policy() {
     assert!(err.contains("tampered"), "{err}");
 
     // Runs: --require-signed refuses the untrusted plugin; the policy can require it too.
+    let err = s.refused(&[
+        "plugin",
+        "add",
+        THRESHOLD,
+        "--name",
+        "limit",
+        "--require-signed",
+    ]);
+    assert!(err.contains("unsigned; --require-signed"), "{err}");
     s.ok(&["plugin", "add", THRESHOLD, "--name", "limit"]);
     let pipeline = s.project.pipeline(PIPELINE);
     let pipeline = pipeline.to_str().unwrap();
@@ -638,4 +647,27 @@ fn an_unreachable_registry_is_a_clear_error_and_changes_nothing() {
     let err = s.refused(&["plugin", "add", &registry.oci("acme/tool:1")]);
     assert!(err.contains("docker login"), "{err}");
     assert_eq!(s.lock(), lock_before);
+}
+
+#[test]
+fn only_components_of_this_contract_are_installed() {
+    let s = Store::new();
+    let dir = Path::new(phasegate_test_artifacts::COMPONENTS_DIR);
+    let core = dir.join("noop.core.wasm");
+    let garbage = s.project.write("garbage.wasm", "not wasm at all");
+    for (source, expected) in [
+        (core.as_path(), "core Wasm module, not a component"),
+        (garbage.as_path(), "not a valid Wasm component"),
+    ] {
+        let err = s.refused(&["plugin", "add", source.to_str().unwrap()]);
+        assert!(err.contains(expected), "{}: {err}", source.display());
+    }
+    assert!(
+        !s.project.path("phasegate.lock").exists(),
+        "nothing recorded"
+    );
+    let err = s.refused(&["plugin", "add", "./missing.wasm"]);
+    assert!(err.contains("cannot read"), "{err}");
+    let err = s.refused(&["plugin", "add", NOOP, "--name", "Not A Name"]);
+    assert!(err.contains("cannot be an installed name"), "{err}");
 }
