@@ -147,6 +147,10 @@ impl Runner {
             if failed {
                 store.state.status = RunStatus::Failed;
                 store.state.reason = Some(verdict.reason.clone());
+            } else if pi + 1 == self.pipeline.phases.len() {
+                // The last verdict completes the run: one snapshot records both (each rewrite
+                // of the snapshot is O(tasks)).
+                store.state.status = RunStatus::Completed;
             }
             store.checkpoint()?;
             self.emitter.emit(EventKind::Verdict {
@@ -177,8 +181,11 @@ impl Runner {
             completed.push(phase.id.clone());
         }
 
-        store.state.status = RunStatus::Completed;
-        store.checkpoint()?;
+        if store.state.status != RunStatus::Completed {
+            // Every phase was complete before this session began.
+            store.state.status = RunStatus::Completed;
+            store.checkpoint()?;
+        }
         Ok(self.finish(RunOutcome {
             status: RunStatus::Completed,
             completed,
