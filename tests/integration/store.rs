@@ -206,6 +206,18 @@ impl Store {
     }
 }
 
+/// Runs a `run` command with JSON events; it must succeed. Returns the run's outcome.
+fn outcome_of(mut run: Command) -> serde_json::Value {
+    let out = run.args(["--format", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let result = crate::harness::RunResult {
+        code: out.status.code().unwrap_or(-1),
+        events: crate::harness::parse_events(&String::from_utf8_lossy(&out.stdout)),
+        stderr: stderr_of(&out),
+    };
+    result.outcome().clone()
+}
+
 const PIPELINE: &str = r#"
 name = "installed"
 
@@ -309,21 +321,13 @@ fn add_from_path_url_and_oci_then_run_locked() {
     assert!(!s.project.path(".phasegate/state.toml").exists());
     s.ok(&["validate", pipeline]);
     assert_eq!(s.lock_toml()["pipeline"].as_array().unwrap().len(), 1);
-    let out = s
-        .cmd(&["run", pipeline, "--locked", "--format", "json"])
-        .env_remove("PHASEGATE_CACHE_DIR")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    let events = crate::harness::parse_events(&String::from_utf8_lossy(&out.stdout));
-    let finished = events
-        .iter()
-        .find(|e| e["event"] == "run-finished")
-        .unwrap();
-    assert_eq!(finished["outcome"]["status"], "completed", "{finished}");
+    let mut run = s.cmd(&["run", pipeline, "--locked"]);
+    run.env_remove("PHASEGATE_CACHE_DIR");
+    let outcome = outcome_of(run);
+    assert_eq!(outcome["status"], "completed", "{outcome}");
     assert_eq!(
-        finished["outcome"]["context"]["phases"]["work"]["tasks"]["stats"]["output"]["words"], 3,
-        "{finished}"
+        outcome["context"]["phases"]["work"]["tasks"]["stats"]["output"]["words"], 3,
+        "{outcome}"
     );
     // Without PHASEGATE_CACHE_DIR, compiled components are cached beside the store.
     assert!(
@@ -454,20 +458,11 @@ fn a_moved_tag_and_a_downgrade_are_refused() {
     // 0.1.0 under the same tag: a downgrade.
     s.ok(&["plugin", "publish", NOOP, &tag]);
     // A moved tag changes nothing that is installed: the locked run runs the pinned 0.2.0.
-    let out = s
-        .cmd(&["run", pipeline, "--locked", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    let events = crate::harness::parse_events(&String::from_utf8_lossy(&out.stdout));
-    let finished = events
-        .iter()
-        .find(|e| e["event"] == "run-finished")
-        .unwrap();
+    let outcome = outcome_of(s.cmd(&["run", pipeline, "--locked"]));
     assert_eq!(
-        finished["outcome"]["context"]["phases"]["one"]["tasks"]["t"]["output"],
+        outcome["context"]["phases"]["one"]["tasks"]["t"]["output"],
         serde_json::json!({ "bytes": 0 }),
-        "{finished}"
+        "{outcome}"
     );
     let err = s.refused(&["plugin", "update", "tool"]);
     assert!(err.contains("0.2.0 -> 0.1.0 is a downgrade"), "{err}");
