@@ -30,7 +30,10 @@ impl Renderer {
             Format::Human => {
                 if let Some(line) = self.human(event) {
                     let secs = event.elapsed_us as f64 / 1e6;
-                    eprintln!("{secs:>8.3}s {line}");
+                    // stderr is unbuffered: format first, so a line is one write, not one per
+                    // formatted piece.
+                    let text = format!("{secs:>8.3}s {line}\n");
+                    let _ = std::io::stderr().lock().write_all(text.as_bytes());
                 }
             }
         }
