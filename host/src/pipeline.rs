@@ -290,6 +290,16 @@ pub struct EngineLimits {
     pub max_instances: usize,
 }
 
+impl EngineLimits {
+    /// The engine for one plugin at a time outside a pipeline (`build`, `test`, `plugin`):
+    /// the default stack, no fuel metering, one instance alive.
+    pub const SINGLE: EngineLimits = EngineLimits {
+        max_stack: DEFAULT_MAX_STACK,
+        fuel: false,
+        max_instances: 1,
+    };
+}
+
 /// How a directory is granted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -8,7 +8,7 @@ use phasegate::author::project::Project;
 use phasegate::author::{Kind, Language, WIT, codegen, toolchain};
 use phasegate::engine::{PluginHost, World};
 use phasegate::events::Emitter;
-use phasegate::pipeline::{DEFAULT_MAX_STACK, EngineLimits, PluginRef};
+use phasegate::pipeline::{EngineLimits, PluginRef};
 use phasegate::sandbox::surface;
 
 use super::{Exit, bad_input};
@@ -92,11 +92,7 @@ pub fn build(project: &Project) -> anyhow::Result<PathBuf> {
 
 /// Loads the component, checks its world and metadata, and prints a summary.
 fn check(project: &Project, output: &Path) -> anyhow::Result<()> {
-    let host = PluginHost::new(EngineLimits {
-        max_stack: DEFAULT_MAX_STACK,
-        fuel: false,
-        max_instances: 1,
-    })?;
+    let host = PluginHost::new(EngineLimits::SINGLE)?;
     let plugin = PluginRef::file(output);
     let loaded = host.load(&plugin).map_err(|e| bad_input(e.to_string()))?;
     let expected = match project.plugin.kind {

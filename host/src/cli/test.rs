@@ -8,7 +8,7 @@ use phasegate::author::project::Project;
 use phasegate::context::Context;
 use phasegate::engine::{LoadedPlugin, PluginHost, World};
 use phasegate::events::Emitter;
-use phasegate::pipeline::{DEFAULT_MAX_STACK, EngineLimits, Grants, Limits, Pipeline, PluginRef};
+use phasegate::pipeline::{EngineLimits, Grants, Limits, Pipeline, PluginRef};
 use phasegate::plugin::wit;
 use phasegate::progress::{
     Failure, FailureKind, PhaseStatus, ProgressStore, TaskState, TaskStatus, VerdictRecord,
@@ -95,11 +95,7 @@ struct Case<'a> {
 fn run_fixtures(component: &Path, fixtures: &[Loaded]) -> anyhow::Result<Exit> {
     let mut cases = Vec::new();
     let mut errors = Vec::new();
-    let mut engine = EngineLimits {
-        max_stack: DEFAULT_MAX_STACK,
-        fuel: false,
-        max_instances: 1,
-    };
+    let mut engine = EngineLimits::SINGLE;
     for loaded in fixtures {
         let f = &loaded.fixture;
         match phasegate::pipeline::sandbox(&loaded.path, &loaded.source, &f.limits, &f.grants) {

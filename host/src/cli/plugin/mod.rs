@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use phasegate::compile_cache::CompileCache;
 use phasegate::engine::PluginHost;
-use phasegate::pipeline::{DEFAULT_MAX_STACK, EngineLimits};
+use phasegate::pipeline::EngineLimits;
 use phasegate::store::Project;
 use phasegate::store::trust::Policy;
 
@@ -95,14 +95,7 @@ impl ProjectArg {
 
 /// The engine used to examine plugins, caching compiled components beside the project's store.
 pub fn host(project: Option<&Project>) -> anyhow::Result<Arc<PluginHost>> {
-    PluginHost::with_cache(
-        EngineLimits {
-            max_stack: DEFAULT_MAX_STACK,
-            fuel: false,
-            max_instances: 1,
-        },
-        CompileCache::root_for(project),
-    )
+    PluginHost::with_cache(EngineLimits::SINGLE, CompileCache::root_for(project))
 }
 
 /// The project's trust policy.
