@@ -41,6 +41,30 @@ fn main() {
     if std::env::args().any(|a| a == "languages") {
         return languages();
     }
+    if std::env::args().any(|a| a == "xtraps") {
+        for traps in [true, false, true, false] {
+            let mut c = Config::new();
+            c.allocation_strategy(tuned_pool());
+            c.signals_based_traps(traps);
+            if !traps { c.memory_guard_size(0); }
+            let n = 10_000;
+            let one = bare_loop_cfg(n, 1, c.clone());
+            let two = bare_loop_cfg(n, 2, c);
+            println!("signals {traps}: 1 thread {:.1} µs, 2 threads {:.1} µs ({:.2}x)", per(n, one), per(n, two), one.as_secs_f64() / two.as_secs_f64());
+        }
+        return;
+    }
+    if std::env::args().any(|a| a == "xphase") {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for r in 0..5 {
+            let one = phase(dir.path(), &format!("x{r}"), 10_000, 64, Cores::One);
+            println!("phase {:.1} µs", per(10_000, one));
+        }
+        return;
+    }
+    if std::env::args().any(|a| a == "ratio") {
+        return ratio();
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     println!(
         "phasegate orchestration benchmark ({} build, {} CPUs)",
@@ -177,6 +201,32 @@ fn main() {
     print!("  {}", String::from_utf8_lossy(&out.stdout));
     println!(
         "\nPython and JavaScript per-task cost, before and after the pool's memory reset: scripts/bench-languages."
+    );
+}
+
+/// `-- ratio`: the 1-core phase against the bare loop only, five times each, interleaved (so
+/// that the machine's drifts hit both alike); prints every pair and the best of each.
+fn ratio() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n = 10_000;
+    let (mut best_bare, mut best_one) = (Duration::MAX, Duration::MAX);
+    for round in 0..5 {
+        let bare = bare_loop(n, 1);
+        let one = phase(dir.path(), &format!("ratio{round}"), n, 64, Cores::One);
+        println!(
+            "  round {round}: bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x",
+            per(n, bare),
+            per(n, one),
+            one.as_secs_f64() / bare.as_secs_f64()
+        );
+        best_bare = best_bare.min(bare);
+        best_one = best_one.min(one);
+    }
+    println!(
+        "best of 5: bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x (target ≤ 1.2x)",
+        per(n, best_bare),
+        per(n, best_one),
+        best_one.as_secs_f64() / best_bare.as_secs_f64()
     );
 }
 
@@ -317,6 +367,10 @@ fn bare_loop(n: usize, threads: usize) -> Duration {
 fn bare_loop_with(n: usize, threads: usize, pool: wasmtime::PoolingAllocationConfig) -> Duration {
     let mut config = Config::new();
     config.allocation_strategy(pool);
+    bare_loop_cfg(n, threads, config)
+}
+
+fn bare_loop_cfg(n: usize, threads: usize, config: Config) -> Duration {
     let engine = Engine::new(&config).expect("engine");
     let component = Component::from_file(&engine, phasegate_test_artifacts::NOOP).expect("noop");
     let mut linker = Linker::<Bare>::new(&engine);

@@ -60,23 +60,20 @@ impl Context {
 
     /// Adds one finished task of a phase.
     pub fn add_task(&mut self, phase: &str, task: &TaskState) {
-        let entry = self.phase_entry(phase);
-        let tasks = entry.entry("tasks").or_insert_with(|| json!({}));
-        if let Some(tasks) = tasks.as_object_mut() {
-            tasks.insert(task.id.clone(), task_json(task));
-        }
+        tasks_of(self.phase_entry(phase)).insert(task.id.clone(), task_json(task));
     }
 
     /// Adds a finished phase: its status, verdict and every finished task.
     pub fn add_phase(&mut self, phase: &PhaseState) {
+        let entry = self.phase_entry(&phase.id);
+        let tasks = tasks_of(entry);
         for task in phase
             .tasks
             .iter()
             .filter(|t| t.status != TaskStatus::Pending)
         {
-            self.add_task(&phase.id, task);
+            tasks.insert(task.id.clone(), task_json(task));
         }
-        let entry = self.phase_entry(&phase.id);
         entry.insert(
             "status".into(),
             serde_json::to_value(phase.status).unwrap_or(Value::Null),
@@ -97,22 +94,36 @@ impl Context {
     }
 }
 
+/// A phase entry's `tasks` object.
+fn tasks_of(entry: &mut Map<String, Value>) -> &mut Map<String, Value> {
+    let tasks = entry
+        .entry("tasks")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !tasks.is_object() {
+        *tasks = Value::Object(Map::new());
+    }
+    tasks.as_object_mut().expect("made an object above")
+}
+
+/// A task as the context shows it (built field by field: a phase adds thousands of these).
 fn task_json(task: &TaskState) -> Value {
     let output = task
         .output
         .as_deref()
         .map(|o| serde_json::from_str(o).unwrap_or_else(|_| Value::String(o.to_owned())))
         .unwrap_or(Value::Null);
-    let mut v = json!({
-        "status": task.status,
-        "output": output,
-        "attempts": task.attempts,
-        "duration_ms": task.duration_ms,
-    });
+    let mut v = Map::new();
+    v.insert("status".into(), Value::String(task.status.name().into()));
+    v.insert("output".into(), output);
+    v.insert("attempts".into(), task.attempts.into());
+    v.insert("duration_ms".into(), task.duration_ms.into());
     if let Some(e) = &task.error {
-        v["error"] = json!({"kind": e.kind, "message": e.message});
+        v.insert(
+            "error".into(),
+            json!({"kind": e.kind, "message": e.message}),
+        );
     }
-    v
+    Value::Object(v)
 }
 
 fn environment() -> Environment<'static> {

@@ -1,11 +1,12 @@
 //! The progress file: what a run has done so far, in TOML, and how it is kept safe.
 //!
 //! The snapshot (`STATE.toml`) is rewritten atomically — temp file in the same directory, fsync,
-//! rename, fsync of the directory — at phase boundaries and after every gate verdict. Between
-//! them, each finished task is appended as one JSON line to the journal beside it
-//! (`STATE.toml.journal`) and fsynced, so persisting a task costs O(1) however large the phase.
-//! Loading folds the journal into the snapshot; a torn last line (a crash mid-append) is ignored
-//! and that task simply runs again. No wasmtime here.
+//! rename, fsync of the directory — when a run starts and after every gate verdict. Between
+//! them, each finished task and each phase that starts is appended as one JSON line to the
+//! journal beside it (`STATE.toml.journal`), so persisting either costs O(1) however large the
+//! phase (fsyncs of the journal are grouped, see [`JOURNAL_SYNC_INTERVAL`]). Loading folds the
+//! journal into the snapshot in order; a torn last line (a crash mid-append) is ignored and that
+//! task simply runs again. No wasmtime here.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -61,6 +62,17 @@ pub enum TaskStatus {
     Succeeded,
     /// Failed after its retries.
     Failed,
+}
+
+impl TaskStatus {
+    /// The status as written in the progress file and the context.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+        }
+    }
 }
 
 /// Why a task failed (mirrors the WIT `failure-kind`).
@@ -236,43 +248,79 @@ impl State {
         }
     }
 
-    /// Applies journal records, finding each task through an index (folding is O(records)).
+    /// Marks phase `pi` as running, and the run with it. Resuming after a failed gate gives the
+    /// phase's failed tasks another chance: they become pending and the verdict is dropped.
+    pub fn start_phase(&mut self, pi: usize) {
+        let ps = &mut self.phases[pi];
+        if ps.status == PhaseStatus::Failed {
+            for t in ps
+                .tasks
+                .iter_mut()
+                .filter(|t| t.status == TaskStatus::Failed)
+            {
+                t.status = TaskStatus::Pending;
+            }
+            ps.verdict = None;
+        }
+        ps.status = PhaseStatus::Running;
+        self.status = RunStatus::Running;
+        self.reason = None;
+    }
+
+    /// Applies journal records in order, finding each phase and task through an index (folding
+    /// is O(records)).
     fn fold(
         &mut self,
         records: impl IntoIterator<Item = anyhow::Result<JournalRecord>>,
     ) -> anyhow::Result<()> {
-        let mut index: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
+        let mut phases: HashMap<String, usize> = HashMap::new();
+        let mut tasks: HashMap<(String, String), (usize, usize)> = HashMap::new();
         for (pi, p) in self.phases.iter().enumerate() {
+            phases.insert(p.id.clone(), pi);
             for (ti, t) in p.tasks.iter().enumerate() {
-                index.insert((p.id.as_str(), t.id.as_str()), (pi, ti));
+                tasks.insert((p.id.clone(), t.id.clone()), (pi, ti));
             }
         }
-        let mut updates = Vec::new();
         for (n, record) in records.into_iter().enumerate() {
-            let record = record?;
-            let &(pi, ti) = index
-                .get(&(record.phase.as_str(), record.task.id.as_str()))
-                .with_context(|| {
-                    format!(
-                        "record {}: task `{}/{}` is not in the progress file",
-                        n + 1,
-                        record.phase,
-                        record.task.id
-                    )
-                })?;
-            updates.push((pi, ti, record.task));
-        }
-        for (pi, ti, task) in updates {
-            self.phases[pi].tasks[ti] = task;
+            match record? {
+                JournalRecord::Task { phase, task } => {
+                    let &(pi, ti) = tasks.get(&(phase, task.id.clone())).with_context(|| {
+                        format!(
+                            "record {}: task `{}` is not in the progress file",
+                            n + 1,
+                            task.id
+                        )
+                    })?;
+                    self.phases[pi].tasks[ti] = task;
+                }
+                JournalRecord::Started { started } => {
+                    let &pi = phases.get(&started).with_context(|| {
+                        format!(
+                            "record {}: phase `{started}` is not in the progress file",
+                            n + 1
+                        )
+                    })?;
+                    self.start_phase(pi);
+                }
+            }
         }
         Ok(())
     }
 }
 
+/// One journal line: a finished task, or a phase that started.
 #[derive(Serialize, Deserialize)]
-struct JournalRecord {
-    phase: String,
-    task: TaskState,
+#[serde(untagged)]
+enum JournalRecord {
+    Task { phase: String, task: TaskState },
+    Started { started: String },
+}
+
+/// A finished task's journal line, serialised without copying the task.
+#[derive(Serialize)]
+struct TaskLine<'a> {
+    phase: &'a str,
+    task: &'a TaskState,
 }
 
 /// The progress file on disk plus its journal.
@@ -365,22 +413,41 @@ impl ProgressStore {
         tasks: Vec<(usize, TaskState)>,
     ) -> anyhow::Result<()> {
         let phase = &self.state.phases[phase_index];
-        let mut lines = Vec::new();
-        let mut records = Vec::with_capacity(tasks.len());
-        for (task_index, task) in tasks {
+        let mut lines = Vec::with_capacity(tasks.len() * 128);
+        for (task_index, task) in &tasks {
             anyhow::ensure!(
-                phase.tasks[task_index].id == task.id,
+                phase.tasks[*task_index].id == task.id,
                 "task {} recorded at the wrong place",
                 task.id
             );
-            let record = JournalRecord {
-                phase: phase.id.clone(),
+            let line = TaskLine {
+                phase: &phase.id,
                 task,
             };
-            serde_json::to_writer(&mut lines, &record)?;
+            serde_json::to_writer(&mut lines, &line)?;
             lines.push(b'\n');
-            records.push((task_index, record.task));
         }
+        self.append(&lines)?;
+        for (task_index, task) in tasks {
+            self.state.phases[phase_index].tasks[task_index] = task;
+        }
+        Ok(())
+    }
+
+    /// Marks phase `pi` as running (see [`State::start_phase`]) with one journal line, O(1)
+    /// whatever the size of the progress file.
+    pub fn start_phase(&mut self, pi: usize) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(&JournalRecord::Started {
+            started: self.state.phases[pi].id.clone(),
+        })?;
+        line.push(b'\n');
+        self.append(&line)?;
+        self.state.start_phase(pi);
+        Ok(())
+    }
+
+    /// Appends complete lines to the journal with one `write`.
+    fn append(&mut self, lines: &[u8]) -> anyhow::Result<()> {
         if self.journal.is_none() {
             let file = OpenOptions::new()
                 .create(true)
@@ -393,16 +460,13 @@ impl ProgressStore {
         // Once the write returns, the records survive the process being killed. fsync
         // (surviving a power cut) is grouped: at most one per JOURNAL_SYNC_INTERVAL.
         journal
-            .write_all(&lines)
+            .write_all(lines)
             .with_context(|| format!("cannot append to journal {}", self.journal_path.display()))?;
         if self.last_sync.elapsed() >= JOURNAL_SYNC_INTERVAL {
             journal
                 .sync_data()
                 .with_context(|| format!("cannot sync journal {}", self.journal_path.display()))?;
             self.last_sync = std::time::Instant::now();
-        }
-        for (task_index, task) in records {
-            self.state.phases[phase_index].tasks[task_index] = task;
         }
         Ok(())
     }
@@ -534,6 +598,13 @@ mod tests {
     }
 
     #[test]
+    fn status_names_are_the_serialised_names() {
+        for status in [TaskStatus::Pending, TaskStatus::Succeeded, TaskStatus::Failed] {
+            assert_eq!(serde_json::json!(status), status.name());
+        }
+    }
+
+    #[test]
     fn journal_folds_and_ignores_a_torn_last_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.toml");
@@ -550,6 +621,43 @@ mod tests {
             reopened.state.phases[0].tasks[1].status,
             TaskStatus::Pending
         );
+    }
+
+    #[test]
+    fn a_phase_start_is_one_journal_line_that_folds_like_the_live_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.toml");
+        // A run whose gate failed: one task failed, the phase and the run are failed.
+        let mut state = sample();
+        state.status = RunStatus::Failed;
+        state.reason = Some("gate said no".into());
+        let phase = &mut state.phases[0];
+        phase.status = PhaseStatus::Failed;
+        phase.tasks[0] = done("a");
+        phase.tasks[1].status = TaskStatus::Failed;
+        phase.verdict = Some(VerdictRecord {
+            kind: VerdictKind::Fail,
+            gate: "g".into(),
+            reason: "gate said no".into(),
+            evidence: None,
+        });
+        let mut store = ProgressStore::create(&path, state).unwrap();
+        let snapshot = fs::read_to_string(&path).unwrap();
+        store.start_phase(0).unwrap();
+        // The snapshot is untouched: the start is one journal line.
+        assert_eq!(fs::read_to_string(&path).unwrap(), snapshot);
+        let journal = fs::read_to_string(ProgressStore::journal_path(&path)).unwrap();
+        assert_eq!(journal, "{\"started\":\"one\"}\n");
+        let live = &store.state;
+        assert_eq!(live.status, RunStatus::Running);
+        assert_eq!(live.reason, None);
+        assert_eq!(live.phases[0].status, PhaseStatus::Running);
+        assert_eq!(live.phases[0].verdict, None);
+        assert_eq!(live.phases[0].tasks[0], done("a"));
+        assert_eq!(live.phases[0].tasks[1].status, TaskStatus::Pending);
+        // A task finishing after the start folds on top of it, in order.
+        store.record_task(0, 1, done("b")).unwrap();
+        assert_eq!(ProgressStore::open(&path).unwrap().state, store.state);
     }
 
     #[test]

@@ -116,21 +116,9 @@ impl Runner {
                 });
                 continue;
             }
-            if ps.status == PhaseStatus::Failed {
-                // Resuming after a failed gate: give the failed tasks another chance.
-                for t in ps
-                    .tasks
-                    .iter_mut()
-                    .filter(|t| t.status == TaskStatus::Failed)
-                {
-                    t.status = TaskStatus::Pending;
-                }
-                ps.verdict = None;
-            }
-            ps.status = PhaseStatus::Running;
-            store.state.status = RunStatus::Running;
-            store.state.reason = None;
-            store.checkpoint()?;
+            // One journal line (not a rewrite of the whole progress file); resuming after a
+            // failed gate gives the phase's failed tasks another chance.
+            store.start_phase(pi)?;
 
             self.run_tasks(pi, phase, store, &mut ctx, &run_id).await?;
 
