@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{Pipeline, PluginDigests};
 
+mod snapshot;
+
 /// Finished tasks are appended to the journal with one `write` each (enough to survive the
 /// process being killed) and fsynced at most this often (group commit): a power cut can cost the
 /// last 50 ms of finished tasks, which then run again on resume. Snapshots are always fsynced.
@@ -474,7 +476,7 @@ impl ProgressStore {
     /// Writes the whole state atomically and empties the journal.
     pub fn checkpoint(&mut self) -> anyhow::Result<()> {
         self.state.updated_at = crate::events::rfc3339(std::time::SystemTime::now());
-        let text = toml::to_string(&self.state).context("cannot serialise the progress file")?;
+        let text = snapshot::to_toml(&self.state).context("cannot serialise the progress file")?;
         write_atomically(&self.path, text.as_bytes())
             .with_context(|| format!("cannot write progress file {}", self.path.display()))?;
         // The snapshot now holds every journal record; a crash before this truncation only
