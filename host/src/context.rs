@@ -47,6 +47,11 @@ impl Context {
         &self.value
     }
 
+    /// The context as JSON, taken.
+    pub fn into_json(self) -> Value {
+        self.value
+    }
+
     fn phase_entry(&mut self, phase: &str) -> &mut Map<String, Value> {
         let phases = self.value["phases"]
             .as_object_mut()

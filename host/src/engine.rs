@@ -57,6 +57,9 @@ pub struct LoadedPlugin {
     pub imports: Vec<String>,
     /// Names it exports (`metadata`, `run` or `check`).
     pub exports: Vec<String>,
+    /// Whether it imports any `wasi:` interface. A plugin that does not cannot reach WASI, so its
+    /// instances skip building a WASI context (a measurable share of a trivial task's cost).
+    pub uses_wasi: bool,
     /// Size of the component file in bytes.
     pub size: u64,
     /// Whether it was compiled now or loaded from the compile cache.
@@ -290,10 +293,12 @@ impl PluginHost {
             .map(|(name, _)| name.to_owned())
             .collect();
         imports.sort();
+        let uses_wasi = imports.iter().any(|i| i.starts_with("wasi:"));
         Ok(LoadedPlugin {
             plugin: plugin.clone(),
             digest,
             world,
+            uses_wasi,
             imports,
             exports,
             size: bytes.len() as u64,
@@ -304,12 +309,17 @@ impl PluginHost {
 
     fn store(
         &self,
+        plugin: &LoadedPlugin,
         limits: &Limits,
         grants: &Grants,
         origin: Origin,
         emitter: Emitter,
     ) -> Result<Store<HostState>, String> {
-        let state = HostState::new(limits, grants, origin, emitter)?;
+        let state = if plugin.uses_wasi {
+            HostState::new(limits, grants, origin, emitter)?
+        } else {
+            HostState::without_wasi(limits, grants, origin, emitter)
+        };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         if self.limits.fuel {
@@ -339,7 +349,7 @@ impl PluginHost {
             task: "metadata".into(),
         };
         let mut store = self
-            .store(&limits, &Grants::default(), origin, emitter)
+            .store(plugin, &limits, &Grants::default(), origin, emitter)
             .map_err(anyhow::Error::msg)?;
         let call = async {
             match &plugin.pre {
@@ -385,14 +395,20 @@ impl PluginHost {
         emitter: Emitter,
         log: &mut Vec<String>,
     ) -> Result<String, Failure> {
-        let who = format!(
-            "task `{}` in phase `{}` (plugin `{}`)",
-            request.task, request.phase, plugin.plugin.spec
-        );
+        // Named only when something goes wrong (formatting it for every task costs).
+        let who = || {
+            format!(
+                "task `{}` in phase `{}` (plugin `{}`)",
+                request.task, request.phase, plugin.plugin.spec
+            )
+        };
         let Pre::Task(pre) = &plugin.pre else {
             return Err(failure(
                 FailureKind::Host,
-                format!("{who}: the plugin is a gate, not a task; use it as a phase's `gate`"),
+                format!(
+                    "{}: the plugin is a gate, not a task; use it as a phase's `gate`",
+                    who()
+                ),
             ));
         };
         let origin = Origin {
@@ -400,8 +416,8 @@ impl PluginHost {
             task: request.task.clone(),
         };
         let mut store = self
-            .store(limits, grants, origin, emitter)
-            .map_err(|e| failure(FailureKind::Host, format!("{who}: {e}")))?;
+            .store(plugin, limits, grants, origin, emitter)
+            .map_err(|e| failure(FailureKind::Host, format!("{}: {e}", who())))?;
         let result = tokio::time::timeout(limits.timeout, async {
             let instance: Task = pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store, &request).await
@@ -410,8 +426,8 @@ impl PluginHost {
         store.data_mut().flush_stdio();
         *log = store.data_mut().take_log();
         let output = match result {
-            Err(_) => return Err(timeout_failure(&who, limits)),
-            Ok(Err(e)) => return Err(classify(&who, &e, store.data(), limits, &self.limits)),
+            Err(_) => return Err(timeout_failure(&who(), limits)),
+            Ok(Err(e)) => return Err(classify(&who(), &e, store.data(), limits, &self.limits)),
             Ok(Ok(Err(e))) => {
                 return Err(match e {
                     wit::TaskError::Failed(m) => failure(FailureKind::Failed, m),
@@ -425,7 +441,8 @@ impl PluginHost {
             return Err(failure(
                 FailureKind::InvalidOutput,
                 format!(
-                    "{who} returned {} bytes of output, over its limit of {}; raise `limits.max-output`",
+                    "{} returned {} bytes of output, over its limit of {}; raise `limits.max-output`",
+                    who(),
                     output.len(),
                     limits.max_output
                 ),
@@ -434,7 +451,7 @@ impl PluginHost {
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
             return Err(failure(
                 FailureKind::InvalidOutput,
-                format!("{who} returned output that is not JSON ({e})"),
+                format!("{} returned output that is not JSON ({e})", who()),
             ));
         }
         Ok(output)
@@ -466,7 +483,7 @@ impl PluginHost {
             phase: report.phase.clone(),
             task: "gate".into(),
         };
-        let mut store = match self.store(limits, grants, origin, emitter) {
+        let mut store = match self.store(plugin, limits, grants, origin, emitter) {
             Ok(store) => store,
             Err(e) => return fail(format!("{who}: {e}")),
         };

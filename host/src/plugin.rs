@@ -63,7 +63,8 @@ pub struct Origin {
 
 /// Everything one plugin instance owns (one per Store).
 pub struct HostState {
-    wasi: WasiCtx,
+    /// `None` for a plugin that imports no WASI interface (see [`HostState::without_wasi`]).
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     http_ctx: WasiHttpCtx,
     http_hooks: HttpPolicy,
@@ -90,13 +91,30 @@ impl HostState {
         origin: Origin,
         emitter: Emitter,
     ) -> Result<Self, String> {
+        let mut state = Self::without_wasi(limits, grants, origin, emitter);
+        let notice = Notice::new(state.emitter.clone(), state.origin.clone());
+        state.wasi = Some(sandbox::wasi_ctx(
+            grants,
+            &state.stdout,
+            &state.stderr,
+            notice,
+        )?);
+        Ok(state)
+    }
+
+    /// As [`new`](Self::new), for a plugin that imports no `wasi:` interface and so can never
+    /// call into WASI: building the WASI context (random generators, clocks, stdio, grants) is
+    /// skipped. Should WASI be reached anyway, it gets a context with nothing granted.
+    pub fn without_wasi(
+        limits: &Limits,
+        grants: &Grants,
+        origin: Origin,
+        emitter: Emitter,
+    ) -> Self {
         let capture = usize::try_from(limits.max_log.0).unwrap_or(usize::MAX);
-        let stdout = CapturedOutput::new(capture);
-        let stderr = CapturedOutput::new(capture);
         let notice = Notice::new(emitter.clone(), origin.clone());
-        let wasi = sandbox::wasi_ctx(grants, &stdout, &stderr, notice.clone())?;
-        Ok(HostState {
-            wasi,
+        HostState {
+            wasi: None,
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
             http_hooks: HttpPolicy::new(grants.http.clone(), notice),
@@ -107,10 +125,10 @@ impl HostState {
             log_bytes: 0,
             max_log_records: limits.log_records,
             max_log_bytes: limits.max_log.0,
-            stdout,
-            stderr,
+            stdout: CapturedOutput::new(capture),
+            stderr: CapturedOutput::new(capture),
             kept_log: Vec::new(),
-        })
+        }
     }
 
     /// Emits captured stdout/stderr as log events, one per line, and says what was dropped.
@@ -166,7 +184,9 @@ impl HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self
+                .wasi
+                .get_or_insert_with(|| wasmtime_wasi::WasiCtxBuilder::new().build()),
             table: &mut self.table,
         }
     }

@@ -33,8 +33,9 @@ pub struct RunOutcome {
     pub reason: Option<String>,
     /// Phases whose gate warned, with the reason.
     pub warnings: Vec<PhaseWarning>,
-    /// The context at the end.
-    pub context: Value,
+    /// The context at the end (shared: it holds every task's output, and the outcome is both
+    /// returned and sent with the `run-finished` event).
+    pub context: Arc<Value>,
 }
 
 /// A `warn` verdict.
@@ -157,7 +158,7 @@ impl Runner {
                     failed: Some(phase.id.clone()),
                     reason: Some(verdict.reason),
                     warnings,
-                    context: ctx.as_json().clone(),
+                    context: Arc::new(ctx.into_json()),
                 }));
             }
             if verdict.kind == VerdictKind::Warn {
@@ -180,7 +181,7 @@ impl Runner {
             failed: None,
             reason: None,
             warnings,
-            context: ctx.as_json().clone(),
+            context: Arc::new(ctx.into_json()),
         }))
     }
 

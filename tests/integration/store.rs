@@ -329,6 +329,12 @@ fn add_from_path_url_and_oci_then_run_locked() {
         outcome["context"]["phases"]["work"]["tasks"]["stats"]["output"]["words"], 3,
         "{outcome}"
     );
+    // `tool` (the noop) imports no WASI: its instances run without a WASI context.
+    assert_eq!(
+        outcome["context"]["phases"]["work"]["tasks"]["tool"]["output"],
+        serde_json::json!({}),
+        "{outcome}"
+    );
     // Without PHASEGATE_CACHE_DIR, compiled components are cached beside the store.
     assert!(
         std::fs::read_dir(s.project.path(".phasegate/compiled"))
