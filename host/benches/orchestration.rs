@@ -279,7 +279,7 @@ fn parts() {
             let a = host
                 .run_task(
                     &plugin,
-                    request(i),
+                    &request(i),
                     &Limits::default(),
                     &Grants::default(),
                     Emitter::discard(),
@@ -431,7 +431,7 @@ fn languages() {
         let once = || {
             let a = rt.block_on(host.run_task(
                 &plugin,
-                req.clone(),
+                &req,
                 &Limits::default(),
                 &Grants::default(),
                 Emitter::discard(),

@@ -72,13 +72,18 @@ impl Context {
     pub fn add_phase(&mut self, phase: &PhaseState) {
         let entry = self.phase_entry(&phase.id);
         let tasks = tasks_of(entry);
-        for task in phase
+        // Built in one go (sorted once, then bulk-loaded) rather than by thousands of inserts;
+        // entries already there (tasks of a sequential phase) are the same tasks, replaced.
+        let mut fresh: Map<String, Value> = phase
             .tasks
             .iter()
             .filter(|t| t.status != TaskStatus::Pending)
-        {
-            tasks.insert(task.id.clone(), task_json(task));
+            .map(|t| (t.id.clone(), task_json(t)))
+            .collect();
+        for (id, earlier) in std::mem::take(tasks) {
+            fresh.entry(id).or_insert(earlier);
         }
+        *tasks = fresh;
         entry.insert(
             "status".into(),
             serde_json::to_value(phase.status).unwrap_or(Value::Null),

@@ -374,7 +374,7 @@ impl PluginHost {
     pub async fn run_task(
         &self,
         plugin: &LoadedPlugin,
-        request: wit::TaskRequest,
+        request: &wit::TaskRequest,
         limits: &Limits,
         grants: &Grants,
         emitter: Emitter,
@@ -389,7 +389,7 @@ impl PluginHost {
     async fn attempt(
         &self,
         plugin: &LoadedPlugin,
-        request: wit::TaskRequest,
+        request: &wit::TaskRequest,
         limits: &Limits,
         grants: &Grants,
         emitter: Emitter,
@@ -420,7 +420,7 @@ impl PluginHost {
             .map_err(|e| failure(FailureKind::Host, format!("{}: {e}", who())))?;
         let result = tokio::time::timeout(limits.timeout, async {
             let instance: Task = pre.instantiate_async(&mut store).await?;
-            instance.call_run(&mut store, &request).await
+            instance.call_run(&mut store, request).await
         })
         .await;
         store.data_mut().flush_stdio();

@@ -1,5 +1,7 @@
 //! Host side of the WIT contract: generated bindings, per-instance state, the `host` interface.
 
+use std::sync::Arc;
+
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -70,7 +72,7 @@ pub struct HostState {
     http_hooks: HttpPolicy,
     /// Resource limits (memory, tables, instances).
     pub limiter: Limiter,
-    origin: Origin,
+    origin: Arc<Origin>,
     emitter: Emitter,
     log_records: u32,
     log_bytes: u64,
@@ -112,6 +114,7 @@ impl HostState {
         emitter: Emitter,
     ) -> Self {
         let capture = usize::try_from(limits.max_log.0).unwrap_or(usize::MAX);
+        let origin = Arc::new(origin);
         let notice = Notice::new(emitter.clone(), origin.clone());
         HostState {
             wasi: None,
@@ -133,6 +136,9 @@ impl HostState {
 
     /// Emits captured stdout/stderr as log events, one per line, and says what was dropped.
     pub fn flush_stdio(&mut self) {
+        if self.stdout.is_empty() && self.stderr.is_empty() {
+            return;
+        }
         let pipes = [
             (self.stdout.clone(), LogLevel::Stdout, "stdout"),
             (self.stderr.clone(), LogLevel::Stderr, "stderr"),

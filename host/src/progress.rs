@@ -601,7 +601,11 @@ mod tests {
 
     #[test]
     fn status_names_are_the_serialised_names() {
-        for status in [TaskStatus::Pending, TaskStatus::Succeeded, TaskStatus::Failed] {
+        for status in [
+            TaskStatus::Pending,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+        ] {
             assert_eq!(serde_json::json!(status), status.name());
         }
     }

@@ -226,25 +226,39 @@ impl Runner {
             });
         }
 
-        if phase.parallel {
+        let plugins = phase
+            .tasks
+            .iter()
+            .map(|t| self.plugin(&t.plugin))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut run = PhaseRun {
+            host: self.host.clone(),
+            pipeline: self.pipeline.clone(),
+            pi,
+            plugins,
+            run_id: run_id.to_owned(),
             // Tasks of a parallel phase all see the context as it was when the phase began.
-            let shared = Arc::new(Snapshot::of(ctx));
-            // `concurrency` workers pull tasks from one queue; finished tasks come back on a
-            // channel and are recorded in batches (one journal append for all that are ready).
-            let mut queue = VecDeque::with_capacity(pending.len());
-            for &i in &pending {
-                queue.push_back((i, self.job((pi, i), run_id, shared.clone())?));
-            }
-            let queue = Arc::new(Mutex::new(queue));
+            ctx: Snapshot::of(ctx),
+            emitter: self.emitter.clone(),
+        };
+        if phase.parallel {
+            // `concurrency` workers pull task indices from one queue, each reusing one request
+            // (the context is copied once per worker, not per task); finished tasks come back
+            // on a channel and are recorded in batches (one journal append for all that are
+            // ready).
+            let run = Arc::new(run);
+            let n_workers = phase.concurrency.min(pending.len());
+            let queue = Arc::new(Mutex::new(VecDeque::from(pending)));
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let mut workers = JoinSet::new();
-            for _ in 0..phase.concurrency.min(pending.len()) {
-                let (queue, tx) = (queue.clone(), tx.clone());
+            for _ in 0..n_workers {
+                let (run, queue, tx) = (run.clone(), queue.clone(), tx.clone());
                 workers.spawn(async move {
+                    let mut request = run.request();
                     loop {
                         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-                        let Some((i, job)) = next else { break };
-                        if tx.send((i, job.execute().await)).is_err() {
+                        let Some(i) = next else { break };
+                        if tx.send((i, run.execute(i, &mut request).await)).is_err() {
                             break;
                         }
                     }
@@ -264,34 +278,15 @@ impl Runner {
             for i in 0..phase.tasks.len() {
                 let existing = &store.state.phases[pi].tasks[i];
                 if existing.status == TaskStatus::Pending {
-                    let state = self
-                        .job((pi, i), run_id, Arc::new(Snapshot::of(ctx)))?
-                        .execute()
-                        .await;
+                    // Later tasks of a sequential phase see the results of earlier ones.
+                    run.ctx = Snapshot::of(ctx);
+                    let state = run.execute(i, &mut run.request()).await;
                     self.finish_tasks(pi, phase, vec![(i, state)], store)?;
                 }
-                // Later tasks of a sequential phase see this one's result.
                 ctx.add_task(&phase.id, &store.state.phases[pi].tasks[i]);
             }
         }
         Ok(())
-    }
-
-    fn job(
-        &self,
-        (pi, ti): (usize, usize),
-        run_id: &str,
-        ctx: Arc<Snapshot>,
-    ) -> anyhow::Result<TaskJob> {
-        Ok(TaskJob {
-            host: self.host.clone(),
-            plugin: self.plugin(&self.pipeline.phases[pi].tasks[ti].plugin)?,
-            pipeline: self.pipeline.clone(),
-            at: (pi, ti),
-            run_id: run_id.to_owned(),
-            ctx,
-            emitter: self.emitter.clone(),
-        })
     }
 
     /// Records finished tasks of phase `pi` (one journal append), then announces them.
@@ -358,15 +353,16 @@ impl Runner {
     }
 }
 
-/// Everything one task needs to run on its own (spawned) future.
-struct TaskJob {
+/// What the tasks of one phase share: built once per phase, not per task.
+struct PhaseRun {
     host: Arc<PluginHost>,
-    plugin: Arc<LoadedPlugin>,
-    /// The task is `pipeline.phases[at.0].tasks[at.1]` (shared, not copied per task).
+    /// The phase is `pipeline.phases[pi]`.
     pipeline: Arc<Pipeline>,
-    at: (usize, usize),
+    pi: usize,
+    /// Each task's loaded plugin, by task index.
+    plugins: Vec<Arc<LoadedPlugin>>,
     run_id: String,
-    ctx: Arc<Snapshot>,
+    ctx: Snapshot,
     emitter: Emitter,
 }
 
@@ -385,10 +381,25 @@ impl Snapshot {
     }
 }
 
-impl TaskJob {
-    async fn execute(self) -> TaskState {
-        let phase = &self.pipeline.phases[self.at.0];
-        let spec = &phase.tasks[self.at.1];
+impl PhaseRun {
+    /// A request holding what every task of the phase shares (run, phase, context);
+    /// [`execute`](Self::execute) fills in the task's own fields.
+    fn request(&self) -> wit::TaskRequest {
+        wit::TaskRequest {
+            run_id: self.run_id.clone(),
+            phase: self.pipeline.phases[self.pi].id.clone(),
+            task: String::new(),
+            attempt: 0,
+            input: String::new(),
+            context: self.ctx.json.clone(),
+            config: String::new(),
+        }
+    }
+
+    /// Runs task `ti` (with its retries), filling `request` in place.
+    async fn execute(&self, ti: usize, request: &mut wit::TaskRequest) -> TaskState {
+        let phase = &self.pipeline.phases[self.pi];
+        let spec = &phase.tasks[ti];
         let mut state = TaskState {
             id: spec.id.clone(),
             status: TaskStatus::Failed,
@@ -398,7 +409,7 @@ impl TaskJob {
             error: None,
             log: Vec::new(),
         };
-        let input = match self.ctx.ctx.render(&spec.input) {
+        request.input = match self.ctx.ctx.render(&spec.input) {
             Ok(input) => input,
             Err(message) => {
                 state.error = Some(Failure {
@@ -408,29 +419,26 @@ impl TaskJob {
                 return state;
             }
         };
-        let context = &self.ctx.json;
-        let config = spec.config.to_string();
+        request.task.clear();
+        request.task.push_str(&spec.id);
+        request.config.clear();
+        {
+            use std::fmt::Write as _;
+            let _ = write!(request.config, "{}", spec.config);
+        }
         loop {
             state.attempts += 1;
+            request.attempt = state.attempts;
             self.emitter.emit(EventKind::TaskStarted {
                 phase: phase.id.clone(),
                 task: spec.id.clone(),
                 attempt: state.attempts,
             });
-            let request = wit::TaskRequest {
-                run_id: self.run_id.clone(),
-                phase: phase.id.clone(),
-                task: spec.id.clone(),
-                attempt: state.attempts,
-                input: input.clone(),
-                context: context.clone(),
-                config: config.clone(),
-            };
             let started = Instant::now();
             let attempt = self
                 .host
                 .run_task(
-                    &self.plugin,
+                    &self.plugins[ti],
                     request,
                     &spec.limits,
                     &spec.grants,

@@ -256,7 +256,7 @@ async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>) -> 
         let attempt = host
             .run_task(
                 plugin,
-                request,
+                &request,
                 &case.limits,
                 &case.grants,
                 Emitter::discard(),

@@ -15,6 +15,8 @@ pub mod net;
 pub mod stdio;
 pub mod surface;
 
+use std::sync::Arc;
+
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
 use crate::events::{Emitter, EventKind, LogLevel};
@@ -25,12 +27,12 @@ use crate::plugin::Origin;
 #[derive(Clone)]
 pub struct Notice {
     emitter: Emitter,
-    origin: Origin,
+    origin: Arc<Origin>,
 }
 
 impl Notice {
     /// Denials of `origin`'s calls go to `emitter`.
-    pub fn new(emitter: Emitter, origin: Origin) -> Self {
+    pub fn new(emitter: Emitter, origin: Arc<Origin>) -> Self {
         Notice { emitter, origin }
     }
 

@@ -15,41 +15,52 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// One captured stream; clones share the buffer.
 #[derive(Clone)]
 pub struct CapturedOutput {
-    buffer: Arc<Mutex<Vec<u8>>>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Captured>,
     capacity: usize,
+}
+
+#[derive(Default)]
+struct Captured {
+    buffer: Mutex<Vec<u8>>,
+    dropped: AtomicU64,
 }
 
 impl CapturedOutput {
     /// Keeps at most `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
         CapturedOutput {
-            buffer: Arc::default(),
-            dropped: Arc::default(),
+            shared: Arc::default(),
             capacity,
         }
     }
 
     fn push(&self, bytes: &[u8]) {
-        let mut buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buf = self.buffer();
         let room = self.capacity.saturating_sub(buf.len());
         let kept = bytes.len().min(room);
         buf.extend_from_slice(&bytes[..kept]);
-        self.dropped
+        self.shared
+            .dropped
             .fetch_add((bytes.len() - kept) as u64, Ordering::Relaxed);
+    }
+
+    fn buffer(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// What was kept.
     pub fn contents(&self) -> Vec<u8> {
-        self.buffer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.buffer().clone()
+    }
+
+    /// Whether nothing was written (kept or dropped).
+    pub fn is_empty(&self) -> bool {
+        self.buffer().is_empty() && self.dropped() == 0
     }
 
     /// How many bytes were dropped past the capacity.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 }
 
