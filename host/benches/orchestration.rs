@@ -54,6 +54,12 @@ fn main() {
         }
         return;
     }
+    if std::env::args().any(|a| a == "xbare") {
+        for _ in 0..5 {
+            println!("bare {:.1} µs", per(10_000, bare_loop(10_000, 1)));
+        }
+        return;
+    }
     if std::env::args().any(|a| a == "xphase") {
         let dir = tempfile::tempdir().expect("temp dir");
         for r in 0..5 {
@@ -290,6 +296,10 @@ fn parts() {
     });
     println!("PluginHost::run_task: {:.2} µs", per(n, start.elapsed()));
     println!(
+        "bare loop, phasegate's store (HostState, limiter, epoch deadline): {:.2} µs",
+        per(n, host_state_loop(n))
+    );
+    println!(
         "bare loop, default-tuned pool: {:.2} µs",
         per(n, bare_loop(n, 1))
     );
@@ -396,6 +406,56 @@ fn bare_loop_cfg(n: usize, threads: usize, config: Config) -> Duration {
                     }
                 });
             });
+        }
+    });
+    start.elapsed()
+}
+
+/// The bare loop with phasegate's per-instance store setup (HostState without WASI, the
+/// limiter, the epoch deadline), on phasegate's engine configuration: what `run_task` adds to
+/// the bare loop besides its own bookkeeping.
+fn host_state_loop(n: usize) -> Duration {
+    let limits = phasegate::pipeline::EngineLimits {
+        max_stack: phasegate::pipeline::DEFAULT_MAX_STACK,
+        fuel: false,
+        max_instances: 65,
+    };
+    let mut config = Config::new();
+    config.allocation_strategy(engine::pool(&limits, MemoryReset::RESIDENT));
+    config.epoch_interruption(true);
+    config.max_wasm_stack(512 << 10);
+    config.async_stack_size((512 << 10) + (1 << 20));
+    let engine = Engine::new(&config).expect("engine");
+    let component = Component::from_file(&engine, phasegate_test_artifacts::NOOP).expect("noop");
+    let mut linker = Linker::<HostState>::new(&engine);
+    host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).expect("link");
+    let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let start = Instant::now();
+    rt.block_on(async {
+        for i in 0..n {
+            let state = HostState::without_wasi(
+                &Limits::default(),
+                &Grants::default(),
+                Origin {
+                    phase: "bench".into(),
+                    task: format!("t{i}"),
+                },
+                Emitter::discard(),
+            );
+            let mut store = Store::new(&engine, state);
+            store.limiter(|s| &mut s.limiter);
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_async_yield_and_update(1);
+            let task: Task = pre
+                .instantiate_async(&mut store)
+                .await
+                .expect("instantiate");
+            let out = task.call_run(&mut store, &request(i)).await.expect("call");
+            assert!(matches!(out.as_deref(), Ok("{}")));
         }
     });
     start.elapsed()

@@ -10,8 +10,10 @@ use crate::progress::{Failure, PhaseStatus, TaskStatus, VerdictRecord};
 /// One thing that happened during a run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// Wall-clock time; serialised as RFC 3339 with microseconds (formatted only when a sink
-    /// serialises the event, not on the runner's hot path).
+    /// Wall-clock time: the emitter's wall-clock start plus the monotonic time since, so events
+    /// stay ordered even if the system clock is adjusted during a run. Serialised as RFC 3339
+    /// with microseconds (formatted only when a sink serialises the event, not on the runner's
+    /// hot path).
     #[serde(serialize_with = "serialize_rfc3339")]
     pub at: SystemTime,
     /// Monotonic microseconds since the runner started: use this to order or overlap events.
@@ -133,6 +135,9 @@ pub enum EventKind {
 #[derive(Clone)]
 pub struct Emitter {
     start: std::time::Instant,
+    /// The wall-clock time at `start`: an event's `at` is this plus its monotonic elapsed time
+    /// (one clock read per event instead of two; events are emitted for every task).
+    start_wall: SystemTime,
     sink: Arc<dyn Fn(Event) + Send + Sync>,
 }
 
@@ -141,6 +146,7 @@ impl Emitter {
     pub fn new(sink: impl Fn(Event) + Send + Sync + 'static) -> Self {
         Emitter {
             start: std::time::Instant::now(),
+            start_wall: SystemTime::now(),
             sink: Arc::new(sink),
         }
     }
@@ -154,7 +160,7 @@ impl Emitter {
     pub fn emit(&self, kind: EventKind) {
         let elapsed = self.start.elapsed();
         (self.sink)(Event {
-            at: SystemTime::now(),
+            at: self.start_wall + elapsed,
             elapsed_us: micros(elapsed),
             kind,
         });

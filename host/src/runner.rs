@@ -226,11 +226,15 @@ impl Runner {
             });
         }
 
-        let plugins = phase
-            .tasks
-            .iter()
-            .map(|t| self.plugin(&t.plugin))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Neighbouring tasks mostly share a plugin: look each run of them up once.
+        let mut plugins: Vec<Arc<LoadedPlugin>> = Vec::with_capacity(phase.tasks.len());
+        for (i, t) in phase.tasks.iter().enumerate() {
+            let plugin = match plugins.last() {
+                Some(last) if phase.tasks[i - 1].plugin == t.plugin => last.clone(),
+                _ => self.plugin(&t.plugin)?,
+            };
+            plugins.push(plugin);
+        }
         let mut run = PhaseRun {
             host: self.host.clone(),
             pipeline: self.pipeline.clone(),
