@@ -46,11 +46,18 @@ fn main() {
             let mut c = Config::new();
             c.allocation_strategy(tuned_pool());
             c.signals_based_traps(traps);
-            if !traps { c.memory_guard_size(0); }
+            if !traps {
+                c.memory_guard_size(0);
+            }
             let n = 10_000;
             let one = bare_loop_cfg(n, 1, c.clone());
             let two = bare_loop_cfg(n, 2, c);
-            println!("signals {traps}: 1 thread {:.1} µs, 2 threads {:.1} µs ({:.2}x)", per(n, one), per(n, two), one.as_secs_f64() / two.as_secs_f64());
+            println!(
+                "signals {traps}: 1 thread {:.1} µs, 2 threads {:.1} µs ({:.2}x)",
+                per(n, one),
+                per(n, two),
+                one.as_secs_f64() / two.as_secs_f64()
+            );
         }
         return;
     }
@@ -304,9 +311,8 @@ fn parts() {
         per(n, bare_loop(n, 1))
     );
     let limits = phasegate::pipeline::EngineLimits {
-        max_stack: phasegate::pipeline::DEFAULT_MAX_STACK,
-        fuel: false,
         max_instances: 65,
+        ..phasegate::pipeline::EngineLimits::SINGLE
     };
     println!(
         "bare loop, phasegate's pool: {:.2} µs",
@@ -416,9 +422,8 @@ fn bare_loop_cfg(n: usize, threads: usize, config: Config) -> Duration {
 /// the bare loop besides its own bookkeeping.
 fn host_state_loop(n: usize) -> Duration {
     let limits = phasegate::pipeline::EngineLimits {
-        max_stack: phasegate::pipeline::DEFAULT_MAX_STACK,
-        fuel: false,
         max_instances: 65,
+        ..phasegate::pipeline::EngineLimits::SINGLE
     };
     let mut config = Config::new();
     config.allocation_strategy(engine::pool(&limits, MemoryReset::RESIDENT));

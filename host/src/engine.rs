@@ -9,7 +9,7 @@ use wasmtime::{Config, Engine, Store, Trap};
 
 use crate::compile_cache::{CompileCache, Source};
 use crate::events::Emitter;
-use crate::pipeline::{EngineLimits, Grants, Limits, PluginRef};
+use crate::pipeline::{BoundsChecks, EngineLimits, Grants, Limits, PluginRef};
 use crate::plugin::gate_world::{Gate, GatePre};
 use crate::plugin::task_world::{Task, TaskPre};
 use crate::plugin::{HostState, Origin, host_iface, wit};
@@ -203,6 +203,12 @@ impl PluginHost {
         config.max_wasm_stack(stack);
         // The fiber running the guest must hold the whole Wasm stack plus host frames.
         config.async_stack_size(stack.saturating_add(1 << 20));
+        if limits.bounds_checks == BoundsChecks::Explicit {
+            // Bounds checked in code, no guard region: no page protection changes per instance
+            // (wasmtime then also turns its Spectre mitigations off; see `BoundsChecks`).
+            config.signals_based_traps(false);
+            config.memory_guard_size(0);
+        }
         // Beyond a few thousand live instances the pool's address-space reservation gets large;
         // such pipelines use on-demand allocation.
         if limits.max_instances <= MAX_POOLED_INSTANCES {

@@ -235,7 +235,14 @@ pub fn review_uses(
         None => (String::new(), Vec::new()),
     });
     let (recorded, changes) = match lock.pipeline(&file) {
-        Some(r) => (true, lock::compare(&r.uses, &now)),
+        Some(r) => {
+            let mut changes = lock::compare(&r.uses, &now);
+            changes.extend(lock::compare_engine(
+                r.bounds_checks,
+                pipeline.engine.bounds_checks,
+            ));
+            (true, changes)
+        }
         None => (false, Vec::new()),
     };
     UseReview {

@@ -91,8 +91,17 @@ struct RawPipeline {
     vars: Option<toml::Table>,
     #[serde(default)]
     defaults: RawDefaults,
+    #[serde(default)]
+    engine: RawEngine,
     #[serde(default, rename = "phase")]
     phases: Vec<RawPhase>,
+}
+
+/// The `[engine]` table: settings of the one wasmtime engine a run uses.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawEngine {
+    bounds_checks: Option<BoundsChecks>,
 }
 
 #[derive(Deserialize, Default)]
@@ -279,7 +288,8 @@ pub struct Limits {
     pub log_records: u32,
 }
 
-/// Limits that apply to the whole engine (one per run), set only in `[defaults.limits]`.
+/// Settings that apply to the whole engine (one per run): `max-stack` from
+/// `[defaults.limits]`, `bounds-checks` from `[engine]`, the rest derived from the phases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineLimits {
     /// Maximum Wasm stack per call.
@@ -288,16 +298,51 @@ pub struct EngineLimits {
     pub fuel: bool,
     /// The largest number of instances alive at once: the widest phase, plus its gate.
     pub max_instances: usize,
+    /// How guest memory accesses are confined.
+    pub bounds_checks: BoundsChecks,
 }
 
 impl EngineLimits {
     /// The engine for one plugin at a time outside a pipeline (`build`, `test`, `plugin`):
-    /// the default stack, no fuel metering, one instance alive.
+    /// the default stack, no fuel metering, one instance alive, guard pages.
     pub const SINGLE: EngineLimits = EngineLimits {
         max_stack: DEFAULT_MAX_STACK,
         fuel: false,
         max_instances: 1,
+        bounds_checks: BoundsChecks::GuardPages,
     };
+}
+
+/// How the engine keeps a guest's loads and stores inside its linear memory (`[engine]
+/// bounds-checks`). Both confine every access exactly; they differ in cost and hardening.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BoundsChecks {
+    /// The default. Each memory sits in a large reservation whose unused part is unmapped, so
+    /// an out-of-bounds access faults and becomes a trap; wasmtime also applies its Spectre
+    /// mitigations. The price: when an instance grows its memory and its slot is reused, the
+    /// kernel must change page protections (`mprotect`) — a TLB flush on every core and a lock
+    /// on the process's address space — so creating many short instances is slower and does
+    /// not scale across cores.
+    #[default]
+    GuardPages,
+    /// Every load and store is checked against the memory's current size in compiled code, and
+    /// no page protections change between instances: creating instances is about twice as fast
+    /// and scales with cores. Guest code that is memory-heavy runs slower, and wasmtime cannot
+    /// apply its Spectre mitigations to memory accesses in this mode, so a plugin could try to
+    /// read host memory through a speculative side channel. For trusted plugins with many short
+    /// tasks; not for untrusted ones.
+    Explicit,
+}
+
+impl BoundsChecks {
+    /// The name as written in a pipeline.
+    pub fn name(self) -> &'static str {
+        match self {
+            BoundsChecks::GuardPages => "guard-pages",
+            BoundsChecks::Explicit => "explicit",
+        }
+    }
 }
 
 /// How a directory is granted.
@@ -612,7 +657,10 @@ impl Pipeline {
                 vars: table_to_json(raw.vars.as_ref()),
                 path: path.to_owned(),
                 digest,
-                engine: engine_limits(max_stack, &phases),
+                engine: EngineLimits {
+                    bounds_checks: raw.engine.bounds_checks.unwrap_or_default(),
+                    ..engine_limits(max_stack, &phases)
+                },
                 phases,
                 project: match errs.lock {
                     Some(Ok((project, _))) => Some(project),
@@ -653,6 +701,7 @@ pub fn sandbox(
         max_stack,
         fuel: resolved.fuel.is_some(),
         max_instances: 1,
+        bounds_checks: BoundsChecks::GuardPages,
     };
     if errs.list.is_empty() {
         Ok((resolved, grants, engine))
@@ -674,6 +723,7 @@ fn engine_limits(max_stack: ByteSize, phases: &[Phase]) -> EngineLimits {
         max_stack,
         fuel: all_limits().any(|l| l.fuel.is_some()),
         max_instances: phases.iter().map(|p| if p.parallel { p.concurrency.min(p.tasks.len()) } else { 1 } + 1).max().unwrap_or(1),
+        bounds_checks: BoundsChecks::default(),
     }
 }
 

@@ -570,11 +570,7 @@ mod tests {
             path: "p.toml".into(),
             digest: "sha256:00".into(),
             phases: vec![],
-            engine: crate::pipeline::EngineLimits {
-                max_stack: crate::pipeline::DEFAULT_MAX_STACK,
-                fuel: false,
-                max_instances: 1,
-            },
+            engine: crate::pipeline::EngineLimits::SINGLE,
             project: None,
         };
         let mut s = State::new("r".into(), &pipeline, Default::default());

@@ -674,3 +674,75 @@ fn table_growth_hits_the_table_limit() {
         "{msg}"
     );
 }
+
+const EXPLICIT: &str = "[engine]\nbounds-checks = \"explicit\"";
+
+#[test]
+fn reads_past_the_end_trap_even_in_a_slot_an_earlier_instance_grew() {
+    // Sequential, so the instances follow one another in the pool's slots: the reads come right
+    // after an instance of the same plugin grew its memory by 8 MiB and wrote to the end.
+    for engine in ["", EXPLICIT] {
+        let p = Project::new();
+        let mut toml =
+            format!("name = \"bounds\"\n{engine}\n[[phase]]\nid = \"attack\"\nparallel = false\n");
+        for i in 0..3 {
+            toml.push_str(&format!(
+                "[[phase.task]]\nid = \"grow{i}\"\nplugin = \"{{HOSTILE}}\"\nconfig = {{ attack = \"grow\", bytes = 8388608 }}\n\
+                 [[phase.task]]\nid = \"read{i}\"\nplugin = \"{{HOSTILE}}\"\nconfig = {{ attack = \"read-past-end\" }}\n"
+            ));
+        }
+        p.pipeline(&toml);
+        let r = p.run_json(&["run", "pipeline.toml"]);
+        assert_eq!(r.code, 1, "{engine}: {}", r.stderr);
+        let state = p.state(".phasegate/state.toml");
+        for i in 0..3 {
+            assert_eq!(
+                output(&state, &format!("grow{i}"))["grown"],
+                128,
+                "{engine}"
+            );
+            let (kind, msg) = failure(&state, &format!("read{i}"));
+            assert_eq!(kind, "trap", "{engine}: {msg}");
+            assert!(
+                msg.contains("out of bounds memory access"),
+                "{engine}: {msg}"
+            );
+        }
+    }
+}
+
+#[test]
+fn explicit_bounds_checks_keep_every_limit_and_trap() {
+    let p = Project::new();
+    let (_, state) = attack(
+        &p,
+        &format!("{EXPLICIT}\n[defaults.limits]\nmax-stack = \"256KiB\""),
+        &[
+            ("trap", "config = { attack = \"trap\" }"),
+            ("panic", "config = { attack = \"panic\" }"),
+            ("past-end", "config = { attack = \"read-past-end\" }"),
+            (
+                "bomb",
+                "config = { attack = \"memory-bomb\" }\nlimits = { memory = \"16MiB\" }",
+            ),
+            ("deep", "config = { attack = \"recursion\" }"),
+            (
+                "spin",
+                "config = { attack = \"loop\" }\ntimeout = \"300ms\"",
+            ),
+        ],
+    );
+    let expect = [
+        ("trap", "trap", "unreachable"),
+        ("panic", "trap", "hostile plugin panics on purpose"),
+        ("past-end", "trap", "out of bounds memory access"),
+        ("bomb", "limit", "exceeded its memory limit of 16 MiB"),
+        ("deep", "limit", "exceeded its stack limit of 256 KiB"),
+        ("spin", "timeout", "exceeded its timeout of 300ms"),
+    ];
+    for (id, want_kind, want_text) in expect {
+        let (kind, msg) = failure(&state, id);
+        assert_eq!(kind, want_kind, "{id}: {msg}");
+        assert!(msg.contains(want_text), "{id}: {msg}");
+    }
+}

@@ -441,6 +441,26 @@ fn an_update_that_widens_capabilities_is_refused_under_locked() {
     s.project.pipeline(&granted);
     let err = s.refused(&["run", pipeline, "--locked", "--fresh"]);
     assert!(err.contains("new grant `dir data -> /data (rw)`"), "{err}");
+
+    // Switching the engine to explicit bounds checks (no Spectre mitigations) is a widening too;
+    // once reviewed, the lock records it.
+    let explicit = PIPELINE.replace(
+        "name = \"installed\"\n",
+        "name = \"installed\"\n[engine]\nbounds-checks = \"explicit\"\n",
+    );
+    s.project.pipeline(&explicit);
+    let err = s.refused(&["run", pipeline, "--locked", "--fresh"]);
+    assert!(
+        err.contains("[wider] `[engine] bounds-checks` is now `explicit` instead of `guard-pages`"),
+        "{err}"
+    );
+    s.ok(&["validate", pipeline]);
+    assert!(
+        s.lock().contains("bounds-checks = \"explicit\""),
+        "{}",
+        s.lock()
+    );
+    s.ok(&["run", pipeline, "--locked", "--fresh"]);
 }
 
 #[test]

@@ -118,6 +118,7 @@ pub fn record_or_refuse(
     let uses = review.now.len();
     lock.upsert_pipeline(LockedPipeline {
         file: review.file.clone(),
+        bounds_checks: pipeline.engine.bounds_checks,
         uses: review.now,
     });
     lock.save(&lock_path)

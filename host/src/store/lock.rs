@@ -41,7 +41,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{DirMode, Grants, Pipeline};
+use crate::pipeline::{BoundsChecks, DirMode, Grants, Pipeline};
 
 /// File name of the lock.
 pub const LOCK_FILE: &str = "phasegate.lock";
@@ -164,9 +164,30 @@ impl fmt::Display for SignatureRecord {
 pub struct LockedPipeline {
     /// The pipeline file, relative to the project root (`/`-separated).
     pub file: String,
+    /// How the engine confines memory accesses (written only when not the default): switching
+    /// to `explicit` drops wasmtime's Spectre mitigations, so it is part of the review.
+    #[serde(default, skip_serializing_if = "is_guard_pages")]
+    pub bounds_checks: BoundsChecks,
     /// Each task and gate, in file order.
     #[serde(default, rename = "use")]
     pub uses: Vec<LockedUse>,
+}
+
+fn is_guard_pages(b: &BoundsChecks) -> bool {
+    *b == BoundsChecks::GuardPages
+}
+
+/// The change of a pipeline's `[engine] bounds-checks` since it was reviewed, if any.
+pub fn compare_engine(recorded: BoundsChecks, now: BoundsChecks) -> Option<Change> {
+    (recorded != now).then(|| Change {
+        what: format!(
+            "`[engine] bounds-checks` is now `{}` instead of `{}`",
+            now.name(),
+            recorded.name()
+        ),
+        // Explicit checks run without wasmtime's Spectre mitigations.
+        widens: now == BoundsChecks::Explicit,
+    })
 }
 
 /// One task's or gate's plugin, as reviewed.
@@ -499,6 +520,7 @@ mod tests {
             }],
             pipelines: vec![LockedPipeline {
                 file: "p.toml".into(),
+                bounds_checks: BoundsChecks::Explicit,
                 uses: vec![use_("a", "sha256:00", &[], &[])],
             }],
         };

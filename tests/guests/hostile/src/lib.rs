@@ -28,6 +28,39 @@ fn denied(e: impl std::fmt::Display) -> Value {
     json!({"denied": e.to_string()})
 }
 
+#[cfg(target_arch = "wasm32")]
+#[expect(unsafe_code, reason = "writes raw linear memory on purpose")]
+fn grow_and_touch(bytes: usize) -> Value {
+    let pages = bytes.div_ceil(65536).max(1);
+    let old = core::arch::wasm32::memory_grow(0, pages);
+    if old == usize::MAX {
+        return json!({"grown": false});
+    }
+    let last = (old + pages) * 65536 - 1;
+    // SAFETY: `last` is the last byte of the pages just grown, which nothing else uses.
+    unsafe { core::ptr::write_volatile(last as *mut u8, 7) };
+    json!({"grown": pages, "end": last + 1})
+}
+
+#[cfg(target_arch = "wasm32")]
+#[expect(unsafe_code, reason = "reads past the end of linear memory on purpose")]
+fn read_past_end() -> Value {
+    let end = core::arch::wasm32::memory_size(0) * 65536;
+    // SAFETY: deliberately out of bounds; the engine must trap before this returns.
+    let byte = unsafe { core::ptr::read_volatile((end + 16) as *const u8) };
+    json!({"breach": format!("read {byte} at {} past the end of a {end}-byte memory", 16)})
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn grow_and_touch(_: usize) -> Value {
+    json!(null)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn read_past_end() -> Value {
+    json!(null)
+}
+
 fn recurse(n: u64) -> u64 {
     if n == 0 {
         0
@@ -87,6 +120,12 @@ impl Task for Hostile {
                 json!(null)
             }
             "panic" => panic!("hostile plugin panics on purpose"),
+            // Grows linear memory by `bytes` and writes its last byte, so the pool slot this
+            // instance leaves behind has been used that far.
+            "grow" => grow_and_touch(c.bytes),
+            // Reads just past the end of its memory: must trap, whatever an earlier instance
+            // of the same slot grew to.
+            "read-past-end" => read_past_end(),
             "read-file" => match std::fs::read_to_string(&c.path) {
                 Ok(text) => json!({"breach": text}),
                 Err(e) => denied(e),

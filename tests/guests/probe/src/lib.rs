@@ -11,6 +11,9 @@
 //! - `trap`: panic (a trap in the host's eyes)
 //! - `spin`: burn this many iterations of pure arithmetic first (a CPU-bound guest) and
 //!   return `{"spin": <checksum>}`
+//! - `churn`: this many pseudo-random read-modify-writes over a 4 MiB table in linear memory
+//!   (a memory-bound guest: every access is a bounds-checked load or store), returning
+//!   `{"churn": <checksum>}`
 //!
 //! Default output: `{"task": .., "phase": .., "attempt": .., "input": <input>}` where input is
 //! parsed JSON when it is JSON, else the text.
@@ -34,6 +37,7 @@ struct Config {
     output: Option<Value>,
     trap: bool,
     spin: u64,
+    churn: u64,
 }
 
 impl Task for Probe {
@@ -56,6 +60,20 @@ impl Task for Probe {
                 x ^= x << 17;
             }
             return Ok(json!({ "spin": x }));
+        }
+        if cfg.churn > 0 {
+            let mut table = vec![0u32; 1 << 20];
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            for _ in 0..cfg.churn {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x as usize) & (table.len() - 1);
+                let j = ((x >> 32) as usize) & (table.len() - 1);
+                table[i] = table[i].wrapping_add(table[j]).wrapping_add(x as u32);
+            }
+            let sum = table.iter().fold(0u32, |a, b| a.wrapping_add(*b));
+            return Ok(json!({ "churn": sum }));
         }
         if cfg.sleep_ms > 0 {
             std::thread::sleep(Duration::from_millis(cfg.sleep_ms));
