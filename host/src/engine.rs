@@ -203,12 +203,7 @@ impl PluginHost {
         config.max_wasm_stack(stack);
         // The fiber running the guest must hold the whole Wasm stack plus host frames.
         config.async_stack_size(stack.saturating_add(1 << 20));
-        if limits.bounds_checks == BoundsChecks::Explicit {
-            // Bounds checked in code, no guard region: no page protection changes per instance
-            // (wasmtime then also turns its Spectre mitigations off; see `BoundsChecks`).
-            config.signals_based_traps(false);
-            config.memory_guard_size(0);
-        }
+        bounds_checks(&mut config, limits.bounds_checks);
         // Beyond a few thousand live instances the pool's address-space reservation gets large;
         // such pipelines use on-demand allocation.
         if limits.max_instances <= MAX_POOLED_INSTANCES {
@@ -513,6 +508,16 @@ impl PluginHost {
                 evidence: v.evidence,
             },
         }
+    }
+}
+
+/// Sets how compiled code confines memory accesses (see [`BoundsChecks`]).
+pub fn bounds_checks(config: &mut Config, mode: BoundsChecks) {
+    if mode == BoundsChecks::Explicit {
+        // Bounds checked in code and no guard region, so no page protection changes between
+        // instances (wasmtime then also turns its Spectre mitigations off).
+        config.signals_based_traps(false);
+        config.memory_guard_size(0);
     }
 }
 
