@@ -629,7 +629,15 @@ fn write_pipeline(
     plugin: &str,
     extra: &str,
 ) -> PathBuf {
-    write_pipeline_in(dir, name, tasks, concurrency, plugin, extra, BoundsChecks::GuardPages)
+    write_pipeline_in(
+        dir,
+        name,
+        tasks,
+        concurrency,
+        plugin,
+        extra,
+        BoundsChecks::GuardPages,
+    )
 }
 
 fn write_pipeline_in(
@@ -764,7 +772,8 @@ fn run_phase_after(dir: &Path, name: &str, cores: Cores, path: &Path, warm_up: u
     }
     .expect("runtime");
     for mut warm in stores {
-        rt.block_on(runner.run(&mut warm, false)).expect("warm-up run");
+        rt.block_on(runner.run(&mut warm, false))
+            .expect("warm-up run");
     }
     let start = Instant::now();
     let outcome = rt.block_on(runner.run(&mut store, false)).expect("run");

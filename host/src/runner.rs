@@ -136,7 +136,6 @@ impl Runner {
                 PhaseStatus::Complete
             };
             ps.verdict = Some(verdict.clone());
-            ctx.add_phase(ps);
             if failed {
                 store.state.status = RunStatus::Failed;
                 store.state.reason = Some(verdict.reason.clone());
@@ -145,7 +144,27 @@ impl Runner {
                 // of the snapshot is O(tasks)).
                 store.state.status = RunStatus::Completed;
             }
-            store.checkpoint()?;
+            // The fsynced snapshot write and the context update (both O(tasks)) overlap: the
+            // write is mostly waiting on the disk.
+            let snapshot = store.prepare_checkpoint()?;
+            let written = std::thread::scope(|scope| {
+                let writer = std::thread::Builder::new()
+                    .name("phasegate-snapshot".into())
+                    .spawn_scoped(scope, move || snapshot.write());
+                ctx.add_phase(&store.state.phases[pi]);
+                writer.ok().map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(anyhow::anyhow!(
+                            "the progress writer panicked (a phasegate bug)"
+                        ))
+                    })
+                })
+            });
+            match written {
+                Some(written) => store.finish_checkpoint(written)?,
+                // No thread to be had: write it here.
+                None => store.checkpoint()?,
+            }
             self.emitter.emit(EventKind::Verdict {
                 phase: phase.id.clone(),
                 gate: verdict.gate.clone(),

@@ -31,6 +31,23 @@ plugin = "{TEXT_STATS}"
         stdout.contains("text-stats 0.1.0: Counts lines"),
         "{stdout}"
     );
+    assert!(stdout.contains("bounds checks guard-pages"), "{stdout}");
+    assert!(!stdout.contains("Spectre"), "{stdout}");
+
+    // Explicit bounds checks are named, with what they give up.
+    let text = std::fs::read_to_string(p.path("pipeline.toml")).unwrap();
+    p.pipeline(&text.replace(
+        "name = \"v\"\n",
+        "name = \"v\"\n[engine]\nbounds-checks = \"explicit\"\n",
+    ));
+    let out = p.output(&["validate", "pipeline.toml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout.contains("bounds checks explicit"), "{stdout}");
+    assert!(
+        stdout.contains("Spectre mitigations are off for every plugin"),
+        "{stdout}"
+    );
 }
 
 #[test]

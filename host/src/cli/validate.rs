@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use phasegate::engine::LoadedPlugin;
 use phasegate::events::Emitter;
-use phasegate::pipeline::{Grants, Limits};
+use phasegate::pipeline::{BoundsChecks, Grants, Limits};
 use phasegate::sandbox::surface;
 
 use super::locking::{LockArgs, load_checked};
@@ -34,13 +34,19 @@ impl ValidateArgs {
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
         let tasks: usize = pipeline.phases.iter().map(|p| p.tasks.len()).sum();
         println!(
-            "pipeline `{}` ({}): {} phase(s), {tasks} task(s); engine: max-stack {}, fuel metering {}",
+            "pipeline `{}` ({}): {} phase(s), {tasks} task(s); engine: max-stack {}, fuel metering {}, bounds checks {}",
             pipeline.name,
             pipeline.path.display(),
             pipeline.phases.len(),
             pipeline.engine.max_stack,
-            if pipeline.engine.fuel { "on" } else { "off" }
+            if pipeline.engine.fuel { "on" } else { "off" },
+            pipeline.engine.bounds_checks.name()
         );
+        if pipeline.engine.bounds_checks == BoundsChecks::Explicit {
+            println!(
+                "warning: `[engine] bounds-checks = \"explicit\"`: wasmtime's Spectre mitigations are off for every plugin of this pipeline; use it only with plugins you trust"
+            );
+        }
         println!("{}", host.cache_status);
         println!("plugins:");
         for r in pipeline.plugins() {
