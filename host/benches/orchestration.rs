@@ -57,41 +57,11 @@ fn main() {
     );
     let n = if args.quick { 2_000 } else { 10_000 };
 
-    // 1. Baseline: a bare wasmtime loop over the same component.
-    let bare = best(|| bare_loop(n, 1));
+    // 1. A bare wasmtime loop over the same component, then phasegate, on 1 and 2 cores.
     println!(
         "\n[1] {n} trivial tasks (noop component, no WASI imports); each figure the best of {BEST_OF} runs"
     );
-    println!(
-        "  bare wasmtime loop (pooling + InstancePre, async, 1 thread): {:>10.0} tasks/s  ({:.1} µs/task)",
-        rate(n, bare),
-        per(n, bare)
-    );
-    let one = best(|| phase(dir.path(), "one", n, 64, Cores::One));
-    println!(
-        "  phasegate phase, 1 core, progress persisted:                {:>10.0} tasks/s  ({:.1} µs/task)",
-        rate(n, one),
-        per(n, one)
-    );
-    println!(
-        "  ratio phasegate / bare: {:.2}x (target ≤ 1.2x)",
-        one.as_secs_f64() / bare.as_secs_f64()
-    );
-    let bare2 = best(|| bare_loop(n, 2));
-    println!(
-        "  bare wasmtime loop, 2 threads (n/2 each):                    {:>10.0} tasks/s  ({:.2}x one thread)",
-        rate(n, bare2),
-        bare.as_secs_f64() / bare2.as_secs_f64()
-    );
-    let two = best(|| phase(dir.path(), "two", n, 64, Cores::Two));
-    println!(
-        "  phasegate phase, 2 cores:                                   {:>10.0} tasks/s",
-        rate(n, two)
-    );
-    println!(
-        "  speed-up 2 cores / 1 core: {:.2}x (target ≥ 1.7x)",
-        one.as_secs_f64() / two.as_secs_f64()
-    );
+    let one = trivial_tasks(dir.path(), n, BoundsChecks::GuardPages);
 
     // 1b. The same on a CPU-bound task, where the work (not instantiation) dominates.
     let heavy = if args.quick { 100 } else { 400 };
@@ -110,31 +80,11 @@ fn main() {
     println!(
         "\n[1c] the same with `[engine] bounds-checks = \"explicit\"` (opt-in: no mprotect per instance, no Spectre mitigations)"
     );
-    let bare_x = best(|| bare_loop_explicit(n, 1));
+    let explicit = trivial_tasks(dir.path(), n, BoundsChecks::Explicit);
     println!(
-        "  bare wasmtime loop, explicit checks, 1 thread:               {:>10.0} tasks/s  ({:.1} µs/task; {:.2}x faster than with guard pages)",
-        rate(n, bare_x),
-        per(n, bare_x),
-        bare.as_secs_f64() / bare_x.as_secs_f64()
-    );
-    let one_x = best(|| phase_explicit(dir.path(), "one-x", n, 64, Cores::One));
-    println!(
-        "  phasegate phase, explicit checks, 1 core:                   {:>10.0} tasks/s  ({:.1} µs/task; ratio to its bare loop {:.2}x)",
-        rate(n, one_x),
-        per(n, one_x),
-        one_x.as_secs_f64() / bare_x.as_secs_f64()
-    );
-    let bare2_x = best(|| bare_loop_explicit(n, 2));
-    println!(
-        "  bare wasmtime loop, explicit checks, 2 threads:              {:>10.0} tasks/s  ({:.2}x one thread)",
-        rate(n, bare2_x),
-        bare_x.as_secs_f64() / bare2_x.as_secs_f64()
-    );
-    let two_x = best(|| phase_explicit(dir.path(), "two-x", n, 64, Cores::Two));
-    println!(
-        "  phasegate phase, explicit checks, 2 cores:                  {:>10.0} tasks/s  (speed-up 2 cores / 1 core: {:.2}x, target ≥ 1.7x)",
-        rate(n, two_x),
-        one_x.as_secs_f64() / two_x.as_secs_f64()
+        "  explicit checks against guard pages: bare loop {:.2}x faster, phasegate {:.2}x faster",
+        one.bare.as_secs_f64() / explicit.bare.as_secs_f64(),
+        one.phase.as_secs_f64() / explicit.phase.as_secs_f64()
     );
     let churn = if args.quick { 5_000_000 } else { 20_000_000 };
     let spin_n = if args.quick { 50_000_000 } else { 200_000_000 };
@@ -268,13 +218,13 @@ fn ratio() {
     );
     let (mut best_bare, mut best_one) = (Duration::MAX, Duration::MAX);
     for round in 0..5 {
-        best_bare = best_bare.min(bare_loop_explicit(n, 1));
-        best_one = best_one.min(phase_explicit(
+        best_bare = best_bare.min(bare_loop_in(n, 1, BoundsChecks::Explicit));
+        best_one = best_one.min(phase_in(
             dir.path(),
             &format!("ratio-x{round}"),
             n,
-            64,
             Cores::One,
+            BoundsChecks::Explicit,
         ));
     }
     println!(
@@ -430,11 +380,11 @@ fn bare_loop(n: usize, threads: usize) -> Duration {
     bare_loop_with(n, threads, tuned_pool())
 }
 
-/// The bare loop with explicit bounds checks (as `[engine] bounds-checks = "explicit"`).
-fn bare_loop_explicit(n: usize, threads: usize) -> Duration {
+/// The bare loop with bounds checks done as `bounds` (as `[engine] bounds-checks`).
+fn bare_loop_in(n: usize, threads: usize, bounds: BoundsChecks) -> Duration {
     let mut config = Config::new();
     config.allocation_strategy(tuned_pool());
-    engine::bounds_checks(&mut config, BoundsChecks::Explicit);
+    engine::bounds_checks(&mut config, bounds);
     bare_loop_cfg(n, threads, config)
 }
 
@@ -522,6 +472,48 @@ fn host_state_loop(n: usize) -> Duration {
         }
     });
     start.elapsed()
+}
+
+/// Best times of the bare loop and of a phasegate phase on one core (the second is the ratio's
+/// numerator).
+struct OneCore {
+    bare: Duration,
+    phase: Duration,
+}
+
+/// Figures [1] and [1c]: `n` noop tasks, bare wasmtime loop against a phasegate phase, on 1 and
+/// 2 cores, with bounds checks done as `bounds` says.
+fn trivial_tasks(dir: &Path, n: usize, bounds: BoundsChecks) -> OneCore {
+    let mode = bounds.name();
+    let bare = best(|| bare_loop_in(n, 1, bounds));
+    println!(
+        "  bare wasmtime loop (pooling + InstancePre, async), {mode}, 1 thread:  {:>8.0} tasks/s  ({:.1} µs/task)",
+        rate(n, bare),
+        per(n, bare)
+    );
+    let phase = best(|| phase_in(dir, &format!("one-{mode}"), n, Cores::One, bounds));
+    println!(
+        "  phasegate phase, progress persisted, {mode}, 1 core:                {:>8.0} tasks/s  ({:.1} µs/task)",
+        rate(n, phase),
+        per(n, phase)
+    );
+    println!(
+        "  ratio phasegate / bare: {:.2}x (target ≤ 1.2x)",
+        phase.as_secs_f64() / bare.as_secs_f64()
+    );
+    let bare2 = best(|| bare_loop_in(n, 2, bounds));
+    println!(
+        "  bare wasmtime loop, {mode}, 2 threads (n/2 each):                    {:>8.0} tasks/s  ({:.2}x one thread)",
+        rate(n, bare2),
+        bare.as_secs_f64() / bare2.as_secs_f64()
+    );
+    let two = best(|| phase_in(dir, &format!("two-{mode}"), n, Cores::Two, bounds));
+    println!(
+        "  phasegate phase, {mode}, 2 cores:                                   {:>8.0} tasks/s  (speed-up 2 cores / 1 core: {:.2}x, target ≥ 1.7x)",
+        rate(n, two),
+        phase.as_secs_f64() / two.as_secs_f64()
+    );
+    OneCore { bare, phase }
 }
 
 #[derive(Clone, Copy)]
@@ -721,22 +713,16 @@ fn phase_with(
     run_phase(dir, name, cores, &path)
 }
 
-/// As [`phase`], with `[engine] bounds-checks = "explicit"`.
-fn phase_explicit(
-    dir: &Path,
-    name: &str,
-    tasks: usize,
-    concurrency: usize,
-    cores: Cores,
-) -> Duration {
+/// A phase of `tasks` noop tasks at concurrency 64, with `[engine] bounds-checks` set.
+fn phase_in(dir: &Path, name: &str, tasks: usize, cores: Cores, bounds: BoundsChecks) -> Duration {
     let path = write_pipeline_in(
         dir,
         name,
         tasks,
-        concurrency,
+        64,
         phasegate_test_artifacts::NOOP,
         "",
-        BoundsChecks::Explicit,
+        bounds,
     );
     run_phase(dir, name, cores, &path)
 }
