@@ -301,10 +301,11 @@ impl Runner {
                 // batch a journal write. Records lag by at most RECORD_INTERVAL; tasks never
                 // wait for them.
                 let streaming = last_batch.is_some_and(|t| t.elapsed() < RECORD_INTERVAL);
-                last_batch = Some(Instant::now());
                 if streaming && !rx.is_closed() {
                     tokio::time::sleep(RECORD_INTERVAL).await;
                 }
+                // Measured from here, so that a stream keeps one batch per interval.
+                last_batch = Some(Instant::now());
             }
             while let Some(joined) = workers.join_next().await {
                 joined.context(
