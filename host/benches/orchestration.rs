@@ -433,12 +433,7 @@ fn host_state_loop(n: usize) -> Duration {
         max_instances: 65,
         ..phasegate::pipeline::EngineLimits::SINGLE
     };
-    let mut config = Config::new();
-    config.allocation_strategy(engine::pool(&limits, MemoryReset::RESIDENT));
-    config.epoch_interruption(true);
-    config.max_wasm_stack(512 << 10);
-    config.async_stack_size((512 << 10) + (1 << 20));
-    let engine = Engine::new(&config).expect("engine");
+    let engine = Engine::new(&engine::config(&limits, MemoryReset::RESIDENT)).expect("engine");
     let component = Component::from_file(&engine, phasegate_test_artifacts::NOOP).expect("noop");
     let mut linker = Linker::<HostState>::new(&engine);
     host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).expect("link");

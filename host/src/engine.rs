@@ -196,20 +196,7 @@ impl PluginHost {
         cache_root: Option<std::path::PathBuf>,
         reset: MemoryReset,
     ) -> anyhow::Result<Arc<Self>> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.consume_fuel(limits.fuel);
-        let stack = usize::try_from(limits.max_stack.0).unwrap_or(usize::MAX);
-        config.max_wasm_stack(stack);
-        // The fiber running the guest must hold the whole Wasm stack plus host frames.
-        config.async_stack_size(stack.saturating_add(1 << 20));
-        bounds_checks(&mut config, limits.bounds_checks);
-        // Beyond a few thousand live instances the pool's address-space reservation gets large;
-        // such pipelines use on-demand allocation.
-        if limits.max_instances <= MAX_POOLED_INSTANCES {
-            config.allocation_strategy(pool(&limits, reset));
-        }
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&config(&limits, reset))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -509,6 +496,26 @@ impl PluginHost {
             },
         }
     }
+}
+
+/// The engine configuration for `limits`: epoch interruption (always: every task has a
+/// timeout), fuel metering when some plugin has a budget, the stack, the bounds-check mode, and
+/// the instance pool with its memory `reset` strategy.
+pub fn config(limits: &EngineLimits, reset: MemoryReset) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.consume_fuel(limits.fuel);
+    let stack = usize::try_from(limits.max_stack.0).unwrap_or(usize::MAX);
+    config.max_wasm_stack(stack);
+    // The fiber running the guest must hold the whole Wasm stack plus host frames.
+    config.async_stack_size(stack.saturating_add(1 << 20));
+    bounds_checks(&mut config, limits.bounds_checks);
+    // Beyond a few thousand live instances the pool's address-space reservation gets large;
+    // such pipelines use on-demand allocation.
+    if limits.max_instances <= MAX_POOLED_INSTANCES {
+        config.allocation_strategy(pool(limits, reset));
+    }
+    config
 }
 
 /// Sets how compiled code confines memory accesses (see [`BoundsChecks`]).
