@@ -23,96 +23,207 @@
 //! `{{ phases.discovery.tasks.scan.output.files | length }}`. Ids with `-` need the subscript
 //! form: `{{ phases["find-components"] }}`. `| tojson` renders any value as JSON.
 
+use std::sync::Arc;
+
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Map, Value, json};
 
-use crate::progress::{PhaseState, TaskState, TaskStatus};
+use crate::progress::{PhaseState, PhaseStatus, TaskState, TaskStatus, VerdictRecord};
 
 /// The accumulated results of a run.
+///
+/// It keeps the records it was given, not their JSON: a finished phase's entry shares the
+/// progress state's tasks, so adding a phase of 10,000 tasks costs nothing, and the JSON (task
+/// outputs parsed) is built only when something reads it ([`to_value`](Self::to_value)): a
+/// later phase's requests, a gate's report, the run's summary.
 #[derive(Clone, Debug)]
 pub struct Context {
-    value: Value,
+    run_id: String,
+    pipeline: String,
+    vars: Value,
+    /// In the order they were added (the pipeline's).
+    phases: Vec<PhaseEntry>,
+}
+
+#[derive(Clone, Debug)]
+struct PhaseEntry {
+    id: String,
+    /// `None` while its tasks are being added one by one.
+    status: Option<PhaseStatus>,
+    verdict: Option<VerdictRecord>,
+    tasks: Tasks,
+}
+
+#[derive(Clone, Debug)]
+enum Tasks {
+    /// A finished phase's tasks, shared with the progress state; pending ones are not shown.
+    Phase(Arc<Vec<TaskState>>),
+    /// Tasks added one by one ([`Context::add_task`]), every one shown.
+    Added(Vec<TaskState>),
+}
+
+impl Tasks {
+    fn shown(&self) -> impl Iterator<Item = &TaskState> {
+        let (all, phase) = match self {
+            Tasks::Phase(tasks) => (tasks.as_slice(), true),
+            Tasks::Added(tasks) => (tasks.as_slice(), false),
+        };
+        all.iter()
+            .filter(move |t| !phase || t.status != TaskStatus::Pending)
+    }
 }
 
 impl Context {
     /// An empty context for a run.
     pub fn new(run_id: &str, pipeline: &str, vars: &Value) -> Self {
         Context {
-            value: json!({"run": {"id": run_id}, "pipeline": {"name": pipeline}, "vars": vars, "phases": {}}),
+            run_id: run_id.to_owned(),
+            pipeline: pipeline.to_owned(),
+            vars: vars.clone(),
+            phases: Vec::new(),
         }
     }
 
-    /// The context as JSON.
-    pub fn as_json(&self) -> &Value {
-        &self.value
+    /// The context as JSON (built now, task outputs parsed).
+    pub fn to_value(&self) -> Value {
+        let mut phases = Map::new();
+        for entry in &self.phases {
+            phases.insert(entry.id.clone(), entry.to_value());
+        }
+        json!({"run": {"id": self.run_id}, "pipeline": {"name": self.pipeline}, "vars": self.vars, "phases": phases})
     }
 
-    /// The context as JSON, taken.
-    pub fn into_json(self) -> Value {
-        self.value
-    }
-
-    fn phase_entry(&mut self, phase: &str) -> &mut Map<String, Value> {
-        let phases = self.value["phases"]
-            .as_object_mut()
-            .expect("context.phases is an object");
-        phases
-            .entry(phase.to_owned())
-            .or_insert_with(|| json!({"status": "running", "tasks": {}}))
-            .as_object_mut()
-            .expect("phase entry is an object")
-    }
-
-    /// Adds one finished task of a phase.
-    pub fn add_task(&mut self, phase: &str, task: &TaskState) {
-        tasks_of(self.phase_entry(phase)).insert(task.id.clone(), task_json(task));
-    }
-
-    /// Adds a finished phase: its status, verdict and every finished task.
-    pub fn add_phase(&mut self, phase: &PhaseState) {
-        let entry = self.phase_entry(&phase.id);
-        let tasks = tasks_of(entry);
-        // Built in one go (sorted once, then bulk-loaded) rather than by thousands of inserts;
-        // entries already there (tasks of a sequential phase) are the same tasks, replaced.
-        let mut fresh: Map<String, Value> = phase
-            .tasks
+    /// One phase's entry as JSON (`{"status", "verdict", "tasks"}`), if it has one.
+    pub fn phase_value(&self, phase: &str) -> Option<Value> {
+        self.phases
             .iter()
-            .filter(|t| t.status != TaskStatus::Pending)
-            .map(|t| (t.id.clone(), task_json(t)))
-            .collect();
-        for (id, earlier) in std::mem::take(tasks) {
-            fresh.entry(id).or_insert(earlier);
+            .find(|e| e.id == phase)
+            .map(PhaseEntry::to_value)
+    }
+
+    fn entry(&mut self, phase: &str) -> &mut PhaseEntry {
+        let at = match self.phases.iter().position(|e| e.id == phase) {
+            Some(at) => at,
+            None => {
+                self.phases.push(PhaseEntry {
+                    id: phase.to_owned(),
+                    status: None,
+                    verdict: None,
+                    tasks: Tasks::Added(Vec::new()),
+                });
+                self.phases.len() - 1
+            }
+        };
+        &mut self.phases[at]
+    }
+
+    /// Adds one finished task of a phase (replacing an earlier entry of the same task).
+    pub fn add_task(&mut self, phase: &str, task: &TaskState) {
+        let entry = self.entry(phase);
+        if let Tasks::Phase(shared) = &entry.tasks {
+            entry.tasks = Tasks::Added(
+                shared
+                    .iter()
+                    .filter(|t| t.status != TaskStatus::Pending)
+                    .cloned()
+                    .collect(),
+            );
         }
-        *tasks = fresh;
-        entry.insert(
-            "status".into(),
-            serde_json::to_value(phase.status).unwrap_or(Value::Null),
-        );
-        if let Some(v) = &phase.verdict {
-            entry.insert("verdict".into(), v.to_json());
+        let Tasks::Added(tasks) = &mut entry.tasks else {
+            unreachable!("made a list of added tasks above")
+        };
+        match tasks.iter_mut().find(|t| t.id == task.id) {
+            Some(earlier) => *earlier = task.clone(),
+            None => tasks.push(task.clone()),
         }
+    }
+
+    /// Adds a finished phase: its status, verdict and every finished task (sharing them, not
+    /// copying them). Tasks added earlier one by one that the phase no longer shows as finished
+    /// stay.
+    pub fn add_phase(&mut self, phase: &PhaseState) {
+        let entry = self.entry(&phase.id);
+        entry.status = Some(phase.status);
+        entry.verdict = phase.verdict.clone();
+        let finished = |id: &str| {
+            phase
+                .tasks
+                .iter()
+                .any(|t| t.id == id && t.status != TaskStatus::Pending)
+        };
+        let earlier: Vec<TaskState> = match &mut entry.tasks {
+            Tasks::Added(added) => std::mem::take(added)
+                .into_iter()
+                .filter(|t| !finished(&t.id))
+                .collect(),
+            Tasks::Phase(_) => Vec::new(),
+        };
+        entry.tasks = if earlier.is_empty() {
+            Tasks::Phase(phase.tasks.clone())
+        } else {
+            let mut all: Vec<TaskState> = phase
+                .tasks
+                .iter()
+                .filter(|t| t.status != TaskStatus::Pending)
+                .cloned()
+                .collect();
+            all.extend(earlier);
+            Tasks::Added(all)
+        };
     }
 
     /// Renders an `input` template against the context.
     pub fn render(&self, template: &str) -> Result<String, String> {
-        if !template.contains("{{") && !template.contains("{%") {
+        if !is_template(template) {
             return Ok(template.to_owned());
         }
-        environment()
-            .render_str(template, &self.value)
-            .map_err(|e| format!("cannot render the input template: {}", describe(&e)))
+        render(template, &self.to_value())
     }
 }
 
-/// A phase entry's `tasks` object.
-fn tasks_of(entry: &mut Map<String, Value>) -> &mut Map<String, Value> {
-    let tasks = entry
-        .entry("tasks")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !tasks.is_object() {
-        *tasks = Value::Object(Map::new());
+impl PhaseEntry {
+    fn to_value(&self) -> Value {
+        let tasks: Map<String, Value> = self
+            .tasks
+            .shown()
+            .map(|t| (t.id.clone(), task_json(t)))
+            .collect();
+        let mut v = Map::new();
+        v.insert(
+            "status".into(),
+            match self.status {
+                Some(status) => serde_json::to_value(status).unwrap_or(Value::Null),
+                None => Value::String("running".into()),
+            },
+        );
+        v.insert("tasks".into(), Value::Object(tasks));
+        if let Some(verdict) = &self.verdict {
+            v.insert("verdict".into(), verdict.to_json());
+        }
+        Value::Object(v)
     }
-    tasks.as_object_mut().expect("made an object above")
+}
+
+/// The context serialises as its JSON ([`Context::to_value`]).
+impl serde::Serialize for Context {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(serializer)
+    }
+}
+
+/// Whether `input` is a template (else it is sent as it is).
+pub fn is_template(input: &str) -> bool {
+    input.contains("{{") || input.contains("{%")
+}
+
+/// Renders an `input` template against a context's JSON ([`Context::to_value`]).
+pub fn render(template: &str, context: &Value) -> Result<String, String> {
+    if !is_template(template) {
+        return Ok(template.to_owned());
+    }
+    environment()
+        .render_str(template, context)
+        .map_err(|e| format!("cannot render the input template: {}", describe(&e)))
 }
 
 /// A task as the context shows it (built field by field: a phase adds thousands of these).
@@ -253,5 +364,116 @@ fn list(items: &[&str]) -> String {
             .map(|s| format!("`{s}`"))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::{Failure, FailureKind, VerdictKind};
+
+    fn task(id: &str, status: TaskStatus, output: Option<&str>) -> TaskState {
+        TaskState {
+            id: id.into(),
+            status,
+            attempts: 1,
+            duration_ms: 7,
+            output: output.map(str::to_owned),
+            error: (status == TaskStatus::Failed).then(|| Failure {
+                kind: FailureKind::Failed,
+                message: "no".into(),
+            }),
+            log: Vec::new(),
+        }
+    }
+
+    fn phase() -> PhaseState {
+        PhaseState {
+            id: "scan".into(),
+            status: PhaseStatus::Complete,
+            verdict: Some(VerdictRecord {
+                kind: VerdictKind::Pass,
+                gate: "g".into(),
+                reason: "fine".into(),
+                evidence: Some(r#"{"n":1}"#.into()),
+            }),
+            tasks: Arc::new(vec![
+                task("b", TaskStatus::Succeeded, Some(r#"{"files": ["a.rs"]}"#)),
+                task("a", TaskStatus::Failed, None),
+                task("later", TaskStatus::Pending, None),
+            ]),
+        }
+    }
+
+    #[test]
+    fn a_finished_phase_shares_its_tasks_and_shows_the_finished_ones_as_json() {
+        let phase = phase();
+        let mut ctx = Context::new("r1", "p", &json!({"k": "v"}));
+        ctx.add_phase(&phase);
+        // Shared, not copied: the progress state and the context hold the same tasks.
+        assert_eq!(Arc::strong_count(&phase.tasks), 2);
+        assert_eq!(
+            ctx.to_value(),
+            json!({
+                "run": {"id": "r1"},
+                "pipeline": {"name": "p"},
+                "vars": {"k": "v"},
+                "phases": {"scan": {
+                    "status": "complete",
+                    "verdict": {"kind": "pass", "gate": "g", "reason": "fine", "evidence": {"n": 1}},
+                    "tasks": {
+                        "a": {"status": "failed", "output": null, "attempts": 1, "duration_ms": 7,
+                              "error": {"kind": "failed", "message": "no"}},
+                        "b": {"status": "succeeded", "output": {"files": ["a.rs"]}, "attempts": 1,
+                              "duration_ms": 7},
+                    },
+                }},
+            })
+        );
+        assert_eq!(
+            ctx.phase_value("scan"),
+            Some(ctx.to_value()["phases"]["scan"].clone())
+        );
+        assert_eq!(ctx.phase_value("other"), None);
+        assert_eq!(serde_json::to_value(&ctx).unwrap(), ctx.to_value());
+        assert_eq!(
+            ctx.render("{{ phases.scan.tasks.b.output.files[0] }}")
+                .unwrap(),
+            "a.rs"
+        );
+    }
+
+    #[test]
+    fn tasks_added_one_by_one_show_as_running_then_as_the_finished_phase() {
+        let finished = phase();
+        let mut ctx = Context::new("r1", "p", &json!({}));
+        ctx.add_task("scan", &finished.tasks[0]);
+        ctx.add_task("scan", &finished.tasks[0]);
+        let running = ctx.phase_value("scan").unwrap();
+        assert_eq!(running["status"], "running");
+        assert_eq!(running["tasks"].as_object().unwrap().len(), 1);
+        // Added one by one, a pending task is shown too (as `phasegate test --record` adds
+        // the tasks a gate saw).
+        ctx.add_task("scan", &finished.tasks[2]);
+        assert_eq!(
+            ctx.phase_value("scan").unwrap()["tasks"]["later"]["status"],
+            "pending"
+        );
+
+        let mut whole = Context::new("r1", "p", &json!({}));
+        whole.add_phase(&finished);
+        let mut both = Context::new("r1", "p", &json!({}));
+        both.add_task("scan", &finished.tasks[0]);
+        both.add_task("scan", &finished.tasks[1]);
+        both.add_phase(&finished);
+        assert_eq!(both.to_value(), whole.to_value());
+
+        // A task added earlier that the phase does not show as finished stays.
+        ctx.add_phase(&finished);
+        let tasks = ctx.phase_value("scan").unwrap()["tasks"].clone();
+        assert_eq!(
+            tasks.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["a", "b", "later"]
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
@@ -189,9 +190,10 @@ pub struct PhaseState {
     /// The gate's verdict once given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<VerdictRecord>,
-    /// Tasks in pipeline order.
+    /// Tasks in pipeline order. Shared (copied on write): a finished phase's tasks are also the
+    /// run's context, and thousands of them are not copied for it.
     #[serde(default, rename = "task")]
-    pub tasks: Vec<TaskState>,
+    pub tasks: Arc<Vec<TaskState>>,
 }
 
 /// The whole progress file.
@@ -244,7 +246,7 @@ impl State {
                     id: p.id.clone(),
                     status: PhaseStatus::Pending,
                     verdict: None,
-                    tasks: p.tasks.iter().map(|t| TaskState::pending(&t.id)).collect(),
+                    tasks: Arc::new(p.tasks.iter().map(|t| TaskState::pending(&t.id)).collect()),
                 })
                 .collect(),
         }
@@ -255,8 +257,7 @@ impl State {
     pub fn start_phase(&mut self, pi: usize) {
         let ps = &mut self.phases[pi];
         if ps.status == PhaseStatus::Failed {
-            for t in ps
-                .tasks
+            for t in Arc::make_mut(&mut ps.tasks)
                 .iter_mut()
                 .filter(|t| t.status == TaskStatus::Failed)
             {
@@ -293,7 +294,7 @@ impl State {
                             task.id
                         )
                     })?;
-                    self.phases[pi].tasks[ti] = task;
+                    Arc::make_mut(&mut self.phases[pi].tasks)[ti] = task;
                 }
                 JournalRecord::Started { started } => {
                     let &pi = phases.get(&started).with_context(|| {
@@ -430,8 +431,9 @@ impl ProgressStore {
             lines.push(b'\n');
         }
         self.append(&lines)?;
+        let recorded = Arc::make_mut(&mut self.state.phases[phase_index].tasks);
         for (task_index, task) in tasks {
-            self.state.phases[phase_index].tasks[task_index] = task;
+            recorded[task_index] = task;
         }
         Ok(())
     }
@@ -610,7 +612,7 @@ mod tests {
             id: "one".into(),
             status: PhaseStatus::Running,
             verdict: None,
-            tasks: vec![TaskState::pending("a"), TaskState::pending("b")],
+            tasks: Arc::new(vec![TaskState::pending("a"), TaskState::pending("b")]),
         });
         s
     }
@@ -667,8 +669,9 @@ mod tests {
         state.reason = Some("gate said no".into());
         let phase = &mut state.phases[0];
         phase.status = PhaseStatus::Failed;
-        phase.tasks[0] = done("a");
-        phase.tasks[1].status = TaskStatus::Failed;
+        let tasks = Arc::make_mut(&mut phase.tasks);
+        tasks[0] = done("a");
+        tasks[1].status = TaskStatus::Failed;
         phase.verdict = Some(VerdictRecord {
             kind: VerdictKind::Fail,
             gate: "g".into(),

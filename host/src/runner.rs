@@ -33,9 +33,9 @@ pub struct RunOutcome {
     pub reason: Option<String>,
     /// Phases whose gate warned, with the reason.
     pub warnings: Vec<PhaseWarning>,
-    /// The context at the end (shared: it holds every task's output, and the outcome is both
-    /// returned and sent with the `run-finished` event).
-    pub context: Arc<Value>,
+    /// The context at the end (shared: it holds every task's record, and the outcome is both
+    /// returned and sent with the `run-finished` event). It serialises as the context's JSON.
+    pub context: Arc<Context>,
 }
 
 /// A `warn` verdict.
@@ -181,7 +181,7 @@ impl Runner {
                     failed: Some(phase.id.clone()),
                     reason: Some(verdict.reason),
                     warnings,
-                    context: Arc::new(ctx.into_json()),
+                    context: Arc::new(ctx),
                 }));
             }
             if verdict.kind == VerdictKind::Warn {
@@ -204,7 +204,7 @@ impl Runner {
             failed: None,
             reason: None,
             warnings,
-            context: Arc::new(ctx.into_json()),
+            context: Arc::new(ctx),
         }))
     }
 
@@ -265,7 +265,7 @@ impl Runner {
             plugins,
             run_id: run_id.to_owned(),
             // Tasks of a parallel phase all see the context as it was when the phase began.
-            ctx: Snapshot::of(ctx),
+            ctx: Snapshot::of(ctx, phase),
             emitter: self.emitter.clone(),
         };
         if phase.parallel {
@@ -317,7 +317,7 @@ impl Runner {
                 let existing = &store.state.phases[pi].tasks[i];
                 if existing.status == TaskStatus::Pending {
                     // Later tasks of a sequential phase see the results of earlier ones.
-                    run.ctx = Snapshot::of(ctx);
+                    run.ctx = Snapshot::of(ctx, phase);
                     let state = run.execute(i, &mut run.request()).await;
                     self.finish_tasks(pi, phase, vec![(i, state)], store)?;
                 }
@@ -374,7 +374,7 @@ impl Runner {
             run_id: run_id.to_owned(),
             phase: phase.id.clone(),
             outcomes: tasks.iter().map(to_outcome).collect(),
-            context: ctx.as_json().to_string(),
+            context: ctx.to_value().to_string(),
             config: gate.config.to_string(),
         };
         let plugin = self.plugin(&gate.plugin)?;
@@ -404,17 +404,30 @@ struct PhaseRun {
     emitter: Emitter,
 }
 
-/// The context a task sees, with its JSON text computed once for all the tasks that share it.
+/// The context a task sees, built once for all the tasks that share it: its JSON text (every
+/// request carries it) and, when some task of the phase has an input template, its JSON value.
 struct Snapshot {
-    ctx: Context,
     json: String,
+    value: Option<Value>,
 }
 
 impl Snapshot {
-    fn of(ctx: &Context) -> Self {
+    fn of(ctx: &Context, phase: &Phase) -> Self {
+        let value = ctx.to_value();
         Snapshot {
-            ctx: ctx.clone(),
-            json: ctx.as_json().to_string(),
+            json: value.to_string(),
+            value: phase
+                .tasks
+                .iter()
+                .any(|t| crate::context::is_template(&t.input))
+                .then_some(value),
+        }
+    }
+
+    fn render(&self, input: &str) -> Result<String, String> {
+        match &self.value {
+            Some(value) => crate::context::render(input, value),
+            None => Ok(input.to_owned()),
         }
     }
 }
@@ -447,7 +460,7 @@ impl PhaseRun {
             error: None,
             log: Vec::new(),
         };
-        request.input = match self.ctx.ctx.render(&spec.input) {
+        request.input = match self.ctx.render(&spec.input) {
             Ok(input) => input,
             Err(message) => {
                 state.error = Some(Failure {

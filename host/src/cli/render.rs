@@ -191,7 +191,10 @@ fn last_outputs(outcome: &RunOutcome) -> String {
     let Some(phase) = outcome.completed.last() else {
         return String::new();
     };
-    let Some(tasks) = outcome.context["phases"][phase]["tasks"].as_object() else {
+    let Some(entry) = outcome.context.phase_value(phase) else {
+        return String::new();
+    };
+    let Some(tasks) = entry["tasks"].as_object() else {
         return String::new();
     };
     let mut text = format!("outputs of phase `{phase}`:\n");

@@ -258,7 +258,7 @@ fn reconcile(state: &mut State, pipeline: &Pipeline, plugins: PluginDigests) {
                 .tasks
                 .iter()
                 .all(|t| old.tasks.iter().any(|o| o.id == t.id));
-            for task in &mut phase.tasks {
+            for task in std::sync::Arc::make_mut(&mut phase.tasks) {
                 if let Some(o) = old.tasks.iter().find(|o| o.id == task.id) {
                     *task = o.clone();
                 }

@@ -237,7 +237,7 @@ async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>) -> 
     let context = |given: Option<&toml::Table>| match given {
         Some(c) => fixture::table_json(Some(c)).to_string(),
         None => Context::new("fixture", "fixture", &json!({}))
-            .as_json()
+            .to_value()
             .to_string(),
     };
     let phase = |given: &Option<String>| given.clone().unwrap_or_else(|| "fixture".into());
@@ -475,7 +475,7 @@ fn record(
             let mut request = toml::Table::new();
             request.insert("input".into(), toml::Value::String(input));
             request.insert("config".into(), fixture::from_json(&spec.config));
-            request.insert("context".into(), fixture::from_json(ctx.as_json()));
+            request.insert("context".into(), fixture::from_json(&ctx.to_value()));
             request.insert("phase".into(), phase_id.into());
             request.insert("task".into(), task_id.into());
             table.insert("request".into(), request.into());
@@ -498,13 +498,13 @@ fn record(
                     state_path.display()
                 )));
             };
-            for t in &phase_state.tasks {
+            for t in phase_state.tasks.iter() {
                 ctx.add_task(phase_id, t);
             }
             let mut report = toml::Table::new();
             report.insert("phase".into(), phase_id.into());
             report.insert("config".into(), fixture::from_json(&gate.config));
-            report.insert("context".into(), fixture::from_json(ctx.as_json()));
+            report.insert("context".into(), fixture::from_json(&ctx.to_value()));
             let outcomes: Vec<toml::Value> = phase_state
                 .tasks
                 .iter()

@@ -56,7 +56,7 @@ fn write_phase(w: &mut String, phase: &PhaseState) {
     if let Some(verdict) = &phase.verdict {
         write_verdict(w, verdict);
     }
-    for task in &phase.tasks {
+    for task in phase.tasks.iter() {
         write_task(w, task);
     }
 }
@@ -189,7 +189,7 @@ mod tests {
                     reason: s.into(),
                     evidence: (i % 2 == 0).then(|| s.to_owned()),
                 }),
-                tasks: vec![
+                tasks: Arc::new(vec![
                     TaskState {
                         id: s.into(),
                         status: TaskStatus::Succeeded,
@@ -212,14 +212,14 @@ mod tests {
                         log: Vec::new(),
                     },
                     TaskState::pending("pending"),
-                ],
+                ]),
             });
         }
         phases.push(PhaseState {
             id: "empty".into(),
             status: PhaseStatus::Pending,
             verdict: None,
-            tasks: Vec::new(),
+            tasks: Arc::default(),
         });
         State {
             version: STATE_VERSION,
@@ -253,7 +253,7 @@ mod tests {
         state.reason = Some("plain reason".into());
         state.pipeline = "/tmp/p.toml".into();
         for p in &mut state.phases {
-            for t in &mut p.tasks {
+            for t in std::sync::Arc::make_mut(&mut p.tasks) {
                 t.id = t.id.replace(|c: char| c.is_control(), "");
                 t.log.retain(|l| !l.chars().any(char::is_control));
                 for s in t.output.iter_mut() {
