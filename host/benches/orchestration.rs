@@ -244,7 +244,7 @@ fn parts() {
         let s = HostState::new(
             &Limits::default(),
             &Grants::default(),
-            Origin {
+            Origin::Named {
                 phase: "p".into(),
                 task: "t".into(),
             },
@@ -284,7 +284,7 @@ fn parts() {
             let a = host
                 .run_task(
                     &plugin,
-                    &request(i),
+                    &Arc::new(request(i)),
                     &Limits::default(),
                     &Grants::default(),
                     Emitter::discard(),
@@ -445,13 +445,11 @@ fn host_state_loop(n: usize) -> Duration {
     let start = Instant::now();
     rt.block_on(async {
         for i in 0..n {
+            let request = Arc::new(request(i));
             let state = HostState::without_wasi(
                 &Limits::default(),
                 &Grants::default(),
-                Origin {
-                    phase: "bench".into(),
-                    task: format!("t{i}"),
-                },
+                Origin::Task(request.clone()),
                 Emitter::discard(),
             );
             let mut store = Store::new(&engine, state);
@@ -462,7 +460,7 @@ fn host_state_loop(n: usize) -> Duration {
                 .instantiate_async(&mut store)
                 .await
                 .expect("instantiate");
-            let out = task.call_run(&mut store, &request(i)).await.expect("call");
+            let out = task.call_run(&mut store, &request).await.expect("call");
             assert!(matches!(out.as_deref(), Ok("{}")));
         }
     });
@@ -538,6 +536,7 @@ fn languages() {
         let plugin = plugins.values().next().expect("plugin").clone();
         let mut req = request(0);
         req.input = "hello wasm world".into();
+        let req = Arc::new(req);
         let once = || {
             let a = rt.block_on(host.run_task(
                 &plugin,
@@ -808,7 +807,7 @@ fn probe_call(config_json: &str, epochs: bool, bounds: BoundsChecks) -> Duration
     let state = HostState::new(
         &Limits::default(),
         &Grants::default(),
-        Origin {
+        Origin::Named {
             phase: "b".into(),
             task: "b".into(),
         },

@@ -332,7 +332,7 @@ impl PluginHost {
             timeout: Duration::from_secs(10),
             ..Limits::default()
         };
-        let origin = Origin {
+        let origin = Origin::Named {
             phase: String::new(),
             task: "metadata".into(),
         };
@@ -362,7 +362,7 @@ impl PluginHost {
     pub async fn run_task(
         &self,
         plugin: &LoadedPlugin,
-        request: &wit::TaskRequest,
+        request: &Arc<wit::TaskRequest>,
         limits: &Limits,
         grants: &Grants,
         emitter: Emitter,
@@ -377,7 +377,7 @@ impl PluginHost {
     async fn attempt(
         &self,
         plugin: &LoadedPlugin,
-        request: &wit::TaskRequest,
+        request: &Arc<wit::TaskRequest>,
         limits: &Limits,
         grants: &Grants,
         emitter: Emitter,
@@ -399,10 +399,7 @@ impl PluginHost {
                 ),
             ));
         };
-        let origin = Origin {
-            phase: request.phase.clone(),
-            task: request.task.clone(),
-        };
+        let origin = Origin::Task(request.clone());
         let mut store = self
             .store(plugin, limits, grants, origin, emitter)
             .map_err(|e| failure(FailureKind::Host, format!("{}: {e}", who())))?;
@@ -467,7 +464,7 @@ impl PluginHost {
                 "{who}: the plugin is a task, not a gate; use a gate plugin"
             ));
         };
-        let origin = Origin {
+        let origin = Origin::Named {
             phase: report.phase.clone(),
             task: "gate".into(),
         };

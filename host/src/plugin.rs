@@ -54,13 +54,37 @@ pub fn wit_failure_kind(kind: crate::progress::FailureKind) -> wit::FailureKind 
     }
 }
 
-/// Who an instance works for, for its log and progress events.
+/// Who an instance works for, for its log and progress events. Cheap to clone for a task.
 #[derive(Clone)]
-pub struct Origin {
+pub enum Origin {
+    /// A task, named by the request it runs (shared with the caller, not copied: the names
+    /// are read only when the instance logs).
+    Task(Arc<wit::TaskRequest>),
+    /// A gate or a `metadata` call.
+    Named {
+        /// Phase id.
+        phase: String,
+        /// What the instance is called in its phase (`gate`, `metadata`).
+        task: String,
+    },
+}
+
+impl Origin {
     /// Phase id.
-    pub phase: String,
-    /// Task id, or `gate`.
-    pub task: String,
+    pub fn phase(&self) -> &str {
+        match self {
+            Origin::Task(request) => &request.phase,
+            Origin::Named { phase, .. } => phase,
+        }
+    }
+
+    /// Task id, or what else the instance is (`gate`, `metadata`).
+    pub fn task(&self) -> &str {
+        match self {
+            Origin::Task(request) => &request.task,
+            Origin::Named { task, .. } => task,
+        }
+    }
 }
 
 /// Everything one plugin instance owns (one per Store).
@@ -72,7 +96,7 @@ pub struct HostState {
     http_hooks: HttpPolicy,
     /// Resource limits (memory, tables, instances).
     pub limiter: Limiter,
-    origin: Arc<Origin>,
+    origin: Origin,
     emitter: Emitter,
     log_records: u32,
     log_bytes: u64,
@@ -93,7 +117,14 @@ impl HostState {
         origin: Origin,
         emitter: Emitter,
     ) -> Result<Self, String> {
-        let mut state = Self::without_wasi(limits, grants, origin, emitter);
+        let capture = usize::try_from(limits.max_log.0).unwrap_or(usize::MAX);
+        let mut state = Self::with_stdio(
+            limits,
+            grants,
+            origin,
+            emitter,
+            [CapturedOutput::new(capture), CapturedOutput::new(capture)],
+        );
         let notice = Notice::new(state.emitter.clone(), state.origin.clone());
         state.wasi = Some(sandbox::wasi_ctx(
             grants,
@@ -106,15 +137,26 @@ impl HostState {
 
     /// As [`new`](Self::new), for a plugin that imports no `wasi:` interface and so can never
     /// call into WASI: building the WASI context (random generators, clocks, stdio, grants) is
-    /// skipped. Should WASI be reached anyway, it gets a context with nothing granted.
+    /// skipped, and no stdout or stderr is captured (nothing can write to them). Should WASI be
+    /// reached anyway, it gets a context with nothing granted.
     pub fn without_wasi(
         limits: &Limits,
         grants: &Grants,
         origin: Origin,
         emitter: Emitter,
     ) -> Self {
-        let capture = usize::try_from(limits.max_log.0).unwrap_or(usize::MAX);
-        let origin = Arc::new(origin);
+        let none = [CapturedOutput::none(), CapturedOutput::none()];
+        Self::with_stdio(limits, grants, origin, emitter, none)
+    }
+
+    /// The state without a WASI context, with its `[stdout, stderr]`.
+    fn with_stdio(
+        limits: &Limits,
+        grants: &Grants,
+        origin: Origin,
+        emitter: Emitter,
+        [stdout, stderr]: [CapturedOutput; 2],
+    ) -> Self {
         let notice = Notice::new(emitter.clone(), origin.clone());
         HostState {
             wasi: None,
@@ -128,8 +170,8 @@ impl HostState {
             log_bytes: 0,
             max_log_records: limits.log_records,
             max_log_bytes: limits.max_log.0,
-            stdout: CapturedOutput::new(capture),
-            stderr: CapturedOutput::new(capture),
+            stdout,
+            stderr,
             kept_log: Vec::new(),
         }
     }
@@ -179,8 +221,8 @@ impl HostState {
     fn emit_log(&mut self, level: LogLevel, message: String) {
         self.kept_log.push(format!("{}: {message}", level.name()));
         self.emitter.emit(EventKind::TaskLog {
-            phase: self.origin.phase.clone(),
-            task: self.origin.task.clone(),
+            phase: self.origin.phase().to_owned(),
+            task: self.origin.task().to_owned(),
             level,
             message,
         });
@@ -239,8 +281,8 @@ impl host_iface::Host for HostState {
 
     fn progress(&mut self, done: u32, total: u32, message: String) {
         self.emitter.emit(EventKind::TaskProgress {
-            phase: self.origin.phase.clone(),
-            task: self.origin.task.clone(),
+            phase: self.origin.phase().to_owned(),
+            task: self.origin.task().to_owned(),
             done,
             total,
             message,

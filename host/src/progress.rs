@@ -477,44 +477,12 @@ impl ProgressStore {
 
     /// Writes the whole state atomically and empties the journal.
     pub fn checkpoint(&mut self) -> anyhow::Result<()> {
-        let snapshot = self.prepare_checkpoint()?;
-        let written = snapshot.write();
-        self.finish_checkpoint(written)
-    }
-
-    /// The first half of [`checkpoint`](Self::checkpoint): the state as it is now, serialised.
-    /// Its [`write`](PendingSnapshot::write) (the slow, fsynced part) may run on another thread
-    /// while this store is read; nothing may be recorded until
-    /// [`finish_checkpoint`](Self::finish_checkpoint).
-    pub fn prepare_checkpoint(&mut self) -> anyhow::Result<PendingSnapshot> {
         self.state.updated_at = crate::events::rfc3339(std::time::SystemTime::now());
-        Ok(PendingSnapshot {
-            text: snapshot::to_toml(&self.state).context("cannot serialise the progress file")?,
-            path: self.path.clone(),
-            journal_path: self.journal_path.clone(),
-        })
-    }
-
-    /// The second half of [`checkpoint`](Self::checkpoint), with what the write returned.
-    pub fn finish_checkpoint(&mut self, written: anyhow::Result<()>) -> anyhow::Result<()> {
-        // The journal was emptied (or the write failed and it still holds the records): either
-        // way the next record opens it again.
+        let text = snapshot::to_toml(&self.state).context("cannot serialise the progress file")?;
+        // The journal is emptied below (or the write fails and it still holds the records):
+        // either way the next record opens it again.
         self.journal = None;
-        written
-    }
-}
-
-/// A serialised snapshot to be written (see [`ProgressStore::prepare_checkpoint`]).
-pub struct PendingSnapshot {
-    text: String,
-    path: PathBuf,
-    journal_path: PathBuf,
-}
-
-impl PendingSnapshot {
-    /// Replaces the progress file atomically, then removes the journal it now holds.
-    pub fn write(self) -> anyhow::Result<()> {
-        write_atomically(&self.path, self.text.as_bytes())
+        write_atomically(&self.path, text.as_bytes())
             .with_context(|| format!("cannot write progress file {}", self.path.display()))?;
         // The snapshot now holds every journal record; a crash before this removal only leaves
         // records that fold to the same values.

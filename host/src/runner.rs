@@ -144,27 +144,8 @@ impl Runner {
                 // of the snapshot is O(tasks)).
                 store.state.status = RunStatus::Completed;
             }
-            // The fsynced snapshot write and the context update (both O(tasks)) overlap: the
-            // write is mostly waiting on the disk.
-            let snapshot = store.prepare_checkpoint()?;
-            let written = std::thread::scope(|scope| {
-                let writer = std::thread::Builder::new()
-                    .name("phasegate-snapshot".into())
-                    .spawn_scoped(scope, move || snapshot.write());
-                ctx.add_phase(&store.state.phases[pi]);
-                writer.ok().map(|w| {
-                    w.join().unwrap_or_else(|_| {
-                        Err(anyhow::anyhow!(
-                            "the progress writer panicked (a phasegate bug)"
-                        ))
-                    })
-                })
-            });
-            match written {
-                Some(written) => store.finish_checkpoint(written)?,
-                // No thread to be had: write it here.
-                None => store.checkpoint()?,
-            }
+            store.checkpoint()?;
+            ctx.add_phase(&store.state.phases[pi]);
             self.emitter.emit(EventKind::Verdict {
                 phase: phase.id.clone(),
                 gate: verdict.gate.clone(),
@@ -281,7 +262,7 @@ impl Runner {
             for _ in 0..n_workers {
                 let (run, queue, tx) = (run.clone(), queue.clone(), tx.clone());
                 workers.spawn(async move {
-                    let mut request = run.request();
+                    let mut request = Arc::new(run.request());
                     loop {
                         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
                         let Some(i) = next else { break };
@@ -318,7 +299,7 @@ impl Runner {
                 if existing.status == TaskStatus::Pending {
                     // Later tasks of a sequential phase see the results of earlier ones.
                     run.ctx = Snapshot::of(ctx, phase);
-                    let state = run.execute(i, &mut run.request()).await;
+                    let state = run.execute(i, &mut Arc::new(run.request())).await;
                     self.finish_tasks(pi, phase, vec![(i, state)], store)?;
                 }
                 ctx.add_task(&phase.id, &store.state.phases[pi].tasks[i]);
@@ -447,8 +428,10 @@ impl PhaseRun {
         }
     }
 
-    /// Runs task `ti` (with its retries), filling `request` in place.
-    async fn execute(&self, ti: usize, request: &mut wit::TaskRequest) -> TaskState {
+    /// Runs task `ti` (with its retries), filling `request` in place. (The request is shared
+    /// with the task's instance, which names its events after it; between tasks no instance
+    /// holds it, so it is not copied.)
+    async fn execute(&self, ti: usize, request: &mut Arc<wit::TaskRequest>) -> TaskState {
         let phase = &self.pipeline.phases[self.pi];
         let spec = &phase.tasks[ti];
         let mut state = TaskState {
@@ -460,7 +443,7 @@ impl PhaseRun {
             error: None,
             log: Vec::new(),
         };
-        request.input = match self.ctx.render(&spec.input) {
+        let input = match self.ctx.render(&spec.input) {
             Ok(input) => input,
             Err(message) => {
                 state.error = Some(Failure {
@@ -470,16 +453,18 @@ impl PhaseRun {
                 return state;
             }
         };
-        request.task.clear();
-        request.task.push_str(&spec.id);
-        request.config.clear();
         {
             use std::fmt::Write as _;
+            let request = Arc::make_mut(request);
+            request.input = input;
+            request.task.clear();
+            request.task.push_str(&spec.id);
+            request.config.clear();
             let _ = write!(request.config, "{}", spec.config);
         }
         loop {
             state.attempts += 1;
-            request.attempt = state.attempts;
+            Arc::make_mut(request).attempt = state.attempts;
             self.emitter.emit(EventKind::TaskStarted {
                 phase: phase.id.clone(),
                 task: spec.id.clone(),

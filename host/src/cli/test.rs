@@ -244,7 +244,7 @@ async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>) -> 
     let mut problems = Vec::new();
     if let Some(r) = &f.request {
         let input = r.input.as_ref().map(fixture::sent_text).unwrap_or_default();
-        let request = wit::TaskRequest {
+        let request = std::sync::Arc::new(wit::TaskRequest {
             run_id: "fixture".into(),
             phase: phase(&r.phase),
             task: r.task.clone().unwrap_or_else(|| case.loaded.name.clone()),
@@ -252,7 +252,7 @@ async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>) -> 
             input,
             context: context(r.context.as_ref()),
             config: fixture::table_json(r.config.as_ref()).to_string(),
-        };
+        });
         let attempt = host
             .run_task(
                 plugin,

@@ -15,8 +15,6 @@ pub mod net;
 pub mod stdio;
 pub mod surface;
 
-use std::sync::Arc;
-
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
 use crate::events::{Emitter, EventKind, LogLevel};
@@ -27,20 +25,20 @@ use crate::plugin::Origin;
 #[derive(Clone)]
 pub struct Notice {
     emitter: Emitter,
-    origin: Arc<Origin>,
+    origin: Origin,
 }
 
 impl Notice {
     /// Denials of `origin`'s calls go to `emitter`.
-    pub fn new(emitter: Emitter, origin: Arc<Origin>) -> Self {
+    pub fn new(emitter: Emitter, origin: Origin) -> Self {
         Notice { emitter, origin }
     }
 
     /// Logs a denial.
     pub fn deny(&self, message: String) {
         self.emitter.emit(EventKind::TaskLog {
-            phase: self.origin.phase.clone(),
-            task: self.origin.task.clone(),
+            phase: self.origin.phase().to_owned(),
+            task: self.origin.task().to_owned(),
             level: LogLevel::Warn,
             message,
         });

@@ -15,7 +15,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// One captured stream; clones share the buffer.
 #[derive(Clone)]
 pub struct CapturedOutput {
-    shared: Arc<Captured>,
+    /// `None`: a stream nothing can write to ([`CapturedOutput::none`]).
+    shared: Option<Arc<Captured>>,
     capacity: usize,
 }
 
@@ -29,38 +30,63 @@ impl CapturedOutput {
     /// Keeps at most `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
         CapturedOutput {
-            shared: Arc::default(),
+            shared: Some(Arc::default()),
             capacity,
         }
     }
 
+    /// The stream of an instance that has no WASI context, so nothing can write to it: no
+    /// buffer is allocated, and anything pushed to it is discarded.
+    pub fn none() -> Self {
+        CapturedOutput {
+            shared: None,
+            capacity: 0,
+        }
+    }
+
     fn push(&self, bytes: &[u8]) {
-        let mut buf = self.buffer();
+        let Some(shared) = &self.shared else { return };
+        let mut buf = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
         let room = self.capacity.saturating_sub(buf.len());
         let kept = bytes.len().min(room);
         buf.extend_from_slice(&bytes[..kept]);
-        self.shared
+        shared
             .dropped
             .fetch_add((bytes.len() - kept) as u64, Ordering::Relaxed);
     }
 
-    fn buffer(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// What was kept.
     pub fn contents(&self) -> Vec<u8> {
-        self.buffer().clone()
+        match &self.shared {
+            Some(shared) => shared
+                .buffer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            None => Vec::new(),
+        }
     }
 
     /// Whether nothing was written (kept or dropped).
     pub fn is_empty(&self) -> bool {
-        self.buffer().is_empty() && self.dropped() == 0
+        match &self.shared {
+            Some(shared) => {
+                shared
+                    .buffer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty()
+                    && self.dropped() == 0
+            }
+            None => true,
+        }
     }
 
     /// How many bytes were dropped past the capacity.
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.shared
+            .as_ref()
+            .map_or(0, |shared| shared.dropped.load(Ordering::Relaxed))
     }
 }
 
