@@ -239,6 +239,10 @@ impl Runner {
             };
             plugins.push(plugin);
         }
+        let templated = phase
+            .tasks
+            .iter()
+            .any(|t| crate::context::is_template(&t.input));
         let mut run = PhaseRun {
             host: self.host.clone(),
             pipeline: self.pipeline.clone(),
@@ -246,7 +250,7 @@ impl Runner {
             plugins,
             run_id: run_id.to_owned(),
             // Tasks of a parallel phase all see the context as it was when the phase began.
-            ctx: Snapshot::of(ctx, phase),
+            ctx: Snapshot::of(ctx, templated),
             emitter: self.emitter.clone(),
         };
         if phase.parallel {
@@ -298,7 +302,7 @@ impl Runner {
                 let existing = &store.state.phases[pi].tasks[i];
                 if existing.status == TaskStatus::Pending {
                     // Later tasks of a sequential phase see the results of earlier ones.
-                    run.ctx = Snapshot::of(ctx, phase);
+                    run.ctx = Snapshot::of(ctx, templated);
                     let state = run.execute(i, &mut Arc::new(run.request())).await;
                     self.finish_tasks(pi, phase, vec![(i, state)], store)?;
                 }
@@ -393,15 +397,12 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn of(ctx: &Context, phase: &Phase) -> Self {
+    /// `templated`: whether some task of the phase has an input template.
+    fn of(ctx: &Context, templated: bool) -> Self {
         let value = ctx.to_value();
         Snapshot {
             json: value.to_string(),
-            value: phase
-                .tasks
-                .iter()
-                .any(|t| crate::context::is_template(&t.input))
-                .then_some(value),
+            value: templated.then_some(value),
         }
     }
 
