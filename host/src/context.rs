@@ -23,6 +23,7 @@
 //! `{{ phases.discovery.tasks.scan.output.files | length }}`. Ids with `-` need the subscript
 //! form: `{{ phases["find-components"] }}`. `| tojson` renders any value as JSON.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior};
@@ -129,12 +130,11 @@ impl Context {
                     .collect(),
             );
         }
-        let Tasks::Added(tasks) = &mut entry.tasks else {
-            unreachable!("made a list of added tasks above")
-        };
-        match tasks.iter_mut().find(|t| t.id == task.id) {
-            Some(earlier) => *earlier = task.clone(),
-            None => tasks.push(task.clone()),
+        if let Tasks::Added(tasks) = &mut entry.tasks {
+            match tasks.iter_mut().find(|t| t.id == task.id) {
+                Some(earlier) => *earlier = task.clone(),
+                None => tasks.push(task.clone()),
+            }
         }
     }
 
@@ -145,17 +145,19 @@ impl Context {
         let entry = self.entry(&phase.id);
         entry.status = Some(phase.status);
         entry.verdict = phase.verdict.clone();
-        let finished = |id: &str| {
-            phase
-                .tasks
-                .iter()
-                .any(|t| t.id == id && t.status != TaskStatus::Pending)
-        };
         let earlier: Vec<TaskState> = match &mut entry.tasks {
-            Tasks::Added(added) => std::mem::take(added)
-                .into_iter()
-                .filter(|t| !finished(&t.id))
-                .collect(),
+            Tasks::Added(added) => {
+                let finished: HashSet<&str> = phase
+                    .tasks
+                    .iter()
+                    .filter(|t| t.status != TaskStatus::Pending)
+                    .map(|t| t.id.as_str())
+                    .collect();
+                std::mem::take(added)
+                    .into_iter()
+                    .filter(|t| !finished.contains(t.id.as_str()))
+                    .collect()
+            }
             Tasks::Phase(_) => Vec::new(),
         };
         entry.tasks = if earlier.is_empty() {
