@@ -254,10 +254,7 @@ fn parts() {
         std::hint::black_box(s);
     }
     println!("HostState::new: {:.2} µs", per(n, start.elapsed()));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = one_core_runtime();
     let start = Instant::now();
     rt.block_on(async {
         for _ in 0..n {
@@ -302,10 +299,7 @@ fn parts() {
         "bare loop, default-tuned pool: {:.2} µs",
         per(n, bare_loop(n, 1))
     );
-    let limits = phasegate::pipeline::EngineLimits {
-        max_instances: 65,
-        ..phasegate::pipeline::EngineLimits::SINGLE
-    };
+    let limits = phase_engine_limits();
     println!(
         "bare loop, phasegate's pool: {:.2} µs",
         per(
@@ -429,19 +423,13 @@ fn bare_loop_cfg(n: usize, threads: usize, config: Config) -> Duration {
 /// limiter, the epoch deadline), on phasegate's engine configuration: what `run_task` adds to
 /// the bare loop besides its own bookkeeping.
 fn host_state_loop(n: usize) -> Duration {
-    let limits = phasegate::pipeline::EngineLimits {
-        max_instances: 65,
-        ..phasegate::pipeline::EngineLimits::SINGLE
-    };
+    let limits = phase_engine_limits();
     let engine = Engine::new(&engine::config(&limits, MemoryReset::RESIDENT)).expect("engine");
     let component = Component::from_file(&engine, phasegate_test_artifacts::NOOP).expect("noop");
     let mut linker = Linker::<HostState>::new(&engine);
     host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).expect("link");
     let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = one_core_runtime();
     let start = Instant::now();
     rt.block_on(async {
         for i in 0..n {
@@ -525,10 +513,7 @@ fn languages() {
                 .map(|(n, p)| (n.to_owned(), PathBuf::from(p)))
         })
         .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = one_core_runtime();
     let dir = tempfile::tempdir().expect("dir");
     let per_task = |name: &str, component: &str, n: usize, reset: MemoryReset| -> f64 {
         let path = write_pipeline(dir.path(), name, 1, 1, component, "");
@@ -742,15 +727,13 @@ fn run_phase_after(dir: &Path, name: &str, cores: Cores, path: &Path, warm_up: u
     let mut store = stores.pop().expect("the timed run's store");
     let runner = Runner::new(host, pipeline.clone(), plugins, Emitter::discard());
     let rt = match cores {
-        Cores::One => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
+        Cores::One => one_core_runtime(),
         Cores::Two => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
-            .build(),
-    }
-    .expect("runtime");
+            .build()
+            .expect("runtime"),
+    };
     for mut warm in stores {
         rt.block_on(runner.run(&mut warm, false))
             .expect("warm-up run");
@@ -788,10 +771,7 @@ fn probe_call(config_json: &str, epochs: bool, bounds: BoundsChecks) -> Duration
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
     host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).expect("host");
     let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = one_core_runtime();
     let ticker = epochs.then(|| {
         let engine = engine.clone();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -877,10 +857,7 @@ fn run_example(dir: &Path) -> Duration {
     let state = State::new("bench-example".into(), &pipeline, Default::default());
     let mut store = ProgressStore::create(&dir.join("example.state.toml"), state).expect("state");
     let runner = Runner::new(host, pipeline, plugins, Emitter::discard());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = one_core_runtime();
     rt.block_on(runner.run(&mut store, false)).expect("run");
     start.elapsed()
 }
@@ -901,4 +878,21 @@ fn rss_child() {
         .trim()
         .to_owned();
     println!("{hwm} (phase of {n} tasks took {:.0} ms)", ms(t));
+}
+
+/// A single-threaded runtime with timers: phasegate's "1 core".
+fn one_core_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Engine limits sized like the benchmark's phases (64 live instances, and one more), for the
+/// loops that set up phasegate's engine by hand.
+fn phase_engine_limits() -> phasegate::pipeline::EngineLimits {
+    phasegate::pipeline::EngineLimits {
+        max_instances: 65,
+        ..phasegate::pipeline::EngineLimits::SINGLE
+    }
 }
