@@ -94,6 +94,22 @@ impl Context {
         json!({"run": {"id": self.run_id}, "pipeline": {"name": self.pipeline}, "vars": self.vars, "phases": phases})
     }
 
+    /// What a plugin without the `context` grant is given: the run id and the pipeline's name
+    /// (`{"run": {"id"}, "pipeline": {"name"}}`), nothing that another plugin produced.
+    pub fn ungranted_value(&self) -> Value {
+        json!({"run": {"id": self.run_id}, "pipeline": {"name": self.pipeline}})
+    }
+
+    /// What a plugin is given: the whole context with the `context` grant, else
+    /// [`ungranted_value`](Self::ungranted_value).
+    pub fn value_for(&self, granted: bool) -> Value {
+        if granted {
+            self.to_value()
+        } else {
+            self.ungranted_value()
+        }
+    }
+
     /// One phase's entry as JSON (`{"status", "verdict", "tasks"}`), if it has one.
     pub fn phase_value(&self, phase: &str) -> Option<Value> {
         self.phases
@@ -210,6 +226,21 @@ impl PhaseEntry {
 impl serde::Serialize for Context {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.to_value().serialize(serializer)
+    }
+}
+
+/// Adds one finished task of a phase to a context's JSON ([`Context::to_value`]), as
+/// [`Context::add_task`] followed by `to_value` would show it, in O(1) instead of rebuilding
+/// the whole value: a sequential phase adds its tasks one by one.
+pub fn add_task_to_value(context: &mut Value, phase: &str, task: &TaskState) {
+    let Some(phases) = context.get_mut("phases").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let entry = phases
+        .entry(phase.to_owned())
+        .or_insert_with(|| json!({"status": "running", "tasks": {}}));
+    if let Some(tasks) = entry.get_mut("tasks").and_then(Value::as_object_mut) {
+        tasks.insert(task.id.clone(), task_json(task));
     }
 }
 
@@ -476,6 +507,35 @@ mod tests {
         assert_eq!(
             tasks.as_object().unwrap().keys().collect::<Vec<_>>(),
             ["a", "b", "later"]
+        );
+    }
+
+    #[test]
+    fn tasks_added_to_the_json_match_the_context_rebuilt() {
+        let finished = phase();
+        let mut ctx = Context::new("r1", "p", &json!({"k": 1}));
+        ctx.add_phase(&PhaseState {
+            id: "before".into(),
+            ..phase()
+        });
+        let mut value = ctx.to_value();
+        // A new phase's first task, a second one, the first one again (replaced), and a task
+        // of a phase that already has an entry.
+        for (phase_id, t) in [
+            ("scan", &finished.tasks[0]),
+            ("scan", &finished.tasks[1]),
+            ("scan", &finished.tasks[0]),
+            ("before", &finished.tasks[2]),
+        ] {
+            ctx.add_task(phase_id, t);
+            add_task_to_value(&mut value, phase_id, t);
+            assert_eq!(value, ctx.to_value());
+        }
+
+        // Without the grant a plugin sees who runs it, nothing any plugin produced.
+        assert_eq!(
+            ctx.ungranted_value(),
+            json!({"run": {"id": "r1"}, "pipeline": {"name": "p"}})
         );
     }
 }

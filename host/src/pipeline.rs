@@ -147,6 +147,8 @@ pub struct RawGrants {
     #[serde(default)]
     deterministic: bool,
     seed: Option<u64>,
+    #[serde(default)]
+    context: bool,
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -384,16 +386,23 @@ pub struct Grants {
     pub deterministic: bool,
     /// Seed of the random generators when `deterministic`.
     pub seed: u64,
+    /// Whether the plugin's requests (a gate's reports) carry the whole context: the pipeline's
+    /// `vars` and every earlier result. Without it they carry only the run id and the pipeline's
+    /// name. Input templates are rendered by the host and always see the whole context, so a
+    /// task is given exactly what its template selects.
+    pub context: bool,
 }
 
 impl Grants {
-    /// Whether nothing at all is granted.
+    /// Whether nothing at all is granted (clocks and random are the host's).
     pub fn is_empty(&self) -> bool {
         self.dirs.is_empty()
             && self.env.is_empty()
             && self.env_set.is_empty()
             && self.net.is_empty()
             && self.http.is_empty()
+            && !self.deterministic
+            && !self.context
     }
 }
 
@@ -982,6 +991,7 @@ impl Errors<'_> {
             http: raw.http.iter().map(|h| h.get_ref().clone()).collect(),
             deterministic: raw.deterministic,
             seed: raw.seed.unwrap_or(0),
+            context: raw.context,
         }
     }
 
@@ -1115,6 +1125,9 @@ impl fmt::Display for Grants {
                 "deterministic clocks and random (seed {})",
                 self.seed
             ));
+        }
+        if self.context {
+            parts.push("the whole context".into());
         }
         if parts.is_empty() {
             f.write_str("none")

@@ -239,10 +239,6 @@ impl Runner {
             };
             plugins.push(plugin);
         }
-        let templated = phase
-            .tasks
-            .iter()
-            .any(|t| crate::context::is_template(&t.input));
         let mut run = PhaseRun {
             host: self.host.clone(),
             pipeline: self.pipeline.clone(),
@@ -250,7 +246,7 @@ impl Runner {
             plugins,
             run_id: run_id.to_owned(),
             // Tasks of a parallel phase all see the context as it was when the phase began.
-            ctx: Snapshot::of(ctx, templated),
+            ctx: Snapshot::of(ctx, Needs::of(phase)),
             emitter: self.emitter.clone(),
         };
         if phase.parallel {
@@ -266,11 +262,11 @@ impl Runner {
             for _ in 0..n_workers {
                 let (run, queue, tx) = (run.clone(), queue.clone(), tx.clone());
                 workers.spawn(async move {
-                    let mut request = Arc::new(run.request());
+                    let mut slot = run.request();
                     loop {
                         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
                         let Some(i) = next else { break };
-                        if tx.send((i, run.execute(i, &mut request).await)).is_err() {
+                        if tx.send((i, run.execute(i, &mut slot).await)).is_err() {
                             break;
                         }
                     }
@@ -302,11 +298,15 @@ impl Runner {
                 let existing = &store.state.phases[pi].tasks[i];
                 if existing.status == TaskStatus::Pending {
                     // Later tasks of a sequential phase see the results of earlier ones.
-                    run.ctx = Snapshot::of(ctx, templated);
-                    let state = run.execute(i, &mut Arc::new(run.request())).await;
+                    if phase.tasks[i].grants.context {
+                        run.ctx.refresh();
+                    }
+                    let state = run.execute(i, &mut run.request()).await;
                     self.finish_tasks(pi, phase, vec![(i, state)], store)?;
                 }
-                ctx.add_task(&phase.id, &store.state.phases[pi].tasks[i]);
+                let finished = &store.state.phases[pi].tasks[i];
+                ctx.add_task(&phase.id, finished);
+                run.ctx.add_task(&phase.id, finished);
             }
         }
         Ok(())
@@ -359,7 +359,7 @@ impl Runner {
             run_id: run_id.to_owned(),
             phase: phase.id.clone(),
             outcomes: tasks.iter().map(to_outcome).collect(),
-            context: ctx.to_value().to_string(),
+            context: ctx.value_for(gate.grants.context).to_string(),
             config: gate.config.to_string(),
         };
         let plugin = self.plugin(&gate.plugin)?;
@@ -389,20 +389,62 @@ struct PhaseRun {
     emitter: Emitter,
 }
 
-/// The context a task sees, built once for all the tasks that share it: its JSON text (every
-/// request carries it) and, when some task of the phase has an input template, its JSON value.
+/// The context the tasks of a phase see, built once for all the tasks that share it.
+///
+/// A task without the `context` grant is sent only the run id and the pipeline's name, so a
+/// phase that follows a phase of 10,000 tasks does not copy 10,000 outputs into each of its
+/// instances; the whole context is kept (as a JSON value) only when a task of the phase renders
+/// an input template or is granted it, and its text only when a task is granted it.
 struct Snapshot {
-    json: String,
+    /// The whole context, when a task renders a template or is granted the context.
     value: Option<Value>,
+    /// `value`'s JSON text, when a task of the phase is granted the context (rebuilt after a
+    /// sequential phase's task only when a later granted task needs it).
+    granted: Option<String>,
+    /// What a task without the grant is sent ([`Context::ungranted_value`]).
+    ungranted: String,
 }
 
 impl Snapshot {
-    /// `templated`: whether some task of the phase has an input template.
-    fn of(ctx: &Context, templated: bool) -> Self {
-        let value = ctx.to_value();
+    fn of(ctx: &Context, needs: Needs) -> Self {
+        let value = (needs.templates || needs.granted).then(|| ctx.to_value());
         Snapshot {
-            json: value.to_string(),
-            value: templated.then_some(value),
+            granted: match &value {
+                Some(value) if needs.granted => Some(value.to_string()),
+                _ => None,
+            },
+            value,
+            ungranted: ctx.ungranted_value().to_string(),
+        }
+    }
+
+    /// Adds a task a sequential phase just finished, for the tasks after it.
+    fn add_task(&mut self, phase: &str, task: &TaskState) {
+        if let Some(value) = &mut self.value {
+            crate::context::add_task_to_value(value, phase, task);
+            self.granted = None;
+        }
+    }
+
+    /// Builds the whole context's text again if a task added since made it stale (a sequential
+    /// phase, before a task granted the context).
+    fn refresh(&mut self) {
+        if let (Some(value), None) = (&self.value, &self.granted) {
+            self.granted = Some(value.to_string());
+        }
+    }
+
+    /// The context text for a task with or without the grant.
+    fn text(&self, granted: bool) -> &str {
+        match (&self.granted, granted) {
+            (Some(whole), true) => whole,
+            _ => {
+                debug_assert!(
+                    !granted,
+                    "the whole context was not built for a granted task"
+                );
+                &self.ungranted
+            }
         }
     }
 
@@ -414,25 +456,56 @@ impl Snapshot {
     }
 }
 
+/// A worker's request, reused from task to task, and which context text it holds.
+struct TaskSlot {
+    request: Arc<wit::TaskRequest>,
+    /// Whether `request.context` is the whole context (for a task granted it).
+    granted: bool,
+}
+
+/// What the tasks of a phase need of the context: decided once per phase.
+#[derive(Clone, Copy)]
+struct Needs {
+    /// Some task has an input template.
+    templates: bool,
+    /// Some task is granted the whole context.
+    granted: bool,
+}
+
+impl Needs {
+    fn of(phase: &Phase) -> Self {
+        Needs {
+            templates: phase
+                .tasks
+                .iter()
+                .any(|t| crate::context::is_template(&t.input)),
+            granted: phase.tasks.iter().any(|t| t.grants.context),
+        }
+    }
+}
+
 impl PhaseRun {
-    /// A request holding what every task of the phase shares (run, phase, context);
-    /// [`execute`](Self::execute) fills in the task's own fields.
-    fn request(&self) -> wit::TaskRequest {
-        wit::TaskRequest {
-            run_id: self.run_id.clone(),
-            phase: self.pipeline.phases[self.pi].id.clone(),
-            task: String::new(),
-            attempt: 0,
-            input: String::new(),
-            context: self.ctx.json.clone(),
-            config: String::new(),
+    /// A request holding what every task of the phase shares (run, phase, and the context
+    /// without the grant); [`execute`](Self::execute) fills in the task's own fields.
+    fn request(&self) -> TaskSlot {
+        TaskSlot {
+            request: Arc::new(wit::TaskRequest {
+                run_id: self.run_id.clone(),
+                phase: self.pipeline.phases[self.pi].id.clone(),
+                task: String::new(),
+                attempt: 0,
+                input: String::new(),
+                context: self.ctx.text(false).to_owned(),
+                config: String::new(),
+            }),
+            granted: false,
         }
     }
 
-    /// Runs task `ti` (with its retries), filling `request` in place. (The request is shared
-    /// with the task's instance, which names its events after it; between tasks no instance
-    /// holds it, so it is not copied.)
-    async fn execute(&self, ti: usize, request: &mut Arc<wit::TaskRequest>) -> TaskState {
+    /// Runs task `ti` (with its retries), filling the slot's request in place. (The request is
+    /// shared with the task's instance, which names its events after it; between tasks no
+    /// instance holds it, so it is not copied.)
+    async fn execute(&self, ti: usize, slot: &mut TaskSlot) -> TaskState {
         let phase = &self.pipeline.phases[self.pi];
         let spec = &phase.tasks[ti];
         let mut state = TaskState {
@@ -456,7 +529,11 @@ impl PhaseRun {
         };
         {
             use std::fmt::Write as _;
-            let request = Arc::make_mut(request);
+            let request = Arc::make_mut(&mut slot.request);
+            if slot.granted != spec.grants.context {
+                slot.granted = spec.grants.context;
+                request.context = self.ctx.text(slot.granted).to_owned();
+            }
             request.input = input;
             request.task.clear();
             request.task.push_str(&spec.id);
@@ -465,7 +542,7 @@ impl PhaseRun {
         }
         loop {
             state.attempts += 1;
-            Arc::make_mut(request).attempt = state.attempts;
+            Arc::make_mut(&mut slot.request).attempt = state.attempts;
             self.emitter.emit(EventKind::TaskStarted {
                 phase: phase.id.clone(),
                 task: spec.id.clone(),
@@ -476,7 +553,7 @@ impl PhaseRun {
                 .host
                 .run_task(
                     &self.plugins[ti],
-                    request,
+                    &slot.request,
                     &spec.limits,
                     &spec.grants,
                     self.emitter.clone(),

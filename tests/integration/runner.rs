@@ -157,6 +157,118 @@ config = { fields = { total = "/words", top = "/top_words/0/word", distinct = "/
 }
 
 #[test]
+fn the_whole_context_reaches_only_plugins_granted_it() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "grants"
+vars = { secret = "s3cret" }
+
+[[phase]]
+id = "first"
+gate = { plugin = "{ECHO_GATE}" }
+[[phase.task]]
+id = "made"
+plugin = "{PROBE}"
+config = { output = { token = "t0k" } }
+
+[[phase]]
+id = "second"
+gate = { plugin = "{ECHO_GATE}", grants = { context = true } }
+[[phase.task]]
+id = "plain"
+plugin = "{PROBE}"
+config = { echo-context = true }
+[[phase.task]]
+id = "granted"
+plugin = "{PROBE}"
+config = { echo-context = true }
+grants = { context = true }
+[[phase.task]]
+id = "templated"
+plugin = "{PROBE}"
+input = "{{ phases.first.tasks.made.output.token }} {{ vars.secret }}"
+
+[[phase]]
+id = "third"
+parallel = false
+[[phase.task]]
+id = "s1"
+plugin = "{PROBE}"
+config = { output = { n = 1 } }
+[[phase.task]]
+id = "s2"
+plugin = "{PROBE}"
+config = { echo-context = true }
+grants = { context = true }
+[[phase.task]]
+id = "s3"
+plugin = "{PROBE}"
+config = { echo-context = true }
+[[phase.task]]
+id = "s4"
+plugin = "{PROBE}"
+config = { echo-context = true }
+grants = { context = true }
+"#,
+    );
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let run_id = r.of("run-started")[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Without the grant: who runs the plugin, nothing that any plugin produced, no vars.
+    let ungranted = json!({"run": {"id": run_id}, "pipeline": {"name": "grants"}});
+    let outcome = r.outcome();
+    let phases = &outcome["context"]["phases"];
+    let evidence = |phase: &str| phases[phase]["verdict"]["evidence"].clone();
+    assert_eq!(evidence("first")["context"], ungranted);
+
+    let second = &phases["second"]["tasks"];
+    assert_eq!(second["plain"]["output"]["context"], ungranted);
+    let whole = &second["granted"]["output"]["context"];
+    assert_eq!(
+        whole["phases"]["first"]["tasks"]["made"]["output"]["token"],
+        "t0k"
+    );
+    assert_eq!(whole["vars"]["secret"], "s3cret");
+    assert_eq!(whole["run"], ungranted["run"]);
+    // Templates see the whole context either way: the task gets what its template selects.
+    assert_eq!(second["templated"]["output"]["input"], "t0k s3cret");
+    // The granted gate sees the earlier phases (its own tasks come as outcomes).
+    let gate = evidence("second");
+    assert_eq!(gate["outcomes"], 3);
+    assert_eq!(
+        gate["context"]["phases"]["first"]["verdict"]["evidence"]["context"],
+        ungranted
+    );
+
+    // In a sequential phase a granted task sees the tasks before it, a later one more.
+    let third = &phases["third"]["tasks"];
+    let s2 = &third["s2"]["output"]["context"]["phases"];
+    assert_eq!(s2["third"]["status"], "running");
+    assert_eq!(s2["third"]["tasks"]["s1"]["output"], json!({"n": 1}));
+    assert_eq!(
+        s2["second"]["tasks"]["plain"]["output"]["context"],
+        ungranted
+    );
+    assert_eq!(third["s3"]["output"]["context"], ungranted);
+    let s4 = &third["s4"]["output"]["context"]["phases"]["third"]["tasks"];
+    assert_eq!(
+        s4.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["s1", "s2", "s3"]
+    );
+    assert_eq!(s4["s3"]["output"]["context"], ungranted);
+
+    // `validate` shows the grant with the others.
+    let v = p.output(&["validate", "pipeline.toml"]);
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(v.status.success(), "{text}");
+    assert!(text.contains("grants: the whole context"), "{text}");
+}
+
+#[test]
 fn gate_fail_stops_the_run_with_completed_failed_reason_context() {
     let p = Project::new();
     p.pipeline(

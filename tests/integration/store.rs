@@ -436,11 +436,13 @@ fn an_update_that_widens_capabilities_is_refused_under_locked() {
     std::fs::create_dir(s.project.path("data")).unwrap();
     let granted = PIPELINE.replace(
         "plugin = \"tool\"\n",
-        "plugin = \"tool\"\ngrants = { dirs = [{ host = \"data\", guest = \"/data\", mode = \"rw\" }] }\n",
+        "plugin = \"tool\"\ngrants = { dirs = [{ host = \"data\", guest = \"/data\", mode = \"rw\" }], context = true }\n",
     );
     s.project.pipeline(&granted);
     let err = s.refused(&["run", pipeline, "--locked", "--fresh"]);
     assert!(err.contains("new grant `dir data -> /data (rw)`"), "{err}");
+    // Seeing every earlier result is a grant too.
+    assert!(err.contains("new grant `context`"), "{err}");
 
     // Switching the engine to explicit bounds checks (no Spectre mitigations) is a widening too;
     // once reviewed, the lock records it.

@@ -233,11 +233,12 @@ fn compare(what: &str, expected: &Value, actual: &Value, subset: bool) -> Option
 
 async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>) -> Vec<String> {
     let f = &case.loaded.fixture;
-    // What the fixture gives, or the context of a fresh run: the defaults of both shapes.
+    // What the fixture gives, or what a plugin is given at the start of a run (the whole
+    // context with the `context` grant, the run and pipeline names without it).
     let context = |given: Option<&toml::Table>| match given {
         Some(c) => fixture::table_json(Some(c)).to_string(),
         None => Context::new("fixture", "fixture", &json!({}))
-            .to_value()
+            .value_for(case.grants.context)
             .to_string(),
     };
     let phase = |given: &Option<String>| given.clone().unwrap_or_else(|| "fixture".into());
@@ -433,7 +434,8 @@ fn record(
             state_path.display()
         )));
     };
-    // The context as the runner built it: every earlier finished phase.
+    // The context as the runner built it: every earlier finished phase (recorded as the plugin
+    // was given it).
     let mut ctx = Context::new(&state.run_id, &pipeline.name, &pipeline.vars);
     for p in &state.phases {
         if p.id == phase_id {
@@ -475,7 +477,10 @@ fn record(
             let mut request = toml::Table::new();
             request.insert("input".into(), toml::Value::String(input));
             request.insert("config".into(), fixture::from_json(&spec.config));
-            request.insert("context".into(), fixture::from_json(&ctx.to_value()));
+            request.insert(
+                "context".into(),
+                fixture::from_json(&ctx.value_for(spec.grants.context)),
+            );
             request.insert("phase".into(), phase_id.into());
             request.insert("task".into(), task_id.into());
             table.insert("request".into(), request.into());
@@ -504,7 +509,10 @@ fn record(
             let mut report = toml::Table::new();
             report.insert("phase".into(), phase_id.into());
             report.insert("config".into(), fixture::from_json(&gate.config));
-            report.insert("context".into(), fixture::from_json(&ctx.to_value()));
+            report.insert(
+                "context".into(),
+                fixture::from_json(&ctx.value_for(gate.grants.context)),
+            );
             let outcomes: Vec<toml::Value> = phase_state
                 .tasks
                 .iter()
@@ -628,6 +636,7 @@ fn insert_sandbox(table: &mut toml::Table, limits: &Limits, grants: &Grants) {
         "http": grants.http,
         "deterministic": grants.deterministic,
         "seed": if grants.deterministic { json!(grants.seed) } else { Value::Null },
+        "context": grants.context,
     });
     table.insert("grants".into(), fixture::from_json(&g));
 }

@@ -310,8 +310,8 @@ pub fn uses_of(
 }
 
 /// One line per grant, in a stable form: `dir <host> -> <guest> (ro|rw)`, `env NAME`,
-/// `env-set NAME`, `net host:port`, `http host`, `deterministic`. A line that was not there
-/// before is a wider grant.
+/// `env-set NAME`, `net host:port`, `http host`, `deterministic`, `context`. A line that was not
+/// there before is a wider grant.
 pub fn grant_lines(grants: &Grants, project: &super::Project) -> Vec<String> {
     let mut lines = BTreeSet::new();
     for d in &grants.dirs {
@@ -331,6 +331,9 @@ pub fn grant_lines(grants: &Grants, project: &super::Project) -> Vec<String> {
     lines.extend(grants.http.iter().map(|h| format!("http {h}")));
     if grants.deterministic {
         lines.insert("deterministic".into());
+    }
+    if grants.context {
+        lines.insert("context".into());
     }
     lines.into_iter().collect()
 }

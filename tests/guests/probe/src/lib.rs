@@ -8,6 +8,7 @@
 //! - `fail`: always fail with this message
 //! - `invalid-input`: always return an invalid-input error with this message
 //! - `output`: return this JSON value instead of the default echo
+//! - `echo-context`: return `{"context": <the context it was given>}`
 //! - `trap`: panic (a trap in the host's eyes)
 //! - `spin`: burn this many iterations of pure arithmetic first (a CPU-bound guest) and
 //!   return `{"spin": <checksum>}`
@@ -35,6 +36,7 @@ struct Config {
     fail: Option<String>,
     invalid_input: Option<String>,
     output: Option<Value>,
+    echo_context: bool,
     trap: bool,
     spin: u64,
     churn: u64,
@@ -94,6 +96,9 @@ impl Task for Probe {
             )));
         }
         host::progress(1, 1, "done");
+        if cfg.echo_context {
+            return Ok(json!({ "context": req.context }));
+        }
         Ok(cfg.output.unwrap_or_else(|| {
             json!({"phase": req.phase, "task": req.task, "attempt": req.attempt, "input": req.input})
         }))
