@@ -5,6 +5,7 @@
 //! cargo bench -p phasegate --bench orchestration -- quick   # smaller sizes
 //! cargo bench -p phasegate --bench orchestration -- parts   # one task's cost, piece by piece
 //! cargo bench -p phasegate --bench orchestration -- ratio   # [1]'s ratio only, best of 5
+//! cargo bench -p phasegate --bench orchestration -- context # [6] only: later and sequential phases
 //! ```
 //!
 //! Every figure is printed next to the baseline measured in the same run, with the ratio.
@@ -44,6 +45,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "ratio") {
         return ratio();
+    }
+    if std::env::args().any(|a| a == "context") {
+        let dir = tempfile::tempdir().expect("temp dir");
+        return context_costs(dir.path(), if args.quick { 2_000 } else { 10_000 });
     }
     let dir = tempfile::tempdir().expect("temp dir");
     println!(
@@ -187,6 +192,9 @@ fn main() {
         .output()
         .expect("child");
     print!("  {}", String::from_utf8_lossy(&out.stdout));
+
+    // 6. What the context costs the phases after a large one, and sequential phases.
+    context_costs(dir.path(), n);
     println!(
         "\nPython and JavaScript per-task cost, before and after the pool's memory reset: scripts/bench-languages."
     );
@@ -860,6 +868,156 @@ fn run_example(dir: &Path) -> Duration {
     let rt = one_core_runtime();
     rt.block_on(runner.run(&mut store, false)).expect("run");
     start.elapsed()
+}
+
+/// [6]: a phase after an `n`-task phase (its tasks without and with the `context` grant), and
+/// sequential phases of growing size, on one core.
+fn context_costs(dir: &Path, n: usize) {
+    println!(
+        "\n[6] the context: a phase after a phase of {n} results, and sequential phases (1 core)"
+    );
+    let parallel = |tasks: usize, extra: &'static str| PhaseSpec {
+        tasks,
+        extra,
+        parallel: true,
+    };
+    let (mut first, mut second, mut size) = (Duration::MAX, Duration::MAX, 0);
+    for run in 0..BEST_OF {
+        let path = write_phases(
+            dir,
+            &format!("after{run}"),
+            &[parallel(n, ""), parallel(n, "")],
+        );
+        let timed = phases_timed(&path);
+        first = first.min(timed.phases[0]);
+        second = second.min(timed.phases[1]);
+        size = timed.first_phase_bytes;
+    }
+    println!(
+        "  first phase {:.1} µs/task; the next {n} tasks (not granted the context) {:.1} µs/task: {:.2}x the first",
+        per(n, first),
+        per(n, second),
+        second.as_secs_f64() / first.as_secs_f64()
+    );
+    // Granted, each request carries the whole context: a cost that grows with the run.
+    let m = (n / 50).max(20);
+    let granted = (0..BEST_OF)
+        .map(|run| {
+            let path = write_phases(
+                dir,
+                &format!("granted{run}"),
+                &[parallel(n, ""), parallel(m, "grants = { context = true }")],
+            );
+            phases_timed(&path).phases[1]
+        })
+        .min()
+        .expect("runs");
+    println!(
+        "  {m} tasks granted the context after it (each request carries {:.2} MB, parsed by the SDK): {:.1} µs/task, {:.0}x",
+        size as f64 / 1e6,
+        per(m, granted),
+        per(m, granted) / per(n, first)
+    );
+    // Sequential phases, every task rendering a template (so the context is kept up to date
+    // task by task): the per-task cost must not grow with the phase.
+    let sizes = [n / 10, n];
+    let mut per_task = Vec::new();
+    for &size in &sizes {
+        let best = (0..BEST_OF)
+            .map(|run| {
+                let spec = PhaseSpec {
+                    tasks: size,
+                    extra: "input = \"{{ run.id }}\"",
+                    parallel: false,
+                };
+                let path = write_phases(dir, &format!("seq{size}-{run}"), &[spec]);
+                phases_timed(&path).phases[0]
+            })
+            .min()
+            .expect("runs");
+        per_task.push(per(size, best));
+        println!(
+            "  sequential phase of {size:>6} templated tasks: {:.1} µs/task",
+            per(size, best)
+        );
+    }
+    println!(
+        "  sequential, {} tasks against {}: {:.2}x per task (constant: 1.0x)",
+        sizes[1],
+        sizes[0],
+        per_task[1] / per_task[0]
+    );
+}
+
+/// One phase of [`write_phases`]: `tasks` noop tasks, each with the keys `extra`.
+struct PhaseSpec {
+    tasks: usize,
+    extra: &'static str,
+    parallel: bool,
+}
+
+/// A pipeline of noop phases (concurrency 64 when parallel), in order.
+fn write_phases(dir: &Path, name: &str, phases: &[PhaseSpec]) -> PathBuf {
+    let mut toml = format!("name = \"{name}\"\n");
+    for (pi, phase) in phases.iter().enumerate() {
+        toml.push_str(&format!(
+            "[[phase]]\nid = \"p{pi}\"\nparallel = {}\nconcurrency = 64\n",
+            phase.parallel
+        ));
+        for i in 0..phase.tasks {
+            toml.push_str(&format!(
+                "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{}\"\n{}\n",
+                phasegate_test_artifacts::NOOP,
+                phase.extra
+            ));
+        }
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml).expect("pipeline");
+    path
+}
+
+/// Each phase's time in one run of a pipeline, and the size of the first phase's context entry.
+struct Timed {
+    phases: Vec<Duration>,
+    first_phase_bytes: usize,
+}
+
+/// Runs the pipeline at `path` on one core and times each phase (from its events).
+fn phases_timed(path: &Path) -> Timed {
+    let (pipeline, host, plugins) = load(path);
+    let digests: phasegate::pipeline::PluginDigests = plugins
+        .iter()
+        .map(|(r, p)| (r.spec.clone(), p.digest.clone()))
+        .collect();
+    let state = State::new("bench-phases".into(), &pipeline, digests);
+    let mut store =
+        ProgressStore::create(&path.with_extension("state.toml"), state).expect("state");
+    let marks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = marks.clone();
+    let emitter = Emitter::new(move |e: phasegate::events::Event| {
+        use phasegate::events::EventKind;
+        if let EventKind::PhaseStarted { .. } | EventKind::PhaseFinished { .. } = e.kind {
+            sink.lock().expect("marks").push(e.elapsed_us);
+        }
+    });
+    let phases = pipeline.phases.len();
+    let runner = Runner::new(host, pipeline, plugins, emitter);
+    let outcome = one_core_runtime()
+        .block_on(runner.run(&mut store, false))
+        .expect("run");
+    assert_eq!(outcome.completed.len(), phases, "{:?}", outcome.reason);
+    let marks = marks.lock().expect("marks");
+    Timed {
+        phases: marks
+            .chunks(2)
+            .map(|m| Duration::from_micros(m[1] - m[0]))
+            .collect(),
+        first_phase_bytes: outcome
+            .context
+            .phase_value("p0")
+            .map_or(0, |v| v.to_string().len()),
+    }
 }
 
 /// Child mode: run an n-task phase at concurrency 64 and print the peak RSS.

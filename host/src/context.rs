@@ -23,7 +23,7 @@
 //! `{{ phases.discovery.tasks.scan.output.files | length }}`. Ids with `-` need the subscript
 //! form: `{{ phases["find-components"] }}`. `| tojson` renders any value as JSON.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior};
@@ -60,14 +60,43 @@ enum Tasks {
     /// A finished phase's tasks, shared with the progress state; pending ones are not shown.
     Phase(Arc<Vec<TaskState>>),
     /// Tasks added one by one ([`Context::add_task`]), every one shown.
-    Added(Vec<TaskState>),
+    Added(Added),
+}
+
+/// Tasks added one by one, in the order they were first added, with an index by id (a
+/// sequential phase of 10,000 tasks adds each once: no scan per task).
+#[derive(Clone, Debug, Default)]
+struct Added {
+    tasks: Vec<TaskState>,
+    at: HashMap<String, usize>,
+}
+
+impl Added {
+    fn of(tasks: impl IntoIterator<Item = TaskState>) -> Self {
+        let mut added = Added::default();
+        for t in tasks {
+            added.put(t);
+        }
+        added
+    }
+
+    /// Adds a task, or replaces the one of the same id in its place.
+    fn put(&mut self, task: TaskState) {
+        match self.at.get(&task.id) {
+            Some(&i) => self.tasks[i] = task,
+            None => {
+                self.at.insert(task.id.clone(), self.tasks.len());
+                self.tasks.push(task);
+            }
+        }
+    }
 }
 
 impl Tasks {
     fn shown(&self) -> impl Iterator<Item = &TaskState> {
         let (all, phase) = match self {
             Tasks::Phase(tasks) => (tasks.as_slice(), true),
-            Tasks::Added(tasks) => (tasks.as_slice(), false),
+            Tasks::Added(added) => (added.tasks.as_slice(), false),
         };
         all.iter()
             .filter(move |t| !phase || t.status != TaskStatus::Pending)
@@ -126,7 +155,7 @@ impl Context {
                     id: phase.to_owned(),
                     status: None,
                     verdict: None,
-                    tasks: Tasks::Added(Vec::new()),
+                    tasks: Tasks::Added(Added::default()),
                 });
                 self.phases.len() - 1
             }
@@ -138,19 +167,15 @@ impl Context {
     pub fn add_task(&mut self, phase: &str, task: &TaskState) {
         let entry = self.entry(phase);
         if let Tasks::Phase(shared) = &entry.tasks {
-            entry.tasks = Tasks::Added(
+            entry.tasks = Tasks::Added(Added::of(
                 shared
                     .iter()
                     .filter(|t| t.status != TaskStatus::Pending)
-                    .cloned()
-                    .collect(),
-            );
+                    .cloned(),
+            ));
         }
-        if let Tasks::Added(tasks) = &mut entry.tasks {
-            match tasks.iter_mut().find(|t| t.id == task.id) {
-                Some(earlier) => *earlier = task.clone(),
-                None => tasks.push(task.clone()),
-            }
+        if let Tasks::Added(added) = &mut entry.tasks {
+            added.put(task.clone());
         }
     }
 
@@ -170,6 +195,7 @@ impl Context {
                     .map(|t| t.id.as_str())
                     .collect();
                 std::mem::take(added)
+                    .tasks
                     .into_iter()
                     .filter(|t| !finished.contains(t.id.as_str()))
                     .collect()
@@ -186,7 +212,7 @@ impl Context {
                 .cloned()
                 .collect();
             all.extend(earlier);
-            Tasks::Added(all)
+            Tasks::Added(Added::of(all))
         };
     }
 
@@ -195,7 +221,7 @@ impl Context {
         if !is_template(template) {
             return Ok(template.to_owned());
         }
-        render(template, &self.to_value())
+        render(template, &Arc::new(self.to_value()))
     }
 }
 
@@ -250,13 +276,100 @@ pub fn is_template(input: &str) -> bool {
 }
 
 /// Renders an `input` template against a context's JSON ([`Context::to_value`]).
-pub fn render(template: &str, context: &Value) -> Result<String, String> {
+///
+/// The template reads the JSON where it lies ([`Lazy`]): rendering costs what the template
+/// looks at, not the size of the context (after a phase of 10,000 tasks, converting the whole
+/// context for every task's template would cost milliseconds per task).
+pub fn render(template: &str, context: &Arc<Value>) -> Result<String, String> {
     if !is_template(template) {
         return Ok(template.to_owned());
     }
+    let root = minijinja::Value::from_object(Lazy {
+        root: context.clone(),
+        path: Vec::new(),
+    });
     environment()
-        .render_str(template, context)
+        .render_str(template, root)
         .map_err(|e| format!("cannot render the input template: {}", describe(&e)))
+}
+
+/// A place in a JSON document, as a template sees it: maps and lists are looked into where a
+/// template reads them, scalars converted when reached.
+#[derive(Debug)]
+struct Lazy {
+    root: Arc<Value>,
+    /// From the root to this place (every step was found when this was made).
+    path: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+impl Lazy {
+    fn node(&self) -> Option<&Value> {
+        self.path
+            .iter()
+            .try_fold(&*self.root, |v, step| match step {
+                Step::Key(k) => v.get(k.as_str()),
+                Step::Index(i) => v.get(*i),
+            })
+    }
+
+    fn child(&self, step: Step, value: &Value) -> minijinja::Value {
+        match value {
+            Value::Object(_) | Value::Array(_) => {
+                let mut path = Vec::with_capacity(self.path.len() + 1);
+                path.extend(self.path.iter().cloned());
+                path.push(step);
+                minijinja::Value::from_object(Lazy {
+                    root: self.root.clone(),
+                    path,
+                })
+            }
+            // Scalars as minijinja converts them from serde.
+            scalar => minijinja::Value::from_serialize(scalar),
+        }
+    }
+}
+
+impl minijinja::value::Object for Lazy {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        match self.node() {
+            Some(Value::Array(_)) => minijinja::value::ObjectRepr::Seq,
+            _ => minijinja::value::ObjectRepr::Map,
+        }
+    }
+
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        match self.node()? {
+            Value::Object(map) => {
+                let key = key.as_str()?;
+                let value = map.get(key)?;
+                Some(self.child(Step::Key(key.to_owned()), value))
+            }
+            Value::Array(items) => {
+                let i = usize::try_from(key.as_i64()?).ok()?;
+                Some(self.child(Step::Index(i), items.get(i)?))
+            }
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        use minijinja::value::Enumerator;
+        match self.node() {
+            Some(Value::Object(map)) => Enumerator::Values(
+                map.keys()
+                    .map(|k| minijinja::Value::from(k.as_str()))
+                    .collect(),
+            ),
+            Some(Value::Array(items)) => Enumerator::Seq(items.len()),
+            _ => Enumerator::Empty,
+        }
+    }
 }
 
 /// A task as the context shows it (built field by field: a phase adds thousands of these).
@@ -280,11 +393,15 @@ fn task_json(task: &TaskState) -> Value {
     Value::Object(v)
 }
 
-fn environment() -> Environment<'static> {
-    let mut env = Environment::new();
-    // A typo in a template is an error, not a silently empty string.
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env
+/// The template environment, set up once (a phase renders a template per task).
+fn environment() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        // A typo in a template is an error, not a silently empty string.
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env
+    })
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -537,5 +654,30 @@ mod tests {
             ctx.ungranted_value(),
             json!({"run": {"id": "r1"}, "pipeline": {"name": "p"}})
         );
+    }
+
+    #[test]
+    fn templates_read_the_json_where_it_lies_as_if_it_were_converted() {
+        let value = Arc::new(json!({
+            "run": {"id": "r1"},
+            "vars": {"n": 3, "big": u64::MAX, "f": 1.5, "flag": true, "none": null, "s": "x"},
+            "phases": {"find-it": {"tasks": {"a": {"output": {"list": [1, {"k": "v"}, [2, 3]]}}}}},
+        }));
+        let env = environment();
+        for template in [
+            "{{ run.id }} {{ vars.n + 1 }} {{ vars.big }} {{ vars.f }} {{ vars.flag }} {{ vars.none }}",
+            "{{ phases['find-it'].tasks.a.output.list[1].k }} {{ phases['find-it'].tasks.a.output.list[-1][0] }}",
+            "{{ phases | tojson }}|{{ vars | tojson }}|{{ phases['find-it'].tasks.a.output.list | length }}",
+            "{% for k in vars %}{{ k }},{% endfor %} {% for k, v in vars | items %}{{ k }}={{ v }};{% endfor %}",
+            "{{ vars }} {{ phases['find-it'].tasks.a.output.list }} {{ vars.s is string }} {{ vars.n is number }}",
+            "{% if vars.none %}y{% else %}n{% endif %}{% if vars %}m{% endif %}{{ vars.missing is defined }}",
+            "{{ phases['find-it'].tasks.a.output.list[:2] | tojson }} {{ vars | dictsort | first }}",
+        ] {
+            let eager = env.render_str(template, &*value).unwrap();
+            assert_eq!(render(template, &value).unwrap(), eager, "{template}");
+        }
+        // Undefined names are still errors.
+        assert!(render("{{ vars.missing.deeper }}", &value).is_err());
+        assert!(render("{{ phases.nope.tasks }}", &value).is_err());
     }
 }

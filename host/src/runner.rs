@@ -396,8 +396,9 @@ struct PhaseRun {
 /// instances; the whole context is kept (as a JSON value) only when a task of the phase renders
 /// an input template or is granted it, and its text only when a task is granted it.
 struct Snapshot {
-    /// The whole context, when a task renders a template or is granted the context.
-    value: Option<Value>,
+    /// The whole context, when a task renders a template or is granted the context (shared
+    /// with the templates being rendered; between tasks nothing else holds it).
+    value: Option<Arc<Value>>,
     /// `value`'s JSON text, when a task of the phase is granted the context (rebuilt after a
     /// sequential phase's task only when a later granted task needs it).
     granted: Option<String>,
@@ -407,7 +408,7 @@ struct Snapshot {
 
 impl Snapshot {
     fn of(ctx: &Context, needs: Needs) -> Self {
-        let value = (needs.templates || needs.granted).then(|| ctx.to_value());
+        let value = (needs.templates || needs.granted).then(|| Arc::new(ctx.to_value()));
         Snapshot {
             granted: match &value {
                 Some(value) if needs.granted => Some(value.to_string()),
@@ -421,7 +422,7 @@ impl Snapshot {
     /// Adds a task a sequential phase just finished, for the tasks after it.
     fn add_task(&mut self, phase: &str, task: &TaskState) {
         if let Some(value) = &mut self.value {
-            crate::context::add_task_to_value(value, phase, task);
+            crate::context::add_task_to_value(Arc::make_mut(value), phase, task);
             self.granted = None;
         }
     }
