@@ -881,16 +881,19 @@ fn context_costs(dir: &Path, n: usize) {
         extra,
         parallel: true,
     };
-    let (mut first, mut second, mut size) = (Duration::MAX, Duration::MAX, 0);
+    let (mut first, mut second, mut third, mut size) =
+        (Duration::MAX, Duration::MAX, Duration::MAX, 0);
+    let templated = "input = \"{{ phases.p0.tasks.t7.status }}\"";
     for run in 0..BEST_OF {
         let path = write_phases(
             dir,
             &format!("after{run}"),
-            &[parallel(n, ""), parallel(n, "")],
+            &[parallel(n, ""), parallel(n, ""), parallel(n, templated)],
         );
         let timed = phases_timed(&path);
         first = first.min(timed.phases[0]);
         second = second.min(timed.phases[1]);
+        third = third.min(timed.phases[2]);
         size = timed.first_phase_bytes;
     }
     println!(
@@ -898,6 +901,11 @@ fn context_costs(dir: &Path, n: usize) {
         per(n, first),
         per(n, second),
         second.as_secs_f64() / first.as_secs_f64()
+    );
+    println!(
+        "  then {n} tasks whose input template reads a result of the first phase: {:.1} µs/task: {:.2}x the first",
+        per(n, third),
+        third.as_secs_f64() / first.as_secs_f64()
     );
     // Granted, each request carries the whole context: a cost that grows with the run.
     let m = (n / 50).max(20);
