@@ -159,7 +159,10 @@ pub struct Request<I, C> {
     pub input: I,
     /// The rendered input exactly as the host sent it.
     pub raw_input: String,
-    /// The context so far: `{"run": .., "pipeline": .., "phases": {id: {"tasks": {..}}}}`.
+    /// The context: `{"run": .., "pipeline": .., "vars": .., "phases": {id: {"tasks": {..}}}}`
+    /// when the pipeline grants this task `grants = { context = true }`; otherwise only
+    /// `{"run": {"id"}, "pipeline": {"name"}}` (pass what the task needs through its `input`
+    /// template instead).
     pub context: Value,
     /// The task's config table.
     pub config: C,
@@ -215,7 +218,8 @@ pub struct Report<C> {
     pub phase: String,
     /// Every task's outcome, in pipeline order.
     pub outcomes: Vec<Outcome>,
-    /// Context of the earlier phases.
+    /// Context of the earlier phases, with the gate's `grants = { context = true }`; otherwise
+    /// only the run id and the pipeline's name.
     pub context: Value,
     /// The gate's config table.
     pub config: C,

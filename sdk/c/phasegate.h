@@ -197,7 +197,8 @@ typedef struct {
     /** The rendered input, as the pipeline's template produced it. */
     const char *input;
     size_t input_len;
-    /** The context so far (JSON). */
+    /** The context (JSON): the whole context with `grants = { context = true }` for this task,
+     *  otherwise only `{"run": {"id"}, "pipeline": {"name"}}`. */
     const char *context;
     /** The task's config table (JSON object; `{}` when the pipeline gives none). */
     const char *config;

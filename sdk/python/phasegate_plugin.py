@@ -58,6 +58,8 @@ class Request:
     attempt: int
     input: Any
     raw_input: str
+    # The whole context with the pipeline's `grants = { context = true }` for this task;
+    # otherwise only {"run": {"id"}, "pipeline": {"name"}}.
     context: Any
     config: Any
 
