@@ -166,6 +166,10 @@ fn a_pipeline_mixes_all_four_languages_and_fixtures_record_from_it() {
             "\n[[phase]]\nid = \"p{i}\"\nconcurrency = 4\n[phase.gate]\nplugin = \"{}\"\nconfig = {{ max-failures = 0 }}\n",
             a.component(gate_lang, "gate").display()
         ));
+        if i == 3 {
+            // The last gate (JavaScript) is granted the whole context.
+            toml.push_str("grants = { context = true }\n");
+        }
         for lang in LANGS {
             // Later phases read the earlier phase's outputs through the context.
             let input = if i == 0 {
@@ -244,6 +248,11 @@ fn a_pipeline_mixes_all_four_languages_and_fixtures_record_from_it() {
     );
     assert!(recorded.contains("[expect.output]"), "{recorded}");
     assert!(recorded.contains("[limits]"), "{recorded}");
+    // Recorded as the task was given it: without the grant, no earlier results.
+    assert!(
+        recorded.contains("[request.context.pipeline]") && !recorded.contains("phases"),
+        "{recorded}"
+    );
     let out = phasegate(&project, &["test", "--no-build", "--fixtures", "recorded"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -269,6 +278,12 @@ fn a_pipeline_mixes_all_four_languages_and_fixtures_record_from_it() {
     let recorded = std::fs::read_to_string(gate_project.join("recorded/p3-gate.toml")).unwrap();
     assert!(recorded.contains("[[report.outcome]]"), "{recorded}");
     assert!(recorded.contains("verdict = \"pass\""), "{recorded}");
+    // The granted gate was given the earlier phases, and the fixture replays under the grant.
+    assert!(
+        recorded.contains("[report.context.phases.p2.tasks.rust.output]"),
+        "{recorded}"
+    );
+    assert!(recorded.contains("context = true"), "{recorded}");
     let out = phasegate(
         &gate_project,
         &["test", "--no-build", "--fixtures", "recorded"],
