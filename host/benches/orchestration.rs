@@ -628,18 +628,14 @@ fn write_pipeline_in(
     extra: &str,
     bounds: BoundsChecks,
 ) -> PathBuf {
-    let mut toml = format!(
-        "name = \"{name}\"\n[engine]\nbounds-checks = \"{}\"\n[[phase]]\nid = \"bulk\"\nconcurrency = {concurrency}\n",
-        bounds.name()
-    );
-    for i in 0..tasks {
-        toml.push_str(&format!(
-            "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{plugin}\"\n{extra}\n"
-        ));
-    }
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, toml).expect("pipeline");
-    path
+    let phase = PhaseSpec {
+        tasks,
+        plugin,
+        extra,
+        parallel: true,
+        concurrency,
+    };
+    write_phases(dir, name, bounds, &[phase])
 }
 
 fn load(
@@ -714,6 +710,14 @@ fn phase_in(dir: &Path, name: &str, tasks: usize, cores: Cores, bounds: BoundsCh
     run_phase(dir, name, cores, &path)
 }
 
+/// Each loaded plugin's digest, as a progress file records them.
+fn digests(plugins: &HashMap<PluginRef, Arc<LoadedPlugin>>) -> phasegate::pipeline::PluginDigests {
+    plugins
+        .iter()
+        .map(|(r, p)| (r.spec.clone(), p.digest.clone()))
+        .collect()
+}
+
 /// Runs the one-phase pipeline at `path`; returns the run's time (load excluded).
 fn run_phase(dir: &Path, name: &str, cores: Cores, path: &Path) -> Duration {
     run_phase_after(dir, name, cores, path, 0)
@@ -723,10 +727,7 @@ fn run_phase(dir: &Path, name: &str, cores: Cores, path: &Path) -> Duration {
 /// with its own progress file), so that the timed run finds the pool's slots and the caches warm.
 fn run_phase_after(dir: &Path, name: &str, cores: Cores, path: &Path, warm_up: usize) -> Duration {
     let (pipeline, host, plugins) = load(path);
-    let digests: phasegate::pipeline::PluginDigests = plugins
-        .iter()
-        .map(|(r, p)| (r.spec.clone(), p.digest.clone()))
-        .collect();
+    let digests = digests(&plugins);
     let store_for = |run: usize| {
         let state = State::new(format!("bench-{name}-{run}"), &pipeline, digests.clone());
         ProgressStore::create(&dir.join(format!("{name}-{run}.state.toml")), state).expect("state")
@@ -878,9 +879,12 @@ fn context_costs(dir: &Path, n: usize) {
     );
     let parallel = |tasks: usize, extra: &'static str| PhaseSpec {
         tasks,
+        plugin: phasegate_test_artifacts::NOOP,
         extra,
         parallel: true,
+        concurrency: 64,
     };
+    let guard = BoundsChecks::GuardPages;
     let (mut first, mut second, mut third, mut size) =
         (Duration::MAX, Duration::MAX, Duration::MAX, 0);
     let templated = "input = \"{{ phases.p0.tasks.t7.status }}\"";
@@ -888,6 +892,7 @@ fn context_costs(dir: &Path, n: usize) {
         let path = write_phases(
             dir,
             &format!("after{run}"),
+            guard,
             &[parallel(n, ""), parallel(n, ""), parallel(n, templated)],
         );
         let timed = phases_timed(&path);
@@ -914,6 +919,7 @@ fn context_costs(dir: &Path, n: usize) {
             let path = write_phases(
                 dir,
                 &format!("granted{run}"),
+                guard,
                 &[parallel(n, ""), parallel(m, "grants = { context = true }")],
             );
             phases_timed(&path).phases[1]
@@ -934,11 +940,10 @@ fn context_costs(dir: &Path, n: usize) {
         let best = (0..BEST_OF)
             .map(|run| {
                 let spec = PhaseSpec {
-                    tasks: size,
-                    extra: "input = \"{{ run.id }}\"",
                     parallel: false,
+                    ..parallel(size, "input = \"{{ run.id }}\"")
                 };
-                let path = write_phases(dir, &format!("seq{size}-{run}"), &[spec]);
+                let path = write_phases(dir, &format!("seq{size}-{run}"), guard, &[spec]);
                 phases_timed(&path).phases[0]
             })
             .min()
@@ -957,26 +962,30 @@ fn context_costs(dir: &Path, n: usize) {
     );
 }
 
-/// One phase of [`write_phases`]: `tasks` noop tasks, each with the keys `extra`.
-struct PhaseSpec {
+/// One phase of [`write_phases`]: `tasks` tasks of `plugin`, each with the keys `extra`.
+struct PhaseSpec<'a> {
     tasks: usize,
-    extra: &'static str,
+    plugin: &'a str,
+    extra: &'a str,
     parallel: bool,
+    concurrency: usize,
 }
 
-/// A pipeline of noop phases (concurrency 64 when parallel), in order.
-fn write_phases(dir: &Path, name: &str, phases: &[PhaseSpec]) -> PathBuf {
-    let mut toml = format!("name = \"{name}\"\n");
+/// A pipeline of phases `p0`, `p1`... in order, with `[engine] bounds-checks` set.
+fn write_phases(dir: &Path, name: &str, bounds: BoundsChecks, phases: &[PhaseSpec]) -> PathBuf {
+    let mut toml = format!(
+        "name = \"{name}\"\n[engine]\nbounds-checks = \"{}\"\n",
+        bounds.name()
+    );
     for (pi, phase) in phases.iter().enumerate() {
         toml.push_str(&format!(
-            "[[phase]]\nid = \"p{pi}\"\nparallel = {}\nconcurrency = 64\n",
-            phase.parallel
+            "[[phase]]\nid = \"p{pi}\"\nparallel = {}\nconcurrency = {}\n",
+            phase.parallel, phase.concurrency
         ));
         for i in 0..phase.tasks {
             toml.push_str(&format!(
                 "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{}\"\n{}\n",
-                phasegate_test_artifacts::NOOP,
-                phase.extra
+                phase.plugin, phase.extra
             ));
         }
     }
@@ -994,10 +1003,7 @@ struct Timed {
 /// Runs the pipeline at `path` on one core and times each phase (from its events).
 fn phases_timed(path: &Path) -> Timed {
     let (pipeline, host, plugins) = load(path);
-    let digests: phasegate::pipeline::PluginDigests = plugins
-        .iter()
-        .map(|(r, p)| (r.spec.clone(), p.digest.clone()))
-        .collect();
+    let digests = digests(&plugins);
     let state = State::new("bench-phases".into(), &pipeline, digests);
     let mut store =
         ProgressStore::create(&path.with_extension("state.toml"), state).expect("state");
