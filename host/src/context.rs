@@ -103,6 +103,11 @@ impl Tasks {
     }
 }
 
+/// What the context shows of a phase's tasks: the finished ones.
+fn finished(tasks: &[TaskState]) -> impl Iterator<Item = &TaskState> {
+    tasks.iter().filter(|t| t.status != TaskStatus::Pending)
+}
+
 impl Context {
     /// An empty context for a run.
     pub fn new(run_id: &str, pipeline: &str, vars: &Value) -> Self {
@@ -167,12 +172,7 @@ impl Context {
     pub fn add_task(&mut self, phase: &str, task: &TaskState) {
         let entry = self.entry(phase);
         if let Tasks::Phase(shared) = &entry.tasks {
-            entry.tasks = Tasks::Added(Added::of(
-                shared
-                    .iter()
-                    .filter(|t| t.status != TaskStatus::Pending)
-                    .cloned(),
-            ));
+            entry.tasks = Tasks::Added(Added::of(finished(shared).cloned()));
         }
         if let Tasks::Added(added) = &mut entry.tasks {
             added.put(task.clone());
@@ -188,16 +188,11 @@ impl Context {
         entry.verdict = phase.verdict.clone();
         let earlier: Vec<TaskState> = match &mut entry.tasks {
             Tasks::Added(added) => {
-                let finished: HashSet<&str> = phase
-                    .tasks
-                    .iter()
-                    .filter(|t| t.status != TaskStatus::Pending)
-                    .map(|t| t.id.as_str())
-                    .collect();
+                let now: HashSet<&str> = finished(&phase.tasks).map(|t| t.id.as_str()).collect();
                 std::mem::take(added)
                     .tasks
                     .into_iter()
-                    .filter(|t| !finished.contains(t.id.as_str()))
+                    .filter(|t| !now.contains(t.id.as_str()))
                     .collect()
             }
             Tasks::Phase(_) => Vec::new(),
@@ -205,14 +200,7 @@ impl Context {
         entry.tasks = if earlier.is_empty() {
             Tasks::Phase(phase.tasks.clone())
         } else {
-            let mut all: Vec<TaskState> = phase
-                .tasks
-                .iter()
-                .filter(|t| t.status != TaskStatus::Pending)
-                .cloned()
-                .collect();
-            all.extend(earlier);
-            Tasks::Added(Added::of(all))
+            Tasks::Added(Added::of(finished(&phase.tasks).cloned().chain(earlier)))
         };
     }
 
