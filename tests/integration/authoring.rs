@@ -389,3 +389,54 @@ fn build_refuses_a_component_of_the_wrong_kind_and_bad_fixtures() {
         "{all}"
     );
 }
+
+/// The Rust SDK's allocator region (`arena` in plugin-sdk/src/lib.rs), in a real instance: blocks
+/// allocated, grown, shrunk and freed in random order read back what was written, whether they
+/// stay in the region or outgrow it into the standard allocator; and a task that stays in the
+/// region never grows the instance's memory (the page-protection changes it saves are what
+/// BENCHMARKS.md [1] measures).
+#[test]
+fn the_rust_sdk_allocator_keeps_small_tasks_in_its_region_and_hands_over_when_full() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "churn"
+[[phase]]
+id = "churn"
+[[phase.task]]
+id = "small"
+plugin = "{ALLOC_CHURN}"
+config = { rounds = 600, max = 96 }
+[[phase.task]]
+id = "small-other-seed"
+plugin = "{ALLOC_CHURN}"
+config = { rounds = 600, max = 96, seed = 12345 }
+[[phase.task]]
+id = "outgrows"
+plugin = "{ALLOC_CHURN}"
+config = { rounds = 3000, max = 4000 }
+[[phase.task]]
+id = "large-blocks"
+plugin = "{ALLOC_CHURN}"
+config = { rounds = 200, max = 300000, seed = 7 }
+"#,
+    );
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let tasks = &r.outcome()["context"]["phases"]["churn"]["tasks"];
+    for id in ["small", "small-other-seed", "outgrows", "large-blocks"] {
+        assert_eq!(tasks[id]["status"], "succeeded", "{id}: {}", tasks[id]);
+        assert!(tasks[id]["output"]["checked"].as_u64().unwrap() > 0, "{id}");
+    }
+    let size = tasks["small"]["output"]["region-size"].as_u64().unwrap();
+    for id in ["small", "small-other-seed"] {
+        let out = &tasks[id]["output"];
+        let peak = out["peak-region"].as_u64().unwrap();
+        assert!(peak > 0 && peak < size, "{id} used the region: {out}");
+        assert_eq!(out["memory-grew"], false, "{id}: {out}");
+    }
+    for id in ["outgrows", "large-blocks"] {
+        let out = &tasks[id]["output"];
+        assert_eq!(out["memory-grew"], true, "{id} left the region: {out}");
+    }
+}

@@ -16,6 +16,12 @@ edition = "2024"
 description = "Write phasegate task and gate plugins in Rust (vendored by `phasegate new`)"
 license = "Apache-2.0"
 
+[features]
+# wasm32-unknown-unknown plugins: a bump region in the initial memory, used before the standard
+# allocator (see `arena` in src/lib.rs). Off for plugins with their own `#[global_allocator]`.
+default = ["arena"]
+arena = []
+
 [dependencies]
 wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc", "std", "bitflags"] }
 serde = { version = "1", features = ["derive"] }
