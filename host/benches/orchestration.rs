@@ -6,6 +6,7 @@
 //! cargo bench -p phasegate --bench orchestration -- parts   # one task's cost, piece by piece
 //! cargo bench -p phasegate --bench orchestration -- ratio   # [1]'s ratio only, best of 5
 //! cargo bench -p phasegate --bench orchestration -- context # [6] only: later and sequential phases
+//! cargo bench -p phasegate --bench orchestration -- profile # [1]'s 1-core phase alone, for perf
 //! ```
 //!
 //! Every figure is printed next to the baseline measured in the same run, with the ratio.
@@ -45,6 +46,9 @@ fn main() {
     }
     if std::env::args().any(|a| a == "ratio") {
         return ratio();
+    }
+    if std::env::args().any(|a| a == "profile") {
+        return profile();
     }
     if std::env::args().any(|a| a == "context") {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -241,6 +245,46 @@ fn ratio() {
         per(n, best_one),
         best_one.as_secs_f64() / best_bare.as_secs_f64()
     );
+}
+
+/// `-- profile`: only [1]'s 1-core phase, ten runs over one engine, for a profiler. With
+/// `PERF_CTL` set to a `perf record --control` fifo, recording is on only while the runs are:
+/// `perf record -D -1 --control fifo:ctl,ack ... orchestration-* profile` with `PERF_CTL=ctl`.
+fn profile() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n = 10_000;
+    let path = write_pipeline(
+        dir.path(),
+        "profile",
+        n,
+        64,
+        phasegate_test_artifacts::NOOP,
+        "",
+    );
+    let (pipeline, host, plugins) = load(&path);
+    let digests = digests(&plugins);
+    let mut stores: Vec<ProgressStore> = (0..10)
+        .map(|run| {
+            let state = State::new(format!("bench-profile-{run}"), &pipeline, digests.clone());
+            ProgressStore::create(&dir.path().join(format!("profile-{run}.state.toml")), state)
+                .expect("state")
+        })
+        .collect();
+    let runner = Runner::new(host, pipeline.clone(), plugins, Emitter::discard());
+    let rt = one_core_runtime();
+    let perf = |command: &str| {
+        if let Some(fifo) = std::env::var_os("PERF_CTL") {
+            std::fs::write(fifo, command).expect("perf control fifo");
+        }
+    };
+    perf("enable\n");
+    let start = Instant::now();
+    for store in &mut stores {
+        rt.block_on(runner.run(store, false)).expect("run");
+    }
+    let elapsed = start.elapsed();
+    perf("disable\n");
+    println!("10 runs: phasegate {:.2} µs/task", per(10 * n, elapsed));
 }
 
 /// `-- parts`: what one task costs inside phasegate, piece by piece (for closing the gap to the

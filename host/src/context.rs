@@ -82,10 +82,10 @@ impl Added {
 
     /// Adds a task, or replaces the one of the same id in its place.
     fn put(&mut self, task: TaskState) {
-        match self.at.get(&task.id) {
+        match self.at.get(&*task.id) {
             Some(&i) => self.tasks[i] = task,
             None => {
-                self.at.insert(task.id.clone(), self.tasks.len());
+                self.at.insert(task.id.to_string(), self.tasks.len());
                 self.tasks.push(task);
             }
         }
@@ -188,11 +188,11 @@ impl Context {
         entry.verdict = phase.verdict.clone();
         let earlier: Vec<TaskState> = match &mut entry.tasks {
             Tasks::Added(added) => {
-                let now: HashSet<&str> = finished(&phase.tasks).map(|t| t.id.as_str()).collect();
+                let now: HashSet<&str> = finished(&phase.tasks).map(|t| &*t.id).collect();
                 std::mem::take(added)
                     .tasks
                     .into_iter()
-                    .filter(|t| !now.contains(t.id.as_str()))
+                    .filter(|t| !now.contains(&*t.id))
                     .collect()
             }
             Tasks::Phase(_) => Vec::new(),
@@ -218,7 +218,7 @@ impl PhaseEntry {
         let tasks: Map<String, Value> = self
             .tasks
             .shown()
-            .map(|t| (t.id.clone(), task_json(t)))
+            .map(|t| (t.id.to_string(), task_json(t)))
             .collect();
         let mut v = Map::new();
         v.insert(
@@ -254,7 +254,7 @@ pub fn add_task_to_value(context: &mut Value, phase: &str, task: &TaskState) {
         .entry(phase.to_owned())
         .or_insert_with(|| json!({"status": "running", "tasks": {}}));
     if let Some(tasks) = entry.get_mut("tasks").and_then(Value::as_object_mut) {
-        tasks.insert(task.id.clone(), task_json(task));
+        tasks.insert(task.id.to_string(), task_json(task));
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::pipeline::Id;
 use crate::progress::{Failure, PhaseStatus, TaskStatus, VerdictRecord};
 
 /// One thing that happened during a run.
@@ -64,49 +65,49 @@ pub enum EventKind {
         resumed: bool,
     },
     PhaseSkipped {
-        phase: String,
+        phase: Id,
         reason: String,
     },
     PhaseStarted {
-        phase: String,
+        phase: Id,
         tasks: usize,
         to_run: usize,
         parallel: bool,
         concurrency: usize,
     },
     TaskSkipped {
-        phase: String,
-        task: String,
+        phase: Id,
+        task: Id,
         status: TaskStatus,
     },
     TaskStarted {
-        phase: String,
-        task: String,
+        phase: Id,
+        task: Id,
         attempt: u32,
     },
     TaskLog {
-        phase: String,
-        task: String,
+        phase: Id,
+        task: Id,
         level: LogLevel,
         message: String,
     },
     TaskProgress {
-        phase: String,
-        task: String,
+        phase: Id,
+        task: Id,
         done: u32,
         total: u32,
         message: String,
     },
     TaskRetry {
-        phase: String,
-        task: String,
+        phase: Id,
+        task: Id,
         attempt: u32,
         delay_ms: u64,
         error: Failure,
     },
     TaskFinished {
-        phase: String,
-        task: String,
+        phase: Id,
+        task: Id,
         status: TaskStatus,
         attempts: u32,
         duration_ms: u64,
@@ -114,16 +115,16 @@ pub enum EventKind {
         error: Option<Failure>,
     },
     GateStarted {
-        phase: String,
+        phase: Id,
         gate: String,
     },
     Verdict {
-        phase: String,
+        phase: Id,
         gate: String,
         verdict: VerdictRecord,
     },
     PhaseFinished {
-        phase: String,
+        phase: Id,
         status: PhaseStatus,
     },
     RunFinished {

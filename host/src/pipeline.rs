@@ -33,6 +33,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -229,11 +230,15 @@ pub struct Pipeline {
     pub project: Option<crate::store::Project>,
 }
 
+/// The id of a phase or a task. Shared: the progress records and the events of a task name it
+/// without copying its text (two events and a record per task, thousands of tasks per phase).
+pub type Id = Arc<str>;
+
 /// One phase.
 #[derive(Clone, Debug)]
 pub struct Phase {
     /// Unique id.
-    pub id: String,
+    pub id: Id,
     /// Free text.
     pub description: Option<String>,
     /// Run tasks concurrently (true) or in file order (false).
@@ -410,7 +415,7 @@ impl Grants {
 #[derive(Clone, Debug)]
 pub struct TaskSpec {
     /// Unique id within the phase.
-    pub id: String,
+    pub id: Id,
     /// The component to run.
     pub plugin: PluginRef,
     /// The `input` minijinja template (empty when absent).
@@ -595,8 +600,7 @@ impl Pipeline {
                     } else {
                         task_ids.keys().copied().collect()
                     };
-                    let earlier_phases: Vec<&str> =
-                        phases.iter().map(|p: &Phase| p.id.as_str()).collect();
+                    let earlier_phases: Vec<&str> = phases.iter().map(|p: &Phase| &*p.id).collect();
                     let scope = context::Scope {
                         earlier_phases: &earlier_phases,
                         all_phases: &all_phases,
@@ -621,7 +625,7 @@ impl Pipeline {
                 errs.check_limits(&rt.limits, true);
                 let grants = errs.grants(&rt.grants, &dir);
                 tasks.push(TaskSpec {
-                    id: tid.clone(),
+                    id: tid.as_str().into(),
                     plugin,
                     input,
                     config: table_to_json(rt.config.as_ref()),
@@ -650,7 +654,7 @@ impl Pipeline {
                 }
             });
             phases.push(Phase {
-                id: pid,
+                id: pid.into(),
                 description: rp.description.clone(),
                 parallel,
                 concurrency,

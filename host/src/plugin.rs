@@ -221,8 +221,8 @@ impl HostState {
     fn emit_log(&mut self, level: LogLevel, message: String) {
         self.kept_log.push(format!("{}: {message}", level.name()));
         self.emitter.emit(EventKind::TaskLog {
-            phase: self.origin.phase().to_owned(),
-            task: self.origin.task().to_owned(),
+            phase: self.origin.phase().into(),
+            task: self.origin.task().into(),
             level,
             message,
         });
@@ -281,8 +281,8 @@ impl host_iface::Host for HostState {
 
     fn progress(&mut self, done: u32, total: u32, message: String) {
         self.emitter.emit(EventKind::TaskProgress {
-            phase: self.origin.phase().to_owned(),
-            task: self.origin.task().to_owned(),
+            phase: self.origin.phase().into(),
+            task: self.origin.task().into(),
             done,
             total,
             message,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{Pipeline, PluginDigests};
+use crate::pipeline::{Id, Pipeline, PluginDigests};
 
 mod snapshot;
 
@@ -145,7 +145,7 @@ impl VerdictRecord {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TaskState {
     /// Task id.
-    pub id: String,
+    pub id: Id,
     /// Status.
     pub status: TaskStatus,
     /// Attempts made.
@@ -166,7 +166,7 @@ pub struct TaskState {
 }
 
 impl TaskState {
-    fn pending(id: &str) -> Self {
+    fn pending(id: impl Into<Id>) -> Self {
         TaskState {
             id: id.into(),
             status: TaskStatus::Pending,
@@ -184,7 +184,7 @@ impl TaskState {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PhaseState {
     /// Phase id.
-    pub id: String,
+    pub id: Id,
     /// Status.
     pub status: PhaseStatus,
     /// The gate's verdict once given.
@@ -246,7 +246,12 @@ impl State {
                     id: p.id.clone(),
                     status: PhaseStatus::Pending,
                     verdict: None,
-                    tasks: Arc::new(p.tasks.iter().map(|t| TaskState::pending(&t.id)).collect()),
+                    tasks: Arc::new(
+                        p.tasks
+                            .iter()
+                            .map(|t| TaskState::pending(t.id.clone()))
+                            .collect(),
+                    ),
                 })
                 .collect(),
         }
@@ -279,21 +284,22 @@ impl State {
         let mut phases: HashMap<String, usize> = HashMap::new();
         let mut tasks: HashMap<(String, String), (usize, usize)> = HashMap::new();
         for (pi, p) in self.phases.iter().enumerate() {
-            phases.insert(p.id.clone(), pi);
+            phases.insert(p.id.to_string(), pi);
             for (ti, t) in p.tasks.iter().enumerate() {
-                tasks.insert((p.id.clone(), t.id.clone()), (pi, ti));
+                tasks.insert((p.id.to_string(), t.id.to_string()), (pi, ti));
             }
         }
         for (n, record) in records.into_iter().enumerate() {
             match record? {
                 JournalRecord::Task { phase, task } => {
-                    let &(pi, ti) = tasks.get(&(phase, task.id.clone())).with_context(|| {
-                        format!(
-                            "record {}: task `{}` is not in the progress file",
-                            n + 1,
-                            task.id
-                        )
-                    })?;
+                    let &(pi, ti) =
+                        tasks.get(&(phase, task.id.to_string())).with_context(|| {
+                            format!(
+                                "record {}: task `{}` is not in the progress file",
+                                n + 1,
+                                task.id
+                            )
+                        })?;
                     Arc::make_mut(&mut self.phases[pi].tasks)[ti] = task;
                 }
                 JournalRecord::Started { started } => {
@@ -442,7 +448,7 @@ impl ProgressStore {
     /// whatever the size of the progress file.
     pub fn start_phase(&mut self, pi: usize) -> anyhow::Result<()> {
         let mut line = serde_json::to_vec(&JournalRecord::Started {
-            started: self.state.phases[pi].id.clone(),
+            started: self.state.phases[pi].id.to_string(),
         })?;
         line.push(b'\n');
         self.append(&line)?;

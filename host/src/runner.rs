@@ -108,10 +108,10 @@ impl Runner {
             let ps = &mut store.state.phases[pi];
             if ps.status == PhaseStatus::Complete {
                 ctx.add_phase(ps);
-                completed.push(phase.id.clone());
+                completed.push(phase.id.to_string());
                 if let Some(v) = ps.verdict.as_ref().filter(|v| v.kind == VerdictKind::Warn) {
                     warnings.push(PhaseWarning {
-                        phase: phase.id.clone(),
+                        phase: phase.id.to_string(),
                         reason: v.reason.clone(),
                     });
                 }
@@ -159,7 +159,7 @@ impl Runner {
                 return Ok(self.finish(RunOutcome {
                     status: RunStatus::Failed,
                     completed,
-                    failed: Some(phase.id.clone()),
+                    failed: Some(phase.id.to_string()),
                     reason: Some(verdict.reason),
                     warnings,
                     context: Arc::new(ctx),
@@ -167,11 +167,11 @@ impl Runner {
             }
             if verdict.kind == VerdictKind::Warn {
                 warnings.push(PhaseWarning {
-                    phase: phase.id.clone(),
+                    phase: phase.id.to_string(),
                     reason: verdict.reason,
                 });
             }
-            completed.push(phase.id.clone());
+            completed.push(phase.id.to_string());
         }
 
         if store.state.status != RunStatus::Completed {
@@ -357,7 +357,7 @@ impl Runner {
         });
         let report = wit::PhaseReport {
             run_id: run_id.to_owned(),
-            phase: phase.id.clone(),
+            phase: phase.id.to_string(),
             outcomes: tasks.iter().map(to_outcome).collect(),
             context: ctx.value_for(gate.grants.context).to_string(),
             config: gate.config.to_string(),
@@ -492,7 +492,7 @@ impl PhaseRun {
         TaskSlot {
             request: Arc::new(wit::TaskRequest {
                 run_id: self.run_id.clone(),
-                phase: self.pipeline.phases[self.pi].id.clone(),
+                phase: self.pipeline.phases[self.pi].id.to_string(),
                 task: String::new(),
                 attempt: 0,
                 input: String::new(),
@@ -600,7 +600,7 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
 
 fn to_outcome(t: &TaskState) -> wit::TaskOutcome {
     wit::TaskOutcome {
-        task: t.id.clone(),
+        task: t.id.to_string(),
         output: t.output.clone(),
         error: t.error.as_ref().map(|e| wit::TaskFailure {
             kind: crate::plugin::wit_failure_kind(e.kind),

@@ -415,20 +415,20 @@ fn record(
             state.pipeline.display()
         ))
     })?;
-    let Some(pi) = pipeline.phases.iter().position(|p| p.id == phase_id) else {
+    let Some(pi) = pipeline.phases.iter().position(|p| *p.id == *phase_id) else {
         return Err(bad_input(format!(
             "the pipeline {} has no phase `{phase_id}`\n  help: its phases: {}",
             pipeline.path.display(),
             pipeline
                 .phases
                 .iter()
-                .map(|p| p.id.as_str())
+                .map(|p| &*p.id)
                 .collect::<Vec<_>>()
                 .join(", ")
         )));
     };
     let phase = &pipeline.phases[pi];
-    let Some(phase_state) = state.phases.iter().find(|p| p.id == phase_id) else {
+    let Some(phase_state) = state.phases.iter().find(|p| *p.id == *phase_id) else {
         return Err(bad_input(format!(
             "phase `{phase_id}` has not run in {} yet; nothing to record",
             state_path.display()
@@ -438,7 +438,7 @@ fn record(
     // was given it).
     let mut ctx = Context::new(&state.run_id, &pipeline.name, &pipeline.vars);
     for p in &state.phases {
-        if p.id == phase_id {
+        if *p.id == *phase_id {
             break;
         }
         if p.status != PhaseStatus::Pending {
@@ -448,18 +448,18 @@ fn record(
     let mut table = toml::Table::new();
     let (file_name, about) = match task_id {
         Some(task_id) => {
-            let Some(spec) = phase.tasks.iter().find(|t| t.id == task_id) else {
+            let Some(spec) = phase.tasks.iter().find(|t| *t.id == *task_id) else {
                 return Err(bad_input(format!(
                     "phase `{phase_id}` has no task `{task_id}`\n  help: its tasks: {}",
                     phase
                         .tasks
                         .iter()
-                        .map(|t| t.id.as_str())
+                        .map(|t| &*t.id)
                         .collect::<Vec<_>>()
                         .join(", ")
                 )));
             };
-            let Some(ts) = phase_state.tasks.iter().find(|t| t.id == task_id) else {
+            let Some(ts) = phase_state.tasks.iter().find(|t| *t.id == *task_id) else {
                 return Err(bad_input(format!(
                     "task `{task_id}` of phase `{phase_id}` has not finished in {}; nothing to record",
                     state_path.display()
@@ -467,7 +467,7 @@ fn record(
             };
             if !phase.parallel {
                 // A sequential task sees the tasks before it.
-                for earlier in phase_state.tasks.iter().take_while(|t| t.id != task_id) {
+                for earlier in phase_state.tasks.iter().take_while(|t| *t.id != *task_id) {
                     ctx.add_task(phase_id, earlier);
                 }
             }
@@ -588,7 +588,7 @@ fn expect_gate(verdict: &VerdictRecord) -> toml::Table {
 
 fn outcome(t: &TaskState) -> toml::Table {
     let mut o = toml::Table::new();
-    o.insert("task".into(), t.id.clone().into());
+    o.insert("task".into(), (&*t.id).into());
     if let Some(output) = &t.output {
         o.insert("output".into(), output.clone().into());
     }

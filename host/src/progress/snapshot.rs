@@ -181,7 +181,7 @@ mod tests {
         let mut phases = Vec::new();
         for (i, s) in nasty().into_iter().enumerate() {
             phases.push(PhaseState {
-                id: format!("p{i}"),
+                id: format!("p{i}").into(),
                 status: PhaseStatus::Failed,
                 verdict: Some(VerdictRecord {
                     kind: VerdictKind::Warn,
@@ -200,7 +200,7 @@ mod tests {
                         log: vec![s.into(), "info: x".into()],
                     },
                     TaskState {
-                        id: format!("{s}2"),
+                        id: format!("{s}2").into(),
                         status: TaskStatus::Failed,
                         attempts: 0,
                         duration_ms: 0,
@@ -254,7 +254,7 @@ mod tests {
         state.pipeline = "/tmp/p.toml".into();
         for p in &mut state.phases {
             for t in std::sync::Arc::make_mut(&mut p.tasks) {
-                t.id = t.id.replace(|c: char| c.is_control(), "");
+                t.id = t.id.replace(|c: char| c.is_control(), "").into();
                 t.log.retain(|l| !l.chars().any(char::is_control));
                 for s in t.output.iter_mut() {
                     *s = s.replace(|c: char| c.is_control(), "");

@@ -37,8 +37,8 @@ impl Notice {
     /// Logs a denial.
     pub fn deny(&self, message: String) {
         self.emitter.emit(EventKind::TaskLog {
-            phase: self.origin.phase().to_owned(),
-            task: self.origin.task().to_owned(),
+            phase: self.origin.phase().into(),
+            task: self.origin.task().into(),
             level: LogLevel::Warn,
             message,
         });

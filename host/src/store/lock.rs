@@ -292,12 +292,12 @@ pub fn uses_of(
         for (task, plugin, grants) in phase
             .tasks
             .iter()
-            .map(|t| (Some(t.id.clone()), &t.plugin, &t.grants))
+            .map(|t| (Some(t.id.to_string()), &t.plugin, &t.grants))
             .chain(gate)
         {
             let (digest, capabilities) = facts(plugin);
             uses.push(LockedUse {
-                phase: phase.id.clone(),
+                phase: phase.id.to_string(),
                 task,
                 plugin: plugin.spec.clone(),
                 digest,
