@@ -17,7 +17,10 @@ pub struct Event {
     /// hot path).
     #[serde(serialize_with = "serialize_rfc3339")]
     pub at: SystemTime,
-    /// Monotonic microseconds since the runner started: use this to order or overlap events.
+    /// Monotonic microseconds since the runner started, when the event happened: use this to
+    /// order or overlap events. (Events are sent in the order things are recorded; a
+    /// `task-finished` is sent once the task's record is in the progress journal, and carries
+    /// the moment the task finished, which may be a little earlier than events sent before it.)
     pub elapsed_us: u64,
     /// What happened.
     #[serde(flatten)]
@@ -159,7 +162,14 @@ impl Emitter {
 
     /// Stamps and sends an event.
     pub fn emit(&self, kind: EventKind) {
-        let elapsed = self.start.elapsed();
+        self.emit_at(std::time::Instant::now(), kind);
+    }
+
+    /// Sends an event of something that happened at `at` (read once for the event and the
+    /// caller's own timing; a task's `task-finished` carries when it finished, not when it
+    /// was recorded).
+    pub fn emit_at(&self, at: std::time::Instant, kind: EventKind) {
+        let elapsed = at.saturating_duration_since(self.start);
         (self.sink)(Event {
             at: self.start_wall + elapsed,
             elapsed_us: micros(elapsed),

@@ -266,7 +266,8 @@ impl Runner {
                     loop {
                         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
                         let Some(i) = next else { break };
-                        if tx.send((i, run.execute(i, &mut slot).await)).is_err() {
+                        let (state, finished) = run.execute(i, &mut slot).await;
+                        if tx.send((i, state, finished)).is_err() {
                             break;
                         }
                     }
@@ -301,8 +302,8 @@ impl Runner {
                     if phase.tasks[i].grants.context {
                         run.ctx.refresh();
                     }
-                    let state = run.execute(i, &mut run.request()).await;
-                    self.finish_tasks(pi, phase, vec![(i, state)], store)?;
+                    let (state, finished) = run.execute(i, &mut run.request()).await;
+                    self.finish_tasks(pi, phase, vec![(i, state, finished)], store)?;
                 }
                 let finished = &store.state.phases[pi].tasks[i];
                 ctx.add_task(&phase.id, finished);
@@ -312,29 +313,33 @@ impl Runner {
         Ok(())
     }
 
-    /// Records finished tasks of phase `pi` (one journal append), then announces them.
+    /// Records finished tasks of phase `pi` (one journal append), then announces them, each
+    /// stamped with when it finished.
     fn finish_tasks(
         &self,
         pi: usize,
         phase: &Phase,
-        done: Vec<(usize, TaskState)>,
+        done: Vec<(usize, TaskState, Instant)>,
         store: &mut ProgressStore,
     ) -> anyhow::Result<()> {
         // Record first: whoever sees the event can rely on the record being in the journal.
-        let events: Vec<EventKind> = done
-            .iter()
-            .map(|(i, state)| EventKind::TaskFinished {
+        let mut events = Vec::with_capacity(done.len());
+        let mut records = Vec::with_capacity(done.len());
+        for (i, state, finished) in done {
+            let event = EventKind::TaskFinished {
                 phase: phase.id.clone(),
-                task: phase.tasks[*i].id.clone(),
+                task: state.id.clone(),
                 status: state.status,
                 attempts: state.attempts,
                 duration_ms: state.duration_ms,
                 error: state.error.clone(),
-            })
-            .collect();
-        store.record_tasks(pi, done)?;
-        for event in events {
-            self.emitter.emit(event);
+            };
+            events.push((finished, event));
+            records.push((i, state));
+        }
+        store.record_tasks(pi, records)?;
+        for (finished, event) in events {
+            self.emitter.emit_at(finished, event);
         }
         Ok(())
     }
@@ -503,10 +508,10 @@ impl PhaseRun {
         }
     }
 
-    /// Runs task `ti` (with its retries), filling the slot's request in place. (The request is
-    /// shared with the task's instance, which names its events after it; between tasks no
-    /// instance holds it, so it is not copied.)
-    async fn execute(&self, ti: usize, slot: &mut TaskSlot) -> TaskState {
+    /// Runs task `ti` (with its retries), filling the slot's request in place; returns its
+    /// record and when it finished. (The request is shared with the task's instance, which
+    /// names its events after it; between tasks no instance holds it, so it is not copied.)
+    async fn execute(&self, ti: usize, slot: &mut TaskSlot) -> (TaskState, Instant) {
         let phase = &self.pipeline.phases[self.pi];
         let spec = &phase.tasks[ti];
         let mut state = TaskState {
@@ -525,7 +530,7 @@ impl PhaseRun {
                     kind: FailureKind::InvalidInput,
                     message: format!("task `{}` in phase `{}`: {message}", spec.id, phase.id),
                 });
-                return state;
+                return (state, Instant::now());
             }
         };
         {
@@ -544,12 +549,15 @@ impl PhaseRun {
         loop {
             state.attempts += 1;
             Arc::make_mut(&mut slot.request).attempt = state.attempts;
-            self.emitter.emit(EventKind::TaskStarted {
-                phase: phase.id.clone(),
-                task: spec.id.clone(),
-                attempt: state.attempts,
-            });
             let started = Instant::now();
+            self.emitter.emit_at(
+                started,
+                EventKind::TaskStarted {
+                    phase: phase.id.clone(),
+                    task: spec.id.clone(),
+                    attempt: state.attempts,
+                },
+            );
             let attempt = self
                 .host
                 .run_task(
@@ -560,13 +568,14 @@ impl PhaseRun {
                     self.emitter.clone(),
                 )
                 .await;
-            state.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let ended = Instant::now();
+            state.duration_ms = u64::try_from((ended - started).as_millis()).unwrap_or(u64::MAX);
             state.log = attempt.log;
             match attempt.result {
                 Ok(output) => {
                     state.status = TaskStatus::Succeeded;
                     state.output = Some(output);
-                    return state;
+                    return (state, ended);
                 }
                 Err(failure)
                     if spec.retry_on.contains(&failure.kind) && state.attempts <= spec.retries =>
@@ -583,7 +592,7 @@ impl PhaseRun {
                 }
                 Err(failure) => {
                     state.error = Some(failure);
-                    return state;
+                    return (state, ended);
                 }
             }
         }

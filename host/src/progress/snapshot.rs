@@ -116,6 +116,17 @@ fn string(w: &mut String, key: &str, value: &str) {
 /// `"` or `\\` (JSON text does), then literal (`'…'`) when it can be (no `'`, no control
 /// characters); otherwise basic with escapes.
 fn quoted(w: &mut String, s: &str) {
+    // Most strings (ids, statuses, small outputs without quotes) need nothing: one pass over
+    // the bytes, then one copy.
+    if !s
+        .bytes()
+        .any(|b| b == b'"' || b == b'\\' || b < b' ' || b == 0x7f)
+    {
+        w.push('"');
+        w.push_str(s);
+        w.push('"');
+        return;
+    }
     let needs_escapes = s.contains(['"', '\\']);
     let literal_ok = !s.chars().any(|c| c == '\'' || is_control(c));
     if needs_escapes && literal_ok {
