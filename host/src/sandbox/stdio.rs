@@ -26,6 +26,12 @@ struct Captured {
     dropped: AtomicU64,
 }
 
+impl Captured {
+    fn buffer(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl CapturedOutput {
     /// Keeps at most `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
@@ -46,7 +52,7 @@ impl CapturedOutput {
 
     fn push(&self, bytes: &[u8]) {
         let Some(shared) = &self.shared else { return };
-        let mut buf = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buf = shared.buffer();
         let room = self.capacity.saturating_sub(buf.len());
         let kept = bytes.len().min(room);
         buf.extend_from_slice(&bytes[..kept]);
@@ -57,29 +63,16 @@ impl CapturedOutput {
 
     /// What was kept.
     pub fn contents(&self) -> Vec<u8> {
-        match &self.shared {
-            Some(shared) => shared
-                .buffer
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            None => Vec::new(),
-        }
+        self.shared
+            .as_ref()
+            .map_or_else(Vec::new, |shared| shared.buffer().clone())
     }
 
     /// Whether nothing was written (kept or dropped).
     pub fn is_empty(&self) -> bool {
-        match &self.shared {
-            Some(shared) => {
-                shared
-                    .buffer
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_empty()
-                    && self.dropped() == 0
-            }
-            None => true,
-        }
+        self.shared
+            .as_ref()
+            .is_none_or(|shared| shared.buffer().is_empty() && self.dropped() == 0)
     }
 
     /// How many bytes were dropped past the capacity.
