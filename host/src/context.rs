@@ -119,13 +119,19 @@ impl Context {
         }
     }
 
-    /// The context as JSON (built now, task outputs parsed).
+    /// The context as JSON (built now, task outputs parsed): [`ungranted_value`]'s names, the
+    /// pipeline's `vars` and the phases.
+    ///
+    /// [`ungranted_value`]: Self::ungranted_value
     pub fn to_value(&self) -> Value {
         let mut phases = Map::new();
         for entry in &self.phases {
             phases.insert(entry.id.clone(), entry.to_value());
         }
-        json!({"run": {"id": self.run_id}, "pipeline": {"name": self.pipeline}, "vars": self.vars, "phases": phases})
+        let mut value = self.ungranted_value();
+        value["vars"] = self.vars.clone();
+        value["phases"] = Value::Object(phases);
+        value
     }
 
     /// What a plugin without the `context` grant is given: the run id and the pipeline's name
@@ -156,12 +162,7 @@ impl Context {
         let at = match self.phases.iter().position(|e| e.id == phase) {
             Some(at) => at,
             None => {
-                self.phases.push(PhaseEntry {
-                    id: phase.to_owned(),
-                    status: None,
-                    verdict: None,
-                    tasks: Tasks::Added(Added::default()),
-                });
+                self.phases.push(PhaseEntry::running(phase));
                 self.phases.len() - 1
             }
         };
@@ -214,6 +215,16 @@ impl Context {
 }
 
 impl PhaseEntry {
+    /// A phase whose tasks are being added one by one (shown as `running`).
+    fn running(id: &str) -> Self {
+        PhaseEntry {
+            id: id.to_owned(),
+            status: None,
+            verdict: None,
+            tasks: Tasks::Added(Added::default()),
+        }
+    }
+
     fn to_value(&self) -> Value {
         let tasks: Map<String, Value> = self
             .tasks
@@ -252,7 +263,7 @@ pub fn add_task_to_value(context: &mut Value, phase: &str, task: &TaskState) {
     };
     let entry = phases
         .entry(phase.to_owned())
-        .or_insert_with(|| json!({"status": "running", "tasks": {}}));
+        .or_insert_with(|| PhaseEntry::running(phase).to_value());
     if let Some(tasks) = entry.get_mut("tasks").and_then(Value::as_object_mut) {
         tasks.insert(task.id.to_string(), task_json(task));
     }
