@@ -261,17 +261,7 @@ fn profile() {
         phasegate_test_artifacts::NOOP,
         "",
     );
-    let (pipeline, host, plugins) = load(&path);
-    let digests = digests(&plugins);
-    let mut stores: Vec<ProgressStore> = (0..10)
-        .map(|run| {
-            let state = State::new(format!("bench-profile-{run}"), &pipeline, digests.clone());
-            ProgressStore::create(&dir.path().join(format!("profile-{run}.state.toml")), state)
-                .expect("state")
-        })
-        .collect();
-    let runner = Runner::new(host, pipeline.clone(), plugins, Emitter::discard());
-    let rt = one_core_runtime();
+    let (runner, rt, mut stores) = prepared_runs(dir.path(), "profile", Cores::One, &path, 10);
     let perf = |command: &str| {
         if let Some(fifo) = std::env::var_os("PERF_CTL") {
             std::fs::write(fifo, command).expect("perf control fifo");
@@ -770,23 +760,8 @@ fn run_phase(dir: &Path, name: &str, cores: Cores, path: &Path) -> Duration {
 /// As [`run_phase`], after `warm_up` untimed runs of the same pipeline on the same engine (each
 /// with its own progress file), so that the timed run finds the pool's slots and the caches warm.
 fn run_phase_after(dir: &Path, name: &str, cores: Cores, path: &Path, warm_up: usize) -> Duration {
-    let (pipeline, host, plugins) = load(path);
-    let digests = digests(&plugins);
-    let store_for = |run: usize| {
-        let state = State::new(format!("bench-{name}-{run}"), &pipeline, digests.clone());
-        ProgressStore::create(&dir.join(format!("{name}-{run}.state.toml")), state).expect("state")
-    };
-    let mut stores: Vec<ProgressStore> = (0..=warm_up).map(store_for).collect();
+    let (runner, rt, mut stores) = prepared_runs(dir, name, cores, path, warm_up + 1);
     let mut store = stores.pop().expect("the timed run's store");
-    let runner = Runner::new(host, pipeline.clone(), plugins, Emitter::discard());
-    let rt = match cores {
-        Cores::One => one_core_runtime(),
-        Cores::Two => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime"),
-    };
     for mut warm in stores {
         rt.block_on(runner.run(&mut warm, false))
             .expect("warm-up run");
@@ -796,6 +771,43 @@ fn run_phase_after(dir: &Path, name: &str, cores: Cores, path: &Path, warm_up: u
     let elapsed = start.elapsed();
     assert_eq!(outcome.completed.len(), 1, "{:?}", outcome.reason);
     elapsed
+}
+
+/// `runs` runs of the pipeline at `path` on one engine: its runner (events discarded), a runtime
+/// of `cores`, and a fresh progress store for each run.
+fn prepared_runs(
+    dir: &Path,
+    name: &str,
+    cores: Cores,
+    path: &Path,
+    runs: usize,
+) -> (Runner, tokio::runtime::Runtime, Vec<ProgressStore>) {
+    let (pipeline, host, plugins) = load(path);
+    let digests = digests(&plugins);
+    let stores = (0..runs)
+        .map(|run| fresh_store(dir, &format!("{name}-{run}"), &pipeline, &digests))
+        .collect();
+    let runner = Runner::new(host, pipeline, plugins, Emitter::discard());
+    let rt = match cores {
+        Cores::One => one_core_runtime(),
+        Cores::Two => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime"),
+    };
+    (runner, rt, stores)
+}
+
+/// A new progress store for one run of `pipeline`: `{name}.state.toml` in `dir`.
+fn fresh_store(
+    dir: &Path,
+    name: &str,
+    pipeline: &Pipeline,
+    digests: &phasegate::pipeline::PluginDigests,
+) -> ProgressStore {
+    let state = State::new(format!("bench-{name}"), pipeline, digests.clone());
+    ProgressStore::create(&dir.join(format!("{name}.state.toml")), state).expect("state")
 }
 
 /// A phase of `tasks` noop tasks at concurrency 1, timed after one warm-up run on its engine.
@@ -907,8 +919,7 @@ fn cache_cold_warm(dir: &Path) -> (Duration, Duration) {
 fn run_example(dir: &Path) -> Duration {
     let start = Instant::now();
     let (pipeline, host, plugins) = load(&example_path());
-    let state = State::new("bench-example".into(), &pipeline, Default::default());
-    let mut store = ProgressStore::create(&dir.join("example.state.toml"), state).expect("state");
+    let mut store = fresh_store(dir, "example", &pipeline, &Default::default());
     let runner = Runner::new(host, pipeline, plugins, Emitter::discard());
     let rt = one_core_runtime();
     rt.block_on(runner.run(&mut store, false)).expect("run");
@@ -1047,10 +1058,13 @@ struct Timed {
 /// Runs the pipeline at `path` on one core and times each phase (from its events).
 fn phases_timed(path: &Path) -> Timed {
     let (pipeline, host, plugins) = load(path);
-    let digests = digests(&plugins);
-    let state = State::new("bench-phases".into(), &pipeline, digests);
-    let mut store =
-        ProgressStore::create(&path.with_extension("state.toml"), state).expect("state");
+    let (dir, name) = (
+        path.parent().expect("the pipeline's folder"),
+        path.file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a file name"),
+    );
+    let mut store = fresh_store(dir, name, &pipeline, &digests(&plugins));
     let marks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = marks.clone();
     let emitter = Emitter::new(move |e: phasegate::events::Event| {
