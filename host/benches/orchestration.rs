@@ -48,7 +48,7 @@ fn main() {
         return ratio();
     }
     if std::env::args().any(|a| a == "profile") {
-        return profile();
+        return profile(std::env::args().any(|a| a == "bare"));
     }
     if std::env::args().any(|a| a == "context") {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -209,24 +209,28 @@ fn main() {
 fn ratio() {
     let dir = tempfile::tempdir().expect("temp dir");
     let n = 10_000;
-    let (mut best_bare, mut best_one) = (Duration::MAX, Duration::MAX);
+    let (mut best_bare, mut best_one, mut best_two) = (Duration::MAX, Duration::MAX, Duration::MAX);
     for round in 0..5 {
         let bare = bare_loop(n, 1);
         let one = phase(dir.path(), &format!("ratio{round}"), n, 64, Cores::One);
+        let two = phase(dir.path(), &format!("ratio-two{round}"), n, 64, Cores::Two);
         println!(
-            "  round {round}: bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x",
+            "  round {round}: bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x; 2 cores {:.2}x 1 core",
             per(n, bare),
             per(n, one),
-            one.as_secs_f64() / bare.as_secs_f64()
+            one.as_secs_f64() / bare.as_secs_f64(),
+            one.as_secs_f64() / two.as_secs_f64()
         );
         best_bare = best_bare.min(bare);
         best_one = best_one.min(one);
+        best_two = best_two.min(two);
     }
     println!(
-        "best of 5: bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x (target ≤ 1.2x)",
+        "best of 5: bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x (target ≤ 1.2x); 2 cores {:.2}x 1 core (target ≥ 1.7x)",
         per(n, best_bare),
         per(n, best_one),
-        best_one.as_secs_f64() / best_bare.as_secs_f64()
+        best_one.as_secs_f64() / best_bare.as_secs_f64(),
+        best_one.as_secs_f64() / best_two.as_secs_f64()
     );
     let (mut best_bare, mut best_one) = (Duration::MAX, Duration::MAX);
     for round in 0..5 {
@@ -247,10 +251,11 @@ fn ratio() {
     );
 }
 
-/// `-- profile`: only [1]'s 1-core phase, ten runs over one engine, for a profiler. With
-/// `PERF_CTL` set to a `perf record --control` fifo, recording is on only while the runs are:
+/// `-- profile`: only [1]'s 1-core phase, ten runs over one engine, for a profiler (`-- profile
+/// bare`: ten runs of the bare loop instead, to profile both the same way). With `PERF_CTL` set
+/// to a `perf record --control` fifo, recording is on only while the runs are:
 /// `perf record -D -1 --control fifo:ctl,ack ... orchestration-* profile` with `PERF_CTL=ctl`.
-fn profile() {
+fn profile(bare: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let n = 10_000;
     let path = write_pipeline(
@@ -261,12 +266,19 @@ fn profile() {
         phasegate_test_artifacts::NOOP,
         "",
     );
-    let (runner, rt, mut stores) = prepared_runs(dir.path(), "profile", Cores::One, &path, 10);
     let perf = |command: &str| {
         if let Some(fifo) = std::env::var_os("PERF_CTL") {
             std::fs::write(fifo, command).expect("perf control fifo");
         }
     };
+    if bare {
+        let mut config = Config::new();
+        config.allocation_strategy(tuned_pool());
+        let elapsed = bare_loop_observed(10 * n, 1, config, &perf);
+        println!("10 × {n}: bare loop {:.2} µs/task", per(10 * n, elapsed));
+        return;
+    }
+    let (runner, rt, mut stores) = prepared_runs(dir.path(), "profile", Cores::One, &path, 10);
     perf("enable\n");
     let start = Instant::now();
     for store in &mut stores {
@@ -348,6 +360,20 @@ fn parts() {
             n,
             bare_loop_with(n, 1, engine::pool(&limits, engine::MemoryReset::RESIDENT))
         )
+    );
+    println!(
+        "bare loop, phasegate's engine configuration (pool, epochs, stack): {:.2} µs",
+        per(
+            n,
+            bare_loop_cfg(n, 1, engine::config(&limits, MemoryReset::RESIDENT))
+        )
+    );
+    let mut epochs = Config::new();
+    epochs.allocation_strategy(tuned_pool());
+    epochs.epoch_interruption(true);
+    println!(
+        "bare loop, epoch interruption: {:.2} µs",
+        per(n, bare_loop_cfg(n, 1, epochs))
     );
 }
 
@@ -431,11 +457,23 @@ fn bare_loop_with(n: usize, threads: usize, pool: wasmtime::PoolingAllocationCon
 }
 
 fn bare_loop_cfg(n: usize, threads: usize, config: Config) -> Duration {
+    bare_loop_observed(n, threads, config, &|_| {})
+}
+
+/// The bare loop, telling `observe` "enable\n" when the timed loop starts and "disable\n" when
+/// it ends (for `-- profile bare`).
+fn bare_loop_observed(
+    n: usize,
+    threads: usize,
+    config: Config,
+    observe: &dyn Fn(&str),
+) -> Duration {
     let engine = Engine::new(&config).expect("engine");
     let component = Component::from_file(&engine, phasegate_test_artifacts::NOOP).expect("noop");
     let mut linker = Linker::<Bare>::new(&engine);
     host_iface::add_to_linker::<Bare, HasSelf<Bare>>(&mut linker, |s| s).expect("link");
     let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
+    observe("enable\n");
     let start = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -447,6 +485,9 @@ fn bare_loop_cfg(n: usize, threads: usize, config: Config) -> Duration {
                 rt.block_on(async {
                     for i in 0..n / threads {
                         let mut store = Store::new(engine, Bare);
+                        // Needed on engines with epoch interruption (a field write otherwise).
+                        store.set_epoch_deadline(1);
+                        store.epoch_deadline_async_yield_and_update(1);
                         let task: Task = pre
                             .instantiate_async(&mut store)
                             .await
@@ -458,7 +499,9 @@ fn bare_loop_cfg(n: usize, threads: usize, config: Config) -> Duration {
             });
         }
     });
-    start.elapsed()
+    let elapsed = start.elapsed();
+    observe("disable\n");
+    elapsed
 }
 
 /// The bare loop with phasegate's per-instance store setup (HostState without WASI, the
