@@ -521,7 +521,6 @@ fn host_state_loop(n: usize) -> Duration {
             let request = Arc::new(request(i));
             let state = HostState::without_wasi(
                 &Limits::default(),
-                &Grants::default(),
                 Origin::Task(request.clone()),
                 Emitter::discard(),
             );

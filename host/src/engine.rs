@@ -306,7 +306,7 @@ impl PluginHost {
         let state = if plugin.uses_wasi {
             HostState::new(limits, grants, origin, emitter)?
         } else {
-            HostState::without_wasi(limits, grants, origin, emitter)
+            HostState::without_wasi(limits, origin, emitter)
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

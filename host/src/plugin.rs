@@ -89,11 +89,10 @@ impl Origin {
 
 /// Everything one plugin instance owns (one per Store).
 pub struct HostState {
-    /// `None` for a plugin that imports no WASI interface (see [`HostState::without_wasi`]).
-    wasi: Option<WasiCtx>,
-    table: ResourceTable,
-    http_ctx: WasiHttpCtx,
-    http_hooks: HttpPolicy,
+    /// What WASI and `wasi:http` calls use; `None` for a plugin that imports no WASI interface
+    /// (see [`HostState::without_wasi`]). Boxed: a WASI context is large, and the state of a
+    /// plugin without WASI is built, moved into its store and dropped once per task.
+    wasi: Option<Box<WasiState>>,
     /// Resource limits (memory, tables, instances).
     pub limiter: Limiter,
     origin: Origin,
@@ -109,6 +108,26 @@ pub struct HostState {
     kept_log: Vec<String>,
 }
 
+/// The WASI side of an instance: its WASI context (the grants), the resource table WASI and
+/// `wasi:http` share, and the outbound HTTP policy.
+struct WasiState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    http_ctx: WasiHttpCtx,
+    http_hooks: HttpPolicy,
+}
+
+impl WasiState {
+    fn new(ctx: WasiCtx, http: Vec<String>, notice: Notice) -> Box<Self> {
+        Box::new(WasiState {
+            ctx,
+            table: ResourceTable::new(),
+            http_ctx: WasiHttpCtx::new(),
+            http_hooks: HttpPolicy::new(http, notice),
+        })
+    }
+}
+
 impl HostState {
     /// A deny-by-default instance state: only what `grants` lists, within `limits`.
     pub fn new(
@@ -120,49 +139,35 @@ impl HostState {
         let capture = usize::try_from(limits.max_log.0).unwrap_or(usize::MAX);
         let mut state = Self::with_stdio(
             limits,
-            grants,
             origin,
             emitter,
             [CapturedOutput::new(capture), CapturedOutput::new(capture)],
         );
         let notice = Notice::new(state.emitter.clone(), state.origin.clone());
-        state.wasi = Some(sandbox::wasi_ctx(
-            grants,
-            &state.stdout,
-            &state.stderr,
-            notice,
-        )?);
+        let ctx = sandbox::wasi_ctx(grants, &state.stdout, &state.stderr, notice)?;
+        let notice = Notice::new(state.emitter.clone(), state.origin.clone());
+        state.wasi = Some(WasiState::new(ctx, grants.http.clone(), notice));
         Ok(state)
     }
 
     /// As [`new`](Self::new), for a plugin that imports no `wasi:` interface and so can never
-    /// call into WASI: building the WASI context (random generators, clocks, stdio, grants) is
-    /// skipped, and no stdout or stderr is captured (nothing can write to them). Should WASI be
-    /// reached anyway, it gets a context with nothing granted.
-    pub fn without_wasi(
-        limits: &Limits,
-        grants: &Grants,
-        origin: Origin,
-        emitter: Emitter,
-    ) -> Self {
+    /// call into WASI: the WASI side (context, random generators, clocks, stdio, grants, HTTP
+    /// policy) is not built, and no stdout or stderr is captured (nothing can write to them).
+    /// Should WASI be reached anyway, it gets a context with nothing granted.
+    pub fn without_wasi(limits: &Limits, origin: Origin, emitter: Emitter) -> Self {
         let none = [CapturedOutput::none(), CapturedOutput::none()];
-        Self::with_stdio(limits, grants, origin, emitter, none)
+        Self::with_stdio(limits, origin, emitter, none)
     }
 
-    /// The state without a WASI context, with its `[stdout, stderr]`.
+    /// The state without its WASI side, with its `[stdout, stderr]`.
     fn with_stdio(
         limits: &Limits,
-        grants: &Grants,
         origin: Origin,
         emitter: Emitter,
         [stdout, stderr]: [CapturedOutput; 2],
     ) -> Self {
-        let notice = Notice::new(emitter.clone(), origin.clone());
         HostState {
             wasi: None,
-            table: ResourceTable::new(),
-            http_ctx: WasiHttpCtx::new(),
-            http_hooks: HttpPolicy::new(grants.http.clone(), notice),
             limiter: Limiter::new(limits),
             origin,
             emitter,
@@ -229,23 +234,39 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// The WASI side, built with nothing granted if the instance had none (a plugin declared
+    /// without WASI imports cannot get here; should one anyway, it is denied everything).
+    fn wasi(&mut self) -> &mut WasiState {
+        let (emitter, origin) = (&self.emitter, &self.origin);
+        self.wasi.get_or_insert_with(|| {
+            let notice = Notice::new(emitter.clone(), origin.clone());
+            WasiState::new(
+                wasmtime_wasi::WasiCtxBuilder::new().build(),
+                Vec::new(),
+                notice,
+            )
+        })
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let wasi = self.wasi();
         WasiCtxView {
-            ctx: self
-                .wasi
-                .get_or_insert_with(|| wasmtime_wasi::WasiCtxBuilder::new().build()),
-            table: &mut self.table,
+            ctx: &mut wasi.ctx,
+            table: &mut wasi.table,
         }
     }
 }
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let wasi = self.wasi();
         WasiHttpCtxView {
-            hooks: &mut self.http_hooks,
-            table: &mut self.table,
-            ctx: &mut self.http_ctx,
+            hooks: &mut wasi.http_hooks,
+            table: &mut wasi.table,
+            ctx: &mut wasi.http_ctx,
         }
     }
 }
