@@ -18,6 +18,7 @@ pub mod engine;
 pub mod events;
 pub mod install;
 pub mod pipeline;
+pub mod prefetch;
 pub mod plugin;
 pub mod progress;
 pub mod runner;

@@ -264,8 +264,15 @@ impl Runner {
                 workers.spawn(async move {
                     let mut slot = run.request();
                     loop {
-                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                        let (next, after) = {
+                            let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+                            (queue.pop_front(), queue.front().copied())
+                        };
                         let Some(i) = next else { break };
+                        // The spec of the task after this one, read once this one has run.
+                        if let Some(after) = after {
+                            crate::prefetch::prefetch(run.spec(after));
+                        }
                         let (state, finished) = run.execute(i, &mut slot).await;
                         if tx.send((i, state, finished)).is_err() {
                             break;
@@ -491,6 +498,10 @@ impl Needs {
 }
 
 impl PhaseRun {
+    fn spec(&self, ti: usize) -> &crate::pipeline::TaskSpec {
+        &self.pipeline.phases[self.pi].tasks[ti]
+    }
+
     /// A request holding what every task of the phase shares (run, phase, and the context
     /// without the grant); [`execute`](Self::execute) fills in the task's own fields.
     fn request(&self) -> TaskSlot {
