@@ -188,6 +188,8 @@ impl Context {
         entry.status = Some(phase.status);
         entry.verdict = phase.verdict.clone();
         let earlier: Vec<TaskState> = match &mut entry.tasks {
+            // A phase that ran in parallel added none one by one: no index of its tasks needed.
+            Tasks::Added(added) if added.tasks.is_empty() => Vec::new(),
             Tasks::Added(added) => {
                 let now: HashSet<&str> = finished(&phase.tasks).map(|t| &*t.id).collect();
                 std::mem::take(added)
