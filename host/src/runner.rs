@@ -251,17 +251,18 @@ impl Runner {
         };
         if phase.parallel {
             // `concurrency` workers pull task indices from one queue, each reusing one request
-            // (the context is copied once per worker, not per task); finished tasks come back
-            // on a channel and are recorded in batches (one journal append for all that are
-            // ready).
+            // (the context is copied once per worker, not per task); finished tasks are handed
+            // back through `Finished` and recorded in batches (one journal append for all that
+            // are ready).
             let run = Arc::new(run);
             let n_workers = phase.concurrency.min(pending.len());
             let queue = Arc::new(Mutex::new(VecDeque::from(pending)));
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let finished = Arc::new(Finished::new(n_workers));
             let mut workers = JoinSet::new();
             for _ in 0..n_workers {
-                let (run, queue, tx) = (run.clone(), queue.clone(), tx.clone());
+                let (run, queue, finished) = (run.clone(), queue.clone(), finished.clone());
                 workers.spawn(async move {
+                    let _running = WorkerGuard(&finished);
                     let mut slot = run.request();
                     loop {
                         let (next, after) = {
@@ -273,24 +274,21 @@ impl Runner {
                         if let Some(after) = after {
                             crate::prefetch::prefetch(run.spec(after));
                         }
-                        let (state, finished) = run.execute(i, &mut slot).await;
-                        if tx.send((i, state, finished)).is_err() {
-                            break;
-                        }
+                        let (state, at) = run.execute(i, &mut slot).await;
+                        finished.push((i, state, at));
                     }
                 });
             }
-            drop(tx);
-            let mut done = Vec::new();
+            let mut batch = Vec::new();
             let mut last_batch: Option<Instant> = None;
-            while rx.recv_many(&mut done, 4096).await > 0 {
-                self.finish_tasks(pi, phase, std::mem::take(&mut done), store)?;
+            while finished.next_batch(&mut batch).await {
+                self.finish_tasks(pi, phase, batch.drain(..), store)?;
                 // While tasks finish in a stream, let them gather for a moment instead of waking
                 // up for each one: every wake costs the sending worker a syscall, and every
                 // batch a journal write. Records lag by at most RECORD_INTERVAL; tasks never
                 // wait for them.
                 let streaming = last_batch.is_some_and(|t| t.elapsed() < RECORD_INTERVAL);
-                if streaming && !rx.is_closed() {
+                if streaming && !finished.all_stopped() {
                     tokio::time::sleep(RECORD_INTERVAL).await;
                 }
                 // Measured from here, so that a stream keeps one batch per interval.
@@ -310,7 +308,7 @@ impl Runner {
                         run.ctx.refresh();
                     }
                     let (state, finished) = run.execute(i, &mut run.request()).await;
-                    self.finish_tasks(pi, phase, vec![(i, state, finished)], store)?;
+                    self.finish_tasks(pi, phase, std::iter::once((i, state, finished)), store)?;
                 }
                 let finished = &store.state.phases[pi].tasks[i];
                 ctx.add_task(&phase.id, finished);
@@ -326,7 +324,7 @@ impl Runner {
         &self,
         pi: usize,
         phase: &Phase,
-        done: Vec<(usize, TaskState, Instant)>,
+        done: impl ExactSizeIterator<Item = Done>,
         store: &mut ProgressStore,
     ) -> anyhow::Result<()> {
         // Record first: whoever sees the event can rely on the record being in the journal.
@@ -385,6 +383,80 @@ impl Runner {
                 self.emitter.clone(),
             )
             .await)
+    }
+}
+
+/// A finished task on its way to the recorder: its index, its record, when it finished.
+type Done = (usize, TaskState, Instant);
+
+/// Where the workers of a parallel phase leave finished tasks for the recorder: a push is one
+/// uncontended lock, and the recorder is woken only by the push that finds the batch empty (it
+/// takes the whole batch at once). Cheaper per task than a channel send.
+struct Finished {
+    done: Mutex<Vec<Done>>,
+    /// Signalled when a batch starts and when a worker stops.
+    ready: tokio::sync::Notify,
+    /// Workers still running.
+    running: std::sync::atomic::AtomicUsize,
+}
+
+impl Finished {
+    fn new(workers: usize) -> Self {
+        Finished {
+            done: Mutex::new(Vec::new()),
+            ready: tokio::sync::Notify::new(),
+            running: std::sync::atomic::AtomicUsize::new(workers),
+        }
+    }
+
+    fn push(&self, done: Done) {
+        let first = {
+            let mut batch = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            batch.push(done);
+            batch.len() == 1
+        };
+        if first {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Waits for finished tasks and swaps them into `batch` (empty, its capacity reused);
+    /// `false` once every worker has stopped and none is left.
+    async fn next_batch(&self, batch: &mut Vec<Done>) -> bool {
+        loop {
+            self.take(batch);
+            if !batch.is_empty() {
+                return true;
+            }
+            if self.all_stopped() {
+                // Every push happened before its worker stopped: take what is left.
+                self.take(batch);
+                return !batch.is_empty();
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    fn take(&self, into: &mut Vec<Done>) {
+        let mut batch = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *batch, into);
+    }
+
+    fn all_stopped(&self) -> bool {
+        self.running.load(std::sync::atomic::Ordering::Acquire) == 0
+    }
+}
+
+/// Counts a worker as stopped when it ends, even by panicking (so the recorder never waits for
+/// a worker that is gone).
+struct WorkerGuard<'a>(&'a Finished);
+
+impl Drop for WorkerGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::Release);
+        self.0.ready.notify_one();
     }
 }
 
@@ -667,6 +739,53 @@ fn all_succeeded(tasks: &[TaskState]) -> VerdictRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finished_tasks_all_reach_the_recorder_even_when_a_worker_panics() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .expect("runtime");
+        let (workers, each) = (8, 500);
+        let finished = Arc::new(Finished::new(workers));
+        let record = |i: usize| {
+            let state = TaskState {
+                id: format!("t{i}").into(),
+                status: TaskStatus::Succeeded,
+                attempts: 1,
+                duration_ms: 0,
+                output: None,
+                error: None,
+                log: Vec::new(),
+            };
+            (i, state, Instant::now())
+        };
+        let received = rt.block_on(async {
+            for w in 0..workers {
+                let finished = finished.clone();
+                tokio::spawn(async move {
+                    let _running = WorkerGuard(&finished);
+                    for k in 0..each {
+                        // Worker 0 dies half-way; what it handed over is still recorded.
+                        assert!(w != 0 || k < each / 2, "worker 0 panics");
+                        finished.push(record(w * each + k));
+                        if k % 7 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                });
+            }
+            let (mut batch, mut received) = (Vec::new(), Vec::new());
+            while finished.next_batch(&mut batch).await {
+                received.extend(batch.drain(..).map(|(i, _, _)| i));
+            }
+            received
+        });
+        let mut received = received;
+        received.sort_unstable();
+        let expected: Vec<usize> = (0..each / 2).chain(each..workers * each).collect();
+        assert_eq!(received, expected);
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
