@@ -143,9 +143,8 @@ impl HostState {
             emitter,
             [CapturedOutput::new(capture), CapturedOutput::new(capture)],
         );
-        let notice = Notice::new(state.emitter.clone(), state.origin.clone());
-        let ctx = sandbox::wasi_ctx(grants, &state.stdout, &state.stderr, notice)?;
-        let notice = Notice::new(state.emitter.clone(), state.origin.clone());
+        let notice = state.notice();
+        let ctx = sandbox::wasi_ctx(grants, &state.stdout, &state.stderr, notice.clone())?;
         state.wasi = Some(WasiState::new(ctx, grants.http.clone(), notice));
         Ok(state)
     }
@@ -223,6 +222,24 @@ impl HostState {
         std::mem::take(&mut self.kept_log)
     }
 
+    /// Where this instance's denied calls are reported.
+    fn notice(&self) -> Notice {
+        Notice::new(self.emitter.clone(), self.origin.clone())
+    }
+
+    /// The WASI side, built with nothing granted if the instance had none (a plugin declared
+    /// without WASI imports cannot get here; should one anyway, it is denied everything).
+    fn wasi(&mut self) -> &mut WasiState {
+        let wasi = match self.wasi.take() {
+            Some(wasi) => wasi,
+            None => {
+                let denied = wasmtime_wasi::WasiCtxBuilder::new().build();
+                WasiState::new(denied, Vec::new(), self.notice())
+            }
+        };
+        self.wasi.insert(wasi)
+    }
+
     fn emit_log(&mut self, level: LogLevel, message: String) {
         self.kept_log.push(format!("{}: {message}", level.name()));
         self.emitter.emit(EventKind::TaskLog {
@@ -231,22 +248,6 @@ impl HostState {
             level,
             message,
         });
-    }
-}
-
-impl HostState {
-    /// The WASI side, built with nothing granted if the instance had none (a plugin declared
-    /// without WASI imports cannot get here; should one anyway, it is denied everything).
-    fn wasi(&mut self) -> &mut WasiState {
-        let (emitter, origin) = (&self.emitter, &self.origin);
-        self.wasi.get_or_insert_with(|| {
-            let notice = Notice::new(emitter.clone(), origin.clone());
-            WasiState::new(
-                wasmtime_wasi::WasiCtxBuilder::new().build(),
-                Vec::new(),
-                notice,
-            )
-        })
     }
 }
 
