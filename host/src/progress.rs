@@ -281,25 +281,24 @@ impl State {
         &mut self,
         records: impl IntoIterator<Item = anyhow::Result<JournalRecord>>,
     ) -> anyhow::Result<()> {
-        let mut phases: HashMap<String, usize> = HashMap::new();
-        let mut tasks: HashMap<(String, String), (usize, usize)> = HashMap::new();
+        let mut phases: HashMap<Id, usize> = HashMap::new();
+        let mut tasks: HashMap<(Id, Id), (usize, usize)> = HashMap::new();
         for (pi, p) in self.phases.iter().enumerate() {
-            phases.insert(p.id.to_string(), pi);
+            phases.insert(p.id.clone(), pi);
             for (ti, t) in p.tasks.iter().enumerate() {
-                tasks.insert((p.id.to_string(), t.id.to_string()), (pi, ti));
+                tasks.insert((p.id.clone(), t.id.clone()), (pi, ti));
             }
         }
         for (n, record) in records.into_iter().enumerate() {
             match record? {
                 JournalRecord::Task { phase, task } => {
-                    let &(pi, ti) =
-                        tasks.get(&(phase, task.id.to_string())).with_context(|| {
-                            format!(
-                                "record {}: task `{}` is not in the progress file",
-                                n + 1,
-                                task.id
-                            )
-                        })?;
+                    let &(pi, ti) = tasks.get(&(phase, task.id.clone())).with_context(|| {
+                        format!(
+                            "record {}: task `{}` is not in the progress file",
+                            n + 1,
+                            task.id
+                        )
+                    })?;
                     Arc::make_mut(&mut self.phases[pi].tasks)[ti] = task;
                 }
                 JournalRecord::Started { started } => {
@@ -321,8 +320,8 @@ impl State {
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum JournalRecord {
-    Task { phase: String, task: TaskState },
-    Started { started: String },
+    Task { phase: Id, task: TaskState },
+    Started { started: Id },
 }
 
 /// A finished task's journal line, serialised without copying the task.
@@ -448,7 +447,7 @@ impl ProgressStore {
     /// whatever the size of the progress file.
     pub fn start_phase(&mut self, pi: usize) -> anyhow::Result<()> {
         let mut line = serde_json::to_vec(&JournalRecord::Started {
-            started: self.state.phases[pi].id.to_string(),
+            started: self.state.phases[pi].id.clone(),
         })?;
         line.push(b'\n');
         self.append(&line)?;
