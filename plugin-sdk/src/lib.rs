@@ -204,10 +204,8 @@ impl Context {
 
     /// The parsed context, owned.
     pub fn into_value(self) -> Value {
-        match self.value.into_inner() {
-            Some(value) => value,
-            None => serde_json::from_str(&self.text).unwrap_or(Value::Null),
-        }
+        self.value();
+        self.value.into_inner().unwrap_or_default()
     }
 }
 
