@@ -272,9 +272,7 @@ fn profile(bare: bool) {
         }
     };
     if bare {
-        let mut config = Config::new();
-        config.allocation_strategy(tuned_pool());
-        let elapsed = bare_loop_observed(10 * n, 1, config, &perf);
+        let elapsed = bare_loop_observed(10 * n, 1, tuned_config(), &perf);
         println!("10 × {n}: bare loop {:.2} µs/task", per(10 * n, elapsed));
         return;
     }
@@ -368,8 +366,7 @@ fn parts() {
             bare_loop_cfg(n, 1, engine::config(&limits, MemoryReset::RESIDENT))
         )
     );
-    let mut epochs = Config::new();
-    epochs.allocation_strategy(tuned_pool());
+    let mut epochs = tuned_config();
     epochs.epoch_interruption(true);
     println!(
         "bare loop, epoch interruption: {:.2} µs",
@@ -436,6 +433,13 @@ fn tuned_pool() -> wasmtime::PoolingAllocationConfig {
     pool
 }
 
+/// An engine configuration with nothing but [`tuned_pool`].
+fn tuned_config() -> Config {
+    let mut config = Config::new();
+    config.allocation_strategy(tuned_pool());
+    config
+}
+
 /// Instantiates and calls the noop component `n` times, split over `threads` OS threads that
 /// share one engine and `InstancePre`, each looping on its own single-threaded runtime.
 fn bare_loop(n: usize, threads: usize) -> Duration {
@@ -444,8 +448,7 @@ fn bare_loop(n: usize, threads: usize) -> Duration {
 
 /// The bare loop with bounds checks done as `bounds` (as `[engine] bounds-checks`).
 fn bare_loop_in(n: usize, threads: usize, bounds: BoundsChecks) -> Duration {
-    let mut config = Config::new();
-    config.allocation_strategy(tuned_pool());
+    let mut config = tuned_config();
     engine::bounds_checks(&mut config, bounds);
     bare_loop_cfg(n, threads, config)
 }
