@@ -596,7 +596,7 @@ impl PhaseRun {
     /// names its events after it; between tasks no instance holds it, so it is not copied.)
     async fn execute(&self, ti: usize, slot: &mut TaskSlot) -> (TaskState, Instant) {
         let phase = &self.pipeline.phases[self.pi];
-        let spec = &phase.tasks[ti];
+        let spec = self.spec(ti);
         let mut state = TaskState {
             id: spec.id.clone(),
             status: TaskStatus::Failed,
