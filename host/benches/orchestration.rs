@@ -47,6 +47,9 @@ fn main() {
     if std::env::args().any(|a| a == "ratio") {
         return ratio();
     }
+    if std::env::args().any(|a| a == "threads") {
+        return threads();
+    }
     if std::env::args().any(|a| a == "profile") {
         return profile(std::env::args().any(|a| a == "bare"));
     }
@@ -276,7 +279,12 @@ fn profile(bare: bool) {
         println!("10 × {n}: bare loop {:.2} µs/task", per(10 * n, elapsed));
         return;
     }
-    let (runner, rt, mut stores) = prepared_runs(dir.path(), "profile", Cores::One, &path, 10);
+    let cores = if std::env::args().any(|a| a == "two") {
+        Cores::Two
+    } else {
+        Cores::One
+    };
+    let (runner, rt, mut stores) = prepared_runs(dir.path(), "profile", cores, &path, 10);
     perf("enable\n");
     let start = Instant::now();
     for store in &mut stores {
@@ -285,6 +293,66 @@ fn profile(bare: bool) {
     let elapsed = start.elapsed();
     perf("disable\n");
     println!("10 runs: phasegate {:.2} µs/task", per(10 * n, elapsed));
+}
+
+/// `-- threads`: twelve 2-core runs of [1]'s phase on one engine, each with the CPU time every
+/// thread of the process spent in it (from /proc/self/task/*/schedstat), to see where a slow
+/// 2-core run lost its time.
+fn threads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n = 10_000;
+    let path = write_pipeline(
+        dir.path(),
+        "threads",
+        n,
+        64,
+        phasegate_test_artifacts::NOOP,
+        "",
+    );
+    let cores = if std::env::args().any(|a| a == "one") {
+        Cores::One
+    } else {
+        Cores::Two
+    };
+    let (runner, rt, mut stores) = prepared_runs(dir.path(), "threads", cores, &path, 12);
+    let cpu = || -> Vec<(String, u64)> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir("/proc/self/task").expect("tasks") {
+            let dir = entry.expect("task").path();
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let ns = std::fs::read_to_string(dir.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            let tid = dir
+                .file_name()
+                .expect("a task id")
+                .to_string_lossy()
+                .into_owned();
+            all.push((format!("{}:{tid}", name.trim()), ns));
+        }
+        all
+    };
+    for store in &mut stores {
+        let before = cpu();
+        let start = Instant::now();
+        rt.block_on(runner.run(store, false)).expect("run");
+        let elapsed = start.elapsed();
+        let after = cpu();
+        let mut line = format!("{:>6.1} ms:", ms(elapsed));
+        for (name, ns) in &after {
+            let was = before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, v)| *v);
+            let used = ns.saturating_sub(was);
+            if used > 100_000 {
+                line += &format!("  {name} {:.1}", used as f64 / 1e6);
+            }
+        }
+        let bare = bare_loop(n, if matches!(cores, Cores::One) { 1 } else { 2 });
+        println!("{line}   (bare loop {:.1} ms)", ms(bare));
+    }
 }
 
 /// `-- parts`: what one task costs inside phasegate, piece by piece (for closing the gap to the
