@@ -14,6 +14,7 @@ use crate::plugin::gate_world::{Gate, GatePre};
 use crate::plugin::task_world::{Task, TaskPre};
 use crate::plugin::{HostState, Origin, host_iface, wit};
 use crate::progress::{Failure, FailureKind, VerdictKind, VerdictRecord};
+use crate::sandbox::deadline::within;
 use crate::sandbox::limits::LimitHit;
 
 /// How often the epoch advances: the granularity of timeouts and of yielding to other tasks.
@@ -351,7 +352,7 @@ impl PluginHost {
                 }
             }
         };
-        match tokio::time::timeout(limits.timeout, call).await {
+        match within(limits.timeout, call).await {
             Ok(r) => r.map_err(|e| anyhow::anyhow!("`metadata` failed: {}", chain(&e))),
             Err(_) => anyhow::bail!("`metadata` did not return within {:?}", limits.timeout),
         }
@@ -403,7 +404,7 @@ impl PluginHost {
         let mut store = self
             .store(plugin, limits, grants, origin, emitter)
             .map_err(|e| failure(FailureKind::Host, format!("{}: {e}", who())))?;
-        let result = tokio::time::timeout(limits.timeout, async {
+        let result = within(limits.timeout, async {
             let instance: Task = pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store, request).await
         })
@@ -472,7 +473,7 @@ impl PluginHost {
             Ok(store) => store,
             Err(e) => return fail(format!("{who}: {e}")),
         };
-        let result = tokio::time::timeout(limits.timeout, async {
+        let result = within(limits.timeout, async {
             let instance: Gate = pre.instantiate_async(&mut store).await?;
             instance.call_check(&mut store, &report).await
         })

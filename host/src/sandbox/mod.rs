@@ -7,6 +7,7 @@
 //! the call (sockets, HTTP) it logs which grant would have allowed it.
 
 pub mod clocks;
+pub mod deadline;
 pub mod env;
 pub mod fs;
 pub mod http;
