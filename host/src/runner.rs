@@ -1,8 +1,10 @@
 //! Runs a pipeline: phases in order, tasks in parallel (under a cap) or in sequence, then the
 //! gate. Persists progress after every finished task and verdict; emits events, never prints.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+mod handoff;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -10,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
+use self::handoff::{Claims, Done, Finished, WorkerGuard};
 use crate::context::Context;
 use crate::engine::{LoadedPlugin, PluginHost};
 use crate::events::{Emitter, EventKind};
@@ -250,32 +253,33 @@ impl Runner {
             emitter: self.emitter.clone(),
         };
         if phase.parallel {
-            // `concurrency` workers pull task indices from one queue, each reusing one request
-            // (the context is copied once per worker, not per task); finished tasks are handed
-            // back through `Finished` and recorded in batches (one journal append for all that
-            // are ready).
+            // `concurrency` workers claim tasks from one list, each reusing one request (the
+            // context is copied once per worker, not per task); finished tasks are handed back
+            // through `Finished` and recorded in batches (one journal append for all that are
+            // ready). See `handoff` for how they keep out of each other's way.
             let run = Arc::new(run);
             let n_workers = phase.concurrency.min(pending.len());
-            let queue = Arc::new(Mutex::new(VecDeque::from(pending)));
+            let claims = Arc::new(Claims::new(pending, n_workers));
             let finished = Arc::new(Finished::new(n_workers));
             let mut workers = JoinSet::new();
-            for _ in 0..n_workers {
-                let (run, queue, finished) = (run.clone(), queue.clone(), finished.clone());
+            for worker in 0..n_workers {
+                let (run, claims, finished) = (run.clone(), claims.clone(), finished.clone());
                 workers.spawn(async move {
                     let _running = WorkerGuard(&finished);
                     let mut slot = run.request();
                     loop {
-                        let (next, after) = {
-                            let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
-                            (queue.pop_front(), queue.front().copied())
-                        };
-                        let Some(i) = next else { break };
-                        // The spec of the task after this one, read once this one has run.
-                        if let Some(after) = after {
-                            crate::prefetch::prefetch(run.spec(after));
+                        let claimed = claims.claim();
+                        if claimed.is_empty() {
+                            break;
                         }
-                        let (state, at) = run.execute(i, &mut slot).await;
-                        finished.push((i, state, at));
+                        for (k, &i) in claimed.iter().enumerate() {
+                            // The spec of this worker's next task, read once this one has run.
+                            if let Some(&after) = claimed.get(k + 1) {
+                                crate::prefetch::prefetch(run.spec(after));
+                            }
+                            let (state, at) = run.execute(i, &mut slot).await;
+                            finished.push(worker, (i, state, at));
+                        }
                     }
                 });
             }
@@ -386,80 +390,6 @@ impl Runner {
     }
 }
 
-/// A finished task on its way to the recorder: its index, its record, when it finished.
-type Done = (usize, TaskState, Instant);
-
-/// Where the workers of a parallel phase leave finished tasks for the recorder: a push is one
-/// uncontended lock, and the recorder is woken only by the push that finds the batch empty (it
-/// takes the whole batch at once). Cheaper per task than a channel send.
-struct Finished {
-    done: Mutex<Vec<Done>>,
-    /// Signalled when a batch starts and when a worker stops.
-    ready: tokio::sync::Notify,
-    /// Workers still running.
-    running: std::sync::atomic::AtomicUsize,
-}
-
-impl Finished {
-    fn new(workers: usize) -> Self {
-        Finished {
-            done: Mutex::new(Vec::new()),
-            ready: tokio::sync::Notify::new(),
-            running: std::sync::atomic::AtomicUsize::new(workers),
-        }
-    }
-
-    fn push(&self, done: Done) {
-        let first = {
-            let mut batch = self.done.lock().unwrap_or_else(|e| e.into_inner());
-            batch.push(done);
-            batch.len() == 1
-        };
-        if first {
-            self.ready.notify_one();
-        }
-    }
-
-    /// Waits for finished tasks and swaps them into `batch` (empty, its capacity reused);
-    /// `false` once every worker has stopped and none is left.
-    async fn next_batch(&self, batch: &mut Vec<Done>) -> bool {
-        loop {
-            self.take(batch);
-            if !batch.is_empty() {
-                return true;
-            }
-            if self.all_stopped() {
-                // Every push happened before its worker stopped: take what is left.
-                self.take(batch);
-                return !batch.is_empty();
-            }
-            self.ready.notified().await;
-        }
-    }
-
-    fn take(&self, into: &mut Vec<Done>) {
-        let mut batch = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut *batch, into);
-    }
-
-    fn all_stopped(&self) -> bool {
-        self.running.load(std::sync::atomic::Ordering::Acquire) == 0
-    }
-}
-
-/// Counts a worker as stopped when it ends, even by panicking (so the recorder never waits for
-/// a worker that is gone).
-struct WorkerGuard<'a>(&'a Finished);
-
-impl Drop for WorkerGuard<'_> {
-    fn drop(&mut self) {
-        self.0
-            .running
-            .fetch_sub(1, std::sync::atomic::Ordering::Release);
-        self.0.ready.notify_one();
-    }
-}
-
 /// What the tasks of one phase share: built once per phase, not per task.
 struct PhaseRun {
     host: Arc<PluginHost>,
@@ -546,6 +476,9 @@ struct TaskSlot {
     request: Arc<wit::TaskRequest>,
     /// Whether `request.context` is the whole context (for a task granted it).
     granted: bool,
+    /// The worker's own handle on the phase's emitter ([`Emitter::local`]), cloned into each
+    /// task's instance.
+    emitter: Emitter,
 }
 
 /// What the tasks of a phase need of the context: decided once per phase.
@@ -588,6 +521,7 @@ impl PhaseRun {
                 config: String::new(),
             }),
             granted: false,
+            emitter: self.emitter.local(),
         }
     }
 
@@ -633,7 +567,7 @@ impl PhaseRun {
             state.attempts += 1;
             Arc::make_mut(&mut slot.request).attempt = state.attempts;
             let started = Instant::now();
-            self.emitter.emit_at(
+            slot.emitter.emit_at(
                 started,
                 EventKind::TaskStarted {
                     phase: phase.id.clone(),
@@ -648,7 +582,7 @@ impl PhaseRun {
                     &slot.request,
                     &spec.limits,
                     &spec.grants,
-                    self.emitter.clone(),
+                    slot.emitter.clone(),
                 )
                 .await;
             let ended = Instant::now();
@@ -664,7 +598,7 @@ impl PhaseRun {
                     if spec.retry_on.contains(&failure.kind) && state.attempts <= spec.retries =>
                 {
                     let delay = backoff(spec.retry_backoff, state.attempts);
-                    self.emitter.emit(EventKind::TaskRetry {
+                    slot.emitter.emit(EventKind::TaskRetry {
                         phase: phase.id.clone(),
                         task: spec.id.clone(),
                         attempt: state.attempts,
@@ -739,53 +673,6 @@ fn all_succeeded(tasks: &[TaskState]) -> VerdictRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finished_tasks_all_reach_the_recorder_even_when_a_worker_panics() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .expect("runtime");
-        let (workers, each) = (8, 500);
-        let finished = Arc::new(Finished::new(workers));
-        let record = |i: usize| {
-            let state = TaskState {
-                id: format!("t{i}").into(),
-                status: TaskStatus::Succeeded,
-                attempts: 1,
-                duration_ms: 0,
-                output: None,
-                error: None,
-                log: Vec::new(),
-            };
-            (i, state, Instant::now())
-        };
-        let received = rt.block_on(async {
-            for w in 0..workers {
-                let finished = finished.clone();
-                tokio::spawn(async move {
-                    let _running = WorkerGuard(&finished);
-                    for k in 0..each {
-                        // Worker 0 dies half-way; what it handed over is still recorded.
-                        assert!(w != 0 || k < each / 2, "worker 0 panics");
-                        finished.push(record(w * each + k));
-                        if k % 7 == 0 {
-                            tokio::task::yield_now().await;
-                        }
-                    }
-                });
-            }
-            let (mut batch, mut received) = (Vec::new(), Vec::new());
-            while finished.next_batch(&mut batch).await {
-                received.extend(batch.drain(..).map(|(i, _, _)| i));
-            }
-            received
-        });
-        let mut received = received;
-        received.sort_unstable();
-        let expected: Vec<usize> = (0..each / 2).chain(each..workers * each).collect();
-        assert_eq!(received, expected);
-    }
 
     #[test]
     fn backoff_doubles_and_caps() {
