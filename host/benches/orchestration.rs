@@ -122,15 +122,15 @@ fn main() {
 
     // 2. Persistence cost per task stays constant as phases grow.
     // Concurrency 1, so every task reuses one pool slot, and each timed run follows a warm-up
-    // run on the same engine (a fresh engine's first instances are slower, which a 100-task
-    // phase would not amortise): what varies with the size is persistence.
+    // run on the same engine (as every phase here: a fresh engine's first instances are slower,
+    // which a 100-task phase would not amortise): what varies with the size is persistence.
     println!(
         "\n[2] persistence: tasks/s by phase size (1 core, concurrency 1, after a warm-up run)"
     );
     // A phase also has fixed costs (the fsynced snapshot writes, the gate): measure them with
     // a one-task phase, and report the per-task rate without them too.
     let fixed = (0..5)
-        .map(|i| warm_phase(dir.path(), &format!("fixed{i}"), 1))
+        .map(|i| phase(dir.path(), &format!("fixed{i}"), 1, 1, Cores::One))
         .min()
         .expect("runs");
     println!(
@@ -144,7 +144,7 @@ fn main() {
     };
     let mut rates = Vec::new();
     for &size in sizes {
-        let t = warm_phase(dir.path(), &format!("size{size}"), size);
+        let t = phase(dir.path(), &format!("size{size}"), size, 1, Cores::One);
         let per_task = rate(size, t.saturating_sub(fixed));
         rates.push(per_task);
         println!(
@@ -208,32 +208,37 @@ fn main() {
 }
 
 /// `-- ratio`: the 1-core phase against the bare loop only, five times each, interleaved (so
-/// that the machine's drifts hit both alike); prints every pair and the best of each.
+/// that the machine's drifts hit both alike); prints every pair and the best of each. Each round
+/// also times both on 2 cores: the bare loop's speed-up is what the machine allows at that moment.
 fn ratio() {
     let dir = tempfile::tempdir().expect("temp dir");
     let n = 10_000;
-    let (mut best_bare, mut best_one, mut best_two) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let mut best = [Duration::MAX; 4];
     for round in 0..5 {
         let bare = bare_loop(n, 1);
         let one = phase(dir.path(), &format!("ratio{round}"), n, 64, Cores::One);
+        let bare2 = bare_loop(n, 2);
         let two = phase(dir.path(), &format!("ratio-two{round}"), n, 64, Cores::Two);
         println!(
-            "  round {round}: bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x; 2 cores {:.2}x 1 core",
+            "  round {round}: bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x; 2 cores {:.2}x 1 core (bare loop {:.2}x)",
             per(n, bare),
             per(n, one),
             one.as_secs_f64() / bare.as_secs_f64(),
-            one.as_secs_f64() / two.as_secs_f64()
+            one.as_secs_f64() / two.as_secs_f64(),
+            bare.as_secs_f64() / bare2.as_secs_f64()
         );
-        best_bare = best_bare.min(bare);
-        best_one = best_one.min(one);
-        best_two = best_two.min(two);
+        for (best, t) in best.iter_mut().zip([bare, one, bare2, two]) {
+            *best = (*best).min(t);
+        }
     }
+    let [bare, one, bare2, two] = best;
     println!(
-        "best of 5: bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x (target ≤ 1.2x); 2 cores {:.2}x 1 core (target ≥ 1.7x)",
-        per(n, best_bare),
-        per(n, best_one),
-        best_one.as_secs_f64() / best_bare.as_secs_f64(),
-        best_one.as_secs_f64() / best_two.as_secs_f64()
+        "best of 5: bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x (target ≤ 1.2x); 2 cores {:.2}x 1 core (target ≥ 1.7x; bare loop {:.2}x)",
+        per(n, bare),
+        per(n, one),
+        one.as_secs_f64() / bare.as_secs_f64(),
+        one.as_secs_f64() / two.as_secs_f64(),
+        bare.as_secs_f64() / bare2.as_secs_f64()
     );
     let (mut best_bare, mut best_one) = (Duration::MAX, Duration::MAX);
     for round in 0..5 {
@@ -244,6 +249,7 @@ fn ratio() {
             n,
             Cores::One,
             BoundsChecks::Explicit,
+            1,
         ));
     }
     println!(
@@ -255,7 +261,7 @@ fn ratio() {
 }
 
 /// `-- profile`: only [1]'s 1-core phase, ten runs over one engine, for a profiler (`-- profile
-/// bare`: ten runs of the bare loop instead, to profile both the same way). With `PERF_CTL` set
+/// bare`: ten runs of the bare loop instead, to profile both the same way; `two`: on 2 cores). With `PERF_CTL` set
 /// to a `perf record --control` fifo, recording is on only while the runs are:
 /// `perf record -D -1 --control fifo:ctl,ack ... orchestration-* profile` with `PERF_CTL=ctl`.
 fn profile(bare: bool) {
@@ -274,16 +280,14 @@ fn profile(bare: bool) {
             std::fs::write(fifo, command).expect("perf control fifo");
         }
     };
+    let two = std::env::args().any(|a| a == "two");
     if bare {
-        let elapsed = bare_loop_observed(10 * n, 1, tuned_config(), &perf);
+        let threads = if two { 2 } else { 1 };
+        let elapsed = bare_loop_observed(10 * n, threads, tuned_config(), &perf);
         println!("10 × {n}: bare loop {:.2} µs/task", per(10 * n, elapsed));
         return;
     }
-    let cores = if std::env::args().any(|a| a == "two") {
-        Cores::Two
-    } else {
-        Cores::One
-    };
+    let cores = if two { Cores::Two } else { Cores::One };
     let (runner, rt, mut stores) = prepared_runs(dir.path(), "profile", cores, &path, 10);
     perf("enable\n");
     let start = Instant::now();
@@ -532,7 +536,8 @@ fn bare_loop_cfg(n: usize, threads: usize, config: Config) -> Duration {
 }
 
 /// The bare loop, telling `observe` "enable\n" when the timed loop starts and "disable\n" when
-/// it ends (for `-- profile bare`).
+/// it ends (for `-- profile bare`). Like phasegate's phases, it is timed after one untimed run
+/// on the same engine (see [`run_phase`]).
 fn bare_loop_observed(
     n: usize,
     threads: usize,
@@ -544,32 +549,36 @@ fn bare_loop_observed(
     let mut linker = Linker::<Bare>::new(&engine);
     host_iface::add_to_linker::<Bare, HasSelf<Bare>>(&mut linker, |s| s).expect("link");
     let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
+    let run = || {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let (engine, pre) = (&engine, &pre);
+                scope.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async {
+                        for i in 0..n / threads {
+                            let mut store = Store::new(engine, Bare);
+                            // Needed on engines with epoch interruption (a field write otherwise).
+                            store.set_epoch_deadline(1);
+                            store.epoch_deadline_async_yield_and_update(1);
+                            let task: Task = pre
+                                .instantiate_async(&mut store)
+                                .await
+                                .expect("instantiate");
+                            let out = task.call_run(&mut store, &request(i)).await.expect("call");
+                            assert!(matches!(out.as_deref(), Ok("{}")));
+                        }
+                    });
+                });
+            }
+        });
+    };
+    run();
     observe("enable\n");
     let start = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let (engine, pre) = (&engine, &pre);
-            scope.spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    for i in 0..n / threads {
-                        let mut store = Store::new(engine, Bare);
-                        // Needed on engines with epoch interruption (a field write otherwise).
-                        store.set_epoch_deadline(1);
-                        store.epoch_deadline_async_yield_and_update(1);
-                        let task: Task = pre
-                            .instantiate_async(&mut store)
-                            .await
-                            .expect("instantiate");
-                        let out = task.call_run(&mut store, &request(i)).await.expect("call");
-                        assert!(matches!(out.as_deref(), Ok("{}")));
-                    }
-                });
-            });
-        }
-    });
+    run();
     let elapsed = start.elapsed();
     observe("disable\n");
     elapsed
@@ -627,7 +636,7 @@ fn trivial_tasks(dir: &Path, n: usize, bounds: BoundsChecks) -> OneCore {
         rate(n, bare),
         per(n, bare)
     );
-    let phase = best(|| phase_in(dir, &format!("one-{mode}"), n, Cores::One, bounds));
+    let phase = best(|| phase_in(dir, &format!("one-{mode}"), n, Cores::One, bounds, 1));
     println!(
         "  phasegate phase, progress persisted, {mode}, 1 core:                {:>8.0} tasks/s  ({:.1} µs/task)",
         rate(n, phase),
@@ -643,11 +652,21 @@ fn trivial_tasks(dir: &Path, n: usize, bounds: BoundsChecks) -> OneCore {
         rate(n, bare2),
         bare.as_secs_f64() / bare2.as_secs_f64()
     );
-    let two = best(|| phase_in(dir, &format!("two-{mode}"), n, Cores::Two, bounds));
+    let two = best(|| phase_in(dir, &format!("two-{mode}"), n, Cores::Two, bounds, 1));
     println!(
         "  phasegate phase, {mode}, 2 cores:                                   {:>8.0} tasks/s  (speed-up 2 cores / 1 core: {:.2}x, target ≥ 1.7x)",
         rate(n, two),
         phase.as_secs_f64() / two.as_secs_f64()
+    );
+    // The figures above are steady state; a process's first phase also faults in the pool's
+    // slots and starts the runtime's threads.
+    let first_one = best(|| phase_in(dir, &format!("first-{mode}"), n, Cores::One, bounds, 0));
+    let first_two = best(|| phase_in(dir, &format!("first2-{mode}"), n, Cores::Two, bounds, 0));
+    println!(
+        "  first phase on a fresh engine and runtime: 1 core {:.0} tasks/s, 2 cores {:.0} tasks/s ({:.2}x)",
+        rate(n, first_one),
+        rate(n, first_two),
+        first_one.as_secs_f64() / first_two.as_secs_f64()
     );
     OneCore { bare, phase }
 }
@@ -843,8 +862,16 @@ fn phase_with(
     run_phase(dir, name, cores, &path)
 }
 
-/// A phase of `tasks` noop tasks at concurrency 64, with `[engine] bounds-checks` set.
-fn phase_in(dir: &Path, name: &str, tasks: usize, cores: Cores, bounds: BoundsChecks) -> Duration {
+/// A phase of `tasks` noop tasks at concurrency 64, with `[engine] bounds-checks` set, timed
+/// after `warm_up` untimed runs on its engine (see [`run_phase`]).
+fn phase_in(
+    dir: &Path,
+    name: &str,
+    tasks: usize,
+    cores: Cores,
+    bounds: BoundsChecks,
+    warm_up: usize,
+) -> Duration {
     let path = write_pipeline_in(
         dir,
         name,
@@ -854,7 +881,7 @@ fn phase_in(dir: &Path, name: &str, tasks: usize, cores: Cores, bounds: BoundsCh
         "",
         bounds,
     );
-    run_phase(dir, name, cores, &path)
+    run_phase_after(dir, name, cores, &path, warm_up)
 }
 
 /// Each loaded plugin's digest, as a progress file records them.
@@ -865,9 +892,12 @@ fn digests(plugins: &HashMap<PluginRef, Arc<LoadedPlugin>>) -> phasegate::pipeli
         .collect()
 }
 
-/// Runs the one-phase pipeline at `path`; returns the run's time (load excluded).
+/// Runs the one-phase pipeline at `path`; returns the run's time (load excluded). Timed after
+/// one untimed run on the same engine and runtime, as the bare loop is: figures are steady-state
+/// throughput. (A process's first run also faults in the pool's slots and starts the runtime's
+/// threads; [1] reports that first run on its own.)
 fn run_phase(dir: &Path, name: &str, cores: Cores, path: &Path) -> Duration {
-    run_phase_after(dir, name, cores, path, 0)
+    run_phase_after(dir, name, cores, path, 1)
 }
 
 /// As [`run_phase`], after `warm_up` untimed runs of the same pipeline on the same engine (each
@@ -921,12 +951,6 @@ fn fresh_store(
 ) -> ProgressStore {
     let state = State::new(format!("bench-{name}"), pipeline, digests.clone());
     ProgressStore::create(&dir.join(format!("{name}.state.toml")), state).expect("state")
-}
-
-/// A phase of `tasks` noop tasks at concurrency 1, timed after one warm-up run on its engine.
-fn warm_phase(dir: &Path, name: &str, tasks: usize) -> Duration {
-    let path = write_pipeline(dir, name, tasks, 1, phasegate_test_artifacts::NOOP, "");
-    run_phase_after(dir, name, Cores::One, &path, 1)
 }
 
 /// One call of the probe's CPU-bound loop, with or without epoch interruption.
