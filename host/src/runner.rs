@@ -463,11 +463,17 @@ impl Snapshot {
         }
     }
 
-    fn render(&self, input: &str) -> Result<String, String> {
+    /// Renders a task's input template into `out` (a reused buffer: an input that is not a
+    /// template, in a phase without templates, is copied without allocating).
+    fn render_into(&self, input: &str, out: &mut String) -> Result<(), String> {
         match &self.value {
-            Some(value) => crate::context::render(input, value),
-            None => Ok(input.to_owned()),
+            Some(value) => *out = crate::context::render(input, value)?,
+            None => {
+                out.clear();
+                out.push_str(input);
+            }
         }
+        Ok(())
     }
 }
 
@@ -540,24 +546,20 @@ impl PhaseRun {
             error: None,
             log: Vec::new(),
         };
-        let input = match self.ctx.render(&spec.input) {
-            Ok(input) => input,
-            Err(message) => {
+        {
+            use std::fmt::Write as _;
+            let request = Arc::make_mut(&mut slot.request);
+            if let Err(message) = self.ctx.render_into(&spec.input, &mut request.input) {
                 state.error = Some(Failure {
                     kind: FailureKind::InvalidInput,
                     message: format!("task `{}` in phase `{}`: {message}", spec.id, phase.id),
                 });
                 return (state, Instant::now());
             }
-        };
-        {
-            use std::fmt::Write as _;
-            let request = Arc::make_mut(&mut slot.request);
             if slot.granted != spec.grants.context {
                 slot.granted = spec.grants.context;
                 request.context = self.ctx.text(slot.granted).to_owned();
             }
-            request.input = input;
             request.task.clear();
             request.task.push_str(&spec.id);
             request.config.clear();
