@@ -293,7 +293,7 @@ impl Runner {
                 // wait for them.
                 let streaming = last_batch.is_some_and(|t| t.elapsed() < RECORD_INTERVAL);
                 if streaming && !finished.all_stopped() {
-                    tokio::time::sleep(RECORD_INTERVAL).await;
+                    handoff::gather(RECORD_INTERVAL).await;
                 }
                 // Measured from here, so that a stream keeps one batch per interval.
                 last_batch = Some(Instant::now());

@@ -121,6 +121,56 @@ fn kill_9_mid_phase_then_resume_finishes_without_rerunning_finished_tasks() {
     );
 }
 
+/// A phase of many small tasks that never wait keeps every worker thread busy until its end.
+/// Its records must still reach the journal as the tasks finish: they once waited for the
+/// phase's last task (the recorder's pause was on tokio's timer, which busy workers never
+/// serviced), so a run killed mid-phase lost nearly everything it had done.
+#[test]
+fn a_busy_phase_is_recorded_while_it_runs() {
+    let p = Project::new();
+    let tasks = 20_000;
+    let mut toml = String::from("name = \"busy\"\n[[phase]]\nid = \"bulk\"\nconcurrency = 64\n");
+    for i in 0..tasks {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{{NOOP}}\"\n"
+        ));
+    }
+    p.pipeline(&toml);
+
+    // Kill after the first 1,000 tasks are announced (each announced after it was recorded).
+    let (mut child, mut events) = p.spawn_json(&["run", "pipeline.toml", "--state", "run.toml"]);
+    let mut announced = 0;
+    while let Some(e) = next_event(&mut events) {
+        if e["event"] == "task-finished" {
+            announced += 1;
+            if announced == 1_000 {
+                child.kill().expect("SIGKILL");
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    assert_eq!(
+        announced, 1_000,
+        "the run ended before 1,000 tasks were announced"
+    );
+
+    let mid = p.state("run.toml");
+    assert_eq!(mid["status"], "running");
+    let recorded = mid["phase"][0]["task"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "succeeded")
+        .count();
+    assert!(recorded >= 1_000, "{recorded} recorded, 1,000 announced");
+    // Announcements trail the records by what the event pipe holds; far from the whole phase.
+    assert!(
+        recorded < tasks / 2,
+        "{recorded} of {tasks} recorded when the 1,000th was announced: records were held back"
+    );
+}
+
 #[test]
 fn resume_refuses_a_changed_pipeline_unless_forced() {
     let p = Project::new();

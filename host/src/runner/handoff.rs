@@ -143,6 +143,25 @@ impl Finished {
     }
 }
 
+/// Lets finished tasks gather for `interval` before the recorder takes them again.
+///
+/// On a multi-thread runtime the recorder has a thread of its own (the one blocked on the run,
+/// or a worker that [`block_in_place`](tokio::task::block_in_place) hands its other tasks away
+/// from), and it sleeps on it. Not on tokio's timer: a timer fires only when some worker thread
+/// gets back to its scheduler, which workers running tasks that never wait (a phase of small
+/// CPU-bound tasks) may not do until the phase ends; `tokio::time::sleep` here held nearly every
+/// record of such a phase until its last task had finished, so a run killed mid-phase lost them.
+///
+/// On a current-thread runtime the recorder shares the thread with the tasks and runs only
+/// when one of them waits: batches gather by themselves, and there is nothing to sleep for.
+pub async fn gather(interval: std::time::Duration) {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread {
+        return;
+    }
+    tokio::task::block_in_place(|| std::thread::sleep(interval));
+}
+
 /// Counts a worker as stopped when it ends, even by panicking (so the recorder never waits for
 /// a worker that is gone).
 pub struct WorkerGuard<'a>(pub &'a Finished);
