@@ -62,6 +62,10 @@ pub struct Runner {
 /// batches at most this often (rather than waking the recorder for each one).
 pub const RECORD_INTERVAL: Duration = Duration::from_millis(1);
 
+/// How long a worker runs tasks that never wait before it lets the scheduler run others (and
+/// look at its timers and sockets, which it does once every few dozen of these turns).
+const YIELD_INTERVAL: Duration = Duration::from_millis(1);
+
 /// The builtin rule for a phase without a gate.
 pub const BUILTIN_GATE: &str = "builtin:all-succeeded";
 
@@ -267,6 +271,7 @@ impl Runner {
                 workers.spawn(async move {
                     let _running = WorkerGuard(&finished);
                     let mut slot = run.request();
+                    let mut last_yield = Instant::now();
                     loop {
                         let claimed = claims.claim();
                         if claimed.is_empty() {
@@ -279,6 +284,14 @@ impl Runner {
                             }
                             let (state, at) = run.execute(i, &mut slot).await;
                             finished.push(worker, (i, state, at));
+                            // Tasks that never wait never hand the thread back to the scheduler,
+                            // which then neither runs other tasks nor looks at its timers and
+                            // sockets: a waiting sibling's 100 ms timeout fired after 1.2 s, when
+                            // a phase of busy tasks ended. Yield once per YIELD_INTERVAL.
+                            if at.saturating_duration_since(last_yield) >= YIELD_INTERVAL {
+                                tokio::task::yield_now().await;
+                                last_yield = Instant::now();
+                            }
                         }
                     }
                 });

@@ -479,3 +479,38 @@ config = { sleep-ms = 100 }
         "journal folded at the end"
     );
 }
+
+/// A waiting task's timeout fires on time even while its siblings keep every worker thread busy
+/// with tasks that never wait (the scheduler, and so its timers, got the threads back only when
+/// the phase ended: a 100 ms timeout fired after the whole phase).
+#[test]
+fn a_timeout_fires_on_time_among_busy_tasks() {
+    let p = Project::new();
+    let mut toml = String::from(
+        "name = \"mixed\"\n[[phase]]\nid = \"work\"\nconcurrency = 64\n\
+         [[phase.task]]\nid = \"sleeper\"\nplugin = \"{PROBE}\"\nconfig = { sleep-ms = 60000 }\n\
+         retries = 0\nlimits = { timeout = \"100ms\" }\n",
+    );
+    for i in 0..30_000 {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{{NOOP}}\"\n"
+        ));
+    }
+    p.pipeline(&toml);
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(r.code, 1, "the sleeper fails the phase: {}", r.stderr);
+    let sleeper = r
+        .of("task-finished")
+        .into_iter()
+        .find(|e| e["task"] == "sleeper")
+        .expect("the sleeper finished");
+    assert_eq!(sleeper["error"]["kind"], "timeout", "{sleeper}");
+    let took = sleeper["duration_ms"].as_u64().unwrap();
+    let at = |kind: &str| r.of(kind)[0]["elapsed_us"].as_u64().unwrap() / 1_000;
+    let phase = at("phase-finished") - at("phase-started");
+    // On time, give or take the scheduler: well inside the phase, not at its end.
+    assert!(
+        took < 100 + (phase - 100) / 2,
+        "a 100 ms timeout fired after {took} ms, in a phase of {phase} ms"
+    );
+}
