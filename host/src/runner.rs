@@ -1,6 +1,7 @@
 //! Runs a pipeline: phases in order, tasks in parallel (under a cap) or in sequence, then the
 //! gate. Persists progress after every finished task and verdict; emits events, never prints.
 
+mod crew;
 mod handoff;
 
 use std::collections::HashMap;
@@ -10,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::task::JoinSet;
 
-use self::handoff::{Claims, Done, Finished, WorkerGuard};
+use self::crew::{AbortOnDrop, Crew};
+use self::handoff::Done;
 use crate::context::Context;
 use crate::engine::{LoadedPlugin, PluginHost};
 use crate::events::{Emitter, EventKind};
@@ -61,10 +62,6 @@ pub struct Runner {
 /// While the tasks of a parallel phase finish faster than this, their records are written in
 /// batches at most this often (rather than waking the recorder for each one).
 pub const RECORD_INTERVAL: Duration = Duration::from_millis(1);
-
-/// How long a worker runs tasks that never wait before it lets the scheduler run others (and
-/// look at its timers and sockets, which it does once every few dozen of these turns).
-const YIELD_INTERVAL: Duration = Duration::from_millis(1);
 
 /// The builtin rule for a phase without a gate.
 pub const BUILTIN_GATE: &str = "builtin:all-succeeded";
@@ -257,65 +254,28 @@ impl Runner {
             emitter: self.emitter.clone(),
         };
         if phase.parallel {
-            // `concurrency` workers claim tasks from one list, each reusing one request (the
-            // context is copied once per worker, not per task); finished tasks are handed back
-            // through `Finished` and recorded in batches (one journal append for all that are
-            // ready). See `handoff` for how they keep out of each other's way.
-            let run = Arc::new(run);
-            let n_workers = phase.concurrency.min(pending.len());
-            let claims = Arc::new(Claims::new(pending, n_workers));
-            let finished = Arc::new(Finished::new(n_workers));
-            let mut workers = JoinSet::new();
-            for worker in 0..n_workers {
-                let (run, claims, finished) = (run.clone(), claims.clone(), finished.clone());
-                workers.spawn(async move {
-                    let _running = WorkerGuard(&finished);
-                    let mut slot = run.request();
-                    let mut last_yield = Instant::now();
-                    loop {
-                        let claimed = claims.claim();
-                        if claimed.is_empty() {
-                            break;
-                        }
-                        for (k, &i) in claimed.iter().enumerate() {
-                            // The spec of this worker's next task, read once this one has run.
-                            if let Some(&after) = claimed.get(k + 1) {
-                                crate::prefetch::prefetch(run.spec(after));
-                            }
-                            let (state, at) = run.execute(i, &mut slot).await;
-                            finished.push(worker, (i, state, at));
-                            // Tasks that never wait never hand the thread back to the scheduler,
-                            // which then neither runs other tasks nor looks at its timers and
-                            // sockets: a waiting sibling's 100 ms timeout fired after 1.2 s, when
-                            // a phase of busy tasks ended. Yield once per YIELD_INTERVAL.
-                            if at.saturating_duration_since(last_yield) >= YIELD_INTERVAL {
-                                tokio::task::yield_now().await;
-                                last_yield = Instant::now();
-                            }
-                        }
-                    }
-                });
-            }
+            // Up to `concurrency` workers (see `crew`) claim tasks from one list, each reusing
+            // one request (the context is copied once per worker, not per task); finished tasks
+            // are handed back through `Finished` and recorded in batches (one journal append
+            // for all that are ready). See `handoff` for how they keep out of each other's way.
+            let crew = Crew::start(Arc::new(run), pending, phase.concurrency);
+            let _abort = AbortOnDrop(&crew);
             let mut batch = Vec::new();
             let mut last_batch: Option<Instant> = None;
-            while finished.next_batch(&mut batch).await {
+            while crew.next_batch(&mut batch).await {
                 self.finish_tasks(pi, phase, batch.drain(..), store)?;
                 // While tasks finish in a stream, let them gather for a moment instead of waking
                 // up for each one: every wake costs the sending worker a syscall, and every
                 // batch a journal write. Records lag by at most RECORD_INTERVAL; tasks never
                 // wait for them.
                 let streaming = last_batch.is_some_and(|t| t.elapsed() < RECORD_INTERVAL);
-                if streaming && !finished.all_stopped() {
+                if streaming && !crew.all_stopped() {
                     handoff::gather(RECORD_INTERVAL).await;
                 }
                 // Measured from here, so that a stream keeps one batch per interval.
                 last_batch = Some(Instant::now());
             }
-            while let Some(joined) = workers.join_next().await {
-                joined.context(
-                    "a task worker panicked (a phasegate bug); finished tasks are recorded",
-                )?;
-            }
+            crew.join().await?;
         } else {
             for i in 0..phase.tasks.len() {
                 let existing = &store.state.phases[pi].tasks[i];

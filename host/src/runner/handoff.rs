@@ -44,6 +44,11 @@ impl Claims {
         }
     }
 
+    /// Whether every task has been claimed.
+    pub fn is_empty(&self) -> bool {
+        self.next.0.load(Ordering::Relaxed) >= self.tasks.len()
+    }
+
     /// Claims the next run of tasks: their indices, in order (empty once none is left).
     pub fn claim(&self) -> &[usize] {
         let len = self.tasks.len();
@@ -87,14 +92,20 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// Slots for `workers` workers, numbered from 0.
+    /// Slots for up to `workers` workers, numbered from 0; each one is counted as running from
+    /// its [`enlist`](Self::enlist) until its [`WorkerGuard`] drops.
     pub fn new(workers: usize) -> Self {
         Finished {
             slots: (0..workers).map(|_| Padded(Mutex::default())).collect(),
             pending: Padded(AtomicBool::new(false)),
             ready: tokio::sync::Notify::new(),
-            running: AtomicUsize::new(workers),
+            running: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts one more worker as running (before it is spawned).
+    pub fn enlist(&self) {
+        self.running.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Hands over a task finished by worker `worker`.
@@ -203,6 +214,7 @@ mod tests {
         // The last 16 tasks (= 4 × workers) are claimed one at a time.
         assert!(runs.iter().rev().take(16).all(|r| r.len() == 1), "{runs:?}");
         assert!(claims.claim().is_empty(), "stays empty");
+        assert!(claims.is_empty());
     }
 
     #[test]
@@ -249,6 +261,9 @@ mod tests {
             .expect("runtime");
         let (workers, each) = (8, 500);
         let finished = Arc::new(Finished::new(workers));
+        for _ in 0..workers {
+            finished.enlist();
+        }
         let record = |i: usize| {
             let state = TaskState {
                 id: format!("t{i}").into(),
