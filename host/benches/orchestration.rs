@@ -33,27 +33,27 @@ struct Args {
 
 fn main() {
     let args = Args {
-        quick: std::env::args().any(|a| a == "quick"),
+        quick: arg("quick"),
     };
-    if std::env::args().any(|a| a == "--rss-child") {
+    if arg("--rss-child") {
         return rss_child();
     }
-    if std::env::args().any(|a| a == "parts") {
+    if arg("parts") {
         return parts();
     }
-    if std::env::args().any(|a| a == "languages") {
+    if arg("languages") {
         return languages();
     }
-    if std::env::args().any(|a| a == "ratio") {
+    if arg("ratio") {
         return ratio();
     }
-    if std::env::args().any(|a| a == "threads") {
+    if arg("threads") {
         return threads();
     }
-    if std::env::args().any(|a| a == "profile") {
-        return profile(std::env::args().any(|a| a == "bare"));
+    if arg("profile") {
+        return profile(arg("bare"));
     }
-    if std::env::args().any(|a| a == "context") {
+    if arg("context") {
         let dir = tempfile::tempdir().expect("temp dir");
         return context_costs(dir.path(), if args.quick { 2_000 } else { 10_000 });
     }
@@ -219,26 +219,15 @@ fn ratio() {
         let one = phase(dir.path(), &format!("ratio{round}"), n, 64, Cores::One);
         let bare2 = bare_loop(n, 2);
         let two = phase(dir.path(), &format!("ratio-two{round}"), n, 64, Cores::Two);
-        println!(
-            "  round {round}: bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x; 2 cores {:.2}x 1 core (bare loop {:.2}x)",
-            per(n, bare),
-            per(n, one),
-            one.as_secs_f64() / bare.as_secs_f64(),
-            one.as_secs_f64() / two.as_secs_f64(),
-            bare.as_secs_f64() / bare2.as_secs_f64()
-        );
-        for (best, t) in best.iter_mut().zip([bare, one, bare2, two]) {
+        let times = [bare, one, bare2, two];
+        println!("  round {round}: {}", ratios(n, times));
+        for (best, t) in best.iter_mut().zip(times) {
             *best = (*best).min(t);
         }
     }
-    let [bare, one, bare2, two] = best;
     println!(
-        "best of 5: bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x (target ≤ 1.2x); 2 cores {:.2}x 1 core (target ≥ 1.7x; bare loop {:.2}x)",
-        per(n, bare),
-        per(n, one),
-        one.as_secs_f64() / bare.as_secs_f64(),
-        one.as_secs_f64() / two.as_secs_f64(),
-        bare.as_secs_f64() / bare2.as_secs_f64()
+        "best of 5: {} (targets: ratio ≤ 1.2x, 2 cores ≥ 1.7x)",
+        ratios(n, best)
     );
     let (mut best_bare, mut best_one) = (Duration::MAX, Duration::MAX);
     for round in 0..5 {
@@ -260,27 +249,33 @@ fn ratio() {
     );
 }
 
+/// One line of `-- ratio`, from the times of the bare loop and the phase on 1 core, then on 2.
+fn ratios(n: usize, [bare, one, bare2, two]: [Duration; 4]) -> String {
+    format!(
+        "bare {:.1} µs/task, phasegate {:.1} µs/task, ratio {:.2}x; 2 cores {:.2}x 1 core (bare loop {:.2}x)",
+        per(n, bare),
+        per(n, one),
+        one.as_secs_f64() / bare.as_secs_f64(),
+        one.as_secs_f64() / two.as_secs_f64(),
+        bare.as_secs_f64() / bare2.as_secs_f64()
+    )
+}
+
 /// `-- profile`: only [1]'s 1-core phase, ten runs over one engine, for a profiler (`-- profile
-/// bare`: ten runs of the bare loop instead, to profile both the same way; `two`: on 2 cores). With `PERF_CTL` set
-/// to a `perf record --control` fifo, recording is on only while the runs are:
-/// `perf record -D -1 --control fifo:ctl,ack ... orchestration-* profile` with `PERF_CTL=ctl`.
+/// bare`: ten runs of the bare loop instead, to profile both the same way; `two`: either on 2
+/// cores). With `PERF_CTL` set to a `perf record --control` fifo, recording is on only while the
+/// runs are: `perf record -D -1 --control fifo:ctl,ack ... orchestration-* profile` with
+/// `PERF_CTL=ctl`.
 fn profile(bare: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let n = 10_000;
-    let path = write_pipeline(
-        dir.path(),
-        "profile",
-        n,
-        64,
-        phasegate_test_artifacts::NOOP,
-        "",
-    );
+    let path = trivial_pipeline(dir.path(), "profile", n);
     let perf = |command: &str| {
         if let Some(fifo) = std::env::var_os("PERF_CTL") {
             std::fs::write(fifo, command).expect("perf control fifo");
         }
     };
-    let two = std::env::args().any(|a| a == "two");
+    let two = arg("two");
     if bare {
         let threads = if two { 2 } else { 1 };
         let elapsed = bare_loop_observed(10 * n, threads, tuned_config(), &perf);
@@ -305,19 +300,8 @@ fn profile(bare: bool) {
 fn threads() {
     let dir = tempfile::tempdir().expect("temp dir");
     let n = 10_000;
-    let path = write_pipeline(
-        dir.path(),
-        "threads",
-        n,
-        64,
-        phasegate_test_artifacts::NOOP,
-        "",
-    );
-    let cores = if std::env::args().any(|a| a == "one") {
-        Cores::One
-    } else {
-        Cores::Two
-    };
+    let path = trivial_pipeline(dir.path(), "threads", n);
+    let cores = if arg("one") { Cores::One } else { Cores::Two };
     let (runner, rt, mut stores) = prepared_runs(dir.path(), "threads", cores, &path, 12);
     let cpu = || -> Vec<(String, u64)> {
         let mut all = Vec::new();
@@ -454,6 +438,16 @@ fn best(mut run: impl FnMut() -> Duration) -> Duration {
     (0..BEST_OF).map(|_| run()).min().expect("runs")
 }
 
+/// Whether the command line holds `word` (the benchmark's modes and their options).
+fn arg(word: &str) -> bool {
+    std::env::args().any(|a| a == word)
+}
+
+/// [1]'s pipeline: `n` noop tasks in one parallel phase at concurrency 64.
+fn trivial_pipeline(dir: &Path, name: &str, n: usize) -> PathBuf {
+    write_pipeline(dir, name, n, 64, phasegate_test_artifacts::NOOP, "")
+}
+
 fn num_cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -559,16 +553,7 @@ fn bare_loop_observed(
                         .expect("runtime");
                     rt.block_on(async {
                         for i in 0..n / threads {
-                            let mut store = Store::new(engine, Bare);
-                            // Needed on engines with epoch interruption (a field write otherwise).
-                            store.set_epoch_deadline(1);
-                            store.epoch_deadline_async_yield_and_update(1);
-                            let task: Task = pre
-                                .instantiate_async(&mut store)
-                                .await
-                                .expect("instantiate");
-                            let out = task.call_run(&mut store, &request(i)).await.expect("call");
-                            assert!(matches!(out.as_deref(), Ok("{}")));
+                            call_noop(Store::new(engine, Bare), pre, &request(i)).await;
                         }
                     });
                 });
@@ -582,6 +567,23 @@ fn bare_loop_observed(
     let elapsed = start.elapsed();
     observe("disable\n");
     elapsed
+}
+
+/// Instantiates the noop task in `store` and calls it once, with the epoch deadline phasegate
+/// sets (needed on engines with epoch interruption; a field write otherwise).
+async fn call_noop<T: Send + 'static>(
+    mut store: Store<T>,
+    pre: &TaskPre<T>,
+    request: &wit::TaskRequest,
+) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    let task: Task = pre
+        .instantiate_async(&mut store)
+        .await
+        .expect("instantiate");
+    let out = task.call_run(&mut store, request).await.expect("call");
+    assert!(matches!(out.as_deref(), Ok("{}")));
 }
 
 /// The bare loop with phasegate's per-instance store setup (HostState without WASI, the
@@ -606,14 +608,7 @@ fn host_state_loop(n: usize) -> Duration {
             );
             let mut store = Store::new(&engine, state);
             store.limiter(|s| &mut s.limiter);
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_async_yield_and_update(1);
-            let task: Task = pre
-                .instantiate_async(&mut store)
-                .await
-                .expect("instantiate");
-            let out = task.call_run(&mut store, &request).await.expect("call");
-            assert!(matches!(out.as_deref(), Ok("{}")));
+            call_noop(store, &pre, &request).await;
         }
     });
     start.elapsed()
