@@ -471,13 +471,19 @@ struct Needs {
 
 impl Needs {
     fn of(phase: &Phase) -> Self {
-        Needs {
-            templates: phase
-                .tasks
-                .iter()
-                .any(|t| crate::context::is_template(&t.input)),
-            granted: phase.tasks.iter().any(|t| t.grants.context),
+        // One pass: each task's spec is a cache miss of its own in a large phase.
+        let mut needs = Needs {
+            templates: false,
+            granted: false,
+        };
+        for t in &phase.tasks {
+            needs.templates |= crate::context::is_template(&t.input);
+            needs.granted |= t.grants.context;
+            if needs.templates && needs.granted {
+                break;
+            }
         }
+        needs
     }
 }
 

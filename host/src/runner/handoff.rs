@@ -145,7 +145,7 @@ impl Finished {
             into.append(&mut slot.0.lock().unwrap_or_else(|e| e.into_inner()));
         }
         // Slots are taken one worker after another; events and journal lines go by time.
-        into.sort_by_key(|(_, _, at)| *at);
+        into.sort_unstable_by_key(|(_, _, at)| *at);
     }
 
     /// Whether every worker has stopped.
