@@ -346,7 +346,7 @@ impl Runner {
             run_id: run_id.to_owned(),
             phase: phase.id.to_string(),
             outcomes: tasks.iter().map(to_outcome).collect(),
-            context: ctx.value_for(gate.grants.context).to_string(),
+            context: ctx.gate_value(gate.grants.context, &phase.id).to_string(),
             config: gate.config.to_string(),
         };
         let plugin = self.plugin(&gate.plugin)?;

@@ -192,6 +192,7 @@ input = "{{ phases.first.tasks.made.output.token }} {{ vars.secret }}"
 [[phase]]
 id = "third"
 parallel = false
+gate = { plugin = "{ECHO_GATE}", grants = { context = true } }
 [[phase.task]]
 id = "s1"
 plugin = "{PROBE}"
@@ -243,6 +244,20 @@ grants = { context = true }
         gate["context"]["phases"]["first"]["verdict"]["evidence"]["context"],
         ungranted
     );
+    let phases_seen = |gate: &Value| {
+        gate["context"]["phases"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(phases_seen(&gate), ["first"]);
+    // So does a sequential phase's gate, though that phase's context had its tasks added one
+    // by one as they finished (it once showed them as a running phase).
+    let gate = evidence("third");
+    assert_eq!(gate["outcomes"], 4);
+    assert_eq!(phases_seen(&gate), ["first", "second"]);
 
     // In a sequential phase a granted task sees the tasks before it, a later one more.
     let third = &phases["third"]["tasks"];

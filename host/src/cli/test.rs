@@ -503,15 +503,12 @@ fn record(
                     state_path.display()
                 )));
             };
-            for t in phase_state.tasks.iter() {
-                ctx.add_task(phase_id, t);
-            }
             let mut report = toml::Table::new();
             report.insert("phase".into(), phase_id.into());
             report.insert("config".into(), fixture::from_json(&gate.config));
             report.insert(
                 "context".into(),
-                fixture::from_json(&ctx.value_for(gate.grants.context)),
+                fixture::from_json(&ctx.gate_value(gate.grants.context, phase_id)),
             );
             let outcomes: Vec<toml::Value> = phase_state
                 .tasks
