@@ -357,6 +357,38 @@ fn add_from_path_url_and_oci_then_run_locked() {
     );
 }
 
+/// Plugin commands run side by side (a script installing several plugins at once) keep what
+/// each other wrote: edits of phasegate.lock are serialised, not last-writer-wins.
+#[test]
+fn plugins_added_at_the_same_time_are_all_recorded() {
+    let s = Store::new();
+    let names = ["one", "two", "three", "four", "five", "six"];
+    let adding: Vec<Child> = names
+        .iter()
+        .map(|name| {
+            s.cmd(&["plugin", "add", PROBE, "--name", name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in adding {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+    let mut recorded: Vec<String> = s.lock_toml()["plugin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    recorded.sort();
+    let mut expected = names.map(str::to_owned).to_vec();
+    expected.sort();
+    assert_eq!(recorded, expected, "{}", s.lock());
+}
+
 #[test]
 fn a_tampered_store_file_is_caught_before_it_runs() {
     let s = Store::new();

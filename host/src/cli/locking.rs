@@ -74,7 +74,7 @@ pub fn record_or_refuse(
     locked: bool,
 ) -> anyhow::Result<()> {
     let lock_path = project.lock_path();
-    let mut lock = project.lock().map_err(|e| bad_input(format!("{e:#}")))?;
+    let lock = project.lock().map_err(|e| bad_input(format!("{e:#}")))?;
     let review = install::review_uses(pipeline, project, &lock, plugins);
     if locked {
         if !review.recorded {
@@ -101,6 +101,13 @@ pub fn record_or_refuse(
         }
         return Ok(());
     }
+    if review.recorded && review.changes.is_empty() {
+        return Ok(());
+    }
+    // A change to record: read the lock again, held against other editors until it is saved
+    // (what another command saved meanwhile is kept, and reviewed against).
+    let (_editing, mut lock) = super::edit_lock(project)?;
+    let review = install::review_uses(pipeline, project, &lock, plugins);
     if review.recorded && review.changes.is_empty() {
         return Ok(());
     }

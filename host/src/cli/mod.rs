@@ -79,6 +79,21 @@ pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
     BadInput(message.into()).into()
 }
 
+/// Reads the project's lock to change it, saying so when another phasegate command is editing
+/// it and this one waits (see [`Project::edit_lock`]).
+pub fn edit_lock(
+    project: &phasegate::store::Project,
+) -> anyhow::Result<(phasegate::store::LockEdit, phasegate::store::Lock)> {
+    project
+        .edit_lock(|| {
+            eprintln!(
+                "waiting for another phasegate command to finish editing {}",
+                project.lock_path().display()
+            );
+        })
+        .map_err(|e| bad_input(format!("{e:#}")))
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

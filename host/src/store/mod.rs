@@ -29,6 +29,13 @@ pub use lock::{LOCK_FILE, Lock};
 /// The trust policy's file name, beside the lock.
 pub const TRUST_FILE: &str = "phasegate-trust.toml";
 
+/// The project's lock held for editing ([`Project::edit_lock`]): other editors wait until it
+/// is dropped (the operating system releases it if the process dies).
+#[derive(Debug)]
+pub struct LockEdit {
+    _held: fs::File,
+}
+
 /// A project: the folder of `phasegate.lock` and its plugin store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Project {
@@ -93,6 +100,38 @@ impl Project {
     /// Reads the lock (an empty one when the file does not exist).
     pub fn lock(&self) -> anyhow::Result<Lock> {
         Lock::load(&self.lock_path())
+    }
+
+    /// Reads the lock in order to change and save it: waits while another phasegate command is
+    /// editing it (calling `waiting` first), and keeps others waiting until the returned
+    /// [`LockEdit`] is dropped, after the save. Without it, two commands that each read the
+    /// lock, changed it and saved it kept only the last one's change (six `plugin add` run at
+    /// once left one plugin recorded).
+    ///
+    /// The advisory lock is on `.phasegate/lock.edit`, not on the lock file itself: every save
+    /// replaces that file, and a lock held on a replaced file excludes no one.
+    pub fn edit_lock(&self, waiting: impl FnOnce()) -> anyhow::Result<(LockEdit, Lock)> {
+        let dir = self.root.join(".phasegate");
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("lock.edit");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                waiting();
+                file.lock()
+                    .with_context(|| format!("cannot lock {}", path.display()))?;
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        Ok((LockEdit { _held: file }, self.lock()?))
     }
 
     /// Stores a component (and its signature) under its digest; returns the digest.

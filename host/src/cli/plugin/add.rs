@@ -32,7 +32,7 @@ pub struct AddArgs {
 impl AddArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         let project = self.project.resolve();
-        let mut lock = project.lock().map_err(|e| bad_input(format!("{e:#}")))?;
+        let (_editing, mut lock) = crate::cli::edit_lock(&project)?;
         let policy = policy(&project)?;
         let runtime = crate::cli::runtime()?;
         let host = host(Some(&project))?;

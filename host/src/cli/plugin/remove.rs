@@ -18,7 +18,7 @@ pub struct RemoveArgs {
 impl RemoveArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         let project = self.project.existing()?;
-        let mut lock = project.lock().map_err(|e| bad_input(format!("{e:#}")))?;
+        let (_editing, mut lock) = crate::cli::edit_lock(&project)?;
         let Some(entry) = lock.plugin(&self.name).cloned() else {
             return Err(bad_input(format!(
                 "`{}` is not installed (see `phasegate plugin list`)",

@@ -38,7 +38,7 @@ pub struct UpdateArgs {
 impl UpdateArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         let project = self.project.existing()?;
-        let mut lock = project.lock().map_err(|e| bad_input(format!("{e:#}")))?;
+        let (_editing, mut lock) = crate::cli::edit_lock(&project)?;
         let policy = policy(&project)?;
         for n in &self.names {
             if lock.plugin(n).is_none() {
