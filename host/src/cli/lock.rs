@@ -29,10 +29,13 @@ impl LockArgs {
             let mut pipeline = load_pipeline(path)?;
             if pipeline.project.is_none() {
                 let project = new_project_for(path);
-                phasegate::store::Lock::default()
-                    .save(&project.lock_path())
-                    .map_err(|e| bad_input(format!("{e:#}")))?;
-                eprintln!("created {}", project.lock_path().display());
+                // Under the edit lock: another `phasegate lock` may have created it meanwhile.
+                let (_editing, lock) = super::edit_lock(&project)?;
+                if !project.lock_path().exists() {
+                    lock.save(&project.lock_path())
+                        .map_err(|e| bad_input(format!("{e:#}")))?;
+                    eprintln!("created {}", project.lock_path().display());
+                }
                 pipeline.project = Some(project);
             }
             locking::load_checked(&pipeline, Strictness::default())?;
