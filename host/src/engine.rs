@@ -224,7 +224,10 @@ impl PluginHost {
         let bytes = std::fs::read(&plugin.path).map_err(|e| LoadError {
             spec: plugin.spec.clone(),
             path: plugin.path.display().to_string(),
-            message: format!("cannot read the file: {e}"),
+            message: format!(
+                "cannot read the file: {e}{}",
+                reinstall_help(plugin).unwrap_or_default()
+            ),
         })?;
         self.load_bytes(plugin, &bytes)
     }
@@ -237,6 +240,14 @@ impl PluginHost {
             message,
         };
         let digest = crate::digest::sha256_bytes(bytes);
+        if let Some(expected) = plugin.digest.as_ref().filter(|d| **d != digest) {
+            // The bytes about to be compiled are the ones checked: nothing can swap the file
+            // between a check and the load.
+            return Err(err(format!(
+                "the stored file was modified: it should hash to {expected} but hashes to {digest}{}",
+                reinstall_help(plugin).unwrap_or_default()
+            )));
+        }
         if wasmparser_is_core_module(bytes) {
             return Err(err("this is a core Wasm module, not a component; turn it into one with `wasm-tools component new` (or build for wasm32-wasip2)".into()));
         }
@@ -660,6 +671,14 @@ pub fn chain(e: &wasmtime::Error) -> String {
         source = s.source();
     }
     parts.join(": ")
+}
+
+/// For an installed plugin whose stored file is missing or modified: how to repair the store.
+fn reinstall_help(plugin: &PluginRef) -> Option<String> {
+    let name = plugin.installed.as_ref()?;
+    Some(format!(
+        "\n  help: `phasegate plugin verify` checks the whole store; reinstall with `phasegate plugin remove {name}` and `phasegate plugin add SOURCE --name {name}` (its source is in `phasegate plugin inspect {name}`)"
+    ))
 }
 
 fn wasmparser_is_core_module(bytes: &[u8]) -> bool {

@@ -155,10 +155,11 @@ impl Candidate {
 }
 
 /// Checks, before anything is compiled, that every installed plugin a pipeline uses is in the
-/// store as the lock records it (present, same digest), and — when signatures are required by
-/// the policy or `require_signed` — that each plugin's signature verifies with a key trusted
+/// lock, and — when signatures are required by the policy or `require_signed` — that each
+/// plugin is in the store as the lock records it and its signature verifies with a key trusted
 /// for it (installed plugins: the signature kept in the store; files: `FILE.minisig`).
-/// Returns one message per problem.
+/// Returns one message per problem. (Without signatures, a stored file's digest is checked by
+/// [`PluginHost::load`](crate::engine::PluginHost::load), on the bytes it compiles.)
 pub fn check_store(pipeline: &Pipeline, require_signed: bool) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     let (lock, policy) = match &pipeline.project {
@@ -176,6 +177,11 @@ pub fn check_store(pipeline: &Pipeline, require_signed: bool) -> anyhow::Result<
                     ));
                     continue;
                 };
+                // Without signatures to check, the stored file's hash is checked by the load,
+                // on the bytes it compiles (the pipeline carries the lock's digest).
+                if !required {
+                    continue;
+                }
                 match project.read_stored(&entry.digest) {
                     Err(e) => {
                         problems.push(format!(
@@ -184,7 +190,6 @@ pub fn check_store(pipeline: &Pipeline, require_signed: bool) -> anyhow::Result<
                         ));
                         continue;
                     }
-                    Ok(_) if !required => continue,
                     Ok((bytes, sig)) => (bytes, sig, entry.source.clone()),
                 }
             }

@@ -262,6 +262,9 @@ pub struct PluginRef {
     pub path: PathBuf,
     /// The installed name, when the spec names an installed plugin rather than a file.
     pub installed: Option<String>,
+    /// For an installed plugin, the digest (`sha256:…`) the lock records: loading refuses a
+    /// stored file that hashes otherwise, checking the very bytes it compiles.
+    pub digest: Option<String>,
 }
 
 impl PluginRef {
@@ -271,6 +274,7 @@ impl PluginRef {
             spec: path.display().to_string(),
             path: path.to_owned(),
             installed: None,
+            digest: None,
         }
     }
 }
@@ -1015,6 +1019,7 @@ impl Errors<'_> {
             spec: s.clone(),
             path,
             installed: None,
+            digest: None,
         }
     }
 
@@ -1042,7 +1047,7 @@ impl Errors<'_> {
                 ),
             )),
             Ok((project, lock)) => match lock.plugin(name) {
-                Some(p) => Ok(project.stored(&p.digest)),
+                Some(p) => Ok((project.stored(&p.digest), p.digest.clone())),
                 None => Err((
                     format!(
                         "plugin `{name}` is not installed (not in {}; installed: {})",
@@ -1063,17 +1068,18 @@ impl Errors<'_> {
                 )),
             },
         };
-        let path = match resolved {
-            Ok(path) => path,
+        let (path, digest) = match resolved {
+            Ok((path, digest)) => (path, Some(digest)),
             Err((message, help)) => {
                 self.push(Some(spec.span()), message, Some(help));
-                PathBuf::new()
+                (PathBuf::new(), None)
             }
         };
         PluginRef {
             spec: name.clone(),
             path,
             installed: Some(name.clone()),
+            digest,
         }
     }
 }
