@@ -35,7 +35,7 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// `tasks` (indices into the phase's tasks) for `workers` workers.
+    /// `tasks` (indices into the phase's tasks) for up to `workers` workers.
     pub fn new(tasks: Vec<usize>, workers: usize) -> Self {
         Claims {
             tasks,
