@@ -676,9 +676,7 @@ pub fn chain(e: &wasmtime::Error) -> String {
 /// For an installed plugin whose stored file is missing or modified: how to repair the store.
 fn reinstall_help(plugin: &PluginRef) -> Option<String> {
     let name = plugin.installed.as_ref()?;
-    Some(format!(
-        "\n  help: `phasegate plugin verify` checks the whole store; reinstall with `phasegate plugin remove {name}` and `phasegate plugin add SOURCE --name {name}` (its source is in `phasegate plugin inspect {name}`)"
-    ))
+    Some(format!("\n  {}", crate::store::reinstall_help(name, None)))
 }
 
 fn wasmparser_is_core_module(bytes: &[u8]) -> bool {

@@ -185,8 +185,8 @@ pub fn check_store(pipeline: &Pipeline, require_signed: bool) -> anyhow::Result<
                 match project.read_stored(&entry.digest) {
                     Err(e) => {
                         problems.push(format!(
-                            "plugin `{name}`: {e}\n  help: `phasegate plugin verify` checks the whole store; reinstall with `phasegate plugin remove {name}` and `phasegate plugin add {} --name {name}`",
-                            entry.source
+                            "plugin `{name}`: {e}\n  {}",
+                            crate::store::reinstall_help(name, Some(&entry.source))
                         ));
                         continue;
                     }

@@ -29,6 +29,20 @@ pub use lock::{LOCK_FILE, Lock};
 /// The trust policy's file name, beside the lock.
 pub const TRUST_FILE: &str = "phasegate-trust.toml";
 
+/// How to repair the store when an installed plugin's stored file is missing or modified
+/// (`source`: where it was installed from, when known).
+pub fn reinstall_help(name: &str, source: Option<&str>) -> String {
+    let add = match source {
+        Some(source) => format!("`phasegate plugin add {source} --name {name}`"),
+        None => format!(
+            "`phasegate plugin add SOURCE --name {name}` (its source is in `phasegate plugin inspect {name}`)"
+        ),
+    };
+    format!(
+        "help: `phasegate plugin verify` checks the whole store; reinstall with `phasegate plugin remove {name}` and {add}"
+    )
+}
+
 /// The project's lock held for editing ([`Project::edit_lock`]): other editors wait until it
 /// is dropped (the operating system releases it if the process dies).
 #[derive(Debug)]
