@@ -123,7 +123,8 @@ impl Project {
     /// once left one plugin recorded).
     ///
     /// The advisory lock is on `.phasegate/lock.edit`, not on the lock file itself: every save
-    /// replaces that file, and a lock held on a replaced file excludes no one.
+    /// replaces that file, and a lock held on a replaced file excludes no one. It is not
+    /// re-entrant: a second `edit_lock` while this process holds one waits forever.
     pub fn edit_lock(&self, waiting: impl FnOnce()) -> anyhow::Result<(LockEdit, Lock)> {
         let dir = self.root.join(".phasegate");
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
