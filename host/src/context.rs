@@ -124,13 +124,8 @@ impl Context {
     ///
     /// [`ungranted_value`]: Self::ungranted_value
     pub fn to_value(&self) -> Value {
-        self.value_without(None)
-    }
-
-    /// The whole context, leaving out phase `skip`'s entry.
-    fn value_without(&self, skip: Option<&str>) -> Value {
         let mut phases = Map::new();
-        for entry in self.phases.iter().filter(|e| Some(&*e.id) != skip) {
+        for entry in &self.phases {
             phases.insert(entry.id.clone(), entry.to_value());
         }
         let mut value = self.ungranted_value();
@@ -150,19 +145,6 @@ impl Context {
     pub fn value_for(&self, granted: bool) -> Value {
         if granted {
             self.to_value()
-        } else {
-            self.ungranted_value()
-        }
-    }
-
-    /// What the gate of `phase` is given: as [`value_for`](Self::value_for), but the whole
-    /// context holds the earlier phases only. The phase's own results are the report's
-    /// outcomes (the contract's `phase-report`); in a sequential phase the context has them as
-    /// well by the time its gate runs, and they are left out so that a gate sees the same in
-    /// either kind of phase.
-    pub fn gate_value(&self, granted: bool, phase: &str) -> Value {
-        if granted {
-            self.value_without(Some(phase))
         } else {
             self.ungranted_value()
         }

@@ -129,7 +129,7 @@ impl Runner {
             // failed gate gives the phase's failed tasks another chance.
             store.start_phase(pi)?;
 
-            self.run_tasks(pi, phase, store, &mut ctx, &run_id).await?;
+            self.run_tasks(pi, phase, store, &ctx, &run_id).await?;
 
             let verdict = self.judge(pi, phase, store, &ctx, &run_id).await?;
             let failed = verdict.kind == VerdictKind::Fail;
@@ -205,7 +205,7 @@ impl Runner {
         pi: usize,
         phase: &Phase,
         store: &mut ProgressStore,
-        ctx: &mut Context,
+        ctx: &Context,
         run_id: &str,
     ) -> anyhow::Result<()> {
         let pending: Vec<usize> = store.state.phases[pi]
@@ -287,9 +287,10 @@ impl Runner {
                     let (state, finished) = run.execute(i, &mut run.request()).await;
                     self.finish_tasks(pi, phase, std::iter::once((i, state, finished)), store)?;
                 }
-                let finished = &store.state.phases[pi].tasks[i];
-                ctx.add_task(&phase.id, finished);
-                run.ctx.add_task(&phase.id, finished);
+                // For the tasks after it; the run's context gets the phase once it is judged
+                // (its gate is given the earlier phases, and this one's results as outcomes).
+                run.ctx
+                    .add_task(&phase.id, &store.state.phases[pi].tasks[i]);
             }
         }
         Ok(())
@@ -346,7 +347,9 @@ impl Runner {
             run_id: run_id.to_owned(),
             phase: phase.id.to_string(),
             outcomes: tasks.iter().map(to_outcome).collect(),
-            context: ctx.gate_value(gate.grants.context, &phase.id).to_string(),
+            // The earlier phases only (the contract's `phase-report`): this phase is added to
+            // the context once judged.
+            context: ctx.value_for(gate.grants.context).to_string(),
             config: gate.config.to_string(),
         };
         let plugin = self.plugin(&gate.plugin)?;

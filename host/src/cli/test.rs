@@ -508,7 +508,7 @@ fn record(
             report.insert("config".into(), fixture::from_json(&gate.config));
             report.insert(
                 "context".into(),
-                fixture::from_json(&ctx.gate_value(gate.grants.context, phase_id)),
+                fixture::from_json(&ctx.value_for(gate.grants.context)),
             );
             let outcomes: Vec<toml::Value> = phase_state
                 .tasks
