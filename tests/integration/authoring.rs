@@ -16,7 +16,8 @@ const LANGS: [&str; 4] = ["rust", "python", "js", "c"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
 }

@@ -7,7 +7,7 @@ use crate::harness::Project;
 
 #[test]
 fn pipeline_errors_match_golden_files() {
-    let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/ui");
+    let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ui");
     let mut cases: Vec<_> = std::fs::read_dir(&ui)
         .unwrap()
         .map(|e| e.unwrap().path())

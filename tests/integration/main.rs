@@ -9,6 +9,7 @@ mod authoring;
 mod cli;
 mod golden;
 mod harness;
+mod layers;
 mod resume;
 mod runner;
 mod sandbox;

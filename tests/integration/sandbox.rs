@@ -656,7 +656,7 @@ fn many_hostile_tasks_at_once() {
 #[test]
 fn table_growth_hits_the_table_limit() {
     let p = Project::new();
-    let wat = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests-wat/table-bomb.wat");
+    let wat = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/guests-wat/table-bomb.wat");
     std::fs::write(p.path("table-bomb.wasm"), wat::parse_file(wat).unwrap()).unwrap();
     let (_, state) = attack(
         &p,

@@ -1,0 +1,146 @@
+//! The `phasegate` command line: one file per command, a renderer for events. Glue only: the
+//! library crates do the work and emit events; this crate parses arguments and renders.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod build;
+mod lock;
+mod locking;
+mod new;
+mod plugin;
+mod render;
+mod resume;
+mod run;
+mod status;
+mod test;
+mod validate;
+
+/// Default progress file, relative to the current directory.
+pub const DEFAULT_STATE: &str = ".phasegate/state.toml";
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success (every gate passed or warned; for validate: the pipeline is valid)
+  1  the run failed: a gate returned `fail`
+  2  bad input: the pipeline, progress file or a plugin is invalid, or the progress file
+     cannot be written; nothing already recorded is lost";
+
+#[derive(Parser)]
+#[command(name = "phasegate", version, about = "Run pipelines of sandboxed WebAssembly plugins, phase by phase, behind validation gates", after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(run::RunArgs),
+    Resume(resume::ResumeArgs),
+    Status(status::StatusArgs),
+    Validate(validate::ValidateArgs),
+    New(new::NewArgs),
+    Build(build::BuildArgs),
+    Test(test::TestArgs),
+    Plugin(plugin::PluginArgs),
+    Lock(lock::LockArgs),
+    Key(plugin::KeyArgs),
+}
+
+/// How events and results are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Readable lines on stderr, a summary on stdout.
+    Human,
+    /// One JSON object per event on stdout (the last one is `run-finished` with the outcome).
+    Json,
+}
+
+/// The outcome of a command, mapped to the documented exit codes.
+pub enum Exit {
+    Success,
+    RunFailed,
+}
+
+/// An error that is the user's to fix (exit 2). Printed as is, each line prefixed `error: `.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// Makes a [`BadInput`] error.
+pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
+    BadInput(message.into()).into()
+}
+
+/// Reads the project's lock to change it, saying so when another phasegate command is editing
+/// it and this one waits (see [`Project::edit_lock`]).
+pub fn edit_lock(
+    project: &phasegate_store::Project,
+) -> anyhow::Result<(phasegate_store::LockEdit, phasegate_store::Lock)> {
+    project
+        .edit_lock(|| {
+            eprintln!(
+                "waiting for another phasegate command to finish editing {}",
+                project.lock_path().display()
+            );
+        })
+        .map_err(|e| bad_input(format!("{e:#}")))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => args.run(),
+        Command::Resume(args) => args.run(),
+        Command::Status(args) => args.run(),
+        Command::Validate(args) => args.run(),
+        Command::New(args) => args.run(),
+        Command::Build(args) => args.run(),
+        Command::Test(args) => args.run(),
+        Command::Plugin(args) => args.run(),
+        Command::Lock(args) => args.run(),
+        Command::Key(args) => args.run(),
+    };
+    match result {
+        Ok(Exit::Success) => ExitCode::SUCCESS,
+        Ok(Exit::RunFailed) => ExitCode::from(1),
+        Err(error) => {
+            if let Some(bad) = error.downcast_ref::<BadInput>() {
+                for (i, line) in bad.0.lines().enumerate() {
+                    if i == 0 || !line.starts_with("  ") {
+                        eprintln!("error: {line}");
+                    } else {
+                        eprintln!("{line}");
+                    }
+                }
+            } else {
+                eprintln!("error: {error}");
+                for cause in error.chain().skip(1) {
+                    eprintln!("  caused by: {cause}");
+                }
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Builds the async runtime the runner uses.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves `--state`, defaulting to [`DEFAULT_STATE`].
+pub fn state_path(state: Option<PathBuf>) -> PathBuf {
+    state.unwrap_or_else(|| Path::new(DEFAULT_STATE).to_path_buf())
+}

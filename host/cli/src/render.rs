@@ -1,0 +1,238 @@
+//! Renders runner events as readable lines (stderr) or JSON lines (stdout).
+
+use std::io::Write;
+use std::path::Path;
+
+use phasegate_model::events::RunOutcome;
+use phasegate_model::events::{Event, EventKind, LogLevel};
+use phasegate_model::progress::{RunStatus, TaskStatus, VerdictKind};
+
+use super::Format;
+
+pub struct Renderer {
+    format: Format,
+    verbose: bool,
+}
+
+impl Renderer {
+    pub fn new(format: Format, verbose: bool) -> Self {
+        Renderer { format, verbose }
+    }
+
+    pub fn event(&self, event: &Event) {
+        match self.format {
+            Format::Json => {
+                if let Ok(line) = serde_json::to_string(event) {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+            Format::Human => {
+                if let Some(line) = self.human(event) {
+                    let secs = event.elapsed_us as f64 / 1e6;
+                    // stderr is unbuffered: format first, so a line is one write, not one per
+                    // formatted piece.
+                    let text = format!("{secs:>8.3}s {line}\n");
+                    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+                }
+            }
+        }
+    }
+
+    fn human(&self, event: &Event) -> Option<String> {
+        Some(match &event.kind {
+            EventKind::RunStarted {
+                run_id,
+                pipeline,
+                phases,
+                resumed,
+            } => {
+                format!(
+                    "{} run {run_id} of `{pipeline}` ({phases} phases)",
+                    if *resumed { "resuming" } else { "starting" }
+                )
+            }
+            EventKind::PhaseSkipped { phase, reason } => {
+                format!("phase {phase}: skipped, {reason}")
+            }
+            EventKind::PhaseStarted {
+                phase,
+                tasks,
+                to_run,
+                parallel,
+                concurrency,
+            } => {
+                let mode = if *parallel {
+                    format!("parallel, up to {concurrency} at once")
+                } else {
+                    "in order".into()
+                };
+                let todo = if to_run == tasks {
+                    String::new()
+                } else {
+                    format!(", {to_run} left to run")
+                };
+                format!("phase {phase}: {tasks} task(s), {mode}{todo}")
+            }
+            EventKind::TaskSkipped { task, status, .. } => {
+                format!("  = {task} already {}", status_word(*status))
+            }
+            EventKind::TaskStarted { task, attempt, .. } => {
+                if *attempt == 1 {
+                    format!("  > {task} started")
+                } else {
+                    format!("  > {task} attempt {attempt}")
+                }
+            }
+            EventKind::TaskLog {
+                task,
+                level,
+                message,
+                ..
+            } => {
+                let show = self.verbose || !matches!(level, LogLevel::Trace | LogLevel::Debug);
+                if !show {
+                    return None;
+                }
+                format!(
+                    "    [{task} {}] {message}",
+                    serde_json::to_value(level).ok()?.as_str()?
+                )
+            }
+            EventKind::TaskProgress { .. } => return None,
+            EventKind::TaskRetry {
+                task,
+                attempt,
+                delay_ms,
+                error,
+                ..
+            } => {
+                format!(
+                    "  ! {task} attempt {attempt} failed ({}), retrying in {delay_ms} ms",
+                    error.message
+                )
+            }
+            EventKind::TaskFinished {
+                task,
+                status,
+                attempts,
+                duration_ms,
+                error,
+                ..
+            } => match (status, error) {
+                (TaskStatus::Succeeded, _) => format!(
+                    "  ✓ {task} ok in {duration_ms} ms{}",
+                    attempts_note(*attempts)
+                ),
+                (_, Some(e)) => format!(
+                    "  ✗ {task} {}{}: {}",
+                    serde_json::to_value(e.kind).ok()?.as_str()?,
+                    attempts_note(*attempts),
+                    e.message
+                ),
+                _ => format!("  ✗ {task} failed"),
+            },
+            EventKind::GateStarted { gate, .. } => format!("  ? gate {gate}"),
+            EventKind::Verdict { verdict, gate, .. } => {
+                let word = match verdict.kind {
+                    VerdictKind::Pass => "PASS",
+                    VerdictKind::Warn => "WARN",
+                    VerdictKind::Fail => "FAIL",
+                };
+                format!("  {word} ({gate}): {}", verdict.reason)
+            }
+            EventKind::PhaseFinished { .. } => return None,
+            EventKind::RunFinished { .. } => return None,
+        })
+    }
+
+    /// The final summary (human format only: the JSON stream already ended with the outcome).
+    pub fn summary(&self, outcome: &RunOutcome, state: &Path) {
+        if self.format == Format::Json {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = match outcome.status {
+            RunStatus::Failed => writeln!(
+                out,
+                "run failed at phase `{}`: {}\ncompleted phases: {}\nprogress: {} (fix the cause, then `phasegate resume --state {}`)",
+                outcome.failed.as_deref().unwrap_or("?"),
+                outcome.reason.as_deref().unwrap_or(""),
+                list(&outcome.completed),
+                state.display(),
+                state.display()
+            ),
+            _ => writeln!(
+                out,
+                "{}run completed: {} phase(s) passed{}\nprogress: {}",
+                last_outputs(outcome),
+                outcome.completed.len(),
+                match outcome.warnings.len() {
+                    0 => String::new(),
+                    n => format!(
+                        ", {n} with warnings ({})",
+                        outcome
+                            .warnings
+                            .iter()
+                            .map(|w| format!("{}: {}", w.phase, w.reason))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                },
+                state.display()
+            ),
+        };
+    }
+}
+
+/// The outputs of the last completed phase: what a pipeline was run for.
+fn last_outputs(outcome: &RunOutcome) -> String {
+    const MAX: usize = 600;
+    let Some(phase) = outcome.completed.last() else {
+        return String::new();
+    };
+    let Some(entry) = outcome.context.phase_value(phase) else {
+        return String::new();
+    };
+    let Some(tasks) = entry["tasks"].as_object() else {
+        return String::new();
+    };
+    let mut text = format!("outputs of phase `{phase}`:\n");
+    for (task, t) in tasks {
+        let mut json = t["output"].to_string();
+        if json.len() > MAX {
+            let cut = (0..=MAX)
+                .rev()
+                .find(|i| json.is_char_boundary(*i))
+                .unwrap_or(0);
+            json.truncate(cut);
+            json.push('…');
+        }
+        text.push_str(&format!("  {task}: {json}\n"));
+    }
+    text
+}
+
+fn attempts_note(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" after {attempts} attempts")
+    } else {
+        String::new()
+    }
+}
+
+fn status_word(s: TaskStatus) -> &'static str {
+    match s {
+        TaskStatus::Pending => "pending",
+        TaskStatus::Succeeded => "succeeded",
+        TaskStatus::Failed => "failed",
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items.join(", ")
+    }
+}

@@ -1,0 +1,90 @@
+//! `phasegate resume`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use phasegate_model::progress::RunStatus;
+use phasegate_runner::persist::ProgressStore;
+use phasegate_runner::resume::{changes, reconcile};
+
+use super::locking::{LockArgs, load_checked, load_pipeline};
+use super::run::execute;
+use super::{Exit, Format, bad_input, state_path};
+
+/// Continue an interrupted or failed run where it stopped.
+///
+/// Finished phases and finished tasks are not run again. After a failed gate, the failed phase's
+/// failed tasks run again, then its gate. Refuses when the pipeline file or a plugin changed since
+/// the run started (--force accepts the change).
+#[derive(Args)]
+pub struct ResumeArgs {
+    /// Progress file of the run [default: .phasegate/state.toml].
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Resume even though the pipeline or a plugin changed.
+    #[arg(long)]
+    force: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    /// Also show plugins' debug and trace log lines.
+    #[arg(long, short)]
+    verbose: bool,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+impl ResumeArgs {
+    pub fn run(self) -> anyhow::Result<Exit> {
+        let state_path = state_path(self.state);
+        if !state_path.exists() {
+            return Err(bad_input(format!(
+                "no progress file at {}\n  help: start a run with `phasegate run PIPELINE`, or point to its file with `--state FILE`",
+                state_path.display()
+            )));
+        }
+        let mut store =
+            ProgressStore::open(&state_path).map_err(|e| bad_input(format!("{e:#}")))?;
+        if store.state.status == RunStatus::Completed {
+            eprintln!(
+                "run `{}` already completed; nothing to resume",
+                store.state.run_id
+            );
+            return Ok(Exit::Success);
+        }
+        let pipeline = load_pipeline(&store.state.pipeline.clone())?;
+        let runtime = super::runtime()?;
+        let (host, plugins) = load_checked(&pipeline, self.lock)?;
+        let now = phasegate_engine::digests(&plugins);
+        let changes = changes(&store.state, &pipeline, &now);
+        if !changes.is_empty() {
+            if !self.force {
+                return Err(bad_input(format!(
+                    "cannot resume run `{}`: {} changed since it started:\n{}\n  help: restore them, start over with `phasegate run {} --fresh`, or pass `--force` to resume with the changes",
+                    store.state.run_id,
+                    if changes.len() == 1 { "this" } else { "these" },
+                    changes
+                        .iter()
+                        .map(|c| format!("  - {c}"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    pipeline.path.display()
+                )));
+            }
+            for c in &changes {
+                eprintln!("warning: resuming despite a change: {c}");
+            }
+            reconcile(&mut store.state, &pipeline, now);
+        }
+        execute(
+            &runtime,
+            host,
+            pipeline,
+            plugins,
+            &mut store,
+            true,
+            self.format,
+            self.verbose,
+        )
+    }
+}

@@ -1,0 +1,102 @@
+//! `phasegate run`, and the execution `run` and `resume` share.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use phasegate_engine::{LoadedPlugins, LocalExecutor, PluginHost};
+use phasegate_model::pipeline::Pipeline;
+use phasegate_model::progress::{RunStatus, State};
+use phasegate_runner::Runner;
+use phasegate_runner::persist::ProgressStore;
+
+use super::locking::{LockArgs, load_checked, load_pipeline};
+use super::{Exit, Format, bad_input, render::Renderer, state_path};
+
+/// Run a pipeline from the start.
+#[derive(Args)]
+pub struct RunArgs {
+    /// The pipeline file (TOML).
+    pipeline: PathBuf,
+    /// Progress file to write [default: .phasegate/state.toml].
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Start over even if the progress file holds an unfinished run.
+    #[arg(long)]
+    fresh: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    /// Also show plugins' debug and trace log lines.
+    #[arg(long, short)]
+    verbose: bool,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+impl RunArgs {
+    pub fn run(self) -> anyhow::Result<Exit> {
+        let pipeline = load_pipeline(&self.pipeline)?;
+        let state_path = state_path(self.state);
+        if !self.fresh
+            && state_path.exists()
+            && let Ok(existing) = ProgressStore::open(&state_path)
+            && existing.state.status == RunStatus::Running
+        {
+            return Err(bad_input(format!(
+                "{} holds the unfinished run `{}` of {}\n  help: continue it with `phasegate resume --state {}`, or pass `--fresh` to start over",
+                state_path.display(),
+                existing.state.run_id,
+                existing.state.pipeline.display(),
+                state_path.display()
+            )));
+        }
+        let runtime = super::runtime()?;
+        let (host, plugins) = load_checked(&pipeline, self.lock)?;
+        let state = State::new(
+            phasegate_runner::resume::new_run_id(),
+            &pipeline,
+            phasegate_engine::digests(&plugins),
+        );
+        let mut store =
+            ProgressStore::create(&state_path, state).map_err(|e| bad_input(format!("{e:#}")))?;
+        execute(
+            &runtime,
+            host,
+            pipeline,
+            plugins,
+            &mut store,
+            false,
+            self.format,
+            self.verbose,
+        )
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site each for run and resume"
+)]
+pub fn execute(
+    runtime: &tokio::runtime::Runtime,
+    host: Arc<PluginHost>,
+    pipeline: Pipeline,
+    plugins: LoadedPlugins,
+    store: &mut ProgressStore,
+    resumed: bool,
+    format: Format,
+    verbose: bool,
+) -> anyhow::Result<Exit> {
+    let renderer = Arc::new(Renderer::new(format, verbose));
+    let sink = renderer.clone();
+    let emitter = phasegate_model::events::Emitter::new(move |e| sink.event(&e));
+    let runner = Runner::new(LocalExecutor::new(host, plugins), pipeline, emitter);
+    let outcome = runtime
+        .block_on(runner.run(store, resumed))
+        .map_err(|e| bad_input(format!("{e:#}\n  help: the progress file keeps everything recorded so far; fix the problem and run `phasegate resume --state {}`", store.path().display())))?;
+    renderer.summary(&outcome, store.path());
+    Ok(match outcome.status {
+        RunStatus::Failed => Exit::RunFailed,
+        _ => Exit::Success,
+    })
+}

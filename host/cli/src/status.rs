@@ -1,0 +1,80 @@
+//! `phasegate status`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use phasegate_model::progress::{PhaseStatus, TaskStatus};
+use phasegate_runner::persist::ProgressStore;
+
+use super::{Exit, Format, bad_input, state_path};
+
+/// Show the progress of a run from its progress file.
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Progress file [default: .phasegate/state.toml].
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Output format (json prints the whole state, journal folded in).
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+}
+
+impl StatusArgs {
+    pub fn run(self) -> anyhow::Result<Exit> {
+        let path = state_path(self.state);
+        let store = ProgressStore::open(&path).map_err(|e| bad_input(format!("{e:#}")))?;
+        let s = &store.state;
+        if self.format == Format::Json {
+            println!("{}", serde_json::to_string_pretty(s)?);
+            return Ok(Exit::Success);
+        }
+        println!(
+            "run {} of {}: {}",
+            s.run_id,
+            s.pipeline.display(),
+            serde_json::to_value(s.status)?.as_str().unwrap_or("?")
+        );
+        println!("started {}, updated {}", s.started_at, s.updated_at);
+        if let Some(reason) = &s.reason {
+            println!("reason: {reason}");
+        }
+        for p in &s.phases {
+            let done = p
+                .tasks
+                .iter()
+                .filter(|t| t.status != TaskStatus::Pending)
+                .count();
+            let failed = p
+                .tasks
+                .iter()
+                .filter(|t| t.status == TaskStatus::Failed)
+                .count();
+            let status = match p.status {
+                PhaseStatus::Pending => "pending",
+                PhaseStatus::Running => "running",
+                PhaseStatus::Complete => "complete",
+                PhaseStatus::Failed => "failed",
+            };
+            let verdict = p
+                .verdict
+                .as_ref()
+                .map(|v| {
+                    format!(
+                        ", verdict {}: {}",
+                        serde_json::to_value(v.kind)
+                            .ok()
+                            .and_then(|k| k.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        v.reason
+                    )
+                })
+                .unwrap_or_default();
+            println!(
+                "  {:<20} {status:<9} {done}/{} tasks finished, {failed} failed{verdict}",
+                p.id,
+                p.tasks.len()
+            );
+        }
+        Ok(Exit::Success)
+    }
+}

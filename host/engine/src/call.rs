@@ -1,0 +1,315 @@
+//! Running one call of a loaded plugin in a fresh Store: a task attempt, a gate, or its
+//! `metadata`; and telling its failures apart (limits, traps, timeouts, the host).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use phasegate_model::events::Emitter;
+use phasegate_model::job::Attempt;
+use phasegate_model::pipeline::{EngineLimits, Grants, Limits};
+use phasegate_model::progress::{Failure, FailureKind, VerdictKind, VerdictRecord};
+use wasmtime::{Store, Trap};
+
+use crate::error::chain;
+use crate::host_state::HostState;
+use crate::load::{LoadedPlugin, Metadata, PluginHost, Pre};
+use crate::plugin::gate_world::Gate;
+use crate::plugin::task_world::Task;
+use crate::plugin::{Origin, wit};
+use crate::sandbox::deadline::within;
+use crate::sandbox::limits::LimitHit;
+
+impl PluginHost {
+    fn store(
+        &self,
+        plugin: &LoadedPlugin,
+        limits: &Limits,
+        grants: &Grants,
+        origin: Origin,
+        emitter: Emitter,
+    ) -> Result<Store<HostState>, String> {
+        let state = if plugin.uses_wasi {
+            HostState::new(limits, grants, origin, emitter)?
+        } else {
+            HostState::without_wasi(limits, origin, emitter)
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        if self.limits.fuel {
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| e.to_string())?;
+        }
+        // Yield to the executor at every tick so other tasks run; the wall-clock deadline is
+        // enforced around the call (it also covers time spent blocked in host calls).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        Ok(store)
+    }
+
+    /// Calls a plugin's `metadata` export in a fresh instance.
+    pub async fn metadata(
+        &self,
+        plugin: &LoadedPlugin,
+        emitter: Emitter,
+    ) -> anyhow::Result<Metadata> {
+        let limits = Limits {
+            timeout: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let origin = Origin::Named {
+            phase: String::new(),
+            task: "metadata".into(),
+        };
+        let mut store = self
+            .store(plugin, &limits, &Grants::default(), origin, emitter)
+            .map_err(anyhow::Error::msg)?;
+        let call = async {
+            match &plugin.pre {
+                Pre::Task(pre) => {
+                    let i: Task = pre.instantiate_async(&mut store).await?;
+                    i.call_metadata(&mut store).await
+                }
+                Pre::Gate(pre) => {
+                    let i: Gate = pre.instantiate_async(&mut store).await?;
+                    i.call_metadata(&mut store).await
+                }
+            }
+        };
+        match within(limits.timeout, call).await {
+            Ok(r) => r.map_err(|e| anyhow::anyhow!("`metadata` failed: {}", chain(&e))),
+            Err(_) => anyhow::bail!("`metadata` did not return within {:?}", limits.timeout),
+        }
+    }
+
+    /// Runs one attempt of a task: the output JSON text or a typed failure, and the log lines
+    /// the attempt produced (bounded by the log limits).
+    pub async fn run_task(
+        &self,
+        plugin: &LoadedPlugin,
+        request: &Arc<wit::TaskRequest>,
+        limits: &Limits,
+        grants: &Grants,
+        emitter: Emitter,
+    ) -> Attempt {
+        let mut log = Vec::new();
+        let result = self
+            .attempt(plugin, request, limits, grants, emitter, &mut log)
+            .await;
+        Attempt { result, log }
+    }
+
+    async fn attempt(
+        &self,
+        plugin: &LoadedPlugin,
+        request: &Arc<wit::TaskRequest>,
+        limits: &Limits,
+        grants: &Grants,
+        emitter: Emitter,
+        log: &mut Vec<String>,
+    ) -> Result<String, Failure> {
+        // Named only when something goes wrong (formatting it for every task costs).
+        let who = || {
+            format!(
+                "task `{}` in phase `{}` (plugin `{}`)",
+                request.task, request.phase, plugin.plugin.spec
+            )
+        };
+        let Pre::Task(pre) = &plugin.pre else {
+            return Err(failure(
+                FailureKind::Host,
+                format!(
+                    "{}: the plugin is a gate, not a task; use it as a phase's `gate`",
+                    who()
+                ),
+            ));
+        };
+        let origin = Origin::Task(request.clone());
+        let mut store = self
+            .store(plugin, limits, grants, origin, emitter)
+            .map_err(|e| failure(FailureKind::Host, format!("{}: {e}", who())))?;
+        let result = within(limits.timeout, async {
+            let instance: Task = pre.instantiate_async(&mut store).await?;
+            instance.call_run(&mut store, request).await
+        })
+        .await;
+        store.data_mut().flush_stdio();
+        *log = store.data_mut().take_log();
+        let output = match result {
+            Err(_) => return Err(timeout_failure(&who(), limits)),
+            Ok(Err(e)) => return Err(classify(&who(), &e, store.data(), limits, &self.limits)),
+            Ok(Ok(Err(e))) => {
+                return Err(match e {
+                    wit::TaskError::Failed(m) => failure(FailureKind::Failed, m),
+                    wit::TaskError::InvalidInput(m) => failure(FailureKind::InvalidInput, m),
+                    wit::TaskError::InvalidConfig(m) => failure(FailureKind::InvalidConfig, m),
+                });
+            }
+            Ok(Ok(Ok(output))) => output,
+        };
+        if output.len() as u64 > limits.max_output.0 {
+            return Err(failure(
+                FailureKind::InvalidOutput,
+                format!(
+                    "{} returned {} bytes of output, over its limit of {}; raise `limits.max-output`",
+                    who(),
+                    output.len(),
+                    limits.max_output
+                ),
+            ));
+        }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
+            return Err(failure(
+                FailureKind::InvalidOutput,
+                format!("{} returned output that is not JSON ({e})", who()),
+            ));
+        }
+        Ok(output)
+    }
+
+    /// Runs a gate. A gate that cannot run yields a `fail` verdict explaining why.
+    pub async fn run_gate(
+        &self,
+        plugin: &LoadedPlugin,
+        report: wit::PhaseReport,
+        limits: &Limits,
+        grants: &Grants,
+        emitter: Emitter,
+    ) -> VerdictRecord {
+        let gate = plugin.plugin.spec.clone();
+        let who = format!("gate `{gate}` of phase `{}`", report.phase);
+        let fail = |reason: String| VerdictRecord {
+            kind: VerdictKind::Fail,
+            gate: gate.clone(),
+            reason,
+            evidence: None,
+        };
+        let Pre::Gate(pre) = &plugin.pre else {
+            return fail(format!(
+                "{who}: the plugin is a task, not a gate; use a gate plugin"
+            ));
+        };
+        let origin = Origin::Named {
+            phase: report.phase.clone(),
+            task: "gate".into(),
+        };
+        let mut store = match self.store(plugin, limits, grants, origin, emitter) {
+            Ok(store) => store,
+            Err(e) => return fail(format!("{who}: {e}")),
+        };
+        let result = within(limits.timeout, async {
+            let instance: Gate = pre.instantiate_async(&mut store).await?;
+            instance.call_check(&mut store, &report).await
+        })
+        .await;
+        store.data_mut().flush_stdio();
+        match result {
+            Err(_) => fail(timeout_failure(&who, limits).message),
+            Ok(Err(e)) => fail(classify(&who, &e, store.data(), limits, &self.limits).message),
+            Ok(Ok(v)) => VerdictRecord {
+                kind: match v.kind {
+                    wit::VerdictKind::Pass => VerdictKind::Pass,
+                    wit::VerdictKind::Warn => VerdictKind::Warn,
+                    wit::VerdictKind::Fail => VerdictKind::Fail,
+                },
+                gate,
+                reason: v.reason,
+                evidence: v.evidence,
+            },
+        }
+    }
+}
+
+fn failure(kind: FailureKind, message: String) -> Failure {
+    Failure { kind, message }
+}
+
+fn timeout_failure(who: &str, limits: &Limits) -> Failure {
+    failure(
+        FailureKind::Timeout,
+        format!(
+            "{who} exceeded its timeout of {}; raise `timeout`",
+            humantime::format_duration(limits.timeout)
+        ),
+    )
+}
+
+fn classify(
+    who: &str,
+    error: &wasmtime::Error,
+    state: &HostState,
+    limits: &Limits,
+    engine: &EngineLimits,
+) -> Failure {
+    if let Some(hit) = state.limiter.hit {
+        return match hit {
+            LimitHit::Memory { requested, .. } => failure(
+                FailureKind::Limit,
+                format!(
+                    "{who} exceeded its memory limit of {} (asked for {}); raise `limits.memory`",
+                    limits.memory,
+                    phasegate_model::units::ByteSize(requested)
+                ),
+            ),
+            LimitHit::TableElements { limit, requested } => failure(
+                FailureKind::Limit,
+                format!("{who} grew a table to {requested} elements, over the limit of {limit}"),
+            ),
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => {
+            return failure(
+                FailureKind::Limit,
+                format!(
+                    "{who} exceeded its stack limit of {} (deep recursion?); raise `max-stack` in `[defaults.limits]`",
+                    engine.max_stack
+                ),
+            );
+        }
+        Some(Trap::OutOfFuel) => {
+            return failure(
+                FailureKind::Limit,
+                format!(
+                    "{who} ran out of fuel: its budget of {} units is spent; raise `limits.fuel`",
+                    limits.fuel.unwrap_or(0)
+                ),
+            );
+        }
+        _ => {}
+    }
+    let text = chain(error);
+    if text.contains("instance count too high")
+        || text.contains("table count too high")
+        || text.contains("memory count too high")
+    {
+        return failure(
+            FailureKind::Limit,
+            format!(
+                "{who} instantiates more core instances, tables or memories than its limit of {} instances allows; raise `limits.instances` ({text})",
+                limits.instances
+            ),
+        );
+    }
+    if error.downcast_ref::<Trap>().is_some() {
+        let stderr = state.stderr_text();
+        let detail = if stderr.is_empty() {
+            String::new()
+        } else {
+            format!("; stderr: {}", last_lines(&stderr, 5))
+        };
+        return failure(
+            FailureKind::Trap,
+            format!("{who} trapped: {}{detail}", chain(error)),
+        );
+    }
+    failure(
+        FailureKind::Host,
+        format!("{who} could not run: {}", chain(error)),
+    )
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}

@@ -1,0 +1,242 @@
+//! Everything one plugin instance owns (one per Store): its limiter, captured stdio, log, and
+//! the WASI side built from its grants; and the `host` interface every plugin imports.
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::plugin::{Level, Origin, host_iface, wit};
+use crate::sandbox::http::HttpPolicy;
+use crate::sandbox::limits::Limiter;
+use crate::sandbox::stdio::CapturedOutput;
+use crate::sandbox::{self, Notice};
+use phasegate_model::events::{Emitter, EventKind, LogLevel};
+use phasegate_model::pipeline::{Grants, Limits};
+use phasegate_model::units::ByteSize;
+
+/// Everything one plugin instance owns (one per Store).
+pub struct HostState {
+    /// What WASI and `wasi:http` calls use; `None` for a plugin that imports no WASI interface
+    /// (see [`HostState::without_wasi`]). Boxed: a WASI context is large, and the state of a
+    /// plugin without WASI is built, moved into its store and dropped once per task.
+    wasi: Option<Box<WasiState>>,
+    /// Resource limits (memory, tables, instances).
+    pub limiter: Limiter,
+    origin: Origin,
+    emitter: Emitter,
+    log_records: u32,
+    log_bytes: u64,
+    max_log_records: u32,
+    max_log_bytes: u64,
+    /// Captured stdout.
+    pub stdout: CapturedOutput,
+    /// Captured stderr.
+    pub stderr: CapturedOutput,
+    kept_log: Vec<String>,
+}
+
+/// The WASI side of an instance: its WASI context (the grants), the resource table WASI and
+/// `wasi:http` share, and the outbound HTTP policy.
+struct WasiState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    http_ctx: WasiHttpCtx,
+    http_hooks: HttpPolicy,
+}
+
+impl WasiState {
+    fn new(ctx: WasiCtx, http: Vec<String>, notice: Notice) -> Box<Self> {
+        Box::new(WasiState {
+            ctx,
+            table: ResourceTable::new(),
+            http_ctx: WasiHttpCtx::new(),
+            http_hooks: HttpPolicy::new(http, notice),
+        })
+    }
+}
+
+impl HostState {
+    /// A deny-by-default instance state: only what `grants` lists, within `limits`.
+    pub fn new(
+        limits: &Limits,
+        grants: &Grants,
+        origin: Origin,
+        emitter: Emitter,
+    ) -> Result<Self, String> {
+        let capture = usize::try_from(limits.max_log.0).unwrap_or(usize::MAX);
+        let mut state = Self::with_stdio(
+            limits,
+            origin,
+            emitter,
+            [CapturedOutput::new(capture), CapturedOutput::new(capture)],
+        );
+        let notice = state.notice();
+        let ctx = sandbox::wasi_ctx(grants, &state.stdout, &state.stderr, notice.clone())?;
+        state.wasi = Some(WasiState::new(ctx, grants.http.clone(), notice));
+        Ok(state)
+    }
+
+    /// As [`new`](Self::new), for a plugin that imports no `wasi:` interface and so can never
+    /// call into WASI: the WASI side (context, random generators, clocks, stdio, grants, HTTP
+    /// policy) is not built, and no stdout or stderr is captured (nothing can write to them).
+    /// Should WASI be reached anyway, it gets a context with nothing granted.
+    pub fn without_wasi(limits: &Limits, origin: Origin, emitter: Emitter) -> Self {
+        let none = [CapturedOutput::none(), CapturedOutput::none()];
+        Self::with_stdio(limits, origin, emitter, none)
+    }
+
+    /// The state without its WASI side, with its `[stdout, stderr]`.
+    fn with_stdio(
+        limits: &Limits,
+        origin: Origin,
+        emitter: Emitter,
+        [stdout, stderr]: [CapturedOutput; 2],
+    ) -> Self {
+        HostState {
+            wasi: None,
+            limiter: Limiter::new(limits),
+            origin,
+            emitter,
+            log_records: 0,
+            log_bytes: 0,
+            max_log_records: limits.log_records,
+            max_log_bytes: limits.max_log.0,
+            stdout,
+            stderr,
+            kept_log: Vec::new(),
+        }
+    }
+
+    /// Emits captured stdout/stderr as log events, one per line, and says what was dropped.
+    pub fn flush_stdio(&mut self) {
+        if self.stdout.is_empty() && self.stderr.is_empty() {
+            return;
+        }
+        let pipes = [
+            (self.stdout.clone(), LogLevel::Stdout, "stdout"),
+            (self.stderr.clone(), LogLevel::Stderr, "stderr"),
+        ];
+        for (pipe, level, name) in pipes {
+            let bytes = pipe.contents();
+            for line in String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
+                self.emit_log(level, line.to_owned());
+            }
+            if pipe.dropped() > 0 {
+                self.emit_log(
+                    LogLevel::Warn,
+                    format!(
+                        "{} bytes of {name} dropped past the limit of {} (raise `limits.max-log`)",
+                        pipe.dropped(),
+                        ByteSize(self.max_log_bytes)
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The captured stderr as text (for trap messages: panics print there).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_owned()
+    }
+
+    /// Takes the log lines kept so far (they are stored with the task's result).
+    pub fn take_log(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.kept_log)
+    }
+
+    /// Where this instance's denied calls are reported.
+    fn notice(&self) -> Notice {
+        Notice::new(self.emitter.clone(), self.origin.clone())
+    }
+
+    /// The WASI side, built with nothing granted if the instance had none (a plugin declared
+    /// without WASI imports cannot get here; should one anyway, it is denied everything).
+    fn wasi(&mut self) -> &mut WasiState {
+        let wasi = match self.wasi.take() {
+            Some(wasi) => wasi,
+            None => {
+                let denied = wasmtime_wasi::WasiCtxBuilder::new().build();
+                WasiState::new(denied, Vec::new(), self.notice())
+            }
+        };
+        self.wasi.insert(wasi)
+    }
+
+    fn emit_log(&mut self, level: LogLevel, message: String) {
+        self.kept_log.push(format!("{}: {message}", level.name()));
+        self.emitter.emit(EventKind::TaskLog {
+            phase: self.origin.phase().into(),
+            task: self.origin.task().into(),
+            level,
+            message,
+        });
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let wasi = self.wasi();
+        WasiCtxView {
+            ctx: &mut wasi.ctx,
+            table: &mut wasi.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let wasi = self.wasi();
+        WasiHttpCtxView {
+            hooks: &mut wasi.http_hooks,
+            table: &mut wasi.table,
+            ctx: &mut wasi.http_ctx,
+        }
+    }
+}
+
+impl host_iface::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        self.log_records = self.log_records.saturating_add(1);
+        self.log_bytes = self.log_bytes.saturating_add(message.len() as u64);
+        if self.log_records > self.max_log_records || self.log_bytes > self.max_log_bytes {
+            if self.log_records != u32::MAX {
+                // Say it once, then stay silent.
+                self.log_records = u32::MAX;
+                self.emit_log(
+                    LogLevel::Warn,
+                    format!(
+                        "log limit reached ({} records or {}); further lines dropped (raise `limits.log-records` or `limits.max-log`)",
+                        self.max_log_records,
+                        ByteSize(self.max_log_bytes)
+                    ),
+                );
+            }
+            return;
+        }
+        let level = match level {
+            Level::Trace => LogLevel::Trace,
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        self.emit_log(level, message);
+    }
+
+    fn progress(&mut self, done: u32, total: u32, message: String) {
+        self.emitter.emit(EventKind::TaskProgress {
+            phase: self.origin.phase().into(),
+            task: self.origin.task().into(),
+            done,
+            total,
+            message,
+        });
+    }
+}
+
+impl wit::Host for HostState {}

@@ -1,0 +1,180 @@
+//! The local executor: runs jobs in this process, on this engine.
+
+use std::sync::Arc;
+
+use phasegate_model::events::Emitter;
+use phasegate_model::job::{Attempt, Executor, GateJob, Lane, PhaseReport, TaskJob};
+use phasegate_model::progress::{VerdictKind, VerdictRecord};
+
+use crate::load::{LoadedPlugin, LoadedPlugins, PluginHost};
+use crate::plugin::{wit, wit_failure_kind};
+
+/// Runs every job in this process with a pipeline's loaded plugins.
+pub struct LocalExecutor {
+    host: Arc<PluginHost>,
+    plugins: Arc<LoadedPlugins>,
+}
+
+impl LocalExecutor {
+    /// An executor over loaded plugins (every plugin a job names must be among them).
+    pub fn new(host: Arc<PluginHost>, plugins: LoadedPlugins) -> Self {
+        LocalExecutor {
+            host,
+            plugins: Arc::new(plugins),
+        }
+    }
+
+    /// The engine it runs on.
+    pub fn host(&self) -> &Arc<PluginHost> {
+        &self.host
+    }
+
+    fn plugin(
+        &self,
+        job_plugin: &phasegate_model::pipeline::PluginRef,
+    ) -> Option<Arc<LoadedPlugin>> {
+        self.plugins.get(job_plugin).cloned()
+    }
+}
+
+impl Executor for LocalExecutor {
+    type Lane = LocalLane;
+
+    fn lane(&self, emitter: Emitter) -> LocalLane {
+        LocalLane {
+            host: self.host.clone(),
+            plugins: self.plugins.clone(),
+            emitter,
+            request: Arc::new(wit::TaskRequest {
+                run_id: String::new(),
+                phase: String::new(),
+                task: String::new(),
+                attempt: 0,
+                input: String::new(),
+                context: String::new(),
+                config: String::new(),
+            }),
+            context: None,
+            plugin: None,
+        }
+    }
+
+    async fn run_gate(&self, job: GateJob<'_>, emitter: Emitter) -> VerdictRecord {
+        let Some(plugin) = self.plugin(&job.plugin) else {
+            return not_loaded(&job.plugin.spec);
+        };
+        self.host
+            .run_gate(
+                &plugin,
+                wit_report(job.report),
+                &job.limits,
+                &job.grants,
+                emitter,
+            )
+            .await
+    }
+}
+
+/// One worker's lane: a request reused from attempt to attempt (the strings are overwritten in
+/// place, and the context copied only when a job brings a different one), and the last plugin
+/// used (neighbouring tasks mostly share one).
+pub struct LocalLane {
+    host: Arc<PluginHost>,
+    plugins: Arc<LoadedPlugins>,
+    emitter: Emitter,
+    /// Shared with the attempt's instance (which names its events after it); between attempts
+    /// nothing else holds it, so it is updated without a copy.
+    request: Arc<wit::TaskRequest>,
+    /// The context `request.context` holds a copy of (kept, so a pointer comparison is sound).
+    context: Option<Arc<str>>,
+    plugin: Option<Arc<LoadedPlugin>>,
+}
+
+impl Lane for LocalLane {
+    async fn run(&mut self, job: &TaskJob<'_>) -> Attempt {
+        let plugin = match &self.plugin {
+            Some(p) if p.plugin == *job.plugin => p.clone(),
+            _ => match self.plugins.get(&*job.plugin) {
+                Some(p) => {
+                    self.plugin = Some(p.clone());
+                    p.clone()
+                }
+                None => {
+                    return Attempt {
+                        result: Err(phasegate_model::progress::Failure {
+                            kind: phasegate_model::progress::FailureKind::Host,
+                            message: format!("plugin `{}` was not loaded", job.plugin.spec),
+                        }),
+                        log: Vec::new(),
+                    };
+                }
+            },
+        };
+        {
+            let request = Arc::make_mut(&mut self.request);
+            overwrite(&mut request.run_id, &job.run_id);
+            overwrite(&mut request.phase, &job.phase);
+            overwrite(&mut request.task, &job.task);
+            overwrite(&mut request.input, &job.input);
+            overwrite(&mut request.config, &job.config);
+            request.attempt = job.attempt;
+            if !self
+                .context
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &job.context))
+            {
+                overwrite(&mut request.context, &job.context);
+                self.context = Some(job.context.clone());
+            }
+        }
+        self.host
+            .run_task(
+                &plugin,
+                &self.request,
+                &job.limits,
+                &job.grants,
+                self.emitter.clone(),
+            )
+            .await
+    }
+}
+
+/// Replaces a string's contents, reusing its allocation.
+fn overwrite(target: &mut String, value: &str) {
+    if target != value {
+        target.clear();
+        target.push_str(value);
+    }
+}
+
+fn wit_report(report: PhaseReport) -> wit::PhaseReport {
+    wit::PhaseReport {
+        run_id: report.run_id,
+        phase: report.phase,
+        outcomes: report
+            .outcomes
+            .into_iter()
+            .map(|o| wit::TaskOutcome {
+                task: o.task,
+                output: o.output,
+                error: o.error.map(|e| wit::TaskFailure {
+                    kind: wit_failure_kind(e.kind),
+                    message: e.message,
+                }),
+                attempts: o.attempts,
+                duration_ms: o.duration_ms,
+            })
+            .collect(),
+        context: report.context,
+        config: report.config,
+    }
+}
+
+fn not_loaded(spec: &str) -> VerdictRecord {
+    VerdictRecord {
+        kind: VerdictKind::Fail,
+        gate: spec.to_owned(),
+        reason: format!("plugin `{spec}` was not loaded"),
+        evidence: None,
+    }
+}

@@ -1,0 +1,65 @@
+//! Per-instance sandbox: resource limits and one file per capability grant.
+//!
+//! Deny by default: a plugin's WASI context starts with no preopened directories, no
+//! environment, no network, no HTTP, closed stdin, and stdout/stderr captured into bounded
+//! buffers. Each grant in the pipeline opens exactly one thing. A plugin whose imports could
+//! use more still instantiates; the calls simply fail inside the guest, and where the host sees
+//! the call (sockets, HTTP) it logs which grant would have allowed it.
+
+pub mod clocks;
+pub mod deadline;
+pub mod env;
+pub mod fs;
+pub mod http;
+pub mod limits;
+pub mod net;
+pub mod stdio;
+pub mod surface;
+
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
+
+use crate::plugin::Origin;
+use phasegate_model::events::{Emitter, EventKind, LogLevel};
+use phasegate_model::pipeline::Grants;
+
+/// Reports denied calls as warnings in the task's log.
+#[derive(Clone)]
+pub struct Notice {
+    emitter: Emitter,
+    origin: Origin,
+}
+
+impl Notice {
+    /// Denials of `origin`'s calls go to `emitter`.
+    pub fn new(emitter: Emitter, origin: Origin) -> Self {
+        Notice { emitter, origin }
+    }
+
+    /// Logs a denial.
+    pub fn deny(&self, message: String) {
+        self.emitter.emit(EventKind::TaskLog {
+            phase: self.origin.phase().into(),
+            task: self.origin.task().into(),
+            level: LogLevel::Warn,
+            message,
+        });
+    }
+}
+
+/// Builds the WASI context for one instance from its grants.
+pub fn wasi_ctx(
+    grants: &Grants,
+    stdout: &stdio::CapturedOutput,
+    stderr: &stdio::CapturedOutput,
+    notice: Notice,
+) -> Result<WasiCtx, String> {
+    let mut b = WasiCtxBuilder::new();
+    b.stdout(stdout.clone()).stderr(stderr.clone());
+    fs::grant(&mut b, &grants.dirs)?;
+    env::grant(&mut b, &grants.env, &grants.env_set);
+    net::grant(&mut b, &grants.net, notice);
+    if grants.deterministic {
+        clocks::deterministic(&mut b, grants.seed);
+    }
+    Ok(b.build())
+}

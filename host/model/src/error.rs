@@ -1,0 +1,101 @@
+//! Errors that point into a file: where (file, line, column in characters) and how to fix it.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The 1-based line and column (counted in characters, as editors do) of a byte offset in
+/// `source`. Every "error at file:line:col" is placed through this one function.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, column)
+}
+
+/// One problem in a pipeline file, with where it is and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineError {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// 1-based line (0 when the problem has no place, e.g. an unreadable file).
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// What to write instead.
+    pub help: Option<String>,
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)?;
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )?;
+        }
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// All problems found in a pipeline file, in file order.
+#[derive(Clone, Debug, thiserror::Error)]
+pub struct PipelineErrors(pub Vec<PipelineError>);
+
+impl PipelineErrors {
+    /// One problem.
+    pub fn single(e: PipelineError) -> Self {
+        PipelineErrors(vec![e])
+    }
+}
+
+impl fmt::Display for PipelineErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let source = "name = \"été\"\nx = 1 # ü\n  bad";
+        assert_eq!(line_col(source, 0), (1, 1));
+        let bad = source.find("bad").unwrap();
+        assert_eq!(line_col(source, bad), (3, 3));
+        let comment = source.find('ü').unwrap();
+        assert_eq!(line_col(source, comment), (2, 9));
+        // Past a multi-byte character, and inside one: still a character column.
+        let after = source.find("\"\n").unwrap();
+        assert_eq!(line_col(source, after), (1, 12));
+        assert_eq!(line_col(source, 9), (1, 9));
+        assert_eq!(line_col(source, usize::MAX).0, 3);
+    }
+}

@@ -1,0 +1,428 @@
+//! The pipeline file: TOML types, loading and validation. No wasmtime here.
+//!
+//! ```toml
+//! name = "release-check"
+//!
+//! [vars]                      # free values for templates: `{{ vars.notes }}`
+//! notes = "..."
+//!
+//! [defaults]
+//! retries = 0                 # extra attempts after a failed one
+//! retry-backoff = "200ms"     # first retry delay; doubles each time, capped at 30s
+//! concurrency = 4             # tasks at once in a parallel phase
+//!
+//! [defaults.limits]
+//! memory = "64MiB"            # linear memory per plugin instance
+//! timeout = "30s"             # wall clock per attempt
+//! max-output = "1MiB"         # size of the JSON a task returns
+//!
+//! [[phase]]
+//! id = "discovery"
+//! parallel = true             # default; false runs the tasks in file order
+//! gate = { plugin = "gates/all_succeeded.wasm", config = { } }
+//!
+//! [[phase.task]]
+//! id = "scan"
+//! plugin = "plugins/text_stats.wasm"   # path relative to this file
+//! input = "{{ pipeline.name }}"        # minijinja over the context
+//! config = { top = 3 }
+//! retries = 2
+//! timeout = "5s"
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::outcome::FailureKind;
+use crate::units::ByteSize;
+
+mod parse;
+mod raw;
+
+pub use crate::error::{PipelineError, PipelineErrors};
+pub use parse::{Resolve, Scope, sandbox};
+pub use raw::{RawGrants, RawLimits};
+
+pub const DEFAULT_MEMORY: ByteSize = ByteSize(64 << 20);
+/// Default wall-clock timeout per attempt: generous for real work, short enough that a hung
+/// plugin does not hold a run hostage.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default maximum size of a task's output: outputs live in the context and the progress file.
+pub const DEFAULT_MAX_OUTPUT: ByteSize = ByteSize(1 << 20);
+/// Default concurrency cap of a parallel phase: the number of CPUs.
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+/// Default maximum Wasm stack: wasmtime's own default, enough for deep but sane recursion.
+pub const DEFAULT_MAX_STACK: ByteSize = ByteSize(512 << 10);
+/// Default maximum table elements: real programs use a few thousand function-table slots.
+pub const DEFAULT_TABLE_ELEMENTS: u64 = 100_000;
+/// The largest `table-elements` limit: every instance-pool table slot is sized for it.
+pub const MAX_TABLE_ELEMENTS: u64 = 1 << 20;
+/// Default maximum core instances: a component built by any of the supported toolchains
+/// instantiates fewer than 20.
+pub const DEFAULT_INSTANCES: u64 = 100;
+/// Default bytes kept of stdout, stderr and log text per attempt.
+pub const DEFAULT_MAX_LOG: ByteSize = ByteSize(256 << 10);
+/// Default host log calls kept per attempt.
+pub const DEFAULT_LOG_RECORDS: u32 = 1_000;
+/// Failure kinds retried by default: a task's own retryable error, and a timeout (the machine
+/// may just have been busy). Traps and limits would fail the same way again.
+pub const DEFAULT_RETRY_ON: [FailureKind; 2] = [FailureKind::Failed, FailureKind::Timeout];
+/// Default first retry delay; doubles after each attempt.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Retry delays never exceed this.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A loaded, validated pipeline.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    /// `name` from the file.
+    pub name: String,
+    /// `description` from the file.
+    pub description: Option<String>,
+    /// The `[vars]` table as JSON: free values templates read as `vars.*`.
+    pub vars: Json,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `sha256:<hex>` of the file's bytes; resume refuses a changed pipeline.
+    pub digest: String,
+    /// Phases in file order.
+    pub phases: Vec<Phase>,
+    /// Engine-wide limits.
+    pub engine: EngineLimits,
+    /// The root of the project (folder of `phasegate.lock`) the pipeline belongs to, if any:
+    /// the nearest folder from the pipeline's upwards that holds a lock.
+    pub project: Option<PathBuf>,
+}
+
+/// The id of a phase or a task. Ids up to 23 bytes (nearly all) are held inline, longer ones
+/// are shared: either way a copy allocates nothing, and reading one touches no other memory
+/// (the progress record and the events of a task each name it, thousands of tasks per phase;
+/// with a shared `Arc<str>`, reaching each task's id was a cache miss of its own).
+pub type Id = smol_str::SmolStr;
+
+/// One phase.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    /// Unique id.
+    pub id: Id,
+    /// Free text.
+    pub description: Option<String>,
+    /// Run tasks concurrently (true) or in file order (false).
+    pub parallel: bool,
+    /// At most this many tasks at once.
+    pub concurrency: usize,
+    /// The gate; `None` means "all tasks succeeded".
+    pub gate: Option<GateSpec>,
+    /// Tasks in file order.
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// A plugin reference: as written, and resolved to a file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PluginRef {
+    /// As written in the pipeline.
+    pub spec: String,
+    /// Resolved path (relative specs are relative to the pipeline file; installed plugins
+    /// resolve to their file in the project's store).
+    pub path: PathBuf,
+    /// The installed name, when the spec names an installed plugin rather than a file.
+    pub installed: Option<String>,
+    /// For an installed plugin, the digest (`sha256:…`) the lock records: loading refuses a
+    /// stored file that hashes otherwise, checking the very bytes it compiles.
+    pub digest: Option<String>,
+}
+
+impl PluginRef {
+    /// A component file used outside a pipeline (by `build`, `test` and `plugin`).
+    pub fn file(path: &Path) -> PluginRef {
+        PluginRef {
+            spec: path.display().to_string(),
+            path: path.to_owned(),
+            installed: None,
+            digest: None,
+        }
+    }
+}
+
+/// Per-instance resource limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Limits {
+    /// Maximum linear memory (bytes) of each memory of the instance.
+    pub memory: ByteSize,
+    /// Wall-clock limit per attempt.
+    pub timeout: Duration,
+    /// Maximum size of a task's output.
+    pub max_output: ByteSize,
+    /// Deterministic CPU budget (Wasm fuel units) per attempt; `None` = unlimited.
+    pub fuel: Option<u64>,
+    /// Maximum elements per table.
+    pub table_elements: u64,
+    /// Maximum core instances (a component instantiates several).
+    pub instances: u64,
+    /// Bytes kept of stdout, of stderr, and of host log text per attempt; the rest is dropped.
+    pub max_log: ByteSize,
+    /// Host `log` calls kept per attempt.
+    pub log_records: u32,
+}
+
+/// Settings that apply to the whole engine (one per run): `max-stack` from
+/// `[defaults.limits]`, `bounds-checks` from `[engine]`, the rest derived from the phases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Maximum Wasm stack per call.
+    pub max_stack: ByteSize,
+    /// Whether any plugin has a fuel budget (fuel metering costs speed, so it is off otherwise).
+    pub fuel: bool,
+    /// The largest number of instances alive at once: the widest phase, plus its gate.
+    pub max_instances: usize,
+    /// How guest memory accesses are confined.
+    pub bounds_checks: BoundsChecks,
+}
+
+impl EngineLimits {
+    /// The engine for one plugin at a time outside a pipeline (`build`, `test`, `plugin`):
+    /// the default stack, no fuel metering, one instance alive, guard pages.
+    pub const SINGLE: EngineLimits = EngineLimits {
+        max_stack: DEFAULT_MAX_STACK,
+        fuel: false,
+        max_instances: 1,
+        bounds_checks: BoundsChecks::GuardPages,
+    };
+}
+
+/// How the engine keeps a guest's loads and stores inside its linear memory (`[engine]
+/// bounds-checks`). Both confine every access exactly; they differ in cost and hardening.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BoundsChecks {
+    /// The default. Each memory sits in a large reservation whose unused part is unmapped, so
+    /// an out-of-bounds access faults and becomes a trap; wasmtime also applies its Spectre
+    /// mitigations. The price: when an instance grows its memory and its slot is reused, the
+    /// kernel must change page protections (`mprotect`) — a TLB flush on every core and a lock
+    /// on the process's address space — so creating many short instances is slower and does
+    /// not scale across cores.
+    #[default]
+    GuardPages,
+    /// Every load and store is checked against the memory's current size in compiled code, and
+    /// no page protections change between instances: creating instances is about twice as fast
+    /// and scales with cores. Guest code that is memory-heavy runs slower, and wasmtime cannot
+    /// apply its Spectre mitigations to memory accesses in this mode, so a plugin could try to
+    /// read host memory through a speculative side channel. For trusted plugins with many short
+    /// tasks; not for untrusted ones.
+    Explicit,
+}
+
+impl BoundsChecks {
+    /// The name as written in a pipeline.
+    pub fn name(self) -> &'static str {
+        match self {
+            BoundsChecks::GuardPages => "guard-pages",
+            BoundsChecks::Explicit => "explicit",
+        }
+    }
+}
+
+/// How a directory is granted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirMode {
+    /// Read only (the default).
+    #[default]
+    Ro,
+    /// Read and write.
+    Rw,
+}
+
+/// A host directory visible to the plugin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirGrant {
+    /// Host path (relative paths are relative to the pipeline file).
+    pub host: PathBuf,
+    /// Path the plugin sees (absolute).
+    pub guest: String,
+    /// Read-only or read-write.
+    pub mode: DirMode,
+}
+
+/// Capabilities granted to one plugin. Everything is denied unless listed here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Grants {
+    /// Preopened directories.
+    pub dirs: Vec<DirGrant>,
+    /// Host environment variables passed through by name (absent ones are skipped).
+    pub env: Vec<String>,
+    /// Environment variables set to fixed values.
+    pub env_set: BTreeMap<String, String>,
+    /// `host:port` pairs the plugin may open TCP/UDP connections to.
+    pub net: Vec<String>,
+    /// Hosts (optionally `host:port`) the plugin may send HTTP requests to.
+    pub http: Vec<String>,
+    /// Fixed wall clock, counting monotonic clock and seeded random, for reproducible runs.
+    pub deterministic: bool,
+    /// Seed of the random generators when `deterministic`.
+    pub seed: u64,
+    /// Whether the plugin's requests (a gate's reports) carry the whole context: the pipeline's
+    /// `vars` and every earlier result. Without it they carry only the run id and the pipeline's
+    /// name. Input templates are rendered by the host and always see the whole context, so a
+    /// task is given exactly what its template selects.
+    pub context: bool,
+}
+
+impl Grants {
+    /// Whether nothing at all is granted (clocks and random are the host's).
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+            && self.env.is_empty()
+            && self.env_set.is_empty()
+            && self.net.is_empty()
+            && self.http.is_empty()
+            && !self.deterministic
+            && !self.context
+    }
+}
+
+/// One task.
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    /// Unique id within the phase.
+    pub id: Id,
+    /// The component to run.
+    pub plugin: PluginRef,
+    /// The `input` minijinja template (empty when absent).
+    pub input: String,
+    /// The `config` table as JSON (`{}` when absent).
+    pub config: Json,
+    /// Extra attempts after a retryable failure.
+    pub retries: u32,
+    /// Which failure kinds are retried (default `failed` and `timeout`).
+    pub retry_on: Vec<FailureKind>,
+    /// First retry delay.
+    pub retry_backoff: Duration,
+    /// Effective limits.
+    pub limits: Limits,
+    /// Capabilities.
+    pub grants: Grants,
+}
+
+/// A phase's gate.
+#[derive(Clone, Debug)]
+pub struct GateSpec {
+    /// The component to run.
+    pub plugin: PluginRef,
+    /// The `config` table as JSON (`{}` when absent).
+    pub config: Json,
+    /// Effective limits.
+    pub limits: Limits,
+    /// Capabilities.
+    pub grants: Grants,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: DEFAULT_MEMORY,
+            timeout: DEFAULT_TIMEOUT,
+            max_output: DEFAULT_MAX_OUTPUT,
+            fuel: None,
+            table_elements: DEFAULT_TABLE_ELEMENTS,
+            instances: DEFAULT_INSTANCES,
+            max_log: DEFAULT_MAX_LOG,
+            log_records: DEFAULT_LOG_RECORDS,
+        }
+    }
+}
+
+impl Pipeline {
+    /// Every distinct plugin the pipeline uses, in first-use order.
+    pub fn plugins(&self) -> Vec<&PluginRef> {
+        let mut seen = Vec::<&PluginRef>::new();
+        for phase in &self.phases {
+            for p in phase
+                .tasks
+                .iter()
+                .map(|t| &t.plugin)
+                .chain(phase.gate.iter().map(|g| &g.plugin))
+            {
+                if !seen.contains(&p) {
+                    seen.push(p);
+                }
+            }
+        }
+        seen
+    }
+}
+
+/// Maps the pipeline's plugin specs to their digests (for the progress file).
+pub type PluginDigests = BTreeMap<String, String>;
+
+impl fmt::Display for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "memory {}, timeout {}, max-output {}, fuel {}, table-elements {}, instances {}, max-log {}, log-records {}",
+            self.memory,
+            humantime::format_duration(self.timeout),
+            self.max_output,
+            self.fuel
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| "unlimited".into()),
+            self.table_elements,
+            self.instances,
+            self.max_log,
+            self.log_records
+        )
+    }
+}
+
+impl fmt::Display for Grants {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        for d in &self.dirs {
+            let mode = match d.mode {
+                DirMode::Ro => "ro",
+                DirMode::Rw => "rw",
+            };
+            parts.push(format!("dir {} -> {} ({mode})", d.host.display(), d.guest));
+        }
+        if !self.env.is_empty() {
+            parts.push(format!("env {}", self.env.join(", ")));
+        }
+        if !self.env_set.is_empty() {
+            parts.push(format!(
+                "env-set {}",
+                self.env_set.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if !self.net.is_empty() {
+            parts.push(format!("net {}", self.net.join(", ")));
+        }
+        if !self.http.is_empty() {
+            parts.push(format!("http {}", self.http.join(", ")));
+        }
+        if self.deterministic {
+            parts.push(format!(
+                "deterministic clocks and random (seed {})",
+                self.seed
+            ));
+        }
+        if self.context {
+            parts.push("the whole context".into());
+        }
+        if parts.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! Validating a pipeline file: every problem found at once, in file order, each with its line,
+//! column and fix. What the text alone cannot tell (files, the lock, templates) is asked of a
+//! [`Resolve`], which the runner's loader implements.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+use toml::Spanned;
+
+use super::raw::{RawGrants, RawLimits, RawPipeline};
+use super::*;
+use crate::error::{PipelineError, PipelineErrors, line_col};
+use crate::units::ByteSize;
+
+/// What validating a pipeline needs from outside its text: whether the plugins and directories
+/// it names exist, installed plugin names resolved through the project's lock, and what input
+/// templates refer to. The runner's loader answers from the filesystem, the lock and the
+/// template engine; the model stays plain data.
+pub trait Resolve {
+    /// A plugin as written: a path relative to `dir`, or an installed name. With a problem, the
+    /// reference as far as it resolved and `(message, help)`.
+    fn plugin(&mut self, spec: &str, dir: &Path) -> (PluginRef, Option<(String, String)>);
+    /// Whether a granted host directory exists.
+    fn is_dir(&mut self, path: &Path) -> bool;
+    /// Checks an input template's syntax and what it refers to; errors are `(message, help)`.
+    fn template(&mut self, template: &str, scope: &Scope<'_>) -> Result<(), (String, String)>;
+    /// The project (the folder of `phasegate.lock`) a pipeline in `dir` belongs to.
+    fn project(&mut self, dir: &Path) -> Option<PathBuf>;
+}
+
+/// What a template may refer to: used to reject references to later phases at validate time.
+pub struct Scope<'a> {
+    /// Phases listed before the template's phase.
+    pub earlier_phases: &'a [&'a str],
+    /// Every phase of the pipeline (to tell a later phase from a misspelt one).
+    pub all_phases: &'a [&'a str],
+    /// The template's own phase.
+    pub current_phase: &'a str,
+    /// Tasks listed before the template's task in its phase (sequential phases only).
+    pub earlier_tasks: &'a [&'a str],
+    /// Whether the template's phase is parallel.
+    pub parallel: bool,
+}
+
+impl Pipeline {
+    /// Validates pipeline text read from `path`, asking `resolve` what the text cannot tell.
+    pub fn parse(
+        path: &Path,
+        source: &str,
+        resolve: &mut dyn Resolve,
+    ) -> Result<Pipeline, PipelineErrors> {
+        let mut errs = Errors {
+            file: path,
+            source,
+            list: Vec::new(),
+            resolve,
+        };
+        let raw: RawPipeline = match toml::from_str(source) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let message = e.message().trim().to_owned();
+                let help = help_for_serde(&message);
+                errs.push(e.span(), message, help);
+                return Err(errs.finish());
+            }
+        };
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let digest = crate::digest::sha256_bytes(source.as_bytes());
+
+        if raw.name.get_ref().trim().is_empty() {
+            errs.push(
+                Some(raw.name.span()),
+                "the pipeline `name` is empty",
+                Some("write a short name, e.g. `name = \"release-check\"`".into()),
+            );
+        }
+        if raw.phases.is_empty() {
+            errs.push(
+                None,
+                "the pipeline has no phases",
+                Some(
+                    "add at least one `[[phase]]` table with an `id` and a `[[phase.task]]`".into(),
+                ),
+            );
+        }
+
+        let d = &raw.defaults;
+        errs.check_limits(&d.limits, false);
+        let default_limits = merge_limits(Limits::default(), &d.limits);
+        let max_stack = d
+            .limits
+            .max_stack
+            .as_ref()
+            .map(|s| *s.get_ref())
+            .unwrap_or(DEFAULT_MAX_STACK);
+        let default_retry_on = d
+            .retry_on
+            .clone()
+            .unwrap_or_else(|| DEFAULT_RETRY_ON.to_vec());
+        let default_retries = d.retries.unwrap_or(0);
+        let backoff = d
+            .retry_backoff
+            .map(|b| b.0)
+            .unwrap_or(DEFAULT_RETRY_BACKOFF);
+        let default_conc = match &d.concurrency {
+            Some(c) => errs.positive(c).unwrap_or(1),
+            None => default_concurrency(),
+        };
+
+        let all_phases: Vec<&str> = raw.phases.iter().map(|p| p.id.get_ref().as_str()).collect();
+        let mut phase_ids: HashMap<String, std::ops::Range<usize>> = HashMap::new();
+        let mut phases = Vec::new();
+        for rp in &raw.phases {
+            let pid = rp.id.get_ref().clone();
+            errs.check_id(&rp.id, "phase");
+            if let Some(first) = phase_ids.get(&pid) {
+                let line = errs.line_col(first.start).0;
+                errs.push(Some(rp.id.span()), format!("duplicate phase id `{pid}`"), Some(format!("phase ids must be unique; the first `{pid}` is at line {line}, rename one of them")));
+            } else {
+                phase_ids.insert(pid.clone(), rp.id.span());
+            }
+            let parallel = rp.parallel.unwrap_or(true);
+            let concurrency = match &rp.concurrency {
+                Some(c) => errs.positive(c).unwrap_or(1),
+                None => default_conc,
+            };
+            if rp.tasks.is_empty() {
+                errs.push(
+                    Some(rp.id.span()),
+                    format!("phase `{pid}` has no tasks"),
+                    Some("add a `[[phase.task]]` table after this phase".into()),
+                );
+            }
+
+            let mut task_ids: HashMap<&str, std::ops::Range<usize>> = HashMap::new();
+            let mut tasks = Vec::new();
+            for rt in &rp.tasks {
+                let tid = rt.id.get_ref();
+                errs.check_id(&rt.id, "task");
+                if let Some(first) = task_ids.get(tid.as_str()) {
+                    let line = errs.line_col(first.start).0;
+                    errs.push(Some(rt.id.span()), format!("duplicate task id `{tid}` in phase `{pid}`"), Some(format!("task ids must be unique within a phase; the first `{tid}` is at line {line}, rename one of them")));
+                }
+                let input = rt
+                    .input
+                    .as_ref()
+                    .map(|i| i.get_ref().clone())
+                    .unwrap_or_default();
+                if let Some(spanned) = &rt.input {
+                    let earlier_tasks: Vec<&str> = if parallel {
+                        Vec::new()
+                    } else {
+                        task_ids.keys().copied().collect()
+                    };
+                    let earlier_phases: Vec<&str> = phases.iter().map(|p: &Phase| &*p.id).collect();
+                    let scope = Scope {
+                        earlier_phases: &earlier_phases,
+                        all_phases: &all_phases,
+                        current_phase: &pid,
+                        earlier_tasks: &earlier_tasks,
+                        parallel,
+                    };
+                    if let Err((message, help)) = errs.resolve.template(&input, &scope) {
+                        errs.push(
+                            Some(spanned.span()),
+                            format!("in the `input` of task `{tid}`: {message}"),
+                            Some(help),
+                        );
+                    }
+                }
+                task_ids.insert(tid.as_str(), rt.id.span());
+                let plugin = errs.plugin(&rt.plugin, &dir);
+                let mut limits = merge_limits(default_limits, &rt.limits);
+                if let Some(t) = rt.timeout {
+                    limits.timeout = t.0;
+                }
+                errs.check_limits(&rt.limits, true);
+                let grants = errs.grants(&rt.grants, &dir);
+                tasks.push(TaskSpec {
+                    id: tid.as_str().into(),
+                    plugin,
+                    input,
+                    config: table_to_json(rt.config.as_ref()),
+                    retries: rt.retries.unwrap_or(default_retries),
+                    retry_on: rt
+                        .retry_on
+                        .clone()
+                        .unwrap_or_else(|| default_retry_on.clone()),
+                    retry_backoff: backoff,
+                    limits,
+                    grants,
+                });
+            }
+
+            let gate = rp.gate.as_ref().map(|g| {
+                let mut limits = merge_limits(default_limits, &g.limits);
+                if let Some(t) = g.timeout {
+                    limits.timeout = t.0;
+                }
+                errs.check_limits(&g.limits, true);
+                GateSpec {
+                    plugin: errs.plugin(&g.plugin, &dir),
+                    config: table_to_json(g.config.as_ref()),
+                    limits,
+                    grants: errs.grants(&g.grants, &dir),
+                }
+            });
+            phases.push(Phase {
+                id: pid.into(),
+                description: rp.description.clone(),
+                parallel,
+                concurrency,
+                gate,
+                tasks,
+            });
+        }
+
+        if errs.list.is_empty() {
+            Ok(Pipeline {
+                name: raw.name.into_inner(),
+                description: raw.description,
+                vars: table_to_json(raw.vars.as_ref()),
+                path: path.to_owned(),
+                digest,
+                engine: EngineLimits {
+                    bounds_checks: raw.engine.bounds_checks.unwrap_or_default(),
+                    ..engine_limits(max_stack, &phases)
+                },
+                phases,
+                project: errs.resolve.project(&dir),
+            })
+        } else {
+            Err(errs.finish())
+        }
+    }
+}
+
+/// Validates the `limits` and `grants` tables of one plugin outside a pipeline (a fixture
+/// file): the same checks, defaults and errors as for a pipeline task, with positions in
+/// `source`. Directories are relative to `path`'s folder.
+pub fn sandbox(
+    path: &Path,
+    source: &str,
+    limits: &RawLimits,
+    grants: &RawGrants,
+    resolve: &mut dyn Resolve,
+) -> Result<(Limits, Grants, EngineLimits), PipelineErrors> {
+    let mut errs = Errors {
+        file: path,
+        source,
+        list: Vec::new(),
+        resolve,
+    };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    errs.check_limits(limits, false);
+    let resolved = merge_limits(Limits::default(), limits);
+    let grants = errs.grants(grants, &dir);
+    let max_stack = limits
+        .max_stack
+        .as_ref()
+        .map(|s| *s.get_ref())
+        .unwrap_or(DEFAULT_MAX_STACK);
+    let engine = EngineLimits {
+        max_stack,
+        fuel: resolved.fuel.is_some(),
+        max_instances: 1,
+        bounds_checks: BoundsChecks::GuardPages,
+    };
+    if errs.list.is_empty() {
+        Ok((resolved, grants, engine))
+    } else {
+        Err(errs.finish())
+    }
+}
+
+fn engine_limits(max_stack: ByteSize, phases: &[Phase]) -> EngineLimits {
+    let all_limits = || {
+        phases.iter().flat_map(|p| {
+            p.tasks
+                .iter()
+                .map(|t| &t.limits)
+                .chain(p.gate.iter().map(|g| &g.limits))
+        })
+    };
+    EngineLimits {
+        max_stack,
+        fuel: all_limits().any(|l| l.fuel.is_some()),
+        max_instances: phases.iter().map(|p| if p.parallel { p.concurrency.min(p.tasks.len()) } else { 1 } + 1).max().unwrap_or(1),
+        bounds_checks: BoundsChecks::default(),
+    }
+}
+
+fn merge_limits(base: Limits, raw: &RawLimits) -> Limits {
+    Limits {
+        memory: raw.memory.unwrap_or(base.memory),
+        timeout: raw.timeout.map(|t| t.0).unwrap_or(base.timeout),
+        max_output: raw.max_output.unwrap_or(base.max_output),
+        fuel: raw.fuel.or(base.fuel),
+        table_elements: raw
+            .table_elements
+            .as_ref()
+            .map(|t| *t.get_ref())
+            .unwrap_or(base.table_elements),
+        instances: raw.instances.unwrap_or(base.instances),
+        max_log: raw.max_log.unwrap_or(base.max_log),
+        log_records: raw.log_records.unwrap_or(base.log_records),
+    }
+}
+
+fn table_to_json(table: Option<&toml::Table>) -> Json {
+    match table {
+        Some(t) => serde_json::to_value(t).unwrap_or(Json::Object(Default::default())),
+        None => Json::Object(Default::default()),
+    }
+}
+
+fn help_for_serde(message: &str) -> Option<String> {
+    if message.starts_with("unknown field") {
+        Some(
+            "remove this key or correct its spelling; the keys allowed here are listed above"
+                .into(),
+        )
+    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        Some(format!("add `{field} = ...` to this table"))
+    } else if message.starts_with("invalid type") {
+        Some("check the value's type against the pipeline format in README.md".into())
+    } else {
+        None
+    }
+}
+
+struct Errors<'a> {
+    file: &'a Path,
+    source: &'a str,
+    list: Vec<PipelineError>,
+    /// Answers what the text cannot tell.
+    resolve: &'a mut dyn Resolve,
+}
+
+impl Errors<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        line_col(self.source, offset)
+    }
+
+    fn push(
+        &mut self,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        let (line, column) = span.map(|s| self.line_col(s.start)).unwrap_or((0, 0));
+        self.list.push(PipelineError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+            help,
+        });
+    }
+
+    fn finish(mut self) -> PipelineErrors {
+        self.list.sort_by_key(|e| (e.line, e.column));
+        PipelineErrors(self.list)
+    }
+
+    fn positive(&mut self, value: &Spanned<u32>) -> Option<usize> {
+        if *value.get_ref() == 0 {
+            self.push(Some(value.span()), "`concurrency` must be at least 1", Some("write `concurrency = 1` to run one task at a time, or remove the key for the default (the number of CPUs)".into()));
+            None
+        } else {
+            Some(*value.get_ref() as usize)
+        }
+    }
+
+    fn check_id(&mut self, id: &Spanned<String>, what: &str) {
+        let s = id.get_ref();
+        let ok = !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        if !ok {
+            self.push(Some(id.span()), format!("invalid {what} id `{s}`"), Some("ids start with a letter and contain only letters, digits, `-` and `_`, e.g. `find-components`".into()));
+        }
+    }
+
+    /// Checks a `limits` table: values in range, and engine-wide keys only where allowed.
+    fn check_limits(&mut self, limits: &RawLimits, per_plugin: bool) {
+        if let Some(t) = limits
+            .table_elements
+            .as_ref()
+            .filter(|t| *t.get_ref() > MAX_TABLE_ELEMENTS)
+        {
+            self.push(
+                Some(t.span()),
+                format!("`table-elements` of {} is over the largest supported value, {MAX_TABLE_ELEMENTS}", t.get_ref()),
+                Some(format!("write at most `table-elements = {MAX_TABLE_ELEMENTS}`")),
+            );
+        }
+        if !per_plugin {
+            return;
+        }
+        if let Some(stack) = &limits.max_stack {
+            self.push(
+                Some(stack.span()),
+                "`max-stack` applies to the whole engine and cannot be set per task or gate",
+                Some("set it once in `[defaults.limits]`".into()),
+            );
+        }
+    }
+
+    fn grants(&mut self, raw: &RawGrants, dir: &Path) -> Grants {
+        let mut dirs = Vec::new();
+        for d in &raw.dirs {
+            let host = dir.join(d.host.get_ref());
+            if !self.resolve.is_dir(&host) {
+                self.push(
+                    Some(d.host.span()),
+                    format!("granted directory `{}` does not exist (looked for {})", d.host.get_ref(), host.display()),
+                    Some("create it or correct the path; relative paths are relative to the pipeline file".into()),
+                );
+            }
+            let guest = d.guest.get_ref();
+            if !guest.starts_with('/') || guest.split('/').any(|c| c == "..") {
+                self.push(
+                    Some(d.guest.span()),
+                    format!("guest path `{guest}` must be absolute and must not contain `..`"),
+                    Some(
+                        "write where the plugin sees the directory, e.g. `guest = \"/data\"`"
+                            .into(),
+                    ),
+                );
+            }
+            dirs.push(DirGrant {
+                host,
+                guest: guest.clone(),
+                mode: d.mode,
+            });
+        }
+        for e in &raw.env {
+            if e.get_ref().is_empty() || e.get_ref().contains('=') {
+                self.push(
+                    Some(e.span()),
+                    format!("`{}` is not an environment variable name", e.get_ref()),
+                    Some("list names to pass through in `env`; set values with `env-set = { NAME = \"value\" }`".into()),
+                );
+            }
+        }
+        for n in &raw.net {
+            let ok = n
+                .get_ref()
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                self.push(
+                    Some(n.span()),
+                    format!("network grant `{}` is not `host:port`", n.get_ref()),
+                    Some("write e.g. `net = [\"127.0.0.1:5432\", \"db.internal:5432\"]`".into()),
+                );
+            }
+        }
+        for h in &raw.http {
+            if h.get_ref().contains("://") || h.get_ref().contains('/') || h.get_ref().is_empty() {
+                self.push(
+                    Some(h.span()),
+                    format!("HTTP grant `{}` is not a host name", h.get_ref()),
+                    Some("write the host only, optionally with a port: `http = [\"api.example.com\", \"127.0.0.1:8080\"]`".into()),
+                );
+            }
+        }
+        Grants {
+            dirs,
+            env: raw.env.iter().map(|e| e.get_ref().clone()).collect(),
+            env_set: raw.env_set.clone(),
+            net: raw.net.iter().map(|n| n.get_ref().clone()).collect(),
+            http: raw.http.iter().map(|h| h.get_ref().clone()).collect(),
+            deterministic: raw.deterministic,
+            seed: raw.seed.unwrap_or(0),
+            context: raw.context,
+        }
+    }
+
+    fn plugin(&mut self, spec: &Spanned<String>, dir: &Path) -> PluginRef {
+        let (plugin, problem) = self.resolve.plugin(spec.get_ref(), dir);
+        if let Some((message, help)) = problem {
+            self.push(Some(spec.span()), message, Some(help));
+        }
+        plugin
+    }
+}

@@ -1,0 +1,126 @@
+//! Human-friendly sizes (`"64MiB"`) and durations (`"30s"`) for pipeline files.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A byte count written as `"64MiB"`, `"1MB"`, `"512KiB"` or a plain integer of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `"64MiB"`-style text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '_')
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let num: u64 = num.replace('_', "").parse().map_err(|_| {
+            format!("invalid size `{text}`: write a number and a unit, e.g. \"64MiB\"")
+        })?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            other => {
+                return Err(format!(
+                    "invalid size unit `{other}` in `{text}`: use B, KiB, MiB, GiB, KB, MB or GB"
+                ));
+            }
+        };
+        num.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size `{text}` is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if b >= size && b.is_multiple_of(size) {
+                return write!(f, "{} {unit}", b / size);
+            }
+        }
+        write!(f, "{b} B")
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string().replace(' ', ""))
+    }
+}
+
+/// A duration written as `"30s"`, `"500ms"`, `"2m"` (humantime syntax).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration `{text}` ({e}): write e.g. \"30s\", \"500ms\" or \"2m\""
+                ))
+            })
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// Formats a time as RFC 3339 UTC with microseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    let t: time::OffsetDateTime = t.into();
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.format(&fmt).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ByteSize::parse("64MiB"), Ok(ByteSize(64 << 20)));
+        assert_eq!(ByteSize::parse("1_000"), Ok(ByteSize(1000)));
+        assert_eq!(ByteSize::parse("2 KB"), Ok(ByteSize(2000)));
+        assert!(ByteSize::parse("12 parsecs").unwrap_err().contains("unit"));
+        assert_eq!(ByteSize(64 << 20).to_string(), "64 MiB");
+    }
+}

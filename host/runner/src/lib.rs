@@ -1,0 +1,615 @@
+//! phasegate's runner: a pipeline's phases in order, their tasks in parallel (under a cap) or
+//! in sequence, then the gate. It persists progress after every finished task and verdict
+//! ([`persist`]), renders input templates ([`template`]), loads and resolves pipeline files
+//! ([`load`]), and hands every task attempt and gate to an [`Executor`] (the engine in this
+//! process, or workers elsewhere): no wasmtime here. It emits events and never prints.
+
+mod crew;
+mod handoff;
+pub mod load;
+pub mod persist;
+mod prefetch;
+pub mod resume;
+pub mod template;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use phasegate_model::context::{Context, add_task_to_value, is_template};
+use phasegate_model::events::{Emitter, EventKind, PhaseWarning, RunOutcome};
+use phasegate_model::job::{Executor, GateJob, Lane, PhaseReport, TaskJob, TaskOutcome};
+use phasegate_model::pipeline::{MAX_RETRY_BACKOFF, Phase, Pipeline, TaskSpec};
+use phasegate_model::progress::{
+    Failure, FailureKind, PhaseStatus, RunStatus, TaskState, TaskStatus, VerdictKind, VerdictRecord,
+};
+use serde_json::Value;
+
+use self::crew::{AbortOnDrop, Crew};
+use self::handoff::Done;
+use self::persist::ProgressStore;
+
+/// Runs one pipeline through an executor.
+pub struct Runner<E: Executor> {
+    executor: Arc<E>,
+    pipeline: Arc<Pipeline>,
+    emitter: Emitter,
+}
+
+/// While the tasks of a parallel phase finish faster than this, their records are written in
+/// batches at most this often (rather than waking the recorder for each one).
+pub const RECORD_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The builtin rule for a phase without a gate.
+pub const BUILTIN_GATE: &str = "builtin:all-succeeded";
+
+impl<E: Executor> Runner<E> {
+    /// A runner whose task attempts and gates run on `executor` (which must be able to run
+    /// every plugin of the pipeline).
+    pub fn new(executor: E, pipeline: Pipeline, emitter: Emitter) -> Self {
+        Runner {
+            executor: Arc::new(executor),
+            pipeline: Arc::new(pipeline),
+            emitter,
+        }
+    }
+
+    /// Runs (or resumes) the pipeline recorded in `store`. Finished phases and tasks are not run
+    /// again. Errors are host problems (e.g. the progress file cannot be written); a failed gate
+    /// is an `Ok` outcome with status `failed`.
+    pub async fn run(
+        &self,
+        store: &mut ProgressStore,
+        resumed: bool,
+    ) -> anyhow::Result<RunOutcome> {
+        let run_id = store.state.run_id.clone();
+        self.emitter.emit(EventKind::RunStarted {
+            run_id: run_id.clone(),
+            pipeline: self.pipeline.name.clone(),
+            phases: self.pipeline.phases.len(),
+            resumed,
+        });
+        let mut ctx = Context::new(&run_id, &self.pipeline.name, &self.pipeline.vars);
+        let mut completed = Vec::new();
+        let mut warnings = Vec::new();
+
+        for (pi, phase) in self.pipeline.phases.iter().enumerate() {
+            let ps = &mut store.state.phases[pi];
+            if ps.status == PhaseStatus::Complete {
+                ctx.add_phase(ps);
+                completed.push(phase.id.to_string());
+                if let Some(v) = ps.verdict.as_ref().filter(|v| v.kind == VerdictKind::Warn) {
+                    warnings.push(PhaseWarning {
+                        phase: phase.id.to_string(),
+                        reason: v.reason.clone(),
+                    });
+                }
+                self.emitter.emit(EventKind::PhaseSkipped {
+                    phase: phase.id.clone(),
+                    reason: "completed in an earlier session".into(),
+                });
+                continue;
+            }
+            // One journal line (not a rewrite of the whole progress file); resuming after a
+            // failed gate gives the phase's failed tasks another chance.
+            store.start_phase(pi)?;
+
+            self.run_tasks(pi, phase, store, &ctx, &run_id).await?;
+
+            let verdict = self.judge(pi, phase, store, &ctx, &run_id).await?;
+            let failed = verdict.kind == VerdictKind::Fail;
+            let ps = &mut store.state.phases[pi];
+            ps.status = if failed {
+                PhaseStatus::Failed
+            } else {
+                PhaseStatus::Complete
+            };
+            ps.verdict = Some(verdict.clone());
+            if failed {
+                store.state.status = RunStatus::Failed;
+                store.state.reason = Some(verdict.reason.clone());
+            } else if pi + 1 == self.pipeline.phases.len() {
+                // The last verdict completes the run: one snapshot records both (each rewrite
+                // of the snapshot is O(tasks)).
+                store.state.status = RunStatus::Completed;
+            }
+            store.checkpoint()?;
+            ctx.add_phase(&store.state.phases[pi]);
+            self.emitter.emit(EventKind::Verdict {
+                phase: phase.id.clone(),
+                gate: verdict.gate.clone(),
+                verdict: verdict.clone(),
+            });
+            self.emitter.emit(EventKind::PhaseFinished {
+                phase: phase.id.clone(),
+                status: store.state.phases[pi].status,
+            });
+            if failed {
+                return Ok(self.finish(RunOutcome {
+                    status: RunStatus::Failed,
+                    completed,
+                    failed: Some(phase.id.to_string()),
+                    reason: Some(verdict.reason),
+                    warnings,
+                    context: Arc::new(ctx),
+                }));
+            }
+            if verdict.kind == VerdictKind::Warn {
+                warnings.push(PhaseWarning {
+                    phase: phase.id.to_string(),
+                    reason: verdict.reason,
+                });
+            }
+            completed.push(phase.id.to_string());
+        }
+
+        if store.state.status != RunStatus::Completed {
+            // Every phase was complete before this session began.
+            store.state.status = RunStatus::Completed;
+            store.checkpoint()?;
+        }
+        Ok(self.finish(RunOutcome {
+            status: RunStatus::Completed,
+            completed,
+            failed: None,
+            reason: None,
+            warnings,
+            context: Arc::new(ctx),
+        }))
+    }
+
+    fn finish(&self, outcome: RunOutcome) -> RunOutcome {
+        self.emitter.emit(EventKind::RunFinished {
+            outcome: outcome.clone(),
+        });
+        outcome
+    }
+
+    async fn run_tasks(
+        &self,
+        pi: usize,
+        phase: &Phase,
+        store: &mut ProgressStore,
+        ctx: &Context,
+        run_id: &str,
+    ) -> anyhow::Result<()> {
+        let pending: Vec<usize> = store.state.phases[pi]
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.status == TaskStatus::Pending)
+            .map(|(i, _)| i)
+            .collect();
+        self.emitter.emit(EventKind::PhaseStarted {
+            phase: phase.id.clone(),
+            tasks: phase.tasks.len(),
+            to_run: pending.len(),
+            parallel: phase.parallel,
+            concurrency: if phase.parallel { phase.concurrency } else { 1 },
+        });
+        for t in store.state.phases[pi]
+            .tasks
+            .iter()
+            .filter(|t| t.status != TaskStatus::Pending)
+        {
+            self.emitter.emit(EventKind::TaskSkipped {
+                phase: phase.id.clone(),
+                task: t.id.clone(),
+                status: t.status,
+            });
+        }
+
+        let mut run = PhaseRun {
+            executor: self.executor.clone(),
+            pipeline: self.pipeline.clone(),
+            pi,
+            run_id: run_id.to_owned(),
+            // Tasks of a parallel phase all see the context as it was when the phase began.
+            ctx: Snapshot::of(ctx, Needs::of(phase)),
+            emitter: self.emitter.clone(),
+        };
+        if phase.parallel {
+            // Up to `concurrency` workers (see `crew`) claim tasks from one list, each reusing
+            // one request (the context is copied once per worker, not per task); finished tasks
+            // are handed back through `Finished` and recorded in batches (one journal append
+            // for all that are ready). See `handoff` for how they keep out of each other's way.
+            let crew = Crew::start(Arc::new(run), pending, phase.concurrency);
+            let _abort = AbortOnDrop(&crew);
+            let mut batch = Vec::new();
+            let mut last_batch: Option<Instant> = None;
+            while crew.next_batch(&mut batch).await {
+                self.finish_tasks(pi, phase, batch.drain(..), store)?;
+                // While tasks finish in a stream, let them gather for a moment instead of waking
+                // up for each one: every wake costs the sending worker a syscall, and every
+                // batch a journal write. Records lag by at most RECORD_INTERVAL; tasks never
+                // wait for them.
+                let streaming = last_batch.is_some_and(|t| t.elapsed() < RECORD_INTERVAL);
+                if streaming && !crew.all_stopped() {
+                    handoff::gather(RECORD_INTERVAL).await;
+                }
+                // Measured from here, so that a stream keeps one batch per interval.
+                last_batch = Some(Instant::now());
+            }
+            crew.join().await?;
+        } else {
+            for i in 0..phase.tasks.len() {
+                let existing = &store.state.phases[pi].tasks[i];
+                if existing.status == TaskStatus::Pending {
+                    // Later tasks of a sequential phase see the results of earlier ones.
+                    if phase.tasks[i].grants.context {
+                        run.ctx.refresh();
+                    }
+                    let (state, finished) = run.execute(i, &mut run.slot()).await;
+                    self.finish_tasks(pi, phase, std::iter::once((i, state, finished)), store)?;
+                }
+                // For the tasks after it; the run's context gets the phase once it is judged
+                // (its gate is given the earlier phases, and this one's results as outcomes).
+                run.ctx
+                    .add_task(&phase.id, &store.state.phases[pi].tasks[i]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records finished tasks of phase `pi` (one journal append), then announces them, each
+    /// stamped with when it finished.
+    fn finish_tasks(
+        &self,
+        pi: usize,
+        phase: &Phase,
+        done: impl ExactSizeIterator<Item = Done>,
+        store: &mut ProgressStore,
+    ) -> anyhow::Result<()> {
+        // Record first: whoever sees the event can rely on the record being in the journal.
+        let mut events = Vec::with_capacity(done.len());
+        let mut records = Vec::with_capacity(done.len());
+        for (i, state, finished) in done {
+            let event = EventKind::TaskFinished {
+                phase: phase.id.clone(),
+                task: state.id.clone(),
+                status: state.status,
+                attempts: state.attempts,
+                duration_ms: state.duration_ms,
+                error: state.error.clone(),
+            };
+            events.push((finished, event));
+            records.push((i, state));
+        }
+        store.record_tasks(pi, records)?;
+        for (finished, event) in events {
+            self.emitter.emit_at(finished, event);
+        }
+        Ok(())
+    }
+
+    async fn judge(
+        &self,
+        pi: usize,
+        phase: &Phase,
+        store: &ProgressStore,
+        ctx: &Context,
+        run_id: &str,
+    ) -> anyhow::Result<VerdictRecord> {
+        let tasks = &store.state.phases[pi].tasks;
+        let Some(gate) = &phase.gate else {
+            return Ok(all_succeeded(tasks));
+        };
+        self.emitter.emit(EventKind::GateStarted {
+            phase: phase.id.clone(),
+            gate: gate.plugin.spec.clone(),
+        });
+        let report = PhaseReport {
+            run_id: run_id.to_owned(),
+            phase: phase.id.to_string(),
+            outcomes: tasks.iter().map(to_outcome).collect(),
+            // The earlier phases only (the contract's `phase-report`): this phase is added to
+            // the context once judged.
+            context: ctx.value_for(gate.grants.context).to_string(),
+            config: gate.config.to_string(),
+        };
+        let job = GateJob {
+            plugin: Cow::Borrowed(&gate.plugin),
+            report,
+            limits: gate.limits,
+            grants: Cow::Borrowed(&gate.grants),
+        };
+        Ok(self.executor.run_gate(job, self.emitter.clone()).await)
+    }
+}
+
+/// What the tasks of one phase share: built once per phase, not per task.
+struct PhaseRun<E: Executor> {
+    executor: Arc<E>,
+    /// The phase is `pipeline.phases[pi]`.
+    pipeline: Arc<Pipeline>,
+    pi: usize,
+    run_id: String,
+    ctx: Snapshot,
+    emitter: Emitter,
+}
+
+/// The context the tasks of a phase see, built once for all the tasks that share it.
+///
+/// A task without the `context` grant is sent only the run id and the pipeline's name, so a
+/// phase that follows a phase of 10,000 tasks does not copy 10,000 outputs into each of its
+/// instances; the whole context is kept (as a JSON value) only when a task of the phase renders
+/// an input template or is granted it, and its text only when a task is granted it.
+struct Snapshot {
+    /// The whole context, when a task renders a template or is granted the context (shared
+    /// with the templates being rendered; between tasks nothing else holds it).
+    value: Option<Arc<Value>>,
+    /// `value`'s JSON text, when a task of the phase is granted the context (rebuilt after a
+    /// sequential phase's task only when a later granted task needs it).
+    granted: Option<Arc<str>>,
+    /// What a task without the grant is sent ([`Context::ungranted_value`]).
+    ungranted: Arc<str>,
+}
+
+impl Snapshot {
+    fn of(ctx: &Context, needs: Needs) -> Self {
+        let value = (needs.templates || needs.granted).then(|| Arc::new(ctx.to_value()));
+        Snapshot {
+            granted: match &value {
+                Some(value) if needs.granted => Some(value.to_string().into()),
+                _ => None,
+            },
+            value,
+            ungranted: ctx.ungranted_value().to_string().into(),
+        }
+    }
+
+    /// Adds a task a sequential phase just finished, for the tasks after it.
+    fn add_task(&mut self, phase: &str, task: &TaskState) {
+        if let Some(value) = &mut self.value {
+            add_task_to_value(Arc::make_mut(value), phase, task);
+            self.granted = None;
+        }
+    }
+
+    /// Builds the whole context's text again if a task added since made it stale (a sequential
+    /// phase, before a task granted the context).
+    fn refresh(&mut self) {
+        if let (Some(value), None) = (&self.value, &self.granted) {
+            self.granted = Some(value.to_string().into());
+        }
+    }
+
+    /// The context text for a task with or without the grant.
+    fn text(&self, granted: bool) -> &Arc<str> {
+        match (&self.granted, granted) {
+            (Some(whole), true) => whole,
+            _ => {
+                debug_assert!(
+                    !granted,
+                    "the whole context was not built for a granted task"
+                );
+                &self.ungranted
+            }
+        }
+    }
+
+    /// Renders a task's input template into `out` (a reused buffer: an input that is not a
+    /// template, in a phase without templates, is copied without allocating).
+    fn render_into(&self, input: &str, out: &mut String) -> Result<(), String> {
+        match &self.value {
+            Some(value) => *out = template::render(input, value)?,
+            None => {
+                out.clear();
+                out.push_str(input);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A worker's way to the executor and its buffers, reused from task to task.
+struct TaskSlot<L> {
+    lane: L,
+    /// The task's rendered input.
+    input: String,
+    /// The task's config as JSON text.
+    config: String,
+    /// The worker's own copies of the context texts (without and, once a task needs it, with
+    /// the grant): every job carries one, and a count shared between workers would move
+    /// between their cores for every task.
+    ungranted: Arc<str>,
+    granted: Option<Arc<str>>,
+    /// The worker's own handle on the phase's emitter ([`Emitter::local`]).
+    emitter: Emitter,
+}
+
+/// What the tasks of a phase need of the context: decided once per phase.
+#[derive(Clone, Copy)]
+struct Needs {
+    /// Some task has an input template.
+    templates: bool,
+    /// Some task is granted the whole context.
+    granted: bool,
+}
+
+impl Needs {
+    fn of(phase: &Phase) -> Self {
+        // One pass: each task's spec is a cache miss of its own in a large phase.
+        let mut needs = Needs {
+            templates: false,
+            granted: false,
+        };
+        for t in &phase.tasks {
+            needs.templates |= is_template(&t.input);
+            needs.granted |= t.grants.context;
+            if needs.templates && needs.granted {
+                break;
+            }
+        }
+        needs
+    }
+}
+
+impl<E: Executor> PhaseRun<E> {
+    fn spec(&self, ti: usize) -> &TaskSpec {
+        &self.pipeline.phases[self.pi].tasks[ti]
+    }
+
+    /// A worker's slot: a lane to the executor and the buffers its tasks reuse.
+    fn slot(&self) -> TaskSlot<E::Lane> {
+        let emitter = self.emitter.local();
+        TaskSlot {
+            lane: self.executor.lane(emitter.clone()),
+            input: String::new(),
+            config: String::new(),
+            ungranted: Arc::from(&**self.ctx.text(false)),
+            granted: None,
+            emitter,
+        }
+    }
+
+    /// Runs task `ti` (with its retries) through the slot's lane; returns its record and when
+    /// it finished.
+    async fn execute(&self, ti: usize, slot: &mut TaskSlot<E::Lane>) -> (TaskState, Instant) {
+        let phase = &self.pipeline.phases[self.pi];
+        let spec = self.spec(ti);
+        let mut state = TaskState {
+            id: spec.id.clone(),
+            status: TaskStatus::Failed,
+            attempts: 0,
+            duration_ms: 0,
+            output: None,
+            error: None,
+            log: Vec::new(),
+        };
+        if let Err(message) = self.ctx.render_into(&spec.input, &mut slot.input) {
+            state.error = Some(Failure {
+                kind: FailureKind::InvalidInput,
+                message: format!("task `{}` in phase `{}`: {message}", spec.id, phase.id),
+            });
+            return (state, Instant::now());
+        }
+        slot.config.clear();
+        let _ = write!(slot.config, "{}", spec.config);
+        let context = if spec.grants.context {
+            slot.granted
+                .get_or_insert_with(|| Arc::from(&**self.ctx.text(true)))
+                .clone()
+        } else {
+            slot.ungranted.clone()
+        };
+        loop {
+            state.attempts += 1;
+            let started = Instant::now();
+            slot.emitter.emit_at(
+                started,
+                EventKind::TaskStarted {
+                    phase: phase.id.clone(),
+                    task: spec.id.clone(),
+                    attempt: state.attempts,
+                },
+            );
+            let job = TaskJob {
+                run_id: Cow::Borrowed(&self.run_id),
+                phase: phase.id.clone(),
+                task: spec.id.clone(),
+                attempt: state.attempts,
+                input: Cow::Borrowed(&slot.input),
+                context: context.clone(),
+                config: Cow::Borrowed(&slot.config),
+                plugin: Cow::Borrowed(&spec.plugin),
+                limits: spec.limits,
+                grants: Cow::Borrowed(&spec.grants),
+            };
+            let attempt = slot.lane.run(&job).await;
+            let ended = Instant::now();
+            state.duration_ms = u64::try_from((ended - started).as_millis()).unwrap_or(u64::MAX);
+            state.log = attempt.log;
+            match attempt.result {
+                Ok(output) => {
+                    state.status = TaskStatus::Succeeded;
+                    state.output = Some(output);
+                    return (state, ended);
+                }
+                Err(failure)
+                    if spec.retry_on.contains(&failure.kind) && state.attempts <= spec.retries =>
+                {
+                    let delay = backoff(spec.retry_backoff, state.attempts);
+                    slot.emitter.emit(EventKind::TaskRetry {
+                        phase: phase.id.clone(),
+                        task: spec.id.clone(),
+                        attempt: state.attempts,
+                        delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        error: failure,
+                    });
+                    tokio::time::sleep(delay).await;
+                }
+                Err(failure) => {
+                    state.error = Some(failure);
+                    return (state, ended);
+                }
+            }
+        }
+    }
+}
+
+/// Delay before the retry that follows attempt `attempt` (1-based): base × 2^(attempt-1).
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(MAX_RETRY_BACKOFF)
+}
+
+fn to_outcome(t: &TaskState) -> TaskOutcome {
+    TaskOutcome {
+        task: t.id.to_string(),
+        output: t.output.clone(),
+        error: t.error.clone(),
+        attempts: t.attempts,
+        duration_ms: t.duration_ms,
+    }
+}
+
+fn all_succeeded(tasks: &[TaskState]) -> VerdictRecord {
+    let failed: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.status != TaskStatus::Succeeded)
+        .map(|t| match &t.error {
+            Some(e) => format!("`{}` ({})", t.id, e.message),
+            None => format!("`{}`", t.id),
+        })
+        .collect();
+    let (kind, reason) = if failed.is_empty() {
+        (
+            VerdictKind::Pass,
+            format!("all {} task(s) succeeded", tasks.len()),
+        )
+    } else {
+        (
+            VerdictKind::Fail,
+            format!(
+                "{} of {} task(s) failed: {}",
+                failed.len(),
+                tasks.len(),
+                failed.join("; ")
+            ),
+        )
+    };
+    VerdictRecord {
+        kind,
+        gate: BUILTIN_GATE.into(),
+        reason,
+        evidence: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let base = Duration::from_millis(100);
+        assert_eq!(backoff(base, 1), Duration::from_millis(100));
+        assert_eq!(backoff(base, 3), Duration::from_millis(400));
+        assert_eq!(backoff(base, 40), MAX_RETRY_BACKOFF);
+    }
+}

@@ -1,0 +1,152 @@
+//! Loading a pipeline file: the model validates the text; this answers what the text cannot
+//! tell ([`Resolve`]): whether plugin files and granted directories exist, installed plugin
+//! names through the project's lock, and what input templates refer to.
+
+use std::path::{Path, PathBuf};
+
+use phasegate_model::error::{PipelineError, PipelineErrors};
+use phasegate_model::pipeline::{
+    EngineLimits, Grants, Limits, Pipeline, PluginRef, RawGrants, RawLimits, Resolve, Scope,
+};
+use phasegate_store::{Lock, Project};
+
+use crate::template;
+
+/// Reads and validates a pipeline file.
+pub fn load(path: &Path) -> Result<Pipeline, PipelineErrors> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        PipelineErrors::single(PipelineError {
+            file: path.to_owned(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the pipeline file: {e}"),
+            help: Some("check the path passed to phasegate".into()),
+        })
+    })?;
+    parse(path, &source)
+}
+
+/// Validates pipeline text read from `path` (relative paths in it are relative to its folder).
+pub fn parse(path: &Path, source: &str) -> Result<Pipeline, PipelineErrors> {
+    Pipeline::parse(path, source, &mut Resolver::default())
+}
+
+/// Validates the `limits` and `grants` tables of one plugin outside a pipeline (a fixture
+/// file), with the same checks, defaults and errors as for a pipeline task.
+pub fn sandbox(
+    path: &Path,
+    source: &str,
+    limits: &RawLimits,
+    grants: &RawGrants,
+) -> Result<(Limits, Grants, EngineLimits), PipelineErrors> {
+    phasegate_model::pipeline::sandbox(path, source, limits, grants, &mut Resolver::default())
+}
+
+/// Answers a pipeline's questions from the filesystem, the project's lock and the template
+/// engine.
+#[derive(Default)]
+pub struct Resolver {
+    /// The project and its lock, read on the first installed-plugin name.
+    lock: Option<Result<(Project, Lock), String>>,
+}
+
+impl Resolve for Resolver {
+    fn plugin(&mut self, spec: &str, dir: &Path) -> (PluginRef, Option<(String, String)>) {
+        if phasegate_store::is_installed_name(spec) {
+            return self.installed(spec, dir);
+        }
+        let path = dir.join(spec);
+        let problem = if spec.trim().is_empty() {
+            Some(("empty `plugin`".to_owned(), "write the path of a component file, e.g. `plugin = \"plugins/text_stats.wasm\"`, or the name of an installed plugin".to_owned()))
+        } else if !path.is_file() {
+            Some((format!("plugin file `{spec}` not found (looked for {})", path.display()), "build the plugin first (scripts/build-guests) or correct the path; relative paths are relative to the pipeline file".to_owned()))
+        } else {
+            None
+        };
+        (
+            PluginRef {
+                spec: spec.to_owned(),
+                path,
+                installed: None,
+                digest: None,
+            },
+            problem,
+        )
+    }
+
+    fn is_dir(&mut self, path: &Path) -> bool {
+        path.is_dir()
+    }
+
+    fn template(&mut self, text: &str, scope: &Scope<'_>) -> Result<(), (String, String)> {
+        template::check_template(text, scope)
+    }
+
+    fn project(&mut self, dir: &Path) -> Option<PathBuf> {
+        match &self.lock {
+            Some(Ok((project, _))) => Some(project.root.clone()),
+            _ => Project::find(dir).map(|p| p.root),
+        }
+    }
+}
+
+impl Resolver {
+    /// Resolves an installed plugin's name through the project's lock to its stored file.
+    fn installed(&mut self, name: &str, dir: &Path) -> (PluginRef, Option<(String, String)>) {
+        let lock = self.lock.get_or_insert_with(|| {
+            let project = Project::find(dir).ok_or_else(|| {
+                format!(
+                    "`{name}` names an installed plugin, but no {} was found in the pipeline's folder ({}) or any folder above it",
+                    phasegate_store::LOCK_FILE,
+                    std::fs::canonicalize(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+                        .unwrap_or_else(|_| dir.to_owned())
+                        .display()
+                )
+            })?;
+            let lock = project.lock().map_err(|e| format!("{e:#}"))?;
+            Ok((project, lock))
+        });
+        let resolved = match lock {
+            Err(why) => Err((
+                why.clone(),
+                format!(
+                    "install it with `phasegate plugin add SOURCE --name {name}` in the project's folder, or write the path of a component file (paths contain `/` or end in `.wasm`)"
+                ),
+            )),
+            Ok((project, lock)) => match lock.plugin(name) {
+                Some(p) => Ok((project.stored(&p.digest), p.digest.clone())),
+                None => Err((
+                    format!(
+                        "plugin `{name}` is not installed (not in {}; installed: {})",
+                        project.lock_path().display(),
+                        if lock.plugins.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            lock.plugins
+                                .iter()
+                                .map(|p| p.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                    format!(
+                        "install it with `phasegate plugin add SOURCE --name {name}`, or correct the name"
+                    ),
+                )),
+            },
+        };
+        let (path, digest, problem) = match resolved {
+            Ok((path, digest)) => (path, Some(digest), None),
+            Err(problem) => (PathBuf::new(), None, Some(problem)),
+        };
+        (
+            PluginRef {
+                spec: name.to_owned(),
+                path,
+                installed: Some(name.to_owned()),
+                digest,
+            },
+            problem,
+        )
+    }
+}
