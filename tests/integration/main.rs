@@ -7,6 +7,7 @@
 
 mod authoring;
 mod cli;
+mod docs;
 mod golden;
 mod harness;
 mod layers;

@@ -87,7 +87,8 @@ pub enum TrustError {
 impl Policy {
     /// Reads the policy at `path`; no file is the empty policy (nothing trusted, nothing required).
     pub fn load(path: &Path) -> anyhow::Result<Policy> {
-        let policy: Policy = super::read_toml(path, "see the trust policy format in README.md")?;
+        let policy: Policy =
+            super::read_toml(path, "see the trust policy format in docs/plugins.md")?;
         for k in &policy.keys {
             parse_public_key(&k.public_key).map_err(|e| {
                 anyhow::anyhow!(

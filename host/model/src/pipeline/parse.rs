@@ -325,7 +325,7 @@ fn help_for_serde(message: &str) -> Option<String> {
         let field = rest.split('`').next().unwrap_or(rest);
         Some(format!("add `{field} = ...` to this table"))
     } else if message.starts_with("invalid type") {
-        Some("check the value's type against the pipeline format in README.md".into())
+        Some("check the value's type against the pipeline format in docs/pipeline.md".into())
     } else {
         None
     }
