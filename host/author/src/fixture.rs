@@ -27,6 +27,7 @@
 //!
 //! Plain data: running a fixture is the CLI's job, through the engine.
 
+use phasegate_model::error::Problem;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -176,12 +177,13 @@ pub struct Loaded {
 }
 
 /// Reads every `*.toml` in `dir`, sorted by name. Errors name the file, line and column.
-pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, String> {
+pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, Problem> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        format!(
-            "cannot read the fixtures folder {}: {e}\n  help: create it with one `*.toml` fixture, or pass `--fixtures DIR`",
+        Problem::new(format!(
+            "cannot read the fixtures folder {}: {e}",
             dir.display()
-        )
+        ))
+        .help("create it with one `*.toml` fixture, or pass `--fixtures DIR`")
     })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -190,16 +192,13 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, String> {
         .collect();
     paths.sort();
     if paths.is_empty() {
-        return Err(format!(
-            "{}: no `*.toml` fixtures\n  help: write one (see docs/plugin-guide.md#fixtures), or record one from a run with `phasegate test --record`",
-            dir.display()
-        ));
+        return Err(Problem::new(format!("{}: no `*.toml` fixtures", dir.display())).help("write one (see docs/plugin-guide.md#fixtures), or record one from a run with `phasegate test --record`"));
     }
     paths.iter().map(|p| load(p)).collect()
 }
 
 /// Reads one fixture file.
-pub fn load(path: &Path) -> Result<Loaded, String> {
+pub fn load(path: &Path) -> Result<Loaded, Problem> {
     let source = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read fixture {}: {e}", path.display()))?;
     let fixture: Fixture = toml::from_str(&source).map_err(|e| {
@@ -210,11 +209,8 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
                 format!(":{line}:{col}")
             })
             .unwrap_or_default();
-        format!(
-            "{}{place}: {}\n  help: see the fixture format in docs/plugin-guide.md#fixtures",
-            path.display(),
-            e.message().trim()
-        )
+        Problem::new(format!("{}{place}: {}", path.display(), e.message().trim()))
+            .help("see the fixture format in docs/plugin-guide.md#fixtures")
     })?;
     let name = path
         .file_stem()

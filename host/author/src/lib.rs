@@ -1,12 +1,14 @@
 //! Plugin authoring: project files (`plugin.toml`), templates for `phasegate new`, toolchain
-//! detection, the build step, and fixtures for `phasegate test`.
-//!
-//! Nothing here runs a plugin: [`fixture`] is plain data and comparison; running fixtures goes
-//! through the engine like a pipeline does.
+//! detection, the build ([`build`]), fixtures ([`fixture`]: the format and comparisons), running
+//! them ([`check`], through the engine like a pipeline) and recording them from a run
+//! ([`record`]). Returns data and notes; the CLI prints.
 
+pub mod build;
+pub mod check;
 pub mod codegen;
 pub mod fixture;
 pub mod project;
+pub mod record;
 pub mod templates;
 pub mod toolchain;
 

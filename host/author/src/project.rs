@@ -15,6 +15,7 @@
 //! fixtures = "fixtures"       # default
 //! ```
 
+use phasegate_model::error::Problem;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -86,17 +87,15 @@ fn default_fixtures() -> PathBuf {
 
 impl Project {
     /// Reads `DIR/plugin.toml` (or the file itself when `path` is one).
-    pub fn load(path: &Path) -> Result<Project, String> {
+    pub fn load(path: &Path) -> Result<Project, Problem> {
         let file = if path.is_dir() {
             path.join(FILE)
         } else {
             path.to_owned()
         };
         let source = std::fs::read_to_string(&file).map_err(|e| {
-            format!(
-                "cannot read {}: {e}\n  help: run this in a plugin project (made by `phasegate new`), or pass its folder",
-                file.display()
-            )
+            Problem::new(format!("cannot read {}: {e}", file.display()))
+                .help("run this in a plugin project (made by `phasegate new`), or pass its folder")
         })?;
         let mut project: Project = toml::from_str(&source).map_err(|e| {
             let place = e
@@ -106,11 +105,7 @@ impl Project {
                     format!(":{line}:{col}")
                 })
                 .unwrap_or_default();
-            format!(
-                "{}{place}: {}\n  help: `[plugin]` needs name, kind (task|gate), language (rust|python|js|c); `[build]` needs command and output",
-                file.display(),
-                e.message().trim()
-            )
+            Problem::new(format!("{}{place}: {}", file.display(), e.message().trim())).help("`[plugin]` needs name, kind (task|gate), language (rust|python|js|c); `[build]` needs command and output")
         })?;
         project.dir = file
             .parent()

@@ -3,6 +3,7 @@
 //! The check runs before the build command so a missing tool is named with the exact command
 //! that installs it, instead of a shell's "command not found" halfway through.
 
+use phasegate_model::error::Problem;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -162,9 +163,11 @@ fn c() -> Result<Toolchain, String> {
         ),
         None => "no `clang` was found on PATH (or in $CC)".to_owned(),
     };
-    Err(format!(
-        "{what}\n  help: install one of:\n    \
-         apt-get install -y clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc   (Debian)\n    \
-         wasi-sdk (github.com/WebAssembly/wasi-sdk), then set CC=/opt/wasi-sdk/bin/clang"
-    ))
+    Err(Problem::new(what)
+        .help(
+            "install one of:\n    \
+             apt-get install -y clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc   (Debian)\n    \
+             wasi-sdk (github.com/WebAssembly/wasi-sdk), then set CC=/opt/wasi-sdk/bin/clang",
+        )
+        .to_string())
 }

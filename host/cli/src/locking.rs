@@ -8,6 +8,7 @@ use clap::Args;
 use phasegate_engine::compile_cache::CompileCache;
 use phasegate_engine::install;
 use phasegate_engine::{LoadedPlugins, PluginHost};
+use phasegate_model::error::Problem;
 use phasegate_model::pipeline::Pipeline;
 use phasegate_store::Project;
 use phasegate_store::lock::LockedPipeline;
@@ -47,12 +48,17 @@ pub fn load_checked(
         )));
     }
     if args.locked && pipeline.project.is_none() {
-        return Err(bad_input(format!(
-            "{}: --locked, but there is no {} in its folder or above, so nothing is locked\n  help: create one with `phasegate lock {}`, review it and commit it",
-            pipeline.path.display(),
-            phasegate_store::LOCK_FILE,
-            pipeline.path.display()
-        )));
+        return Err(bad_input(
+            Problem::new(format!(
+                "{}: --locked, but there is no {} in its folder or above, so nothing is locked",
+                pipeline.path.display(),
+                phasegate_store::LOCK_FILE
+            ))
+            .help(format!(
+                "create one with `phasegate lock {}`, review it and commit it",
+                pipeline.path.display()
+            )),
+        ));
     }
     let host = PluginHost::with_cache(
         pipeline.engine,
@@ -78,26 +84,15 @@ pub fn record_or_refuse(
     let review = install::review_uses(pipeline, project, &lock, plugins);
     if locked {
         if !review.recorded {
-            return Err(bad_input(format!(
-                "{}: --locked, but {} has no record of this pipeline\n  help: review it with `phasegate validate {}` (which records it in the lock), commit the lock, then use --locked",
-                pipeline.path.display(),
-                lock_path.display(),
-                pipeline.path.display()
-            )));
+            return Err(bad_input(Problem::new(format!("{}: --locked, but {} has no record of this pipeline", pipeline.path.display(), lock_path.display())).help(format!("review it with `phasegate validate {}` (which records it in the lock), commit the lock, then use --locked", pipeline.path.display()))));
         }
         if !review.changes.is_empty() {
-            return Err(bad_input(format!(
-                "{}: --locked, but the pipeline's plugins differ from what {} recorded:\n{}\n  help: review the changes (`phasegate plugin inspect NAME`), then accept them with `phasegate validate {}`, which records them in the lock",
-                pipeline.path.display(),
-                lock_path.display(),
-                review
+            return Err(bad_input(Problem::new(format!("{}: --locked, but the pipeline's plugins differ from what {} recorded:\n{}", pipeline.path.display(), lock_path.display(), review
                     .changes
                     .iter()
                     .map(|c| format!("  - {}{c}", if c.widens { "[wider] " } else { "" }))
                     .collect::<Vec<_>>()
-                    .join("\n"),
-                pipeline.path.display()
-            )));
+                    .join("\n"))).help(format!("review the changes (`phasegate plugin inspect NAME`), then accept them with `phasegate validate {}`, which records them in the lock", pipeline.path.display()))));
         }
         return Ok(());
     }

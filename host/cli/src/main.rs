@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use phasegate_model::error::Problem;
 
 mod build;
 mod lock;
@@ -64,21 +65,34 @@ pub enum Exit {
     RunFailed,
 }
 
-/// An error that is the user's to fix (exit 2). Printed as is, each line prefixed `error: `.
-#[derive(Debug)]
-pub struct BadInput(pub String);
-
-impl std::fmt::Display for BadInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// An error that is the user's to fix (exit 2): a [`Problem`], or a message made one.
+pub fn bad_input(problem: impl Into<Problem>) -> anyhow::Error {
+    problem.into().into()
 }
 
-impl std::error::Error for BadInput {}
+/// The exit code of a command that failed. Every error is the user's to act on — a file, a
+/// plugin, the progress file, the lock — and nothing recorded is lost: 2.
+fn exit_code(_error: &anyhow::Error) -> u8 {
+    2
+}
 
-/// Makes a [`BadInput`] error.
-pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
-    BadInput(message.into()).into()
+/// Prints an error: a [`Problem`] as `error:` lines with its `help:`; anything else (a problem
+/// with context added included) as `error:` and one `caused by:` line per cause.
+fn render_error(error: &anyhow::Error) {
+    if let Some(problem) = error.downcast_ref::<Problem>() {
+        for (i, line) in problem.to_string().lines().enumerate() {
+            if i == 0 || !line.starts_with("  ") {
+                eprintln!("error: {line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    } else {
+        eprintln!("error: {error}");
+        for cause in error.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+    }
 }
 
 /// Reads the project's lock to change it, saying so when another phasegate command is editing
@@ -114,21 +128,8 @@ fn main() -> ExitCode {
         Ok(Exit::Success) => ExitCode::SUCCESS,
         Ok(Exit::RunFailed) => ExitCode::from(1),
         Err(error) => {
-            if let Some(bad) = error.downcast_ref::<BadInput>() {
-                for (i, line) in bad.0.lines().enumerate() {
-                    if i == 0 || !line.starts_with("  ") {
-                        eprintln!("error: {line}");
-                    } else {
-                        eprintln!("{line}");
-                    }
-                }
-            } else {
-                eprintln!("error: {error}");
-                for cause in error.chain().skip(1) {
-                    eprintln!("  caused by: {cause}");
-                }
-            }
-            ExitCode::from(2)
+            render_error(&error);
+            ExitCode::from(exit_code(&error))
         }
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use phasegate_author::{Kind, Language, templates};
+use phasegate_model::error::Problem;
 
 use super::{Exit, bad_input};
 
@@ -41,10 +42,7 @@ enum LangArg {
 impl NewArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         if !templates::valid_name(&self.name) {
-            return Err(bad_input(format!(
-                "`{}` cannot name a plugin\n  help: use lowercase letters, digits and `-`, starting with a letter (e.g. `word-count`)",
-                self.name
-            )));
+            return Err(bad_input(Problem::new(format!("`{}` cannot name a plugin", self.name)).help("use lowercase letters, digits and `-`, starting with a letter (e.g. `word-count`)")));
         }
         let kind = match self.kind {
             KindArg::Task => Kind::Task,
@@ -62,10 +60,13 @@ impl NewArgs {
                 .map(|mut d| d.next().is_some())
                 .unwrap_or(true)
         {
-            return Err(bad_input(format!(
-                "{} already exists and is not empty; nothing was written\n  help: choose another name or pass `--dir`",
-                dir.display()
-            )));
+            return Err(bad_input(
+                Problem::new(format!(
+                    "{} already exists and is not empty; nothing was written",
+                    dir.display()
+                ))
+                .help("choose another name or pass `--dir`"),
+            ));
         }
         let files = templates::project(&self.name, kind, language);
         for file in &files {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use phasegate_engine::{LoadedPlugins, LocalExecutor, PluginHost};
+use phasegate_model::error::Problem;
 use phasegate_model::pipeline::Pipeline;
 use phasegate_model::progress::{RunStatus, State};
 use phasegate_runner::Runner;
@@ -43,13 +44,7 @@ impl RunArgs {
             && let Ok(existing) = ProgressStore::open(&state_path)
             && existing.state.status == RunStatus::Running
         {
-            return Err(bad_input(format!(
-                "{} holds the unfinished run `{}` of {}\n  help: continue it with `phasegate resume --state {}`, or pass `--fresh` to start over",
-                state_path.display(),
-                existing.state.run_id,
-                existing.state.pipeline.display(),
-                state_path.display()
-            )));
+            return Err(bad_input(Problem::new(format!("{} holds the unfinished run `{}` of {}", state_path.display(), existing.state.run_id, existing.state.pipeline.display())).help(format!("continue it with `phasegate resume --state {}`, or pass `--fresh` to start over", state_path.display()))));
         }
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
@@ -93,7 +88,7 @@ pub fn execute(
     let runner = Runner::new(LocalExecutor::new(host, plugins), pipeline, emitter);
     let outcome = runtime
         .block_on(runner.run(store, resumed))
-        .map_err(|e| bad_input(format!("{e:#}\n  help: the progress file keeps everything recorded so far; fix the problem and run `phasegate resume --state {}`", store.path().display())))?;
+        .map_err(|e| bad_input(Problem::new(format!("{e:#}")).help(format!("the progress file keeps everything recorded so far; fix the problem and run `phasegate resume --state {}`", store.path().display()))))?;
     renderer.summary(&outcome, store.path());
     Ok(match outcome.status {
         RunStatus::Failed => Exit::RunFailed,

@@ -3,6 +3,7 @@
 //! its signature against the trust policy, and review a pipeline's plugin uses against the lock.
 //! Returns data; the CLI renders it and decides what to write.
 
+use phasegate_model::error::Problem;
 use std::path::Path;
 
 use crate::plugin::wit::PluginKind;
@@ -109,9 +110,7 @@ pub async fn fetch_candidate(
         .map(str::to_owned)
         .unwrap_or_else(|| examined.metadata.name.clone());
     if !phasegate_store::valid_name(&name) {
-        anyhow::bail!(
-            "`{name}` cannot be an installed name: use lowercase letters, digits, `-`, `_` and `.` (at most 64)\n  help: pass `--name NAME`"
-        );
+        return Err(Problem::new(format!("`{name}` cannot be an installed name: use lowercase letters, digits, `-`, `_` and `.` (at most 64)")).help("pass `--name NAME`").into());
     }
     let signature = policy
         .check(

@@ -1,4 +1,6 @@
-//! Errors that point into a file: where (file, line, column in characters) and how to fix it.
+//! Errors a person fixes: what is wrong, where (file, line, column in characters) when it is in
+//! a file, and what to do. Every crate builds its user-facing errors from these, and the CLI
+//! renders them as `error:` and `help:` lines.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -80,9 +82,68 @@ impl fmt::Display for PipelineErrors {
     }
 }
 
+/// Something the user can fix: what is wrong and, when there is one, what to do about it.
+///
+/// Displayed as the message, then `  help: …` on a line of its own (the CLI prints the first
+/// as `error: …`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// What is wrong (may span lines: a list of what was found).
+    pub message: String,
+    /// What to do about it.
+    pub help: Option<String>,
+}
+
+impl Problem {
+    /// A problem with no advice (yet).
+    pub fn new(message: impl Into<String>) -> Self {
+        Problem {
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    /// The same problem with what to do about it.
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl From<String> for Problem {
+    fn from(message: String) -> Self {
+        Problem::new(message)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(message: &str) -> Self {
+        Problem::new(message)
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problem {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_problem_shows_its_help_on_a_line_of_its_own() {
+        let p = Problem::new("no lock here").help("run `phasegate lock`");
+        assert_eq!(p.to_string(), "no lock here\n  help: run `phasegate lock`");
+        assert_eq!(Problem::new("plain").to_string(), "plain");
+    }
 
     #[test]
     fn columns_count_characters_not_bytes() {

@@ -3,6 +3,7 @@
 //! `FILE.minisig` beside a path, `URL.minisig` beside a URL, the `sha256-<hex>.minisig` tag
 //! beside an OCI artifact.
 
+use phasegate_model::error::Problem;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -132,10 +133,8 @@ pub fn signature_path(path: &Path) -> PathBuf {
 /// GETs a URL: `None` on 404, an error on any other failure.
 async fn download(client: &reqwest::Client, url: &str) -> anyhow::Result<Option<Vec<u8>>> {
     let mut response = client.get(url).send().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot fetch {url}: {}\n  help: check the URL and that the server is reachable from here",
-            chain(&e)
-        )
+        Problem::new(format!("cannot fetch {url}: {}", chain(&e)))
+            .help("check the URL and that the server is reachable from here")
     })?;
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);

@@ -26,7 +26,7 @@ use std::fs::File;
 use std::io::Write;
 
 use anyhow::Context as _;
-use phasegate_model::error::line_col;
+use phasegate_model::error::{Problem, line_col};
 
 pub use lock::{LOCK_FILE, Lock};
 
@@ -265,10 +265,13 @@ pub fn read_toml<T: serde::de::DeserializeOwned + Default>(
     };
     toml::from_str(&text).map_err(|e| {
         let (line, col) = line_col(&text, e.span().map(|s| s.start).unwrap_or(0));
-        anyhow::anyhow!(
-            "{}:{line}:{col}: {}\n  help: {help}",
-            path.display(),
-            e.message().trim()
+        anyhow::Error::from(
+            Problem::new(format!(
+                "{}:{line}:{col}: {}",
+                path.display(),
+                e.message().trim()
+            ))
+            .help(help),
         )
     })
 }

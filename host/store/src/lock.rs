@@ -34,6 +34,7 @@
 //! from the recorded ones: another plugin digest, a wider capability surface, a wider grant.
 //! Credentials never appear here.
 
+use phasegate_model::error::Problem;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
@@ -226,11 +227,7 @@ impl Lock {
             "the lock is written by `phasegate plugin`, `phasegate lock` and `phasegate validate`; restore it from version control, or remove it and add the plugins again",
         )?;
         if lock.version != LOCK_VERSION {
-            anyhow::bail!(
-                "{}: lock format version {} is not supported (this phasegate reads version {LOCK_VERSION})\n  help: use the phasegate that wrote it",
-                path.display(),
-                lock.version
-            );
+            return Err(Problem::new(format!("{}: lock format version {} is not supported (this phasegate reads version {LOCK_VERSION})", path.display(), lock.version)).help("use the phasegate that wrote it").into());
         }
         Ok(lock)
     }

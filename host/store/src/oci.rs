@@ -16,6 +16,7 @@
 //! `credHelpers`/`credsStore` helper, else its `auths` entry; else anonymous. They are used for
 //! the request only and never written anywhere.
 
+use phasegate_model::error::Problem;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -314,7 +315,9 @@ fn registry_error(
         _ => "check the reference and the registry",
     };
     let text = super::chain(&e);
-    anyhow::anyhow!("cannot {action} {reference}: {text}\n  help: {help}")
+    Problem::new(format!("cannot {action} {reference}: {text}"))
+        .help(help)
+        .into()
 }
 
 /// Credentials for a registry (see the module docs for the order).

@@ -20,6 +20,7 @@
 //! # with neither `plugins` nor `sources`, the key may sign any plugin
 //! ```
 
+use phasegate_model::error::Problem;
 use std::fmt;
 use std::io::Cursor;
 use std::path::Path;
@@ -91,11 +92,12 @@ impl Policy {
             super::read_toml(path, "see the trust policy format in docs/plugins.md")?;
         for k in &policy.keys {
             parse_public_key(&k.public_key).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: key `{}`: `public-key` is not a minisign public key ({e})\n  help: paste the second line of the key's .pub file",
+                Problem::new(format!(
+                    "{}: key `{}`: `public-key` is not a minisign public key ({e})",
                     path.display(),
                     k.name
-                )
+                ))
+                .help("paste the second line of the key's .pub file")
             })?;
         }
         Ok(policy)
@@ -151,16 +153,14 @@ impl Policy {
 
     /// Whether a record passes: anything but a verified signature fails when signatures are
     /// required (by the policy or by `--require-signed`).
-    pub fn enforce(&self, record: &SignatureRecord, require_signed: bool) -> Result<(), String> {
+    pub fn enforce(&self, record: &SignatureRecord, require_signed: bool) -> Result<(), Problem> {
         if (self.require_signed || require_signed) && record.status != SignatureStatus::Verified {
             let why = if self.require_signed {
                 "the trust policy requires signed plugins"
             } else {
                 "--require-signed"
             };
-            return Err(format!(
-                "{record}; {why}\n  help: trust its key in phasegate-trust.toml (`[[key]]` with `name` and `public-key`), or ask its publisher to sign it (`phasegate plugin sign`)"
-            ));
+            return Err(Problem::new(format!("{record}; {why}")).help("trust its key in phasegate-trust.toml (`[[key]]` with `name` and `public-key`), or ask its publisher to sign it (`phasegate plugin sign`)"));
         }
         Ok(())
     }
@@ -180,7 +180,8 @@ impl Policy {
         let record = self
             .check(bytes, signature, name, source)
             .map_err(|e| e.to_string())?;
-        self.enforce(&record, require_signed)?;
+        self.enforce(&record, require_signed)
+            .map_err(|p| p.to_string())?;
         Ok(record)
     }
 }
@@ -214,9 +215,10 @@ pub fn generate(prefix: &Path, password: Option<String>) -> anyhow::Result<KeyFi
     let public_path = prefix.with_extension("pub");
     for p in [&secret_path, &public_path] {
         if p.exists() {
-            anyhow::bail!(
-                "{} exists; not overwriting a key\n  help: choose another name",
-                p.display()
+            return Err(
+                Problem::new(format!("{} exists; not overwriting a key", p.display()))
+                    .help("choose another name")
+                    .into(),
             );
         }
     }
@@ -281,10 +283,11 @@ pub fn sign(
         None => boxed.into_unencrypted_secret_key(),
     }
     .map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the secret key {} ({e})\n  help: an encrypted key needs its password: --password-env VAR",
+        Problem::new(format!(
+            "cannot open the secret key {} ({e})",
             key_path.display()
-        )
+        ))
+        .help("an encrypted key needs its password: --password-env VAR")
     })?;
     let pk = PublicKey::from_secret_key(&sk).map_err(|e| anyhow::anyhow!("{e}"))?;
     let comment = format!(

@@ -2,6 +2,7 @@
 
 use clap::Args;
 use phasegate_engine::install;
+use phasegate_model::error::Problem;
 use phasegate_store::lock::SignatureStatus;
 
 use super::{ProjectArg, host, list_or_none, policy};
@@ -58,10 +59,7 @@ impl AddArgs {
                 );
                 return Ok(Exit::Success);
             }
-            return Err(bad_input(format!(
-                "`{name}` is already installed ({} {}, {} from {})\n  help: `phasegate plugin update {name}` reviews and installs a new version from its source; or choose another name with --name",
-                existing.plugin_name, existing.version, existing.digest, existing.source
-            )));
+            return Err(bad_input(Problem::new(format!("`{name}` is already installed ({} {}, {} from {})", existing.plugin_name, existing.version, existing.digest, existing.source)).help(format!("`phasegate plugin update {name}` reviews and installs a new version from its source; or choose another name with --name"))));
         }
         project
             .put(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use phasegate_engine::PluginHost;
 use phasegate_engine::compile_cache::CompileCache;
+use phasegate_model::error::Problem;
 use phasegate_model::pipeline::EngineLimits;
 use phasegate_store::Project;
 use phasegate_store::trust::Policy;
@@ -83,11 +84,14 @@ impl ProjectArg {
     pub fn existing(&self) -> anyhow::Result<Project> {
         let project = self.resolve();
         if !project.lock_path().is_file() {
-            return Err(bad_input(format!(
-                "no {} in {} (or above): no plugins are installed here\n  help: install one with `phasegate plugin add SOURCE`, or pass --project DIR",
-                phasegate_store::LOCK_FILE,
-                project.root.display()
-            )));
+            return Err(bad_input(
+                Problem::new(format!(
+                    "no {} in {} (or above): no plugins are installed here",
+                    phasegate_store::LOCK_FILE,
+                    project.root.display()
+                ))
+                .help("install one with `phasegate plugin add SOURCE`, or pass --project DIR"),
+            ));
         }
         Ok(project)
     }

@@ -2,6 +2,7 @@
 
 use clap::Args;
 use phasegate_engine::install::{self, Candidate};
+use phasegate_model::error::Problem;
 use phasegate_store::lock::LockedPlugin;
 
 use super::{ProjectArg, host, list_or_none, policy};
@@ -120,17 +121,18 @@ impl UpdateArgs {
             }
             match compare_versions(&old.version, &n.metadata.version) {
                 std::cmp::Ordering::Greater if !self.allow_downgrade => {
-                    refusals.push(format!(
-                        "`{}`: {} -> {} is a downgrade\n  help: pass --allow-downgrade if you mean it",
-                        old.name, old.version, n.metadata.version
-                    ));
+                    refusals.push(
+                        Problem::new(format!(
+                            "`{}`: {} -> {} is a downgrade",
+                            old.name, old.version, n.metadata.version
+                        ))
+                        .help("pass --allow-downgrade if you mean it")
+                        .to_string(),
+                    );
                     continue;
                 }
                 std::cmp::Ordering::Equal if !self.allow_replaced => {
-                    refusals.push(format!(
-                        "`{}`: {} now serves different bytes under the same version {} (the tag was moved or the file replaced)\n  help: inspect it with `phasegate plugin inspect {}`; pass --allow-replaced to accept it",
-                        old.name, old.source, old.version, old.source
-                    ));
+                    refusals.push(Problem::new(format!("`{}`: {} now serves different bytes under the same version {} (the tag was moved or the file replaced)", old.name, old.source, old.version)).help(format!("inspect it with `phasegate plugin inspect {}`; pass --allow-replaced to accept it", old.source)).to_string());
                     continue;
                 }
                 _ => {}

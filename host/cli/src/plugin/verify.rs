@@ -1,6 +1,7 @@
 //! `phasegate plugin verify`.
 
 use clap::Args;
+use phasegate_model::error::Problem;
 
 use super::{ProjectArg, policy};
 use crate::{Exit, bad_input};
@@ -26,10 +27,7 @@ impl VerifyArgs {
             let (bytes, sig) = match project.read_stored(&p.digest) {
                 Ok(stored) => stored,
                 Err(e) => {
-                    problems.push(format!(
-                        "`{}`: {e}\n  help: reinstall it: `phasegate plugin remove {}` then `phasegate plugin add {} --name {}`",
-                        p.name, p.name, p.source, p.name
-                    ));
+                    problems.push(Problem::new(format!("`{}`: {e}", p.name)).help(format!("reinstall it: `phasegate plugin remove {}` then `phasegate plugin add {} --name {}`", p.name, p.source, p.name)).to_string());
                     continue;
                 }
             };
