@@ -23,7 +23,12 @@ const LAYERS: [(&str, &[&str]); 6] = [
     ("phasegate-runner", &["phasegate-model", "phasegate-store"]),
     (
         "phasegate-author",
-        &["phasegate-model", "phasegate-engine", "phasegate-runner"],
+        &[
+            "phasegate-model",
+            "phasegate-store",
+            "phasegate-engine",
+            "phasegate-runner",
+        ],
     ),
     (
         "phasegate",

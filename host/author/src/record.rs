@@ -262,19 +262,6 @@ fn insert_sandbox(table: &mut toml::Table, limits: &Limits, grants: &Grants) {
     if grants.is_empty() {
         return;
     }
-    let g = json!({
-        "dirs": grants.dirs.iter().map(|d| json!({
-            "host": d.host.display().to_string(),
-            "guest": d.guest,
-            "mode": d.mode,
-        })).collect::<Vec<_>>(),
-        "env": grants.env,
-        "env-set": grants.env_set,
-        "net": grants.net,
-        "http": grants.http,
-        "deterministic": grants.deterministic,
-        "seed": if grants.deterministic { json!(grants.seed) } else { Value::Null },
-        "context": grants.context,
-    });
+    let g = grants.to_table();
     table.insert("grants".into(), fixture::from_json(&g));
 }

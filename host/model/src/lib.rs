@@ -9,6 +9,7 @@ pub mod context;
 pub mod digest;
 pub mod error;
 pub mod events;
+pub mod grants;
 pub mod job;
 pub mod outcome;
 pub mod pipeline;

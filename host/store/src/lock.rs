@@ -35,14 +35,13 @@
 //! Credentials never appear here.
 
 use phasegate_model::error::Problem;
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use phasegate_model::pipeline::{BoundsChecks, DirMode, Grants, Pipeline};
+use phasegate_model::pipeline::{BoundsChecks, Grants, Pipeline};
 
 /// File name of the lock.
 pub const LOCK_FILE: &str = "phasegate.lock";
@@ -310,29 +309,7 @@ pub fn uses_of(
 /// `env-set NAME`, `net host:port`, `http host`, `deterministic`, `context`. A line that was not
 /// there before is a wider grant.
 pub fn grant_lines(grants: &Grants, project: &super::Project) -> Vec<String> {
-    let mut lines = BTreeSet::new();
-    for d in &grants.dirs {
-        let mode = match d.mode {
-            DirMode::Ro => "ro",
-            DirMode::Rw => "rw",
-        };
-        lines.insert(format!(
-            "dir {} -> {} ({mode})",
-            project.relative(&d.host),
-            d.guest
-        ));
-    }
-    lines.extend(grants.env.iter().map(|e| format!("env {e}")));
-    lines.extend(grants.env_set.keys().map(|e| format!("env-set {e}")));
-    lines.extend(grants.net.iter().map(|n| format!("net {n}")));
-    lines.extend(grants.http.iter().map(|h| format!("http {h}")));
-    if grants.deterministic {
-        lines.insert("deterministic".into());
-    }
-    if grants.context {
-        lines.insert("context".into());
-    }
-    lines.into_iter().collect()
+    grants.lock_lines(&|p| project.relative(p))
 }
 
 /// One difference between a pipeline's recorded uses and its uses now.

@@ -45,8 +45,9 @@ mod parse;
 mod raw;
 
 pub use crate::error::{PipelineError, PipelineErrors};
+pub use crate::grants::{DirGrant, DirMode, Grants, RawGrants};
 pub use parse::{Resolve, Scope, sandbox};
-pub use raw::{RawGrants, RawLimits};
+pub use raw::RawLimits;
 
 pub const DEFAULT_MEMORY: ByteSize = ByteSize(64 << 20);
 /// Default wall-clock timeout per attempt: generous for real work, short enough that a hung
@@ -232,66 +233,6 @@ impl BoundsChecks {
     }
 }
 
-/// How a directory is granted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DirMode {
-    /// Read only (the default).
-    #[default]
-    Ro,
-    /// Read and write.
-    Rw,
-}
-
-/// A host directory visible to the plugin.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirGrant {
-    /// Host path (relative paths are relative to the pipeline file).
-    pub host: PathBuf,
-    /// Path the plugin sees (absolute).
-    pub guest: String,
-    /// Read-only or read-write.
-    pub mode: DirMode,
-}
-
-/// Capabilities granted to one plugin. Everything is denied unless listed here.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Grants {
-    /// Preopened directories.
-    pub dirs: Vec<DirGrant>,
-    /// Host environment variables passed through by name (absent ones are skipped).
-    pub env: Vec<String>,
-    /// Environment variables set to fixed values.
-    pub env_set: BTreeMap<String, String>,
-    /// `host:port` pairs the plugin may open TCP/UDP connections to.
-    pub net: Vec<String>,
-    /// Hosts (optionally `host:port`) the plugin may send HTTP requests to.
-    pub http: Vec<String>,
-    /// Fixed wall clock, counting monotonic clock and seeded random, for reproducible runs.
-    pub deterministic: bool,
-    /// Seed of the random generators when `deterministic`.
-    pub seed: u64,
-    /// Whether the plugin's requests (a gate's reports) carry the whole context: the pipeline's
-    /// `vars` and every earlier result. Without it they carry only the run id and the pipeline's
-    /// name. Input templates are rendered by the host and always see the whole context, so a
-    /// task is given exactly what its template selects.
-    pub context: bool,
-}
-
-impl Grants {
-    /// Whether nothing at all is granted (clocks and random are the host's).
-    pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty()
-            && self.env.is_empty()
-            && self.env_set.is_empty()
-            && self.net.is_empty()
-            && self.http.is_empty()
-            && !self.deterministic
-            && !self.context
-    }
-}
-
 /// One task.
 #[derive(Clone, Debug)]
 pub struct TaskSpec {
@@ -382,47 +323,5 @@ impl fmt::Display for Limits {
             self.max_log,
             self.log_records
         )
-    }
-}
-
-impl fmt::Display for Grants {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts = Vec::new();
-        for d in &self.dirs {
-            let mode = match d.mode {
-                DirMode::Ro => "ro",
-                DirMode::Rw => "rw",
-            };
-            parts.push(format!("dir {} -> {} ({mode})", d.host.display(), d.guest));
-        }
-        if !self.env.is_empty() {
-            parts.push(format!("env {}", self.env.join(", ")));
-        }
-        if !self.env_set.is_empty() {
-            parts.push(format!(
-                "env-set {}",
-                self.env_set.keys().cloned().collect::<Vec<_>>().join(", ")
-            ));
-        }
-        if !self.net.is_empty() {
-            parts.push(format!("net {}", self.net.join(", ")));
-        }
-        if !self.http.is_empty() {
-            parts.push(format!("http {}", self.http.join(", ")));
-        }
-        if self.deterministic {
-            parts.push(format!(
-                "deterministic clocks and random (seed {})",
-                self.seed
-            ));
-        }
-        if self.context {
-            parts.push("the whole context".into());
-        }
-        if parts.is_empty() {
-            f.write_str("none")
-        } else {
-            f.write_str(&parts.join("; "))
-        }
     }
 }

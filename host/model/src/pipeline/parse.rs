@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 use toml::Spanned;
 
-use super::raw::{RawGrants, RawLimits, RawPipeline};
+use super::raw::{RawLimits, RawPipeline};
 use super::*;
 use crate::error::{PipelineError, PipelineErrors, line_col};
+use crate::grants::{Check, RawGrants};
 use crate::units::ByteSize;
 
 /// What validating a pipeline needs from outside its text: whether the plugins and directories
@@ -339,6 +340,16 @@ struct Errors<'a> {
     resolve: &'a mut dyn Resolve,
 }
 
+impl Check for Errors<'_> {
+    fn problem(&mut self, span: std::ops::Range<usize>, message: String, help: String) {
+        self.push(Some(span), message, Some(help));
+    }
+
+    fn is_dir(&mut self, path: &Path) -> bool {
+        self.resolve.is_dir(path)
+    }
+}
+
 impl Errors<'_> {
     fn line_col(&self, offset: usize) -> (usize, usize) {
         line_col(self.source, offset)
@@ -411,74 +422,7 @@ impl Errors<'_> {
     }
 
     fn grants(&mut self, raw: &RawGrants, dir: &Path) -> Grants {
-        let mut dirs = Vec::new();
-        for d in &raw.dirs {
-            let host = dir.join(d.host.get_ref());
-            if !self.resolve.is_dir(&host) {
-                self.push(
-                    Some(d.host.span()),
-                    format!("granted directory `{}` does not exist (looked for {})", d.host.get_ref(), host.display()),
-                    Some("create it or correct the path; relative paths are relative to the pipeline file".into()),
-                );
-            }
-            let guest = d.guest.get_ref();
-            if !guest.starts_with('/') || guest.split('/').any(|c| c == "..") {
-                self.push(
-                    Some(d.guest.span()),
-                    format!("guest path `{guest}` must be absolute and must not contain `..`"),
-                    Some(
-                        "write where the plugin sees the directory, e.g. `guest = \"/data\"`"
-                            .into(),
-                    ),
-                );
-            }
-            dirs.push(DirGrant {
-                host,
-                guest: guest.clone(),
-                mode: d.mode,
-            });
-        }
-        for e in &raw.env {
-            if e.get_ref().is_empty() || e.get_ref().contains('=') {
-                self.push(
-                    Some(e.span()),
-                    format!("`{}` is not an environment variable name", e.get_ref()),
-                    Some("list names to pass through in `env`; set values with `env-set = { NAME = \"value\" }`".into()),
-                );
-            }
-        }
-        for n in &raw.net {
-            let ok = n
-                .get_ref()
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-            if !ok {
-                self.push(
-                    Some(n.span()),
-                    format!("network grant `{}` is not `host:port`", n.get_ref()),
-                    Some("write e.g. `net = [\"127.0.0.1:5432\", \"db.internal:5432\"]`".into()),
-                );
-            }
-        }
-        for h in &raw.http {
-            if h.get_ref().contains("://") || h.get_ref().contains('/') || h.get_ref().is_empty() {
-                self.push(
-                    Some(h.span()),
-                    format!("HTTP grant `{}` is not a host name", h.get_ref()),
-                    Some("write the host only, optionally with a port: `http = [\"api.example.com\", \"127.0.0.1:8080\"]`".into()),
-                );
-            }
-        }
-        Grants {
-            dirs,
-            env: raw.env.iter().map(|e| e.get_ref().clone()).collect(),
-            env_set: raw.env_set.clone(),
-            net: raw.net.iter().map(|n| n.get_ref().clone()).collect(),
-            http: raw.http.iter().map(|h| h.get_ref().clone()).collect(),
-            deterministic: raw.deterministic,
-            seed: raw.seed.unwrap_or(0),
-            context: raw.context,
-        }
+        Grants::check(raw, dir, self)
     }
 
     fn plugin(&mut self, spec: &Spanned<String>, dir: &Path) -> PluginRef {

@@ -1,12 +1,11 @@
 //! The pipeline file as written: what serde reads, before any check. Every table denies unknown
 //! keys; spans are kept where a later check needs to point at a value.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{BoundsChecks, DirMode};
+use super::BoundsChecks;
+use crate::grants::RawGrants;
 use crate::outcome::FailureKind;
 use crate::units::{ByteSize, HumanDuration};
 
@@ -57,36 +56,6 @@ pub struct RawLimits {
     pub(super) max_log: Option<ByteSize>,
     pub(super) log_records: Option<u32>,
     pub(super) max_stack: Option<Spanned<ByteSize>>,
-}
-
-/// A `grants` table as written (a task, a gate, a fixture).
-#[derive(Deserialize, Default, Clone, Debug)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RawGrants {
-    #[serde(default)]
-    pub(super) dirs: Vec<RawDir>,
-    #[serde(default)]
-    pub(super) env: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub(super) env_set: BTreeMap<String, String>,
-    #[serde(default)]
-    pub(super) net: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub(super) http: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub(super) deterministic: bool,
-    pub(super) seed: Option<u64>,
-    #[serde(default)]
-    pub(super) context: bool,
-}
-
-#[derive(Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(super) struct RawDir {
-    pub(super) host: Spanned<String>,
-    pub(super) guest: Spanned<String>,
-    #[serde(default)]
-    pub(super) mode: DirMode,
 }
 
 #[derive(Deserialize)]
