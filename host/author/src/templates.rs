@@ -6,9 +6,22 @@
 
 use super::{Kind, Language, WIT};
 
-/// The Rust SDK, vendored into Rust projects until it is published: its source is this
-/// repository's `plugin-sdk/src/lib.rs`, and it reads the contract from the project's `wit/`.
-const RUST_SDK_LIB: &str = include_str!("../../../plugin-sdk/src/lib.rs");
+/// The Rust SDK, vendored into Rust projects until it is published: its sources are this
+/// repository's `plugin-sdk/src/`, and it reads the contract from the project's `wit/`.
+const RUST_SDK_SOURCES: [(&str, &str); 6] = [
+    ("lib.rs", include_str!("../../../plugin-sdk/src/lib.rs")),
+    ("task.rs", include_str!("../../../plugin-sdk/src/task.rs")),
+    ("gate.rs", include_str!("../../../plugin-sdk/src/gate.rs")),
+    (
+        "context.rs",
+        include_str!("../../../plugin-sdk/src/context.rs"),
+    ),
+    (
+        "macros.rs",
+        include_str!("../../../plugin-sdk/src/macros.rs"),
+    ),
+    ("arena.rs", include_str!("../../../plugin-sdk/src/arena.rs")),
+];
 const RUST_SDK_MANIFEST: &str = r#"[package]
 name = "phasegate-plugin-sdk"
 version = "{{version}}"
@@ -137,10 +150,12 @@ pub fn project(name: &str, kind: Kind, language: Language) -> Vec<File> {
                 path: "phasegate-plugin-sdk/Cargo.toml".into(),
                 contents: fill(RUST_SDK_MANIFEST),
             });
-            files.push(File {
-                path: "phasegate-plugin-sdk/src/lib.rs".into(),
-                contents: RUST_SDK_LIB.to_owned(),
-            });
+            for (name, contents) in RUST_SDK_SOURCES {
+                files.push(File {
+                    path: format!("phasegate-plugin-sdk/src/{name}"),
+                    contents: contents.to_owned(),
+                });
+            }
         }
         Language::Python => {
             files.push(File {
@@ -196,4 +211,28 @@ pub fn valid_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sdk_source_is_vendored() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugin-sdk/src");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .expect("plugin-sdk/src")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        let mut vendored: Vec<String> = RUST_SDK_SOURCES
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        vendored.sort();
+        assert_eq!(
+            vendored, on_disk,
+            "RUST_SDK_SOURCES must list every file of plugin-sdk/src"
+        );
+    }
 }

@@ -1,0 +1,169 @@
+//! Gates: the [`Gate`] trait, the report a gate judges, its verdict, and the glue the
+//! `export_gate!` macro calls.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::{Context, metadata, parse_json, types};
+
+/// Outcome of one task, as a gate sees it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Task id.
+    pub task: String,
+    /// Parsed output when the task succeeded.
+    pub output: Option<Value>,
+    /// Failure kind (`failed`, `timeout`, `trap`...) and message when it did not.
+    pub error: Option<(String, String)>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Duration of the last attempt in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl Outcome {
+    /// Whether the task produced output.
+    pub fn succeeded(&self) -> bool {
+        self.output.is_some()
+    }
+}
+
+/// The phase a gate judges.
+#[derive(Debug, Clone)]
+pub struct Report<C> {
+    /// Identifier of the run.
+    pub run_id: String,
+    /// Phase id.
+    pub phase: String,
+    /// Every task's outcome, in pipeline order.
+    pub outcomes: Vec<Outcome>,
+    /// Context of the earlier phases, with the gate's `grants = { context = true }`; otherwise
+    /// only the run id and the pipeline's name. Parsed when first read (see [`Context`]).
+    pub context: Context,
+    /// The gate's config table.
+    pub config: C,
+}
+
+impl<C> Report<C> {
+    /// The tasks that failed.
+    pub fn failed(&self) -> impl Iterator<Item = &Outcome> {
+        self.outcomes.iter().filter(|o| !o.succeeded())
+    }
+}
+
+/// A gate's decision: pass, warn or fail, with a reason and optional evidence.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    kind: types::VerdictKind,
+    reason: String,
+    evidence: Option<Value>,
+}
+
+impl Verdict {
+    /// The phase is good.
+    pub fn pass(reason: impl Into<String>) -> Self {
+        Self::new(types::VerdictKind::Pass, reason)
+    }
+    /// Go on, but record a warning.
+    pub fn warn(reason: impl Into<String>) -> Self {
+        Self::new(types::VerdictKind::Warn, reason)
+    }
+    /// Stop the run.
+    pub fn fail(reason: impl Into<String>) -> Self {
+        Self::new(types::VerdictKind::Fail, reason)
+    }
+    fn new(kind: types::VerdictKind, reason: impl Into<String>) -> Self {
+        Verdict {
+            kind,
+            reason: reason.into(),
+            evidence: None,
+        }
+    }
+    /// Attaches supporting data (recorded in the progress file and the context).
+    pub fn with_evidence(mut self, evidence: impl Serialize) -> Self {
+        self.evidence = serde_json::to_value(evidence).ok();
+        self
+    }
+}
+
+/// A gate plugin. Implement it and call [`export_gate!`].
+pub trait Gate {
+    /// The gate's `config` table. When it does not parse, the gate fails with the reason.
+    type Config: DeserializeOwned;
+
+    /// JSON Schema of `Config`, shown by `phasegate validate`. None by default.
+    fn config_schema() -> Option<String> {
+        None
+    }
+
+    /// Judges the phase.
+    fn check(report: Report<Self::Config>) -> Verdict;
+}
+#[doc(hidden)]
+pub fn __gate_metadata<G: Gate>(
+    name: &str,
+    version: &str,
+    description: &str,
+) -> types::PluginMetadata {
+    metadata(
+        types::PluginKind::Gate,
+        name,
+        version,
+        description,
+        G::config_schema(),
+    )
+}
+
+#[doc(hidden)]
+pub fn __check_gate<G: Gate>(report: types::PhaseReport) -> types::Verdict {
+    let config = match parse_json::<G::Config>(&report.config) {
+        Ok(config) => config,
+        Err(e) => {
+            return types::Verdict {
+                kind: types::VerdictKind::Fail,
+                reason: format!("gate config is invalid: {e}"),
+                evidence: None,
+            };
+        }
+    };
+    let outcomes = report
+        .outcomes
+        .into_iter()
+        .map(|o| Outcome {
+            task: o.task,
+            output: o.output.and_then(|s| serde_json::from_str(&s).ok()),
+            error: o
+                .error
+                .map(|e| (failure_kind_name(e.kind).to_owned(), e.message)),
+            attempts: o.attempts,
+            duration_ms: o.duration_ms,
+        })
+        .collect();
+    let verdict = G::check(Report {
+        run_id: report.run_id,
+        phase: report.phase,
+        outcomes,
+        context: Context::new(report.context),
+        config,
+    });
+    types::Verdict {
+        kind: verdict.kind,
+        reason: verdict.reason,
+        evidence: verdict.evidence.map(|v| v.to_string()),
+    }
+}
+
+fn failure_kind_name(kind: types::FailureKind) -> &'static str {
+    use types::FailureKind as K;
+    match kind {
+        K::Failed => "failed",
+        K::InvalidInput => "invalid-input",
+        K::InvalidConfig => "invalid-config",
+        K::InvalidOutput => "invalid-output",
+        K::Trap => "trap",
+        K::Timeout => "timeout",
+        K::Limit => "limit",
+        K::Host => "host",
+    }
+}
