@@ -7,10 +7,9 @@ use serde_json::Value;
 ///
 /// It reads as a [`serde_json::Value`] (`req.context["run"]["id"]`,
 /// `req.context.get("phases")`, `&req.context` where a `&Value` is expected) and serialises as
-/// one. Most tasks never look at the context, and parsing it for every call was a third of a
-/// trivial task's time in the guest (0.33 µs of the benchmark's noop task, for the small context
-/// a task without the `context` grant is sent), so it is parsed only on demand. Text that is not
-/// JSON reads as `null`.
+/// one. Most tasks never look at the context, and parsing it costs a trivial task a large share
+/// of its time in the guest, so it is parsed only on demand. Text that is not JSON reads as
+/// `null`.
 #[derive(Clone, Default)]
 pub struct Context {
     text: String,

@@ -175,11 +175,11 @@ pub(crate) fn metadata(
 ///
 /// Why: a Rust plugin's allocator (`dlmalloc`) gets every byte of heap with `memory.grow`, even
 /// the first one. The host runs each task in a fresh instance from a pool whose memory slots are
-/// reused, so every task of a plugin that allocates at all grew its memory once, and the pool
-/// then shrank the slot again for the next instance. Growing and shrinking are page-protection
+/// reused, so every task of a plugin that allocates at all would grow its memory once, and the
+/// pool shrink the slot again for the next instance. Growing and shrinking are page-protection
 /// changes (`mprotect`): two system calls per task, each flushing the TLBs of every core that
-/// runs the process. For a small task that was half of its cost, and it kept tasks from scaling
-/// across cores (measured in BENCHMARKS.md, section [1]). With this region in the module's
+/// runs the process, a large share of a small task's cost and a limit on scaling across cores
+/// (BENCHMARKS.md, section [1]). With this region in the module's
 /// initial memory (it is zero-initialised, so it adds nothing to the module's data), a task
 /// that allocates less than [`arena::SIZE`] never grows its memory at all.
 ///

@@ -14,17 +14,9 @@ use crate::harness::Project;
 
 const LANGS: [&str; 4] = ["rust", "python", "js", "c"];
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
-
 /// PATH with the toolchains `scripts/setup-guest-toolchain` installs under `.toolchains/`.
 fn path_with_toolchains() -> String {
-    let tc = root().join(".toolchains");
+    let tc = crate::harness::repo_root().join(".toolchains");
     format!(
         "{}:{}:{}",
         tc.join("venv/bin").display(),

@@ -1,17 +1,7 @@
 //! The documentation stays true: every relative link in the Markdown files leads somewhere, and
 //! the README's first pipeline is the example file and runs.
 
-use std::path::{Path, PathBuf};
-
 use crate::harness::Project;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
 
 /// GitHub's anchor for a heading: lower case, spaces to `-`, punctuation other than `-` and `_`
 /// dropped.
@@ -68,7 +58,7 @@ fn links(markdown: &str) -> Vec<(usize, String)> {
 
 #[test]
 fn every_relative_link_in_the_docs_leads_somewhere() {
-    let root = root();
+    let root = crate::harness::repo_root();
     let mut files = vec![root.join("README.md"), root.join("BENCHMARKS.md")];
     for entry in std::fs::read_dir(root.join("docs")).unwrap() {
         let path = entry.unwrap().path();
@@ -132,7 +122,7 @@ fn the_link_scan_finds_links_and_anchors() {
 
 #[test]
 fn the_readme_first_pipeline_is_the_example_and_runs() {
-    let root = root();
+    let root = crate::harness::repo_root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let example = std::fs::read_to_string(root.join("examples/first.toml")).unwrap();
     assert!(

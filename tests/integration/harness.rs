@@ -7,6 +7,15 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("host/cli is two folders below the root")
+        .to_path_buf()
+}
+
 /// A temporary project directory holding a pipeline and its progress file.
 pub struct Project {
     pub dir: tempfile::TempDir,

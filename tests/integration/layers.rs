@@ -7,14 +7,6 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
-
 /// The host's crates, bottom first, with the phasegate crates each may depend on.
 const LAYERS: [(&str, &[&str]); 6] = [
     ("phasegate-model", &[]),
@@ -67,7 +59,7 @@ fn graph() -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>>) {
     let out = std::process::Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--offline", "--locked"])
         .args(["--filter-platform", &host])
-        .current_dir(root())
+        .current_dir(crate::harness::repo_root())
         .output()
         .expect("run cargo metadata");
     assert!(
@@ -169,7 +161,7 @@ fn sources(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn the_model_uses_no_filesystem_process_network_tokio_or_wasmtime() {
-    let src = root().join("host/model/src");
+    let src = crate::harness::repo_root().join("host/model/src");
     for file in sources(&src) {
         let text = std::fs::read_to_string(&file).unwrap();
         for (n, line) in text.lines().enumerate() {
@@ -245,7 +237,10 @@ fn referenced(text: &str, top_level_file: bool, modules: &BTreeSet<String>) -> B
 #[test]
 fn no_crate_has_a_module_cycle() {
     for krate in ["model", "store", "engine", "runner", "author", "cli"] {
-        let src = root().join("host").join(krate).join("src");
+        let src = crate::harness::repo_root()
+            .join("host")
+            .join(krate)
+            .join("src");
         // Each file belongs to the top-level module it is in; the crate root (which declares
         // the modules and re-exports) is not a module of its own here.
         let module_of = |file: &Path| -> Option<String> {

@@ -9,8 +9,8 @@ use phasegate_runner::persist::ProgressStore;
 use phasegate_runner::resume::{changes, reconcile};
 
 use super::locking::{LockArgs, load_checked, load_pipeline};
-use super::run::execute;
-use super::{Exit, Format, bad_input, state_path};
+use super::run::{Output, execute};
+use super::{Exit, bad_input, state_path};
 
 /// Continue an interrupted or failed run where it stopped.
 ///
@@ -25,12 +25,8 @@ pub struct ResumeArgs {
     /// Resume even though the pipeline or a plugin changed.
     #[arg(long)]
     force: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "human")]
-    format: Format,
-    /// Also show plugins' debug and trace log lines.
-    #[arg(long, short)]
-    verbose: bool,
+    #[command(flatten)]
+    output: Output,
     #[command(flatten)]
     lock: LockArgs,
 }
@@ -75,8 +71,7 @@ impl ResumeArgs {
             plugins,
             &mut store,
             true,
-            self.format,
-            self.verbose,
+            self.output,
         )
     }
 }

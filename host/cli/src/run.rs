@@ -14,6 +14,17 @@ use phasegate_runner::persist::ProgressStore;
 use super::locking::{LockArgs, load_checked, load_pipeline};
 use super::{Exit, Format, bad_input, render::Renderer, state_path};
 
+/// How a run is shown (`run` and `resume`).
+#[derive(Args, Clone, Copy)]
+pub struct Output {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    /// Also show plugins' debug and trace log lines.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
 /// Run a pipeline from the start.
 #[derive(Args)]
 pub struct RunArgs {
@@ -25,12 +36,8 @@ pub struct RunArgs {
     /// Start over even if the progress file holds an unfinished run.
     #[arg(long)]
     fresh: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "human")]
-    format: Format,
-    /// Also show plugins' debug and trace log lines.
-    #[arg(long, short)]
-    verbose: bool,
+    #[command(flatten)]
+    output: Output,
     #[command(flatten)]
     lock: LockArgs,
 }
@@ -62,16 +69,11 @@ impl RunArgs {
             plugins,
             &mut store,
             false,
-            self.format,
-            self.verbose,
+            self.output,
         )
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site each for run and resume"
-)]
 pub fn execute(
     runtime: &tokio::runtime::Runtime,
     host: Arc<PluginHost>,
@@ -79,10 +81,9 @@ pub fn execute(
     plugins: LoadedPlugins,
     store: &mut ProgressStore,
     resumed: bool,
-    format: Format,
-    verbose: bool,
+    output: Output,
 ) -> anyhow::Result<Exit> {
-    let renderer = Arc::new(Renderer::new(format, verbose));
+    let renderer = Arc::new(Renderer::new(output.format, output.verbose));
     let sink = renderer.clone();
     let emitter = phasegate_model::events::Emitter::new(move |e| sink.event(&e));
     let runner = Runner::new(LocalExecutor::new(host, plugins), pipeline, emitter);

@@ -39,8 +39,9 @@ impl MemoryReset {
         keep_resident: 32 << 20,
         pagemap_scan: true,
     };
-    /// The earlier strategy (the benchmark's baseline): keep 64 KiB resident, return the rest to
-    /// the kernel with `madvise` after every instance.
+    /// Keep 64 KiB resident and return the rest to the kernel with `madvise` after every
+    /// instance: the fallback where the kernel lacks `PAGEMAP_SCAN`, and the benchmark's
+    /// baseline for [`MemoryReset::RESIDENT`].
     pub const DECOMMIT: MemoryReset = MemoryReset {
         keep_resident: 1 << 16,
         pagemap_scan: false,

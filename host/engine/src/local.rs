@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use phasegate_model::events::Emitter;
 use phasegate_model::job::{Attempt, Executor, GateJob, Lane, PhaseReport, TaskJob};
-use phasegate_model::progress::{VerdictKind, VerdictRecord};
+use phasegate_model::pipeline::PluginRef;
+use phasegate_model::progress::{Failure, FailureKind, VerdictKind, VerdictRecord};
 
 use crate::load::{LoadedPlugin, LoadedPlugins, PluginHost};
 use crate::plugin::{wit, wit_failure_kind};
@@ -92,23 +93,23 @@ pub struct LocalLane {
 
 impl Lane for LocalLane {
     async fn run(&mut self, job: &TaskJob<'_>) -> Attempt {
-        let plugin = match &self.plugin {
-            Some(p) if p.plugin == *job.plugin => p.clone(),
-            _ => match self.plugins.get(&*job.plugin) {
-                Some(p) => {
-                    self.plugin = Some(p.clone());
-                    p.clone()
-                }
-                None => {
-                    return Attempt {
-                        result: Err(phasegate_model::progress::Failure {
-                            kind: phasegate_model::progress::FailureKind::Host,
-                            message: format!("plugin `{}` was not loaded", job.plugin.spec),
-                        }),
-                        log: Vec::new(),
-                    };
-                }
-            },
+        // Neighbouring tasks mostly share a plugin: the last one is kept (borrowed for the call,
+        // not cloned: its count is shared by every worker's lane).
+        if !self
+            .plugin
+            .as_ref()
+            .is_some_and(|p| same_plugin(&p.plugin, &job.plugin))
+        {
+            self.plugin = self.plugins.get(&*job.plugin).cloned();
+        }
+        let Some(plugin) = &self.plugin else {
+            return Attempt {
+                result: Err(Failure {
+                    kind: FailureKind::Host,
+                    message: format!("plugin `{}` was not loaded", job.plugin.spec),
+                }),
+                log: Vec::new(),
+            };
         };
         {
             let request = Arc::make_mut(&mut self.request);
@@ -129,7 +130,7 @@ impl Lane for LocalLane {
         }
         self.host
             .run_task(
-                &plugin,
+                plugin,
                 &self.request,
                 &job.limits,
                 &job.grants,
@@ -137,6 +138,15 @@ impl Lane for LocalLane {
             )
             .await
     }
+}
+
+/// Whether two references name the same plugin, compared as bytes (a `Path`'s own equality
+/// parses both paths into components, a measurable share of a trivial task).
+fn same_plugin(a: &PluginRef, b: &PluginRef) -> bool {
+    a.spec == b.spec
+        && a.path.as_os_str() == b.path.as_os_str()
+        && a.digest == b.digest
+        && a.installed == b.installed
 }
 
 /// Replaces a string's contents, reusing its allocation.

@@ -193,6 +193,7 @@ impl Emitter {
     /// The same sink and clock behind a reference count of its own, for one worker to clone
     /// from task to task: clones of one emitter all count on one cache line, which the cores
     /// running tasks would otherwise pass back and forth for every task.
+    #[inline]
     pub fn local(&self) -> Self {
         let sink = self.sink.clone();
         Emitter {
@@ -203,6 +204,7 @@ impl Emitter {
     }
 
     /// Stamps and sends an event.
+    #[inline]
     pub fn emit(&self, kind: EventKind) {
         self.emit_at(std::time::Instant::now(), kind);
     }
@@ -210,6 +212,7 @@ impl Emitter {
     /// Sends an event of something that happened at `at` (read once for the event and the
     /// caller's own timing; a task's `task-finished` carries when it finished, not when it
     /// was recorded).
+    #[inline]
     pub fn emit_at(&self, at: std::time::Instant, kind: EventKind) {
         let elapsed = at.saturating_duration_since(self.start);
         (self.sink)(Event {
@@ -220,6 +223,7 @@ impl Emitter {
     }
 }
 
+#[inline]
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

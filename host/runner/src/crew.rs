@@ -4,8 +4,8 @@
 //! A phase of tasks that never wait then runs on as many workers as there are threads, each
 //! keeping its request and its hand-over slot warm; tasks that wait (sleeps, network, a
 //! CPU-bound guest yielding at an epoch tick) bring in more workers at once, so the concurrency
-//! cap is reached as soon as it is needed. (Spawning all `concurrency` workers up front cost
-//! about 2% per task once workers yield regularly: the scheduler rotated through all 64.)
+//! cap is reached as soon as it is needed, and no more workers than are useful compete for the
+//! scheduler (BENCHMARKS.md has the measurements behind this).
 
 use std::future::Future;
 use std::pin::pin;
@@ -143,7 +143,7 @@ impl<E: Executor> Crew<E> {
                 self.finished.push(worker, (i, state, at));
                 // Tasks that never wait never hand the thread back to the scheduler, which then
                 // neither runs other tasks nor looks at its timers and sockets: a waiting
-                // sibling's 100 ms timeout fired after 3 s, when a phase of busy tasks ended.
+                // sibling's timeout would fire only when the busy tasks ran out.
                 if at.saturating_duration_since(last_yield) >= YIELD_INTERVAL {
                     tokio::task::yield_now().await;
                     last_yield = Instant::now();
