@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use phasegate_model::error::Problem;
 
 mod build;
+mod key;
 mod lock;
 mod locking;
 mod new;
@@ -47,7 +48,7 @@ enum Command {
     Test(test::TestArgs),
     Plugin(plugin::PluginArgs),
     Lock(lock::LockArgs),
-    Key(plugin::KeyArgs),
+    Key(key::KeyArgs),
 }
 
 /// How events and results are written.

@@ -21,7 +21,6 @@ mod publish;
 mod remove;
 mod sign;
 
-pub use sign::KeyArgs;
 mod update;
 mod verify;
 
