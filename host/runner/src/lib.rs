@@ -605,6 +605,142 @@ fn all_succeeded(tasks: &[TaskState]) -> VerdictRecord {
 mod tests {
     use super::*;
 
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    use phasegate_model::job::Attempt;
+    use phasegate_model::pipeline::{PluginRef, Resolve, Scope};
+    use phasegate_model::progress::State;
+
+    /// Every plugin "exists"; templates are checked as the loader would.
+    struct Anything;
+
+    impl Resolve for Anything {
+        fn plugin(&mut self, spec: &str, dir: &Path) -> (PluginRef, Option<(String, String)>) {
+            (PluginRef::file(&dir.join(spec)), None)
+        }
+        fn is_dir(&mut self, _: &Path) -> bool {
+            true
+        }
+        fn template(&mut self, t: &str, scope: &Scope<'_>) -> Result<(), (String, String)> {
+            template::check_template(t, scope)
+        }
+        fn project(&mut self, _: &Path) -> Option<PathBuf> {
+            None
+        }
+    }
+
+    /// An executor with no engine: a task's output is its input upper-cased (as a JSON
+    /// string), `fail` fails once then succeeds; a gate passes when every task succeeded.
+    #[derive(Default)]
+    struct Fake {
+        jobs: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct FakeLane(Arc<Mutex<Vec<String>>>);
+
+    impl Executor for Fake {
+        type Lane = FakeLane;
+        fn lane(&self, _: Emitter) -> FakeLane {
+            FakeLane(self.jobs.clone())
+        }
+        async fn run_gate(&self, job: GateJob<'_>, _: Emitter) -> VerdictRecord {
+            let failed = job
+                .report
+                .outcomes
+                .iter()
+                .filter(|o| o.error.is_some())
+                .count();
+            VerdictRecord {
+                kind: if failed == 0 {
+                    VerdictKind::Pass
+                } else {
+                    VerdictKind::Fail
+                },
+                gate: job.plugin.spec.clone(),
+                reason: format!("{failed} failed; context {}", job.report.context),
+                evidence: None,
+            }
+        }
+    }
+
+    impl Lane for FakeLane {
+        async fn run(&mut self, job: &TaskJob<'_>) -> Attempt {
+            // What crosses the seam serialises and comes back the same.
+            let wire = serde_json::to_string(job).unwrap_or_default();
+            let back: TaskJob<'_> = serde_json::from_str(&wire).expect("a job reads back");
+            assert_eq!(&back, job);
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("{}/{}#{}", job.phase, job.task, job.attempt));
+            let result = if job.task == "fail" && job.attempt == 1 {
+                Err(Failure {
+                    kind: FailureKind::Failed,
+                    message: "first try".into(),
+                })
+            } else {
+                Ok(Value::String(job.input.to_uppercase()).to_string())
+            };
+            Attempt {
+                result,
+                log: Vec::new(),
+            }
+        }
+    }
+
+    #[test]
+    fn the_runner_needs_only_an_executor() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("p.toml");
+        let text = r#"
+name = "seam"
+[defaults]
+retries = 1
+retry-backoff = "1ms"
+[[phase]]
+id = "one"
+[[phase.task]]
+id = "a"
+plugin = "a.wasm"
+input = "hello"
+[[phase.task]]
+id = "fail"
+plugin = "a.wasm"
+input = "again"
+[[phase]]
+id = "two"
+gate = { plugin = "g.wasm", grants = { context = true } }
+[[phase.task]]
+id = "b"
+plugin = "b.wasm"
+input = "{{ phases.one.tasks.a.output }} world"
+"#;
+        let pipeline = Pipeline::parse(&path, text, &mut Anything).expect("valid");
+        let state = State::new("r1".into(), &pipeline, Default::default());
+        let mut store =
+            ProgressStore::create(&dir.path().join("state.toml"), state).expect("store");
+        let fake = Fake::default();
+        let jobs = fake.jobs.clone();
+        let runner = Runner::new(fake, pipeline, Emitter::discard());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let outcome = rt.block_on(runner.run(&mut store, false)).expect("run");
+        assert_eq!(outcome.status, RunStatus::Completed, "{:?}", outcome.reason);
+        let mut ran = jobs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        ran.sort();
+        assert_eq!(ran, ["one/a#1", "one/fail#1", "one/fail#2", "two/b#1"]);
+        let two = &store.state.phases[1];
+        assert_eq!(two.tasks[0].output.as_deref(), Some(r#""HELLO WORLD""#));
+        let verdict = two.verdict.as_ref().expect("judged");
+        assert!(verdict.reason.contains(r#""one""#), "{}", verdict.reason);
+        // Persisted as it went: the progress file reads back the same.
+        let reopened = ProgressStore::open(&dir.path().join("state.toml")).expect("reopen");
+        assert_eq!(reopened.state, store.state);
+    }
+
     #[test]
     fn backoff_doubles_and_caps() {
         let base = Duration::from_millis(100);
