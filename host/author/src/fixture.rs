@@ -27,13 +27,13 @@
 //!
 //! Plain data: running a fixture is the CLI's job, through the engine.
 
-use phasegate_model::error::Problem;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use phasegate_model::error::line_col;
+use phasegate_model::error::Problem;
+use phasegate_model::error::toml_problem;
 use phasegate_model::pipeline::{RawGrants, RawLimits};
 use phasegate_model::progress::FailureKind;
 use phasegate_model::progress::VerdictKind;
@@ -202,15 +202,12 @@ pub fn load(path: &Path) -> Result<Loaded, Problem> {
     let source = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read fixture {}: {e}", path.display()))?;
     let fixture: Fixture = toml::from_str(&source).map_err(|e| {
-        let place = e
-            .span()
-            .map(|s| {
-                let (line, col) = line_col(&source, s.start);
-                format!(":{line}:{col}")
-            })
-            .unwrap_or_default();
-        Problem::new(format!("{}{place}: {}", path.display(), e.message().trim()))
-            .help("see the fixture format in docs/plugin-guide.md#fixtures")
+        toml_problem(
+            path,
+            &source,
+            &e,
+            "see the fixture format in docs/plugin-guide.md#fixtures",
+        )
     })?;
     let name = path
         .file_stem()

@@ -15,10 +15,11 @@
 //! fixtures = "fixtures"       # default
 //! ```
 
-use phasegate_model::error::Problem;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use phasegate_model::error::{Problem, toml_problem};
 
 use super::{Kind, Language};
 
@@ -98,14 +99,7 @@ impl Project {
                 .help("run this in a plugin project (made by `phasegate new`), or pass its folder")
         })?;
         let mut project: Project = toml::from_str(&source).map_err(|e| {
-            let place = e
-                .span()
-                .map(|s| {
-                    let (line, col) = super::fixture::line_col(&source, s.start);
-                    format!(":{line}:{col}")
-                })
-                .unwrap_or_default();
-            Problem::new(format!("{}{place}: {}", file.display(), e.message().trim())).help("`[plugin]` needs name, kind (task|gate), language (rust|python|js|c); `[build]` needs command and output")
+            toml_problem(&file, &source, &e, "`[plugin]` needs name, kind (task|gate), language (rust|python|js|c); `[build]` needs command and output")
         })?;
         project.dir = file
             .parent()

@@ -3,9 +3,10 @@
 //! The check runs before the build command so a missing tool is named with the exact command
 //! that installs it, instead of a shell's "command not found" halfway through.
 
-use phasegate_model::error::Problem;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use phasegate_model::error::Problem;
 
 use super::Language;
 

@@ -3,12 +3,12 @@
 //! its signature against the trust policy, and review a pipeline's plugin uses against the lock.
 //! Returns data; the CLI renders it and decides what to write.
 
-use phasegate_model::error::Problem;
 use std::path::Path;
 
 use crate::plugin::wit::PluginKind;
 use crate::sandbox::surface;
 use crate::{LoadedPlugins, Metadata, PluginHost, World};
+use phasegate_model::error::Problem;
 use phasegate_model::events::Emitter;
 use phasegate_model::pipeline::{Pipeline, PluginRef};
 use phasegate_store::fetch::{Fetched, Source};

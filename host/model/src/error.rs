@@ -82,6 +82,29 @@ impl fmt::Display for PipelineErrors {
     }
 }
 
+/// A TOML file that does not parse into what it should: `FILE:LINE:COL: what serde said`, and
+/// `help`. The one place that turns a TOML error into a located problem.
+pub fn toml_problem(
+    file: &std::path::Path,
+    source: &str,
+    error: &toml::de::Error,
+    help: impl Into<String>,
+) -> Problem {
+    let place = error
+        .span()
+        .map(|s| {
+            let (line, column) = line_col(source, s.start);
+            format!(":{line}:{column}")
+        })
+        .unwrap_or_default();
+    Problem::new(format!(
+        "{}{place}: {}",
+        file.display(),
+        error.message().trim()
+    ))
+    .help(help)
+}
+
 /// Something the user can fix: what is wrong and, when there is one, what to do about it.
 ///
 /// Displayed as the message, then `  help: …` on a line of its own (the CLI prints the first

@@ -3,11 +3,12 @@
 //! `FILE.minisig` beside a path, `URL.minisig` beside a URL, the `sha256-<hex>.minisig` tag
 //! beside an OCI artifact.
 
-use phasegate_model::error::Problem;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+
+use phasegate_model::error::Problem;
 
 use super::chain;
 use super::oci::{self, OciRef};

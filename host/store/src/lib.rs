@@ -26,7 +26,7 @@ use std::fs::File;
 use std::io::Write;
 
 use anyhow::Context as _;
-use phasegate_model::error::{Problem, line_col};
+use phasegate_model::error::toml_problem;
 
 pub use lock::{LOCK_FILE, Lock};
 
@@ -263,17 +263,7 @@ pub fn read_toml<T: serde::de::DeserializeOwned + Default>(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    toml::from_str(&text).map_err(|e| {
-        let (line, col) = line_col(&text, e.span().map(|s| s.start).unwrap_or(0));
-        anyhow::Error::from(
-            Problem::new(format!(
-                "{}:{line}:{col}: {}",
-                path.display(),
-                e.message().trim()
-            ))
-            .help(help),
-        )
-    })
+    toml::from_str(&text).map_err(|e| toml_problem(path, &text, &e, help).into())
 }
 
 /// What is wrong with a stored component.

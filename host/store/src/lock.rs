@@ -34,13 +34,13 @@
 //! from the recorded ones: another plugin digest, a wider capability surface, a wider grant.
 //! Credentials never appear here.
 
-use phasegate_model::error::Problem;
 use std::fmt;
 use std::path::Path;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+use phasegate_model::error::Problem;
 use phasegate_model::pipeline::{BoundsChecks, Grants, Pipeline};
 
 /// File name of the lock.

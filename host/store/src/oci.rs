@@ -16,7 +16,6 @@
 //! `credHelpers`/`credsStore` helper, else its `auths` entry; else anonymous. They are used for
 //! the request only and never written anywhere.
 
-use phasegate_model::error::Problem;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -27,6 +26,7 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
+use phasegate_model::error::Problem;
 use serde::{Deserialize, Serialize};
 
 /// Media type of the manifest.

@@ -20,7 +20,6 @@
 //! # with neither `plugins` nor `sources`, the key may sign any plugin
 //! ```
 
-use phasegate_model::error::Problem;
 use std::fmt;
 use std::io::Cursor;
 use std::path::Path;
@@ -28,6 +27,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use minisign::{PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
 use serde::Deserialize;
+
+use phasegate_model::error::Problem;
 
 use super::lock::{SignatureRecord, SignatureStatus};
 
