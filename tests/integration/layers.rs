@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 /// The host's crates, bottom first, with the phasegate crates each may depend on.
-const LAYERS: [(&str, &[&str]); 6] = [
+const LAYERS: [(&str, &[&str]); 7] = [
     ("phasegate-model", &[]),
     ("phasegate-store", &["phasegate-model"]),
     ("phasegate-engine", &["phasegate-model", "phasegate-store"]),
@@ -22,6 +22,7 @@ const LAYERS: [(&str, &[&str]); 6] = [
             "phasegate-runner",
         ],
     ),
+    ("phasegate-remote", &["phasegate-model", "phasegate-engine"]),
     (
         "phasegate",
         &[
@@ -30,6 +31,7 @@ const LAYERS: [(&str, &[&str]); 6] = [
             "phasegate-engine",
             "phasegate-runner",
             "phasegate-author",
+            "phasegate-remote",
         ],
     ),
 ];
@@ -236,7 +238,9 @@ fn referenced(text: &str, top_level_file: bool, modules: &BTreeSet<String>) -> B
 
 #[test]
 fn no_crate_has_a_module_cycle() {
-    for krate in ["model", "store", "engine", "runner", "author", "cli"] {
+    for krate in [
+        "model", "store", "engine", "runner", "author", "remote", "cli",
+    ] {
         let src = crate::harness::repo_root()
             .join("host")
             .join(krate)

@@ -11,6 +11,7 @@ mod docs;
 mod golden;
 mod harness;
 mod layers;
+mod remote;
 mod resume;
 mod runner;
 mod sandbox;

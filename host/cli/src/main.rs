@@ -19,6 +19,7 @@ mod run;
 mod status;
 mod test;
 mod validate;
+mod worker;
 
 /// Default progress file, relative to the current directory.
 pub const DEFAULT_STATE: &str = ".phasegate/state.toml";
@@ -49,6 +50,7 @@ enum Command {
     Plugin(plugin::PluginArgs),
     Lock(lock::LockArgs),
     Key(key::KeyArgs),
+    Worker(worker::WorkerArgs),
 }
 
 /// How events and results are written.
@@ -124,6 +126,7 @@ fn main() -> ExitCode {
         Command::Plugin(args) => args.run(),
         Command::Lock(args) => args.run(),
         Command::Key(args) => args.run(),
+        Command::Worker(args) => args.run(),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,

@@ -9,7 +9,7 @@ use phasegate_runner::persist::ProgressStore;
 use phasegate_runner::resume::{changes, reconcile};
 
 use super::locking::{LockArgs, load_checked, load_pipeline};
-use super::run::{Output, execute};
+use super::run::{Dispatch, Output, execute};
 use super::{Exit, bad_input, state_path};
 
 /// Continue an interrupted or failed run where it stopped.
@@ -27,6 +27,8 @@ pub struct ResumeArgs {
     force: bool,
     #[command(flatten)]
     output: Output,
+    #[command(flatten)]
+    dispatch: Dispatch,
     #[command(flatten)]
     lock: LockArgs,
 }
@@ -72,6 +74,7 @@ impl ResumeArgs {
             &mut store,
             true,
             self.output,
+            &self.dispatch,
         )
     }
 }

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use clap::Args;
 use phasegate_engine::{LoadedPlugins, LocalExecutor, PluginHost};
 use phasegate_model::error::Problem;
+use phasegate_model::events::RunOutcome;
+use phasegate_model::job::Executor;
 use phasegate_model::pipeline::Pipeline;
 use phasegate_model::progress::{RunStatus, State};
+use phasegate_remote::NatsExecutor;
 use phasegate_runner::Runner;
 use phasegate_runner::persist::ProgressStore;
 
@@ -25,6 +28,25 @@ pub struct Output {
     verbose: bool,
 }
 
+/// Where tasks run (`run` and `resume`).
+#[derive(Args, Clone)]
+pub struct Dispatch {
+    /// Run every task on `phasegate worker`s through this NATS server (JetStream), instead of
+    /// in this process. Gates run here; the progress file stays here.
+    #[arg(long, env = "PHASEGATE_NATS", value_name = "URL")]
+    nats: Option<String>,
+}
+
+impl Dispatch {
+    /// With `--nats`, checks that the server answers (before anything is written).
+    pub fn reachable(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        if let Some(url) = &self.nats {
+            runtime.block_on(phasegate_remote::connect::connect(url, "phasegate"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Run a pipeline from the start.
 #[derive(Args)]
 pub struct RunArgs {
@@ -38,6 +60,8 @@ pub struct RunArgs {
     fresh: bool,
     #[command(flatten)]
     output: Output,
+    #[command(flatten)]
+    dispatch: Dispatch,
     #[command(flatten)]
     lock: LockArgs,
 }
@@ -55,6 +79,7 @@ impl RunArgs {
         }
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
+        self.dispatch.reachable(&runtime)?;
         let state = State::new(
             phasegate_runner::resume::new_run_id(),
             &pipeline,
@@ -70,10 +95,17 @@ impl RunArgs {
             &mut store,
             false,
             self.output,
+            &self.dispatch,
         )
     }
 }
 
+/// Runs (or resumes) the run recorded in `store` on the executor `dispatch` asks for, rendering
+/// its events.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site each for run and resume"
+)]
 pub fn execute(
     runtime: &tokio::runtime::Runtime,
     host: Arc<PluginHost>,
@@ -82,17 +114,49 @@ pub fn execute(
     store: &mut ProgressStore,
     resumed: bool,
     output: Output,
+    dispatch: &Dispatch,
 ) -> anyhow::Result<Exit> {
     let renderer = Arc::new(Renderer::new(output.format, output.verbose));
     let sink = renderer.clone();
     let emitter = phasegate_model::events::Emitter::new(move |e| sink.event(&e));
-    let runner = Runner::new(LocalExecutor::new(host, plugins), pipeline, emitter);
-    let outcome = runtime
-        .block_on(runner.run(store, resumed))
-        .map_err(|e| bad_input(Problem::new(format!("{e:#}")).help(format!("the progress file keeps everything recorded so far; fix the problem and run `phasegate resume --state {}`", store.path().display()))))?;
+    let outcome = match &dispatch.nats {
+        None => {
+            let executor = LocalExecutor::new(host, plugins);
+            run_with(runtime, executor, pipeline, store, resumed, emitter)
+        }
+        Some(url) => {
+            let gates = LocalExecutor::new(host, plugins.clone());
+            let executor = runtime.block_on(NatsExecutor::start(
+                url,
+                &store.state.run_id,
+                pipeline.engine,
+                &plugins,
+                gates,
+                emitter.clone(),
+            ))?;
+            run_with(runtime, executor, pipeline, store, resumed, emitter)
+        }
+    }?;
     renderer.summary(&outcome, store.path());
     Ok(match outcome.status {
         RunStatus::Failed => Exit::RunFailed,
         _ => Exit::Success,
+    })
+}
+
+fn run_with<E: Executor>(
+    runtime: &tokio::runtime::Runtime,
+    executor: E,
+    pipeline: Pipeline,
+    store: &mut ProgressStore,
+    resumed: bool,
+    emitter: phasegate_model::events::Emitter,
+) -> anyhow::Result<RunOutcome> {
+    let runner = Runner::new(executor, pipeline, emitter);
+    runtime.block_on(runner.run(store, resumed)).map_err(|e| {
+        bad_input(Problem::new(format!("{e:#}")).help(format!(
+            "the progress file keeps everything recorded so far; fix the problem and run `phasegate resume --state {}`",
+            store.path().display()
+        )))
     })
 }

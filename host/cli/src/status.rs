@@ -74,6 +74,15 @@ impl StatusArgs {
                 p.id,
                 p.tasks.len()
             );
+            // Which workers ran the phase's tasks (`--nats`), with how many each.
+            let mut workers = std::collections::BTreeMap::<&str, usize>::new();
+            for worker in p.tasks.iter().filter_map(|t| t.worker.as_deref()) {
+                *workers.entry(worker).or_default() += 1;
+            }
+            if !workers.is_empty() {
+                let list: Vec<String> = workers.iter().map(|(w, n)| format!("{w} ({n})")).collect();
+                println!("  {:<20} ran on {}", "", list.join(", "));
+            }
         }
         Ok(Exit::Success)
     }

@@ -96,7 +96,11 @@ impl PluginHost {
         let result = self
             .attempt(plugin, request, limits, grants, emitter, &mut log)
             .await;
-        Attempt { result, log }
+        Attempt {
+            result,
+            log,
+            worker: None,
+        }
     }
 
     async fn attempt(

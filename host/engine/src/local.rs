@@ -109,6 +109,7 @@ impl Lane for LocalLane {
                     message: format!("plugin `{}` was not loaded", job.plugin.spec),
                 }),
                 log: Vec::new(),
+                worker: None,
             };
         };
         {

@@ -306,6 +306,7 @@ mod tests {
                 message: "no".into(),
             }),
             log: Vec::new(),
+            worker: None,
         }
     }
 

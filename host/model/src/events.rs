@@ -118,6 +118,9 @@ pub enum EventKind {
         duration_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<Failure>,
+        /// The worker that ran it (`phasegate worker`), when one did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        worker: Option<String>,
     },
     GateStarted {
         phase: Id,

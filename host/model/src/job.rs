@@ -50,6 +50,9 @@ pub struct Attempt {
     pub result: Result<String, Failure>,
     /// Log lines (`level: message`), including captured stdout/stderr.
     pub log: Vec<String>,
+    /// The worker that ran it, when a remote executor did (`None`: this process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// A phase's gate, with the report it judges.

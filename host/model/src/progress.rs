@@ -84,6 +84,9 @@ pub struct TaskState {
     /// Log lines of the last attempt (`level: message`; bounded by the log limits).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<String>,
+    /// The worker that ran the last attempt, when it ran on one (`phasegate worker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 impl TaskState {
@@ -97,6 +100,7 @@ impl TaskState {
             output: None,
             error: None,
             log: Vec::new(),
+            worker: None,
         }
     }
 }

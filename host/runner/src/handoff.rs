@@ -273,6 +273,7 @@ mod tests {
                 output: None,
                 error: None,
                 log: Vec::new(),
+                worker: None,
             };
             (i, state, Instant::now())
         };

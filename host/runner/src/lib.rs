@@ -273,6 +273,7 @@ impl<E: Executor> Runner<E> {
                 attempts: state.attempts,
                 duration_ms: state.duration_ms,
                 error: state.error.clone(),
+                worker: state.worker.clone(),
             };
             events.push((finished, event));
             records.push((i, state));
@@ -478,6 +479,7 @@ impl<E: Executor> PhaseRun<E> {
             output: None,
             error: None,
             log: Vec::new(),
+            worker: None,
         };
         if let Err(message) = self.ctx.render_into(&spec.input, &mut slot.input) {
             state.error = Some(Failure {
@@ -522,6 +524,7 @@ impl<E: Executor> PhaseRun<E> {
             let ended = Instant::now();
             state.duration_ms = u64::try_from((ended - started).as_millis()).unwrap_or(u64::MAX);
             state.log = attempt.log;
+            state.worker = attempt.worker;
             match attempt.result {
                 Ok(output) => {
                     state.status = TaskStatus::Succeeded;
@@ -685,6 +688,7 @@ mod tests {
             Attempt {
                 result,
                 log: Vec::new(),
+                worker: None,
             }
         }
     }

@@ -339,6 +339,7 @@ mod tests {
             output: Some("{}".into()),
             error: None,
             log: Vec::new(),
+            worker: None,
         }
     }
 

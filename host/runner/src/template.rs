@@ -246,6 +246,7 @@ mod tests {
                 message: "no".into(),
             }),
             log: Vec::new(),
+            worker: None,
         };
         let phase = PhaseState {
             id: "scan".into(),

@@ -178,7 +178,8 @@ pub struct Limits {
 
 /// Settings that apply to the whole engine (one per run): `max-stack` from
 /// `[defaults.limits]`, `bounds-checks` from `[engine]`, the rest derived from the phases.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct EngineLimits {
     /// Maximum Wasm stack per call.
     pub max_stack: ByteSize,

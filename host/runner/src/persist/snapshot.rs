@@ -80,6 +80,9 @@ fn write_task(w: &mut String, t: &TaskState) {
     if let Some(output) = &t.output {
         string(w, "output", output);
     }
+    if let Some(worker) = &t.worker {
+        string(w, "worker", worker);
+    }
     if !t.log.is_empty() {
         w.push_str("log = [");
         for (i, line) in t.log.iter().enumerate() {
@@ -210,6 +213,7 @@ mod tests {
                         output: Some(s.into()),
                         error: None,
                         log: vec![s.into(), "info: x".into()],
+                        worker: None,
                     },
                     TaskState {
                         id: format!("{s}2").into(),
@@ -222,6 +226,7 @@ mod tests {
                             message: s.into(),
                         }),
                         log: Vec::new(),
+                        worker: None,
                     },
                     TaskState::pending("pending"),
                 ]),

@@ -1,0 +1,104 @@
+//! `phasegate worker --nats URL`: run the tasks of pipelines started elsewhere with `--nats`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use phasegate_remote::{WorkerEvent, WorkerOptions, WorkerPolicy};
+
+use super::{Exit, bad_input};
+
+/// Run tasks for controllers started with `--nats`: pull jobs from the NATS server, run each in
+/// the same sandbox as a local run, publish the result.
+///
+/// The worker's policy is the trust boundary: a task whose grants exceed what the flags below
+/// allow is refused, with an error naming the grant. By default nothing is allowed.
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// The NATS server (JetStream enabled), e.g. nats://127.0.0.1:4222.
+    #[arg(long, env = "PHASEGATE_NATS", value_name = "URL")]
+    nats: String,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = default_concurrency())]
+    concurrency: usize,
+    /// The name recorded with every task this worker runs [default: HOST-PID].
+    #[arg(long)]
+    name: Option<String>,
+    /// Seconds a job may go unacknowledged before it is given to another worker (a running
+    /// task keeps extending it).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    ack_wait: u64,
+    /// Map a task's granted directory GUEST to this worker's HOST directory, read-only unless
+    /// `:rw` (repeatable), e.g. `--allow-dir /data=/srv/data:ro`.
+    #[arg(long, value_name = "GUEST=HOST[:ro|:rw]")]
+    allow_dir: Vec<String>,
+    /// Allow granting this environment variable (repeatable).
+    #[arg(long, value_name = "NAME")]
+    allow_env: Vec<String>,
+    /// Allow sockets to this `host:port` (repeatable).
+    #[arg(long, value_name = "HOST:PORT")]
+    allow_net: Vec<String>,
+    /// Allow HTTP requests to this host (repeatable).
+    #[arg(long, value_name = "HOST")]
+    allow_http: Vec<String>,
+    /// Where fetched components are kept [default: the compile cache's folder, `components/`].
+    #[arg(long)]
+    components: Option<PathBuf>,
+}
+
+fn default_concurrency() -> usize {
+    phasegate_model::pipeline::default_concurrency()
+}
+
+impl WorkerArgs {
+    pub fn run(self) -> anyhow::Result<Exit> {
+        let dirs = self
+            .allow_dir
+            .iter()
+            .map(|d| WorkerPolicy::parse_dir(d).map_err(bad_input))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let policy = WorkerPolicy {
+            dirs,
+            env: self.allow_env,
+            net: self.allow_net,
+            http: self.allow_http,
+        };
+        let name = self.name.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "worker".into());
+            format!("{host}-{}", std::process::id())
+        });
+        let components = self.components.unwrap_or_else(|| {
+            phasegate_engine::compile_cache::CompileCache::default_root()
+                .unwrap_or_else(std::env::temp_dir)
+                .join("components")
+        });
+        let options = WorkerOptions {
+            url: self.nats.clone(),
+            name: name.clone(),
+            concurrency: self.concurrency,
+            ack_wait: Duration::from_secs(self.ack_wait.max(1)),
+            components,
+        };
+        let url = self.nats;
+        let on_event = Arc::new(move |event: WorkerEvent| match event {
+            WorkerEvent::Ready => eprintln!("worker `{name}` waiting for tasks on {url}"),
+            WorkerEvent::Ran {
+                key,
+                duration_ms,
+                error: None,
+            } => eprintln!("ran {key} in {duration_ms} ms"),
+            WorkerEvent::Ran {
+                key,
+                duration_ms,
+                error: Some(error),
+            } => eprintln!("ran {key} in {duration_ms} ms: failed: {error}"),
+            WorkerEvent::Trouble { key, why } => eprintln!("warning: {key}: {why}"),
+        });
+        let runtime = super::runtime()?;
+        runtime.block_on(phasegate_remote::worker::run(options, policy, on_event))?;
+        Ok(Exit::Success)
+    }
+}

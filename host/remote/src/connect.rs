@@ -1,0 +1,65 @@
+//! Connecting to NATS and making sure the streams and the bucket exist.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, object_store, stream};
+use phasegate_model::error::Problem;
+
+use crate::wire::{BUCKET, JOBS_STREAM, RESULTS_STREAM};
+
+/// How long results are kept: long enough for any run to be resumed.
+const RESULTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Connects to `url` (named `name` on the server) and returns its JetStream context. An
+/// unreachable server is a [`Problem`] naming the URL.
+pub async fn connect(url: &str, name: &str) -> Result<jetstream::Context, Problem> {
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| {
+            Problem::new(format!("cannot reach the NATS server at {url}: {e}")).help(
+                "start one with JetStream (`nats-server -js`), or pass its address with `--nats nats://HOST:PORT` (or PHASEGATE_NATS)",
+            )
+        })?;
+    Ok(jetstream::new(client))
+}
+
+/// Creates the jobs and results streams and the components bucket where they do not exist.
+pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<object_store::ObjectStore> {
+    let problem = |what: &str, e: &dyn std::fmt::Display| {
+        Problem::new(format!("cannot set up {what} on the NATS server: {e}"))
+            .help("the server must run with JetStream enabled (`nats-server -js`)")
+    };
+    js.get_or_create_stream(stream::Config {
+        name: JOBS_STREAM.into(),
+        subjects: vec!["phasegate.jobs.>".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| problem("the jobs stream", &e))?;
+    js.get_or_create_stream(stream::Config {
+        name: RESULTS_STREAM.into(),
+        subjects: vec!["phasegate.results.>".into()],
+        storage: stream::StorageType::File,
+        max_age: RESULTS_MAX_AGE,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| problem("the results stream", &e))?;
+    let store = match js.get_object_store(BUCKET).await {
+        Ok(store) => store,
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: BUCKET.into(),
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| problem("the components bucket", &e))?,
+    };
+    Ok(store)
+}

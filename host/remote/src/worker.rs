@@ -1,0 +1,323 @@
+//! `phasegate worker`: pulls jobs from the shared consumer, runs each in the same sandbox as a
+//! local run (within the worker's policy), publishes the result, and only then acknowledges the
+//! job. A job whose worker dies before that is delivered again once its ack deadline passes;
+//! a long attempt keeps extending its deadline while it runs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind, consumer, object_store};
+use futures_util::StreamExt;
+use phasegate_engine::plugin::wit;
+use phasegate_engine::{LoadedPlugin, PluginHost, compile_cache::CompileCache};
+use phasegate_model::error::Problem;
+use phasegate_model::events::Emitter;
+use phasegate_model::job::Attempt;
+use phasegate_model::pipeline::{EngineLimits, PluginRef};
+use phasegate_model::progress::{Failure, FailureKind};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Semaphore;
+
+use crate::connect::{connect, ensure};
+use crate::policy::WorkerPolicy;
+use crate::wire::{JOBS_STREAM, JobMessage, ResultMessage, WORKERS, results_subject};
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// The NATS server.
+    pub url: String,
+    /// The worker's name, recorded with every task it runs.
+    pub name: String,
+    /// Attempts run at once.
+    pub concurrency: usize,
+    /// How long a job may go unacknowledged before it is delivered to another worker; a
+    /// running attempt extends it every third of this.
+    pub ack_wait: Duration,
+    /// Where fetched components are kept (by digest).
+    pub components: PathBuf,
+}
+
+/// What a worker did, for its command to print.
+#[derive(Clone, Debug)]
+pub enum WorkerEvent {
+    /// Connected and waiting for jobs.
+    Ready,
+    /// Ran an attempt (`error`: why it failed, if it did).
+    Ran {
+        key: String,
+        duration_ms: u64,
+        error: Option<String>,
+    },
+    /// A job could not be handled (bad message, result not published): it is not acknowledged
+    /// (or, unreadable, terminated).
+    Trouble { key: String, why: String },
+}
+
+/// Runs until the connection fails: connects, then pulls and runs jobs.
+pub async fn run(
+    options: WorkerOptions,
+    policy: WorkerPolicy,
+    on_event: Arc<dyn Fn(WorkerEvent) + Send + Sync>,
+) -> anyhow::Result<()> {
+    let js = connect(&options.url, &format!("phasegate worker {}", options.name)).await?;
+    let store = ensure(&js).await?;
+    let consumer: consumer::PullConsumer = js
+        .get_stream(JOBS_STREAM)
+        .await
+        .map_err(|e| Problem::new(format!("cannot open the jobs stream: {e}")))?
+        .get_or_create_consumer(
+            WORKERS,
+            consumer::pull::Config {
+                durable_name: Some(WORKERS.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: options.ack_wait,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Problem::new(format!("cannot join the workers' consumer: {e}")))?;
+    std::fs::create_dir_all(&options.components).map_err(|e| {
+        Problem::new(format!(
+            "cannot create {}: {e}",
+            options.components.display()
+        ))
+    })?;
+    let worker = Arc::new(Worker {
+        js,
+        store,
+        policy,
+        options: options.clone(),
+        hosts: Mutex::new(HashMap::new()),
+        loaded: Mutex::new(HashMap::new()),
+        on_event,
+    });
+    (worker.on_event)(WorkerEvent::Ready);
+    let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    loop {
+        let slot = slots.clone().acquire_owned().await?;
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(|e| Problem::new(format!("lost the NATS server at {}: {e}", options.url)))?;
+        let Some(message) = batch.next().await else {
+            continue;
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(
+                    Problem::new(format!("lost the NATS server at {}: {e}", options.url)).into(),
+                );
+            }
+        };
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            worker.handle(message).await;
+            drop(slot);
+        });
+    }
+}
+
+struct Worker {
+    js: jetstream::Context,
+    store: object_store::ObjectStore,
+    policy: WorkerPolicy,
+    options: WorkerOptions,
+    /// One engine per engine configuration a run asks for.
+    hosts: Mutex<HashMap<EngineLimits, Arc<PluginHost>>>,
+    /// Components loaded on each engine, by digest.
+    loaded: Mutex<HashMap<(EngineLimits, String), Arc<LoadedPlugin>>>,
+    on_event: Arc<dyn Fn(WorkerEvent) + Send + Sync>,
+}
+
+impl Worker {
+    async fn handle(&self, message: jetstream::Message) {
+        let job: JobMessage<'_> = match serde_json::from_slice(&message.payload) {
+            Ok(job) => job,
+            Err(e) => {
+                (self.on_event)(WorkerEvent::Trouble {
+                    key: String::new(),
+                    why: format!("not a phasegate job ({e}); dropped"),
+                });
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        let started = Instant::now();
+        let attempt = self.attempt(&job, &message).await;
+        let error = attempt.result.as_ref().err().map(|f| f.message.clone());
+        let result = ResultMessage {
+            key: job.key.clone(),
+            worker: self.options.name.clone(),
+            attempt,
+        };
+        // Acknowledged only once the result is stored: a worker that dies before leaves the
+        // job to be delivered again.
+        let published = match serde_json::to_vec(&result) {
+            Ok(payload) => match self
+                .js
+                .publish(results_subject(&job.job.run_id), payload.into())
+                .await
+            {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match published {
+            Ok(()) => {
+                let _ = message.ack().await;
+                (self.on_event)(WorkerEvent::Ran {
+                    key: job.key.clone(),
+                    duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    error,
+                });
+            }
+            Err(why) => (self.on_event)(WorkerEvent::Trouble {
+                key: job.key.clone(),
+                why: format!("cannot publish the result ({why}); the job will be delivered again"),
+            }),
+        }
+    }
+
+    /// Checks the job against the policy, gets and checks its component, and runs it while
+    /// extending the job's ack deadline.
+    async fn attempt(&self, job: &JobMessage<'_>, message: &jetstream::Message) -> Attempt {
+        let refused = |problem: Problem| Attempt {
+            result: Err(Failure {
+                kind: FailureKind::Host,
+                message: problem.to_string(),
+            }),
+            log: Vec::new(),
+            worker: None,
+        };
+        let grants = match self.policy.admit(&self.options.name, &job.job.grants) {
+            Ok(grants) => grants,
+            Err(problem) => return refused(problem),
+        };
+        let plugin = match self.plugin(job).await {
+            Ok(plugin) => plugin,
+            Err(problem) => return refused(problem),
+        };
+        let host = match self.host(job.engine) {
+            Ok(host) => host,
+            Err(problem) => return refused(problem),
+        };
+        let request = Arc::new(wit::TaskRequest {
+            run_id: job.job.run_id.to_string(),
+            phase: job.job.phase.to_string(),
+            task: job.job.task.to_string(),
+            attempt: job.job.attempt,
+            input: job.job.input.to_string(),
+            context: job.job.context.to_string(),
+            config: job.job.config.to_string(),
+        });
+        let run = host.run_task(
+            &plugin,
+            &request,
+            &job.job.limits,
+            &grants,
+            Emitter::discard(),
+        );
+        tokio::pin!(run);
+        let mut extend =
+            tokio::time::interval((self.options.ack_wait / 3).max(Duration::from_millis(100)));
+        extend.tick().await;
+        loop {
+            tokio::select! {
+                attempt = &mut run => return attempt,
+                _ = extend.tick() => {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
+
+    fn host(&self, engine: EngineLimits) -> Result<Arc<PluginHost>, Problem> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(host) = hosts.get(&engine) {
+            return Ok(host.clone());
+        }
+        let host = PluginHost::with_cache(engine, CompileCache::default_root())
+            .map_err(|e| Problem::new(format!("cannot start an engine: {e:#}")))?;
+        hosts.insert(engine, host.clone());
+        Ok(host)
+    }
+
+    /// The job's component, loaded: from memory, the worker's folder, or the bucket. Its bytes
+    /// are checked against the digest before anything compiles them.
+    async fn plugin(&self, job: &JobMessage<'_>) -> Result<Arc<LoadedPlugin>, Problem> {
+        let id = (job.engine, job.digest.clone());
+        if let Some(p) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Ok(p.clone());
+        }
+        let hex = job.digest.trim_start_matches("sha256:");
+        if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Problem::new(format!(
+                "`{}` is not a sha256 digest",
+                job.digest
+            )));
+        }
+        let path = self.options.components.join(format!("{hex}.wasm"));
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) if phasegate_model::digest::sha256_bytes(&bytes) == job.digest => bytes,
+            _ => {
+                let mut object = self.store.get(&job.digest).await.map_err(|e| {
+                    Problem::new(format!(
+                        "cannot fetch component {} from the bucket: {e}",
+                        job.digest
+                    ))
+                })?;
+                let mut bytes = Vec::new();
+                object.read_to_end(&mut bytes).await.map_err(|e| {
+                    Problem::new(format!("cannot read component {}: {e}", job.digest))
+                })?;
+                let actual = phasegate_model::digest::sha256_bytes(&bytes);
+                if actual != job.digest {
+                    return Err(Problem::new(format!(
+                        "refused component {}: the object in bucket `{}` hashes to {actual} (tampered with, or corrupt)",
+                        job.digest,
+                        crate::wire::BUCKET
+                    ))
+                    .help("put the right bytes back (a run with `--nats` puts a missing component), or remove the object"));
+                }
+                let _ = keep_component(&path, &bytes);
+                bytes
+            }
+        };
+        let host = self.host(job.engine)?;
+        let plugin = PluginRef {
+            spec: job.job.plugin.spec.clone(),
+            path: path.clone(),
+            installed: None,
+            digest: Some(job.digest.clone()),
+        };
+        let loaded = Arc::new(
+            host.load_bytes(&plugin, &bytes)
+                .map_err(|e| Problem::new(e.to_string()))?,
+        );
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, loaded.clone());
+        Ok(loaded)
+    }
+}
+
+/// Keeps a fetched component (written whole or not at all).
+fn keep_component(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
