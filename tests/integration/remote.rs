@@ -17,7 +17,7 @@ use crate::harness::{Project, next_event, normalized};
 struct Nats {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Nats {
@@ -32,9 +32,14 @@ impl Nats {
             .local_addr()
             .unwrap()
             .port();
+        let child = Self::serve(port, dir.path());
+        Nats { child, port, dir }
+    }
+
+    fn serve(port: u16, dir: &Path) -> Child {
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -44,11 +49,14 @@ impl Nats {
             assert!(Instant::now() < deadline, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Nats {
-            child,
-            port,
-            _dir: dir,
-        }
+        child
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and storage.
+    fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = Self::serve(self.port, self.dir.path());
     }
 
     fn url(&self) -> String {
@@ -472,6 +480,61 @@ fn a_controller_killed_mid_phase_resumes_through_nats_without_running_anything_t
     ran.dedup();
     assert_eq!(before, ran.len(), "an attempt ran twice: {ran:?}");
     assert_eq!(ran.len(), 9, "{ran:?}");
+}
+
+#[test]
+fn the_server_killed_and_restarted_mid_phase_loses_nothing() {
+    let mut nats = Nats::start();
+    let p = Project::new();
+    let mut toml = String::from("name = \"sturdy\"\n[[phase]]\nid = \"bulk\"\nconcurrency = 4\n");
+    for i in 0..8 {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{{PROBE}}\"\ninput = \"{i}\"\nconfig = {{ sleep-ms = 300 }}\n"
+        ));
+    }
+    p.pipeline(&toml);
+    let w1 = Worker::start(&p, &nats, "w1", &[]);
+    let (mut controller, mut events) =
+        p.spawn_json(&["run", "pipeline.toml", "--nats", &nats.url()]);
+    let mut finished = 0;
+    while let Some(e) = next_event(&mut events) {
+        if e["event"] == "task-finished" {
+            finished += 1;
+            if finished == 2 {
+                nats.restart();
+                break;
+            }
+        }
+    }
+    while next_event(&mut events).is_some() {}
+    assert_eq!(controller.wait().unwrap().code(), Some(0));
+    let state = p.state(".phasegate/state.toml");
+    assert_eq!(state["status"], "completed");
+    for task in state["phase"][0]["task"].as_array().unwrap() {
+        assert_eq!(task["status"], "succeeded", "{task}");
+        assert_eq!(task["attempts"], 1, "{task}");
+    }
+    assert!(ran_by(&[&w1], 8).len() >= 8);
+}
+
+#[test]
+fn a_long_task_keeps_its_job_while_it_runs() {
+    let nats = Nats::start();
+    let p = Project::new();
+    p.pipeline("name = \"long\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"slow\"\nplugin = \"{PROBE}\"\nconfig = { sleep-ms = 3500 }\n");
+    // Its ack deadline is one second; it runs for 3.5: only the extensions keep another
+    // worker from getting it.
+    let w1 = Worker::start(&p, &nats, "w1", &["--ack-wait", "1"]);
+    let w2 = Worker::start(&p, &nats, "w2", &["--ack-wait", "1"]);
+    let run = p.run_json(&["run", "pipeline.toml", "--nats", &nats.url()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    std::thread::sleep(Duration::from_millis(1500));
+    let ran = ran_by(&[&w1, &w2], 1);
+    assert_eq!(
+        ran.len(),
+        1,
+        "the job was delivered again while it ran: {ran:?}"
+    );
 }
 
 fn sha256(bytes: &[u8]) -> String {

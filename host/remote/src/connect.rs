@@ -63,3 +63,25 @@ pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<object_store::Obj
     };
     Ok(store)
 }
+
+/// How long a publish is tried again while the server is away (restarting, say) before the
+/// attempt is given up as a host failure.
+pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `publish` until it succeeds or [`PUBLISH_PATIENCE`] has passed, a second between
+/// tries. Safe for jobs, which carry a `Nats-Msg-Id` the stream de-duplicates by, and for
+/// results, of which the controller counts the first.
+pub async fn retrying<F, Fut>(mut publish: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
+    loop {
+        match publish().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}

@@ -86,20 +86,8 @@ impl NatsExecutor {
             }
             digests.insert(plugin.clone(), loaded.digest.clone());
         }
-        let results = js
-            .get_stream(RESULTS_STREAM)
-            .await
-            .map_err(|e| Problem::new(format!("cannot open the results stream on {url}: {e}")))?;
-        let consumer = results
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: results_subject(run_id),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Problem::new(format!("cannot follow the results on {url}: {e}")))?;
-        let mut messages = consumer
-            .messages()
+        // Opened once here, so that a server that cannot follow results is an error now.
+        let messages = follow(&js, run_id, 0)
             .await
             .map_err(|e| Problem::new(format!("cannot follow the results on {url}: {e}")))?;
         let shared = Arc::new(Shared {
@@ -110,11 +98,32 @@ impl NatsExecutor {
             pending: Mutex::new(Pending::default()),
         });
         let listening = shared.clone();
+        let run_id = run_id.to_owned();
         let listener = tokio::spawn(async move {
-            while let Some(Ok(message)) = messages.next().await {
-                if let Ok(result) = serde_json::from_slice::<ResultMessage>(&message.payload) {
-                    listening.deliver(result, &emitter);
+            // The results from the start of the run, in order. When the server goes away the
+            // stream of them ends or errs: follow again from the last one seen.
+            let mut messages = Some(messages);
+            let mut seen = 0;
+            loop {
+                let mut current = match messages.take() {
+                    Some(m) => m,
+                    None => match follow(&listening.js, &run_id, seen).await {
+                        Ok(m) => m,
+                        Err(_) => {
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    },
+                };
+                while let Some(Ok(message)) = current.next().await {
+                    if let Ok(info) = message.info() {
+                        seen = info.stream_sequence;
+                    }
+                    if let Ok(result) = serde_json::from_slice::<ResultMessage>(&message.payload) {
+                        listening.deliver(result, &emitter);
+                    }
                 }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         });
         Ok(NatsExecutor {
@@ -125,6 +134,31 @@ impl NatsExecutor {
     }
 }
 
+/// An ordered consumer of the run's results after stream sequence `after` (0: all of them).
+async fn follow(
+    js: &jetstream::Context,
+    run_id: &str,
+    after: u64,
+) -> anyhow::Result<consumer::pull::Ordered> {
+    let deliver_policy = if after == 0 {
+        consumer::DeliverPolicy::All
+    } else {
+        consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        }
+    };
+    let consumer = js
+        .get_stream(RESULTS_STREAM)
+        .await?
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: results_subject(run_id),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.messages().await?)
+}
+
 impl Drop for NatsExecutor {
     fn drop(&mut self) {
         self.listener.abort();
@@ -132,11 +166,14 @@ impl Drop for NatsExecutor {
 }
 
 impl Shared {
-    /// Hands a result to the attempt waiting for it, keeps it for one that will ask, or notes
-    /// a duplicate (a worker presumed dead that finished after all): the first result counts.
+    /// Hands a result to its attempt, or notes a duplicate.
     fn deliver(&self, result: ResultMessage, emitter: &Emitter) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.taken.contains(&result.key) || pending.early.contains_key(&result.key) {
+        let duplicate = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .deliver(result);
+        if let Some(result) = duplicate {
             let mut parts = result.key.splitn(4, '/').skip(1);
             let (phase, task) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             emitter.emit(EventKind::TaskLog {
@@ -148,18 +185,50 @@ impl Shared {
                     result.key, result.worker
                 ),
             });
-            return;
         }
-        match pending.waiting.remove(&result.key) {
+    }
+}
+
+impl Pending {
+    /// Hands a result to the attempt waiting for it, or keeps it for one that will ask.
+    /// Returns it back when it is a duplicate (a worker presumed dead that finished after
+    /// all): the first result of an attempt counts.
+    fn deliver(&mut self, result: ResultMessage) -> Option<ResultMessage> {
+        if self.taken.contains(&result.key) || self.early.contains_key(&result.key) {
+            return Some(result);
+        }
+        match self.waiting.remove(&result.key) {
             Some(waiter) => {
-                pending.taken.insert(result.key.clone());
+                self.taken.insert(result.key.clone());
                 let _ = waiter.send(result);
             }
             None => {
-                pending.early.insert(result.key.clone(), result);
+                self.early.insert(result.key.clone(), result);
+            }
+        }
+        None
+    }
+
+    /// The result of `key` if it came already; else a receiver for it.
+    fn ask(&mut self, key: &str) -> Answer {
+        match self.early.remove(key) {
+            Some(result) => {
+                self.taken.insert(key.to_owned());
+                Answer::Came(Box::new(result))
+            }
+            None => {
+                let (tx, rx) = oneshot::channel();
+                self.waiting.insert(key.to_owned(), tx);
+                Answer::Wait(rx)
             }
         }
     }
+}
+
+/// An attempt's result, or where it will come.
+enum Answer {
+    Came(Box<ResultMessage>),
+    Wait(oneshot::Receiver<ResultMessage>),
 }
 
 impl Executor for NatsExecutor {
@@ -199,23 +268,14 @@ impl Lane for NatsLane {
         let Some(digest) = shared.digests.get(&*job.plugin) else {
             return host_failure(format!("plugin `{}` was not loaded", job.plugin.spec));
         };
-        let answer = {
-            let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-            match pending.early.remove(&key) {
-                Some(result) => {
-                    pending.taken.insert(key.clone());
-                    Err(result)
-                }
-                None => {
-                    let (tx, rx) = oneshot::channel();
-                    pending.waiting.insert(key.clone(), tx);
-                    Ok(rx)
-                }
-            }
-        };
+        let answer = shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ask(&key);
         let rx = match answer {
-            Err(already) => return attempt_of(already),
-            Ok(rx) => rx,
+            Answer::Came(result) => return attempt_of(*result),
+            Answer::Wait(rx) => rx,
         };
         let message = JobMessage {
             key: key.clone(),
@@ -227,16 +287,20 @@ impl Lane for NatsLane {
             Ok(p) => p,
             Err(e) => return host_failure(format!("cannot encode job {key}: {e}")),
         };
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", key.as_str());
-        let published = match shared
-            .js
-            .publish_with_headers(jobs_subject(&job.run_id), headers, payload.into())
-            .await
-        {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let payload = bytes::Bytes::from(payload);
+        let published = crate::connect::retrying(|| async {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", key.as_str());
+            shared
+                .js
+                .publish_with_headers(jobs_subject(&job.run_id), headers, payload.clone())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await;
         if let Err(e) = published {
             return host_failure(format!(
                 "cannot publish job {key} to the NATS server at {}: {e}",
@@ -254,5 +318,43 @@ fn attempt_of(result: ResultMessage) -> Attempt {
     Attempt {
         worker: Some(result.worker),
         ..result.attempt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(key: &str, worker: &str) -> ResultMessage {
+        ResultMessage {
+            key: key.into(),
+            worker: worker.into(),
+            attempt: Attempt {
+                result: Ok(format!("\"{worker}\"")),
+                log: Vec::new(),
+                worker: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_first_result_of_an_attempt_counts_and_later_ones_are_duplicates() {
+        let mut pending = Pending::default();
+        // Asked first, answered once; a second answer is a duplicate.
+        let Answer::Wait(mut rx) = pending.ask("r/p/a/1") else {
+            panic!("nothing came yet")
+        };
+        assert!(pending.deliver(result("r/p/a/1", "slow")).is_none());
+        assert_eq!(rx.try_recv().unwrap().worker, "slow");
+        let dup = pending.deliver(result("r/p/a/1", "fast")).unwrap();
+        assert_eq!(dup.worker, "fast");
+        // Answered before it was asked (a resumed controller): kept, then taken.
+        assert!(pending.deliver(result("r/p/b/1", "w")).is_none());
+        assert!(pending.deliver(result("r/p/b/1", "again")).is_some());
+        let Answer::Came(early) = pending.ask("r/p/b/1") else {
+            panic!("it came before it was asked")
+        };
+        assert_eq!(early.worker, "w");
+        assert!(pending.deliver(result("r/p/b/1", "late")).is_some());
     }
 }

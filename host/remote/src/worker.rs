@@ -56,7 +56,8 @@ pub enum WorkerEvent {
     Trouble { key: String, why: String },
 }
 
-/// Runs until the connection fails: connects, then pulls and runs jobs.
+/// Connects, then pulls and runs jobs until the process ends. A server that cannot be reached
+/// at the start is an error; one that goes away later is waited for.
 pub async fn run(
     options: WorkerOptions,
     policy: WorkerPolicy,
@@ -98,22 +99,26 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
     loop {
         let slot = slots.clone().acquire_owned().await?;
-        let mut batch = consumer
+        // While the server is away (restarting), the client reconnects by itself: wait and
+        // ask again rather than give up on the jobs to come.
+        let message = match consumer
             .fetch()
             .max_messages(1)
             .expires(Duration::from_secs(5))
             .messages()
             .await
-            .map_err(|e| Problem::new(format!("lost the NATS server at {}: {e}", options.url)))?;
-        let Some(message) = batch.next().await else {
-            continue;
-        };
-        let message = match message {
-            Ok(m) => m,
+        {
+            Ok(mut batch) => match batch.next().await {
+                Some(Ok(message)) => message,
+                None => continue,
+                Some(Err(e)) => {
+                    away(&worker, &options.url, &e).await;
+                    continue;
+                }
+            },
             Err(e) => {
-                return Err(
-                    Problem::new(format!("lost the NATS server at {}: {e}", options.url)).into(),
-                );
+                away(&worker, &options.url, &e).await;
+                continue;
             }
         };
         let worker = worker.clone();
@@ -122,6 +127,15 @@ pub async fn run(
             drop(slot);
         });
     }
+}
+
+/// Reports that the server cannot be reached and waits a moment before the next try.
+async fn away(worker: &Worker, url: &str, e: &dyn std::fmt::Display) {
+    (worker.on_event)(WorkerEvent::Trouble {
+        key: String::new(),
+        why: format!("the NATS server at {url} does not answer ({e}); trying again"),
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 struct Worker {
@@ -160,14 +174,19 @@ impl Worker {
         // Acknowledged only once the result is stored: a worker that dies before leaves the
         // job to be delivered again.
         let published = match serde_json::to_vec(&result) {
-            Ok(payload) => match self
-                .js
-                .publish(results_subject(&job.job.run_id), payload.into())
+            Ok(payload) => {
+                let payload = bytes::Bytes::from(payload);
+                crate::connect::retrying(|| async {
+                    self.js
+                        .publish(results_subject(&job.job.run_id), payload.clone())
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
                 .await
-            {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
+            }
             Err(e) => Err(e.to_string()),
         };
         match published {
