@@ -192,7 +192,8 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, Problem> {
         .collect();
     paths.sort();
     if paths.is_empty() {
-        return Err(Problem::new(format!("{}: no `*.toml` fixtures", dir.display())).help("write one (see docs/plugin-guide.md#fixtures), or record one from a run with `phasegate test --record`"));
+        return Err(Problem::new(format!("{}: no `*.toml` fixtures", dir.display()))
+            .help("write one (see docs/plugin-guide.md#fixtures), or record one from a run with `phasegate test --record`"));
     }
     paths.iter().map(|p| load(p)).collect()
 }

@@ -84,15 +84,34 @@ pub fn record_or_refuse(
     let review = install::review_uses(pipeline, project, &lock, plugins);
     if locked {
         if !review.recorded {
-            return Err(bad_input(Problem::new(format!("{}: --locked, but {} has no record of this pipeline", pipeline.path.display(), lock_path.display())).help(format!("review it with `phasegate validate {}` (which records it in the lock), commit the lock, then use --locked", pipeline.path.display()))));
+            let path = pipeline.path.display();
+            return Err(bad_input(
+                Problem::new(format!(
+                    "{path}: --locked, but {} has no record of this pipeline",
+                    lock_path.display()
+                ))
+                .help(format!(
+                    "review it with `phasegate validate {path}` (which records it in the lock), commit the lock, then use --locked"
+                )),
+            ));
         }
         if !review.changes.is_empty() {
-            return Err(bad_input(Problem::new(format!("{}: --locked, but the pipeline's plugins differ from what {} recorded:\n{}", pipeline.path.display(), lock_path.display(), review
-                    .changes
-                    .iter()
-                    .map(|c| format!("  - {}{c}", if c.widens { "[wider] " } else { "" }))
-                    .collect::<Vec<_>>()
-                    .join("\n"))).help(format!("review the changes (`phasegate plugin inspect NAME`), then accept them with `phasegate validate {}`, which records them in the lock", pipeline.path.display()))));
+            let path = pipeline.path.display();
+            let changes: Vec<String> = review
+                .changes
+                .iter()
+                .map(|c| format!("  - {}{c}", if c.widens { "[wider] " } else { "" }))
+                .collect();
+            return Err(bad_input(
+                Problem::new(format!(
+                    "{path}: --locked, but the pipeline's plugins differ from what {} recorded:\n{}",
+                    lock_path.display(),
+                    changes.join("\n")
+                ))
+                .help(format!(
+                    "review the changes (`phasegate plugin inspect NAME`), then accept them with `phasegate validate {path}`, which records them in the lock"
+                )),
+            ));
         }
         return Ok(());
     }

@@ -42,7 +42,8 @@ enum LangArg {
 impl NewArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         if !templates::valid_name(&self.name) {
-            return Err(bad_input(Problem::new(format!("`{}` cannot name a plugin", self.name)).help("use lowercase letters, digits and `-`, starting with a letter (e.g. `word-count`)")));
+            return Err(bad_input(Problem::new(format!("`{}` cannot name a plugin", self.name))
+                .help("use lowercase letters, digits and `-`, starting with a letter (e.g. `word-count`)")));
         }
         let kind = match self.kind {
             KindArg::Task => Kind::Task,

@@ -37,7 +37,11 @@ impl ResumeArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         let state_path = state_path(self.state);
         if !state_path.exists() {
-            return Err(bad_input(Problem::new(format!("no progress file at {}", state_path.display())).help("start a run with `phasegate run PIPELINE`, or point to its file with `--state FILE`")));
+            return Err(bad_input(
+                Problem::new(format!("no progress file at {}", state_path.display())).help(
+                    "start a run with `phasegate run PIPELINE`, or point to its file with `--state FILE`",
+                ),
+            ));
         }
         let mut store =
             ProgressStore::open(&state_path).map_err(|e| bad_input(format!("{e:#}")))?;
@@ -55,11 +59,19 @@ impl ResumeArgs {
         let changes = changes(&store.state, &pipeline, &now);
         if !changes.is_empty() {
             if !self.force {
-                return Err(bad_input(Problem::new(format!("cannot resume run `{}`: {} changed since it started:\n{}", store.state.run_id, if changes.len() == 1 { "this" } else { "these" }, changes
-                        .iter()
-                        .map(|c| format!("  - {c}"))
-                        .collect::<Vec<_>>()
-                        .join("\n"))).help(format!("restore them, start over with `phasegate run {} --fresh`, or pass `--force` to resume with the changes", pipeline.path.display()))));
+                let listed: Vec<String> = changes.iter().map(|c| format!("  - {c}")).collect();
+                return Err(bad_input(
+                    Problem::new(format!(
+                        "cannot resume run `{}`: {} changed since it started:\n{}",
+                        store.state.run_id,
+                        if changes.len() == 1 { "this" } else { "these" },
+                        listed.join("\n")
+                    ))
+                    .help(format!(
+                        "restore them, start over with `phasegate run {} --fresh`, or pass `--force` to resume with the changes",
+                        pipeline.path.display()
+                    )),
+                ));
             }
             for c in &changes {
                 eprintln!("warning: resuming despite a change: {c}");

@@ -75,7 +75,18 @@ impl RunArgs {
             && let Ok(existing) = ProgressStore::open(&state_path)
             && existing.state.status == RunStatus::Running
         {
-            return Err(bad_input(Problem::new(format!("{} holds the unfinished run `{}` of {}", state_path.display(), existing.state.run_id, existing.state.pipeline.display())).help(format!("continue it with `phasegate resume --state {}`, or pass `--fresh` to start over", state_path.display()))));
+            return Err(bad_input(
+                Problem::new(format!(
+                    "{} holds the unfinished run `{}` of {}",
+                    state_path.display(),
+                    existing.state.run_id,
+                    existing.state.pipeline.display()
+                ))
+                .help(format!(
+                    "continue it with `phasegate resume --state {}`, or pass `--fresh` to start over",
+                    state_path.display()
+                )),
+            ));
         }
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;

@@ -110,7 +110,8 @@ pub async fn fetch_candidate(
         .map(str::to_owned)
         .unwrap_or_else(|| examined.metadata.name.clone());
     if !phasegate_store::valid_name(&name) {
-        return Err(Problem::new(format!("`{name}` cannot be an installed name: use lowercase letters, digits, `-`, `_` and `.` (at most 64)")).help("pass `--name NAME`").into());
+        return Err(Problem::new(format!("`{name}` cannot be an installed name: use lowercase letters, digits, `-`, `_` and `.` (at most 64)"))
+            .help("pass `--name NAME`").into());
     }
     let signature = policy
         .check(
