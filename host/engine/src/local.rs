@@ -5,7 +5,7 @@ use std::sync::Arc;
 use phasegate_model::events::Emitter;
 use phasegate_model::job::{Attempt, Executor, GateJob, Lane, PhaseReport, TaskJob};
 use phasegate_model::pipeline::PluginRef;
-use phasegate_model::progress::{Failure, FailureKind, VerdictKind, VerdictRecord};
+use phasegate_model::progress::{VerdictKind, VerdictRecord};
 
 use crate::load::{LoadedPlugin, LoadedPlugins, PluginHost};
 use crate::plugin::{wit, wit_failure_kind};
@@ -103,14 +103,7 @@ impl Lane for LocalLane {
             self.plugin = self.plugins.get(&*job.plugin).cloned();
         }
         let Some(plugin) = &self.plugin else {
-            return Attempt {
-                result: Err(Failure {
-                    kind: FailureKind::Host,
-                    message: format!("plugin `{}` was not loaded", job.plugin.spec),
-                }),
-                log: Vec::new(),
-                worker: None,
-            };
+            return Attempt::host_failure(format!("plugin `{}` was not loaded", job.plugin.spec));
         };
         {
             let request = Arc::make_mut(&mut self.request);

@@ -55,6 +55,21 @@ pub struct Attempt {
     pub worker: Option<String>,
 }
 
+impl Attempt {
+    /// An attempt that could not run on the host's side (a plugin not loaded, a job not
+    /// delivered, a worker's refusal): no output, no log.
+    pub fn host_failure(message: impl Into<String>) -> Attempt {
+        Attempt {
+            result: Err(Failure {
+                kind: crate::outcome::FailureKind::Host,
+                message: message.into(),
+            }),
+            log: Vec::new(),
+            worker: None,
+        }
+    }
+}
+
 /// A phase's gate, with the report it judges.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GateJob<'a> {

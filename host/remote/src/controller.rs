@@ -11,7 +11,7 @@ use phasegate_model::error::Problem;
 use phasegate_model::events::{Emitter, EventKind, LogLevel};
 use phasegate_model::job::{Attempt, Executor, GateJob, Lane, TaskJob};
 use phasegate_model::pipeline::{EngineLimits, PluginRef};
-use phasegate_model::progress::{Failure, FailureKind, VerdictRecord};
+use phasegate_model::progress::VerdictRecord;
 use tokio::sync::oneshot;
 
 use crate::connect::{connect, ensure};
@@ -250,23 +250,12 @@ pub struct NatsLane {
     shared: Arc<Shared>,
 }
 
-fn host_failure(message: String) -> Attempt {
-    Attempt {
-        result: Err(Failure {
-            kind: FailureKind::Host,
-            message,
-        }),
-        log: Vec::new(),
-        worker: None,
-    }
-}
-
 impl Lane for NatsLane {
     async fn run(&mut self, job: &TaskJob<'_>) -> Attempt {
         let shared = &self.shared;
         let key = key(&job.run_id, &job.phase, &job.task, job.attempt);
         let Some(digest) = shared.digests.get(&*job.plugin) else {
-            return host_failure(format!("plugin `{}` was not loaded", job.plugin.spec));
+            return Attempt::host_failure(format!("plugin `{}` was not loaded", job.plugin.spec));
         };
         let answer = shared
             .pending
@@ -285,7 +274,7 @@ impl Lane for NatsLane {
         };
         let payload = match serde_json::to_vec(&message) {
             Ok(p) => p,
-            Err(e) => return host_failure(format!("cannot encode job {key}: {e}")),
+            Err(e) => return Attempt::host_failure(format!("cannot encode job {key}: {e}")),
         };
         let payload = bytes::Bytes::from(payload);
         let published = crate::connect::retrying(|| async {
@@ -302,14 +291,14 @@ impl Lane for NatsLane {
         })
         .await;
         if let Err(e) = published {
-            return host_failure(format!(
+            return Attempt::host_failure(format!(
                 "cannot publish job {key} to the NATS server at {}: {e}",
                 shared.url
             ));
         }
         match rx.await {
             Ok(result) => attempt_of(result),
-            Err(_) => host_failure(format!("the result of job {key} never came")),
+            Err(_) => Attempt::host_failure(format!("the result of job {key} never came")),
         }
     }
 }

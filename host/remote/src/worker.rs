@@ -16,7 +16,6 @@ use phasegate_model::error::Problem;
 use phasegate_model::events::Emitter;
 use phasegate_model::job::Attempt;
 use phasegate_model::pipeline::{EngineLimits, PluginRef};
-use phasegate_model::progress::{Failure, FailureKind};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
@@ -208,14 +207,7 @@ impl Worker {
     /// Checks the job against the policy, gets and checks its component, and runs it while
     /// extending the job's ack deadline.
     async fn attempt(&self, job: &JobMessage<'_>, message: &jetstream::Message) -> Attempt {
-        let refused = |problem: Problem| Attempt {
-            result: Err(Failure {
-                kind: FailureKind::Host,
-                message: problem.to_string(),
-            }),
-            log: Vec::new(),
-            worker: None,
-        };
+        let refused = |problem: Problem| Attempt::host_failure(problem.to_string());
         let grants = match self.policy.admit(&self.options.name, &job.job.grants) {
             Ok(grants) => grants,
             Err(problem) => return refused(problem),
