@@ -349,7 +349,8 @@ fn a_tampered_component_object_is_refused() {
     rt.block_on(async {
         let js = phasegate_remote::connect::connect(&url, "test")
             .await
-            .unwrap();
+            .unwrap()
+            .js;
         let store = phasegate_remote::connect::ensure(&js).await.unwrap();
         store
             .put(digest.as_str(), &mut &b"\0asm not the probe"[..])

@@ -55,6 +55,7 @@ impl ResumeArgs {
         let pipeline = load_pipeline(&store.state.pipeline.clone())?;
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
+        let nats = self.dispatch.connect(&runtime)?;
         let now = phasegate_engine::digests(&plugins);
         let changes = changes(&store.state, &pipeline, &now);
         if !changes.is_empty() {
@@ -86,7 +87,7 @@ impl ResumeArgs {
             &mut store,
             true,
             self.output,
-            &self.dispatch,
+            nats,
         )
     }
 }

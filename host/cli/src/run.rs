@@ -11,6 +11,7 @@ use phasegate_model::job::Executor;
 use phasegate_model::pipeline::Pipeline;
 use phasegate_model::progress::{RunStatus, State};
 use phasegate_remote::NatsExecutor;
+use phasegate_remote::connect::{Server, connect};
 use phasegate_runner::Runner;
 use phasegate_runner::persist::ProgressStore;
 
@@ -38,12 +39,13 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    /// With `--nats`, checks that the server answers (before anything is written).
-    pub fn reachable(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        if let Some(url) = &self.nats {
-            runtime.block_on(phasegate_remote::connect::connect(url, "phasegate"))?;
-        }
-        Ok(())
+    /// With `--nats`, the connected server (an unreachable one is an error before anything is
+    /// written); `None` runs tasks in this process.
+    pub fn connect(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Option<Server>> {
+        Ok(match &self.nats {
+            Some(url) => Some(runtime.block_on(connect(url, "phasegate controller"))?),
+            None => None,
+        })
     }
 }
 
@@ -90,7 +92,7 @@ impl RunArgs {
         }
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
-        self.dispatch.reachable(&runtime)?;
+        let nats = self.dispatch.connect(&runtime)?;
         let state = State::new(
             phasegate_runner::resume::new_run_id(),
             &pipeline,
@@ -106,13 +108,13 @@ impl RunArgs {
             &mut store,
             false,
             self.output,
-            &self.dispatch,
+            nats,
         )
     }
 }
 
-/// Runs (or resumes) the run recorded in `store` on the executor `dispatch` asks for, rendering
-/// its events.
+/// Runs (or resumes) the run recorded in `store`, its tasks on the `nats` server's workers or
+/// in this process, rendering its events.
 #[expect(
     clippy::too_many_arguments,
     reason = "one call site each for run and resume"
@@ -125,20 +127,20 @@ pub fn execute(
     store: &mut ProgressStore,
     resumed: bool,
     output: Output,
-    dispatch: &Dispatch,
+    nats: Option<Server>,
 ) -> anyhow::Result<Exit> {
     let renderer = Arc::new(Renderer::new(output.format, output.verbose));
     let sink = renderer.clone();
     let emitter = phasegate_model::events::Emitter::new(move |e| sink.event(&e));
-    let outcome = match &dispatch.nats {
+    let outcome = match nats {
         None => {
             let executor = LocalExecutor::new(host, plugins);
             run_with(runtime, executor, pipeline, store, resumed, emitter)
         }
-        Some(url) => {
+        Some(server) => {
             let gates = LocalExecutor::new(host, plugins.clone());
             let executor = runtime.block_on(NatsExecutor::start(
-                url,
+                server,
                 &store.state.run_id,
                 pipeline.engine,
                 &plugins,

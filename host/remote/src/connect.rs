@@ -10,9 +10,18 @@ use crate::wire::{BUCKET, JOBS_STREAM, RESULTS_STREAM};
 /// How long results are kept: long enough for any run to be resumed.
 const RESULTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Connects to `url` (named `name` on the server) and returns its JetStream context. An
-/// unreachable server is a [`Problem`] naming the URL.
-pub async fn connect(url: &str, name: &str) -> Result<jetstream::Context, Problem> {
+/// A connected NATS server.
+#[derive(Clone)]
+pub struct Server {
+    /// Its address, as given (for messages).
+    pub url: String,
+    /// Its JetStream context.
+    pub js: jetstream::Context,
+}
+
+/// Connects to `url` (named `name` on the server). An unreachable server is a [`Problem`]
+/// naming the URL.
+pub async fn connect(url: &str, name: &str) -> Result<Server, Problem> {
     let client = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
@@ -23,7 +32,10 @@ pub async fn connect(url: &str, name: &str) -> Result<jetstream::Context, Proble
                 "start one with JetStream (`nats-server -js`), or pass its address with `--nats nats://HOST:PORT` (or PHASEGATE_NATS)",
             )
         })?;
-    Ok(jetstream::new(client))
+    Ok(Server {
+        url: url.to_owned(),
+        js: jetstream::new(client),
+    })
 }
 
 /// Creates the jobs and results streams and the components bucket where they do not exist.

@@ -14,7 +14,7 @@ use phasegate_model::pipeline::{EngineLimits, PluginRef};
 use phasegate_model::progress::VerdictRecord;
 use tokio::sync::oneshot;
 
-use crate::connect::{connect, ensure};
+use crate::connect::{Server, ensure};
 use crate::wire::{JobMessage, RESULTS_STREAM, ResultMessage, jobs_subject, key, results_subject};
 
 /// Runs task attempts on `phasegate worker`s through NATS JetStream; gates run locally.
@@ -45,18 +45,19 @@ struct Pending {
 }
 
 impl NatsExecutor {
-    /// Connects to `url`, makes sure the streams and bucket exist, puts every plugin's component
+    /// On a connected `server`, makes sure the streams and bucket exist, puts every plugin's component
     /// into the bucket (once: objects are named by digest), and starts following the run's
     /// results. `gates` runs the phases' gates; `emitter` hears of duplicate results.
     pub async fn start(
-        url: &str,
+        server: Server,
         run_id: &str,
         engine: EngineLimits,
         plugins: &LoadedPlugins,
         gates: LocalExecutor,
         emitter: Emitter,
     ) -> anyhow::Result<NatsExecutor> {
-        let js = connect(url, &format!("phasegate controller {run_id}")).await?;
+        let Server { url, js } = server;
+        let url = url.as_str();
         let store = ensure(&js).await?;
         let mut digests = HashMap::new();
         for (plugin, loaded) in plugins {

@@ -62,7 +62,9 @@ pub async fn run(
     policy: WorkerPolicy,
     on_event: Arc<dyn Fn(WorkerEvent) + Send + Sync>,
 ) -> anyhow::Result<()> {
-    let js = connect(&options.url, &format!("phasegate worker {}", options.name)).await?;
+    let js = connect(&options.url, &format!("phasegate worker {}", options.name))
+        .await?
+        .js;
     let store = ensure(&js).await?;
     let consumer: consumer::PullConsumer = js
         .get_stream(JOBS_STREAM)
