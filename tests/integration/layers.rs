@@ -22,7 +22,10 @@ const LAYERS: [(&str, &[&str]); 7] = [
             "phasegate-runner",
         ],
     ),
-    ("phasegate-remote", &["phasegate-model", "phasegate-engine"]),
+    (
+        "phasegate-remote",
+        &["phasegate-model", "phasegate-store", "phasegate-engine"],
+    ),
     (
         "phasegate",
         &[

@@ -305,7 +305,9 @@ impl Worker {
                     ))
                     .help("put the right bytes back (a run with `--nats` puts a missing component), or remove the object"));
                 }
-                let _ = keep_component(&path, &bytes);
+                // Kept whole or not at all; a damaged copy fails the digest check next time
+                // and is fetched again.
+                let _ = phasegate_store::write_atomically(&path, &bytes);
                 bytes
             }
         };
@@ -326,11 +328,4 @@ impl Worker {
             .insert(id, loaded.clone());
         Ok(loaded)
     }
-}
-
-/// Keeps a fetched component (written whole or not at all).
-fn keep_component(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
