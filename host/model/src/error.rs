@@ -52,10 +52,15 @@ impl fmt::Display for PipelineError {
                 self.message
             )?;
         }
-        if let Some(help) = &self.help {
-            write!(f, "\n  help: {help}")?;
-        }
-        Ok(())
+        write_help(f, self.help.as_deref())
+    }
+}
+
+/// A problem's fix on a line of its own, as the CLI shows it: `\n  help: …`.
+fn write_help(f: &mut fmt::Formatter<'_>, help: Option<&str>) -> fmt::Result {
+    match help {
+        Some(help) => write!(f, "\n  help: {help}"),
+        None => Ok(()),
     }
 }
 
@@ -148,10 +153,7 @@ impl From<&str> for Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)?;
-        if let Some(help) = &self.help {
-            write!(f, "\n  help: {help}")?;
-        }
-        Ok(())
+        write_help(f, self.help.as_deref())
     }
 }
 
