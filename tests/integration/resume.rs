@@ -260,3 +260,96 @@ fn run_refuses_to_clobber_an_unfinished_run() {
     );
     assert_eq!(p.run_json(&["run", "pipeline.toml", "--fresh"]).code, 0);
 }
+
+#[test]
+fn run_refuses_to_replace_a_failed_or_unreadable_run_and_loses_nothing() {
+    let p = Project::new();
+    p.pipeline("name = \"x\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"a\"\nplugin = \"{PROBE}\"\nconfig = { fail = \"broken\" }\n");
+    assert_eq!(p.run_json(&["run", "pipeline.toml"]).code, 1);
+    let state = p.path(".phasegate/state.toml");
+    let before = std::fs::read(&state).unwrap();
+    let out = p.output(&["run", "pipeline.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("which failed") && err.contains("resume point"),
+        "{err}"
+    );
+    assert!(
+        err.contains("phasegate resume") && err.contains("--fresh"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        before,
+        "the failed run's file is kept"
+    );
+
+    // A file that cannot be read is not silently replaced either.
+    std::fs::write(&state, "not = [a progress file").unwrap();
+    let out = p.output(&["run", "pipeline.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("cannot be read"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        "not = [a progress file"
+    );
+
+    // `--fresh` is the user asking; a completed run is replaced without it.
+    p.pipeline(
+        "name = \"x\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"a\"\nplugin = \"{PROBE}\"\n",
+    );
+    assert_eq!(p.run_json(&["run", "pipeline.toml", "--fresh"]).code, 0);
+    assert_eq!(p.run_json(&["run", "pipeline.toml"]).code, 0);
+}
+
+#[test]
+fn two_runs_on_one_progress_file_one_refuses_at_once_and_status_still_reads() {
+    let p = Project::new();
+    p.pipeline("name = \"x\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"a\"\nplugin = \"{PROBE}\"\nconfig = { sleep-ms = 1500 }\n");
+    // Both start at once; exactly one runs.
+    let mut a = p.command(&["run", "pipeline.toml", "--format", "json"]);
+    let mut b = p.command(&["run", "pipeline.toml", "--format", "json", "--fresh"]);
+    let piped = |c: &mut std::process::Command| {
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (piped(&mut a), piped(&mut b));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let mut codes = [a.status.code(), b.status.code()];
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(2)], "one runs, one refuses");
+    let refused = if a.status.code() == Some(2) { &a } else { &b };
+    let err = stderr_of(refused);
+    assert!(
+        err.contains("is in use: process ") && err.contains("(phasegate run)"),
+        "{err}"
+    );
+
+    // While a run holds the file, `resume` refuses and `status` reads it.
+    let (mut child, mut events) = p.spawn_json(&["run", "pipeline.toml", "--fresh"]);
+    while let Some(e) = next_event(&mut events) {
+        if e["event"] == "task-started" {
+            break;
+        }
+    }
+    let resume = p.output(&["resume"]);
+    assert_eq!(resume.status.code(), Some(2));
+    assert!(
+        stderr_of(&resume).contains(&format!("process {} (phasegate run)", child.id())),
+        "{}",
+        stderr_of(&resume)
+    );
+    let status = p.output(&["status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", stderr_of(&status));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("running"));
+    assert!(child.wait().unwrap().success());
+    // The lock went with the process: the file is free again.
+    assert_eq!(p.run_json(&["run", "pipeline.toml"]).code, 0);
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use phasegate_model::error::Problem;
 use phasegate_model::progress::RunStatus;
-use phasegate_runner::persist::ProgressStore;
+use phasegate_runner::persist::{ProgressStore, RunLock};
 use phasegate_runner::resume::{changes, reconcile};
 
 use super::locking::{LockArgs, load_checked, load_pipeline};
@@ -43,6 +43,7 @@ impl ResumeArgs {
                 ),
             ));
         }
+        let _lock = RunLock::acquire(&state_path, "phasegate resume").map_err(bad_input)?;
         let mut store =
             ProgressStore::open(&state_path).map_err(|e| bad_input(format!("{e:#}")))?;
         if store.state.status == RunStatus::Completed {

@@ -13,7 +13,7 @@ use phasegate_model::progress::{RunStatus, State};
 use phasegate_remote::NatsExecutor;
 use phasegate_remote::connect::{Server, connect};
 use phasegate_runner::Runner;
-use phasegate_runner::persist::ProgressStore;
+use phasegate_runner::persist::{ProgressStore, RunLock};
 
 use super::locking::{LockArgs, load_checked, load_pipeline};
 use super::{Exit, Format, bad_input, render::Renderer, state_path};
@@ -57,7 +57,8 @@ pub struct RunArgs {
     /// Progress file to write [default: .phasegate/state.toml].
     #[arg(long)]
     state: Option<PathBuf>,
-    /// Start over even if the progress file holds an unfinished run.
+    /// Start over, replacing the progress file even when it holds a run that did not complete
+    /// (failed, stopped or unreadable).
     #[arg(long)]
     fresh: bool,
     #[command(flatten)]
@@ -72,23 +73,10 @@ impl RunArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         let pipeline = load_pipeline(&self.pipeline)?;
         let state_path = state_path(self.state);
-        if !self.fresh
-            && state_path.exists()
-            && let Ok(existing) = ProgressStore::open(&state_path)
-            && existing.state.status == RunStatus::Running
-        {
-            return Err(bad_input(
-                Problem::new(format!(
-                    "{} holds the unfinished run `{}` of {}",
-                    state_path.display(),
-                    existing.state.run_id,
-                    existing.state.pipeline.display()
-                ))
-                .help(format!(
-                    "continue it with `phasegate resume --state {}`, or pass `--fresh` to start over",
-                    state_path.display()
-                )),
-            ));
+        // Held until the run ends: a second `run` or `resume` on this file refuses at once.
+        let _lock = RunLock::acquire(&state_path, "phasegate run").map_err(bad_input)?;
+        if !self.fresh {
+            refuse_to_replace(&state_path)?;
         }
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
@@ -111,6 +99,57 @@ impl RunArgs {
             nats,
         )
     }
+}
+
+/// Refuses to start a run over a progress file that holds a run's resume point: a run that
+/// failed or stopped before it finished, or a file that cannot be read. A completed run is
+/// replaced (its results are final; starting a new run is what was asked).
+fn refuse_to_replace(state_path: &std::path::Path) -> anyhow::Result<()> {
+    if !state_path.exists() {
+        return Ok(());
+    }
+    let fresh = format!(
+        "`--fresh` starts over and replaces it (copy {} elsewhere first to keep it)",
+        state_path.display()
+    );
+    let existing = match ProgressStore::open(state_path) {
+        Ok(existing) => existing.state,
+        Err(e) => {
+            return Err(bad_input(
+                Problem::new(format!(
+                    "{} exists but cannot be read, so starting a run would overwrite it: {e:#}",
+                    state_path.display()
+                ))
+                .help(format!(
+                    "give this run another progress file with `--state FILE`, or {fresh}"
+                )),
+            ));
+        }
+    };
+    let what = match existing.status {
+        RunStatus::Completed => return Ok(()),
+        RunStatus::Running => "stopped before it finished".to_owned(),
+        RunStatus::Failed => format!(
+            "failed{}",
+            existing
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
+    };
+    Err(bad_input(
+        Problem::new(format!(
+            "{} holds run `{}` of {}, which {what}; starting a new run would lose its resume point",
+            state_path.display(),
+            existing.run_id,
+            existing.pipeline.display()
+        ))
+        .help(format!(
+            "continue it with `phasegate resume --state {}`, or {fresh}",
+            state_path.display()
+        )),
+    ))
 }
 
 /// Runs (or resumes) the run recorded in `store`, its tasks on the `nats` server's workers or

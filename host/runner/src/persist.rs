@@ -21,7 +21,10 @@ use phasegate_model::pipeline::Id;
 use phasegate_model::progress::{STATE_VERSION, State, TaskState};
 pub use phasegate_store::write_atomically;
 
+mod lock;
 mod snapshot;
+
+pub use lock::RunLock;
 
 /// Finished tasks are appended to the journal with one `write` each (enough to survive the
 /// process being killed) and fsynced at most this often (group commit): a power cut can cost the
