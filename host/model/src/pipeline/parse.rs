@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 use toml::Spanned;
 
-use super::raw::{RawLimits, RawPipeline};
+use super::raw::{self, Part, RawLimits};
 use super::*;
 use crate::error::{PipelineError, PipelineErrors, line_col};
 use crate::grants::{Check, RawGrants};
@@ -57,14 +57,13 @@ impl Pipeline {
             list: Vec::new(),
             resolve,
         };
-        let raw: RawPipeline = match toml::from_str(source) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let message = e.message().trim().to_owned();
-                let help = help_for_serde(&message);
-                errs.push(e.span(), message, help);
-                return Err(errs.finish());
-            }
+        let mut problems = Vec::new();
+        let raw = raw::read(source, &mut |p| problems.push(p));
+        for p in problems {
+            errs.unreadable(p);
+        }
+        let Some(raw) = raw else {
+            return Err(errs.finish());
         };
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let digest = crate::digest::sha256_bytes(source.as_bytes());
@@ -109,18 +108,30 @@ impl Pipeline {
             None => default_concurrency(),
         };
 
-        let all_phases: Vec<&str> = raw.phases.iter().map(|p| p.id.get_ref().as_str()).collect();
+        // Every phase id, unreadable phases' included, so a template that reads one is not
+        // told it does not exist.
+        let ids: Vec<Option<&str>> = raw
+            .phases
+            .iter()
+            .map(|p| p.id().map(|id| id.get_ref().as_str()))
+            .collect();
+        let all_phases: Vec<&str> = ids.iter().flatten().copied().collect();
         let mut phase_ids: HashMap<String, std::ops::Range<usize>> = HashMap::new();
         let mut phases = Vec::new();
-        for rp in &raw.phases {
-            let pid = rp.id.get_ref().clone();
-            errs.check_id(&rp.id, "phase");
-            if let Some(first) = phase_ids.get(&pid) {
-                let line = errs.line_col(first.start).0;
-                errs.push(Some(rp.id.span()), format!("duplicate phase id `{pid}`"), Some(format!("phase ids must be unique; the first `{pid}` is at line {line}, rename one of them")));
-            } else {
-                phase_ids.insert(pid.clone(), rp.id.span());
+        for (index, part) in raw.phases.iter().enumerate() {
+            if let Some(id) = part.id() {
+                let pid = id.get_ref();
+                errs.check_id(id, "phase");
+                if let Some(first) = phase_ids.get(pid) {
+                    let line = errs.line_col(first.start).0;
+                    errs.push(Some(id.span()), format!("duplicate phase id `{pid}`"), Some(format!("phase ids must be unique; the first `{pid}` is at line {line}, rename one of them")));
+                } else {
+                    phase_ids.insert(pid.clone(), id.span());
+                }
             }
+            let Part::Read(rp) = part else { continue };
+            let pid = rp.id.get_ref().clone();
+            let earlier_phases: Vec<&str> = ids[..index].iter().flatten().copied().collect();
             let parallel = rp.parallel.unwrap_or(true);
             let concurrency = match &rp.concurrency {
                 Some(c) => errs.positive(c).unwrap_or(1),
@@ -136,13 +147,18 @@ impl Pipeline {
 
             let mut task_ids: HashMap<&str, std::ops::Range<usize>> = HashMap::new();
             let mut tasks = Vec::new();
-            for rt in &rp.tasks {
-                let tid = rt.id.get_ref();
-                errs.check_id(&rt.id, "task");
+            for task in &rp.tasks {
+                let Some(id) = task.id() else { continue };
+                let tid = id.get_ref();
+                errs.check_id(id, "task");
                 if let Some(first) = task_ids.get(tid.as_str()) {
                     let line = errs.line_col(first.start).0;
-                    errs.push(Some(rt.id.span()), format!("duplicate task id `{tid}` in phase `{pid}`"), Some(format!("task ids must be unique within a phase; the first `{tid}` is at line {line}, rename one of them")));
+                    errs.push(Some(id.span()), format!("duplicate task id `{tid}` in phase `{pid}`"), Some(format!("task ids must be unique within a phase; the first `{tid}` is at line {line}, rename one of them")));
                 }
+                let Part::Read(rt) = task else {
+                    task_ids.insert(tid.as_str(), id.span());
+                    continue;
+                };
                 let input = rt
                     .input
                     .as_ref()
@@ -154,7 +170,6 @@ impl Pipeline {
                     } else {
                         task_ids.keys().copied().collect()
                     };
-                    let earlier_phases: Vec<&str> = phases.iter().map(|p: &Phase| &*p.id).collect();
                     let scope = Scope {
                         earlier_phases: &earlier_phases,
                         all_phases: &all_phases,
@@ -316,20 +331,88 @@ fn table_to_json(table: Option<&toml::Table>) -> Json {
     }
 }
 
-fn help_for_serde(message: &str) -> Option<String> {
+/// Says a reading problem in the user's terms: the key it is about, what a value should look
+/// like (a whole number, not "u32"), and the fix.
+fn in_user_terms(
+    source: &str,
+    message: &str,
+    span: Option<&std::ops::Range<usize>>,
+) -> (String, Option<String>) {
     if message.starts_with("unknown field") {
-        Some(
-            "remove this key or correct its spelling; the keys allowed here are listed above"
-                .into(),
-        )
-    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        return (
+            message.to_owned(),
+            Some(
+                "remove this key or correct its spelling; the keys allowed here are listed above"
+                    .into(),
+            ),
+        );
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or(rest);
-        Some(format!("add `{field} = ...` to this table"))
-    } else if message.starts_with("invalid type") {
+        return (
+            message.to_owned(),
+            Some(format!("add `{field} = ...` to this table")),
+        );
+    }
+    let key = span.and_then(|s| key_before(source, s.start));
+    let value = span
+        .and_then(|s| source.get(s.clone()))
+        .map(str::trim)
+        .unwrap_or_default();
+    let mut text = message.to_owned();
+    for int in ["u8", "u16", "u32", "u64", "usize"] {
+        text = text.replace(
+            &format!("expected {int}"),
+            "expected a whole number (0 or more)",
+        );
+    }
+    text = text.replace("expected i64", "expected a whole number");
+    let help = if text.contains("expected a whole number") {
+        let unquoted = value.trim_matches('"');
+        match (unquoted.parse::<i64>(), &key) {
+            (Ok(n), Some(key)) if value.starts_with('"') => {
+                Some(format!("write `{key} = {n}`, without quotes"))
+            }
+            _ => Some(format!(
+                "write a number such as `{} = 2`",
+                key.as_deref().unwrap_or("retries")
+            )),
+        }
+    } else if text.contains("expected a boolean") {
+        key.as_ref()
+            .map(|k| format!("write `{k} = true` or `{k} = false`"))
+    } else if text.contains("expected a string") {
+        key.as_ref().map(|k| {
+            format!(
+                "write the value in quotes, e.g. `{k} = \"{}\"`",
+                value.trim_matches('"')
+            )
+        })
+    } else if text.starts_with("invalid type") {
         Some("check the value's type against the pipeline format in docs/pipeline.md".into())
     } else {
         None
-    }
+    };
+    let text = match key {
+        Some(key) if !text.contains(&format!("`{key}`")) => format!("`{key}`: {text}"),
+        _ => text,
+    };
+    (text, help)
+}
+
+/// The key a value at `offset` is assigned to, read back from the text (`key = value`, also
+/// inside an inline table): `None` when the value is not right after `key =` on its line.
+fn key_before(source: &str, offset: usize) -> Option<String> {
+    let before = source.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let line = line.trim_end().strip_suffix('=')?.trim_end();
+    let key = line.rsplit(['{', ',']).next()?.trim();
+    let key = key.rsplit('.').next()?.trim().trim_matches('"');
+    (!key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    .then(|| key.to_owned())
 }
 
 struct Errors<'a> {
@@ -369,6 +452,12 @@ impl Errors<'_> {
             message: message.into(),
             help,
         });
+    }
+
+    /// A part of the text that could not be read (see [`raw::read`]).
+    fn unreadable(&mut self, problem: raw::Problem) {
+        let (message, help) = in_user_terms(self.source, &problem.message, problem.span.as_ref());
+        self.push(problem.span, message, help);
     }
 
     fn finish(mut self) -> PipelineErrors {

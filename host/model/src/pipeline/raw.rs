@@ -1,8 +1,13 @@
 //! The pipeline file as written: what serde reads, before any check. Every table denies unknown
 //! keys; spans are kept where a later check needs to point at a value.
+//!
+//! The document, each phase and each task are read separately ([`read`]), so that a wrong value
+//! in one task does not hide the problems of the others: a part that cannot be read is kept as
+//! [`Part::Unreadable`] with its id when it has one, and its problem reported.
 
 use serde::Deserialize;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::BoundsChecks;
 use crate::grants::RawGrants;
@@ -21,8 +26,12 @@ pub(super) struct RawPipeline {
     pub(super) defaults: RawDefaults,
     #[serde(default)]
     pub(super) engine: RawEngine,
+    /// Read separately from the `[[phase]]` tables.
+    #[serde(skip)]
+    pub(super) phases: Vec<Part<RawPhase>>,
+    /// Named so that serde lists `phase` among the keys allowed (it is taken out before).
     #[serde(default, rename = "phase")]
-    pub(super) phases: Vec<RawPhase>,
+    _phase: Option<serde::de::IgnoredAny>,
 }
 
 /// The `[engine]` table: settings of the one wasmtime engine a run uses.
@@ -67,8 +76,12 @@ pub(super) struct RawPhase {
     pub(super) parallel: Option<bool>,
     pub(super) concurrency: Option<Spanned<u32>>,
     pub(super) gate: Option<RawGate>,
+    /// Read separately from the `[[phase.task]]` tables.
+    #[serde(skip)]
+    pub(super) tasks: Vec<Part<RawTask>>,
+    /// Named so that serde lists `task` among the keys allowed (it is taken out before).
     #[serde(default, rename = "task")]
-    pub(super) tasks: Vec<RawTask>,
+    _task: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -100,4 +113,161 @@ pub(super) struct RawTask {
     pub(super) limits: RawLimits,
     #[serde(default)]
     pub(super) grants: RawGrants,
+}
+
+/// A phase or task as read: whole, or unreadable (its problem already reported) with the id it
+/// was given, so that the checks of the rest do not report it missing.
+pub(super) enum Part<T> {
+    Read(T),
+    Unreadable { id: Option<Spanned<String>> },
+}
+
+impl<T> Part<T> {
+    /// The id a part was given.
+    pub(super) fn id(&self) -> Option<&Spanned<String>>
+    where
+        T: HasId,
+    {
+        match self {
+            Part::Read(t) => Some(t.id()),
+            Part::Unreadable { id } => id.as_ref(),
+        }
+    }
+}
+
+pub(super) trait HasId {
+    fn id(&self) -> &Spanned<String>;
+}
+
+impl HasId for RawPhase {
+    fn id(&self) -> &Spanned<String> {
+        &self.id
+    }
+}
+
+impl HasId for RawTask {
+    fn id(&self) -> &Spanned<String> {
+        &self.id
+    }
+}
+
+/// Reads pipeline text: the document's own keys, then each `[[phase]]` and each
+/// `[[phase.task]]` on its own. Every problem goes to `problem`; `None` when the text is not
+/// TOML at all or the document's own keys cannot be read.
+pub(super) fn read(source: &str, problem: &mut dyn FnMut(Problem)) -> Option<RawPipeline> {
+    let doc = match DeTable::parse(source) {
+        Ok(doc) => doc,
+        Err(e) => {
+            problem(Problem::of(&e));
+            return None;
+        }
+    };
+    let span = doc.span();
+    let mut top = doc.into_inner();
+    let phases = top.remove("phase");
+    let raw: Option<RawPipeline> = one(Spanned::new(span, DeValue::Table(top)), problem);
+    let phases = match phases {
+        Some(list) => each(list, problem, |phase, problem| {
+            let span = phase.span();
+            let mut table = phase.into_inner();
+            // A phase's tasks are read even when the phase's own keys cannot be.
+            let tasks = match table.remove("task") {
+                Some(tasks) => each(tasks, problem, |task, problem| {
+                    one(
+                        Spanned::new(task.span(), DeValue::Table(task.into_inner())),
+                        problem,
+                    )
+                }),
+                None => Vec::new(),
+            };
+            let mut read: RawPhase = one(Spanned::new(span, DeValue::Table(table)), problem)?;
+            read.tasks = tasks;
+            Some(read)
+        }),
+        None => Vec::new(),
+    };
+    // When the document's own keys cannot be read (their problem is reported), the phases are
+    // still checked, under default settings, so that their problems are reported too.
+    let mut raw = raw.unwrap_or_else(|| RawPipeline {
+        name: Spanned::new(0..0, "(unreadable)".into()),
+        description: None,
+        vars: None,
+        defaults: RawDefaults::default(),
+        engine: RawEngine::default(),
+        phases: Vec::new(),
+        _phase: None,
+    });
+    raw.phases = phases;
+    Some(raw)
+}
+
+/// Deserialises one value, reporting its problem.
+fn one<T: for<'de> Deserialize<'de>>(
+    value: Spanned<DeValue<'_>>,
+    problem: &mut dyn FnMut(Problem),
+) -> Option<T> {
+    T::deserialize(ValueDeserializer::from(value))
+        .map_err(|e| problem(Problem::of(&e)))
+        .ok()
+}
+
+/// Reads an array of tables item by item with `read_item` (which gets each table); anything
+/// else is reported as serde reports it.
+fn each<T: HasId + for<'de> Deserialize<'de>>(
+    list: Spanned<DeValue<'_>>,
+    problem: &mut dyn FnMut(Problem),
+    mut read_item: impl FnMut(Spanned<DeTable<'_>>, &mut dyn FnMut(Problem)) -> Option<T>,
+) -> Vec<Part<T>> {
+    let span = list.span();
+    let DeValue::Array(items) = list.into_inner() else {
+        problem(Problem {
+            message: "expected an array of tables: write each as a `[[...]]` table".into(),
+            span: Some(span),
+        });
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let item_span = item.span();
+            match item.into_inner() {
+                DeValue::Table(table) => {
+                    let id = table.get("id").and_then(|v| {
+                        v.get_ref()
+                            .as_str()
+                            .map(|s| Spanned::new(v.span(), s.to_owned()))
+                    });
+                    match read_item(Spanned::new(item_span, table), problem) {
+                        Some(read) => Part::Read(read),
+                        None => Part::Unreadable { id },
+                    }
+                }
+                other => {
+                    problem(Problem {
+                        message: format!(
+                            "expected a table, found {}: write it as a `[[...]]` table",
+                            other.type_str()
+                        ),
+                        span: Some(item_span),
+                    });
+                    Part::Unreadable { id: None }
+                }
+            }
+        })
+        .collect()
+}
+
+/// A problem reading the text: serde's (or the TOML parser's) message and where.
+pub(super) struct Problem {
+    pub(super) message: String,
+    pub(super) span: Option<std::ops::Range<usize>>,
+}
+
+impl Problem {
+    fn of(e: &toml::de::Error) -> Problem {
+        Problem {
+            message: e.message().trim().to_owned(),
+            span: e.span(),
+        }
+    }
 }
