@@ -6,6 +6,7 @@
 )]
 
 mod authoring;
+mod authors;
 mod cli;
 mod docs;
 mod golden;

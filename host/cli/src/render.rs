@@ -62,17 +62,19 @@ impl Renderer {
                 parallel,
                 concurrency,
             } => {
-                let mode = if *parallel {
-                    format!("parallel, up to {concurrency} at once")
+                let mode = if *to_run < 2 {
+                    String::new()
+                } else if *parallel {
+                    format!(", parallel, up to {} at once", concurrency.min(to_run))
                 } else {
-                    "in order".into()
+                    ", in order".into()
                 };
                 let todo = if to_run == tasks {
                     String::new()
                 } else {
                     format!(", {to_run} left to run")
                 };
-                format!("phase {phase}: {tasks} task(s), {mode}{todo}")
+                format!("phase {phase}: {tasks} task(s){mode}{todo}")
             }
             EventKind::TaskSkipped { task, status, .. } => {
                 format!("  = {task} already {}", status_word(*status))
@@ -132,14 +134,14 @@ impl Renderer {
                 ),
                 _ => format!("  ✗ {task} failed"),
             },
-            EventKind::GateStarted { gate, .. } => format!("  ? gate {gate}"),
+            EventKind::GateStarted { gate, .. } => format!("  ? gate {}", short_name(gate)),
             EventKind::Verdict { verdict, gate, .. } => {
                 let word = match verdict.kind {
                     VerdictKind::Pass => "PASS",
                     VerdictKind::Warn => "WARN",
                     VerdictKind::Fail => "FAIL",
                 };
-                format!("  {word} ({gate}): {}", verdict.reason)
+                format!("  {word} ({}): {}", short_name(gate), verdict.reason)
             }
             EventKind::PhaseFinished { .. } => return None,
             EventKind::RunFinished { .. } => return None,
@@ -147,21 +149,28 @@ impl Renderer {
     }
 
     /// The final summary (human format only: the JSON stream already ended with the outcome).
-    pub fn summary(&self, outcome: &RunOutcome, state: &Path) {
+    pub fn summary(&self, outcome: &RunOutcome, state: &Path, pipeline: &Path) {
         if self.format == Format::Json {
             return;
         }
         let mut out = std::io::stdout().lock();
         let _ = match outcome.status {
-            RunStatus::Failed => writeln!(
-                out,
-                "run failed at phase `{}`: {}\ncompleted phases: {}\nprogress: {} (fix the cause, then `phasegate resume --state {}`)",
-                outcome.failed.as_deref().unwrap_or("?"),
-                outcome.reason.as_deref().unwrap_or(""),
-                list(&outcome.completed),
-                state.display(),
-                state.display()
-            ),
+            RunStatus::Failed => {
+                let state_arg = if state == Path::new(super::DEFAULT_STATE) {
+                    String::new()
+                } else {
+                    format!(" --state {}", state.display())
+                };
+                writeln!(
+                    out,
+                    "run failed at phase `{}`: {}\ncompleted phases: {}\nprogress: {}\nto go on, fix the cause, then:\n  - when the fix is outside the pipeline file and its plugins (an input, a service, a flaky failure):\n      phasegate resume{state_arg}\n  - after editing the pipeline file or rebuilding a plugin (what finished is kept; the failed tasks run again with the change):\n      phasegate resume{state_arg} --force\n  - when the change affects tasks that already finished:\n      phasegate run {}{state_arg} --fresh",
+                    outcome.failed.as_deref().unwrap_or("?"),
+                    outcome.reason.as_deref().unwrap_or(""),
+                    list(&outcome.completed),
+                    state.display(),
+                    pipeline.display(),
+                )
+            }
             _ => writeln!(
                 out,
                 "{}run completed: {} phase(s) passed{}\nprogress: {}",
@@ -211,6 +220,19 @@ fn last_outputs(outcome: &RunOutcome) -> String {
         text.push_str(&format!("  {task}: {json}\n"));
     }
     text
+}
+
+/// A plugin as a person names it: an installed plugin's name, a component file's name without
+/// its folder and `.wasm` (the events keep the reference as written).
+fn short_name(spec: &str) -> &str {
+    if spec.contains('/') || spec.contains('\\') || spec.ends_with(".wasm") {
+        std::path::Path::new(spec)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(spec)
+    } else {
+        spec
+    }
 }
 
 fn attempts_note(attempts: u32) -> String {

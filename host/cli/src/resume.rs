@@ -9,7 +9,7 @@ use phasegate_runner::persist::{ProgressStore, RunLock};
 use phasegate_runner::resume::{changes, reconcile};
 
 use super::locking::{LockArgs, load_checked, load_pipeline};
-use super::run::{Dispatch, Output, execute};
+use super::run::{Dispatch, Output, VarArgs, execute};
 use super::{Exit, bad_input, state_path};
 
 /// Continue an interrupted or failed run where it stopped.
@@ -25,6 +25,8 @@ pub struct ResumeArgs {
     /// Resume even though the pipeline or a plugin changed.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    vars: VarArgs,
     #[command(flatten)]
     output: Output,
     #[command(flatten)]
@@ -53,7 +55,46 @@ impl ResumeArgs {
             );
             return Ok(Exit::Success);
         }
-        let pipeline = load_pipeline(&store.state.pipeline.clone())?;
+        let given = self.vars.read()?;
+        let differ: Vec<String> = given
+            .iter()
+            .filter(|(k, v)| store.state.vars.get(*k) != Some(*v))
+            .map(|(k, _)| match store.state.vars.get(k) {
+                Some(_) => format!("`{k}` (the run started with another value)"),
+                None => format!("`{k}` (the run started without it)"),
+            })
+            .collect();
+        if !differ.is_empty() {
+            return Err(bad_input(
+                Problem::new(format!(
+                    "cannot resume run `{}` with other vars than it started with: {}",
+                    store.state.run_id,
+                    differ.join(", ")
+                ))
+                .help(format!(
+                    "resume without `--var` to use the recorded values, or start over with `phasegate run {} --fresh --var ...`",
+                    store.state.pipeline.display()
+                )),
+            ));
+        }
+        let mut pipeline = load_pipeline(&store.state.pipeline.clone())?;
+        if !store.state.vars.is_empty() {
+            pipeline.set_vars(&store.state.vars).map_err(|p| {
+                bad_input(Problem::new(format!(
+                    "the vars run `{}` started with no longer fit its pipeline: {}",
+                    store.state.run_id, p.message
+                )).help(format!(
+                    "restore the var in the pipeline's `[vars]`, or start over with `phasegate run {} --fresh`",
+                    store.state.pipeline.display()
+                )))
+            })?;
+            let keys: Vec<&str> = store.state.vars.keys().map(String::as_str).collect();
+            eprintln!(
+                "using the vars run `{}` started with: {}",
+                store.state.run_id,
+                keys.join(", ")
+            );
+        }
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
         let nats = self.dispatch.connect(&runtime)?;

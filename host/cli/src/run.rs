@@ -1,5 +1,6 @@
 //! `phasegate run`, and the execution `run` and `resume` share.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -49,6 +50,61 @@ impl Dispatch {
     }
 }
 
+/// Values for the pipeline's `[vars]` (`run` and `resume`).
+#[derive(Args, Clone, Default)]
+pub struct VarArgs {
+    /// Set a var the pipeline declares in `[vars]` for this run: `KEY=VALUE`, or `KEY=@FILE`
+    /// for a file's contents (`KEY=@@…` for a value starting with `@`). Repeatable. The run
+    /// records the values and `resume` uses the same.
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    vars: Vec<String>,
+}
+
+impl VarArgs {
+    /// The values given, files read.
+    pub fn read(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut given = BTreeMap::new();
+        for arg in &self.vars {
+            let Some((key, value)) = arg.split_once('=') else {
+                return Err(bad_input(
+                    Problem::new(format!("--var `{arg}` has no `=`")).help(
+                        "write `--var KEY=VALUE`, or `--var KEY=@FILE` for a file's contents",
+                    ),
+                ));
+            };
+            let key = key.trim();
+            let value = if let Some(literal) = value.strip_prefix("@@") {
+                format!("@{literal}")
+            } else if let Some(file) = value.strip_prefix('@') {
+                let bytes = std::fs::read(file).map_err(|e| {
+                    bad_input(
+                        Problem::new(format!("--var {key}=@{file}: cannot read {file}: {e}"))
+                            .help("give the path of a readable file (relative to the current folder), or `@@` for a value that starts with `@`"),
+                    )
+                })?;
+                String::from_utf8(bytes).map_err(|e| {
+                    bad_input(
+                        Problem::new(format!(
+                            "--var {key}=@{file}: {file} is not UTF-8 text (invalid byte at offset {})",
+                            e.utf8_error().valid_up_to()
+                        ))
+                        .help("a var holds text; grant the task a read-only directory (`grants.dirs`) for binary or large inputs"),
+                    )
+                })?
+            } else {
+                value.to_owned()
+            };
+            if given.insert(key.to_owned(), value).is_some() {
+                return Err(bad_input(
+                    Problem::new(format!("--var `{key}` is given twice"))
+                        .help("give each var once"),
+                ));
+            }
+        }
+        Ok(given)
+    }
+}
+
 /// Run a pipeline from the start.
 #[derive(Args)]
 pub struct RunArgs {
@@ -62,6 +118,8 @@ pub struct RunArgs {
     #[arg(long)]
     fresh: bool,
     #[command(flatten)]
+    vars: VarArgs,
+    #[command(flatten)]
     output: Output,
     #[command(flatten)]
     dispatch: Dispatch,
@@ -71,7 +129,9 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
-        let pipeline = load_pipeline(&self.pipeline)?;
+        let mut pipeline = load_pipeline(&self.pipeline)?;
+        let vars = self.vars.read()?;
+        pipeline.set_vars(&vars).map_err(bad_input)?;
         let state_path = state_path(self.state);
         // Held until the run ends: a second `run` or `resume` on this file refuses at once.
         let _lock = RunLock::acquire(&state_path, "phasegate run").map_err(bad_input)?;
@@ -81,11 +141,12 @@ impl RunArgs {
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
         let nats = self.dispatch.connect(&runtime)?;
-        let state = State::new(
+        let mut state = State::new(
             phasegate_runner::resume::new_run_id(),
             &pipeline,
             phasegate_engine::digests(&plugins),
         );
+        state.vars = vars;
         let mut store =
             ProgressStore::create(&state_path, state).map_err(|e| bad_input(format!("{e:#}")))?;
         execute(
@@ -169,6 +230,7 @@ pub fn execute(
     nats: Option<Server>,
 ) -> anyhow::Result<Exit> {
     let renderer = Arc::new(Renderer::new(output.format, output.verbose));
+    let pipeline_path = relative_to_cwd(&pipeline.path);
     let sink = renderer.clone();
     let emitter = phasegate_model::events::Emitter::new(move |e| sink.event(&e));
     let outcome = match nats {
@@ -189,7 +251,7 @@ pub fn execute(
             run_with(runtime, executor, pipeline, store, resumed, emitter)
         }
     }?;
-    renderer.summary(&outcome, store.path());
+    renderer.summary(&outcome, store.path(), &pipeline_path);
     Ok(match outcome.status {
         RunStatus::Failed => Exit::RunFailed,
         _ => Exit::Success,
@@ -211,4 +273,12 @@ fn run_with<E: Executor>(
             store.path().display()
         )))
     })
+}
+
+/// A path as the user would type it from here: relative to the current folder when inside it.
+fn relative_to_cwd(path: &std::path::Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(PathBuf::from))
+        .unwrap_or_else(|| path.to_owned())
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use phasegate_model::error::Problem;
 use phasegate_model::progress::{PhaseStatus, TaskStatus};
 use phasegate_runner::persist::ProgressStore;
 
@@ -22,6 +23,13 @@ pub struct StatusArgs {
 impl StatusArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         let path = state_path(self.state);
+        if !path.exists() {
+            return Err(bad_input(
+                Problem::new(format!("no progress file at {}", path.display())).help(
+                    "a run writes one there: start it with `phasegate run PIPELINE`; for a run whose progress file is elsewhere, pass `--state FILE`",
+                ),
+            ));
+        }
         let store = ProgressStore::open(&path).map_err(|e| bad_input(format!("{e:#}")))?;
         let s = &store.state;
         if self.format == Format::Json {

@@ -68,12 +68,14 @@ impl ValidateArgs {
         }
         let mut warnings = 0;
         for p in &pipeline.phases {
-            let mode = if p.parallel {
-                format!("parallel ×{}", p.concurrency)
+            let mode = if p.tasks.len() < 2 {
+                String::new()
+            } else if p.parallel {
+                format!(", parallel ×{}", p.concurrency.min(p.tasks.len()))
             } else {
-                "sequential".into()
+                ", sequential".into()
             };
-            println!("phase {}: {} task(s), {mode}", p.id, p.tasks.len());
+            println!("phase {}: {} task(s){mode}", p.id, p.tasks.len());
             for t in &p.tasks {
                 warnings += review(
                     &format!("task {}", t.id),

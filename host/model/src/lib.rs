@@ -14,4 +14,5 @@ pub mod job;
 pub mod outcome;
 pub mod pipeline;
 pub mod progress;
+pub mod suggest;
 pub mod units;

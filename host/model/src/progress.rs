@@ -1,6 +1,7 @@
 //! The progress state: what a run has done so far (run, phases, tasks, verdicts), as the
 //! progress file records it. Plain data: how it is kept on disk is the runner's `persist`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -146,6 +147,10 @@ pub struct State {
     /// Plugin spec (as written in the pipeline) → `sha256:` of the component.
     #[serde(default)]
     pub plugins: PluginDigests,
+    /// The values given with `run --var` (a file's contents for `KEY=@FILE`): `resume` uses
+    /// the same.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
     /// Phases in pipeline order.
     #[serde(default, rename = "phase")]
     pub phases: Vec<PhaseState>,
@@ -165,6 +170,7 @@ impl State {
             updated_at: now,
             reason: None,
             plugins,
+            vars: BTreeMap::new(),
             phases: pipeline
                 .phases
                 .iter()

@@ -484,7 +484,13 @@ impl<E: Executor> PhaseRun<E> {
         if let Err(message) = self.ctx.render_into(&spec.input, &mut slot.input) {
             state.error = Some(Failure {
                 kind: FailureKind::InvalidInput,
-                message: format!("task `{}` in phase `{}`: {message}", spec.id, phase.id),
+                message: format!(
+                    "cannot render the `input` of task `{}` in phase `{}` ({}:{}): {message}",
+                    spec.id,
+                    phase.id,
+                    self.pipeline.path.display(),
+                    spec.input_line
+                ),
             });
             return (state, Instant::now());
         }

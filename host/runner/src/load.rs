@@ -59,7 +59,17 @@ impl Resolve for Resolver {
         let problem = if spec.trim().is_empty() {
             Some(("empty `plugin`".to_owned(), "write the path of a component file, e.g. `plugin = \"plugins/text_stats.wasm\"`, or the name of an installed plugin".to_owned()))
         } else if !path.is_file() {
-            Some((format!("plugin file `{spec}` not found (looked for {})", path.display()), "build the plugin first (scripts/build-guests) or correct the path; relative paths are relative to the pipeline file".to_owned()))
+            let help = match nearby_component(spec, dir) {
+                Some(near) => format!("did you mean `plugin = \"{near}\"`? Relative paths are relative to the pipeline file"),
+                None => "build the plugin first (scripts/build-guests) or correct the path; relative paths are relative to the pipeline file".to_owned(),
+            };
+            Some((
+                format!(
+                    "plugin file `{spec}` not found (looked for {})",
+                    path.display()
+                ),
+                help,
+            ))
         } else {
             None
         };
@@ -137,7 +147,17 @@ impl Resolver {
         };
         let (path, digest, problem) = match resolved {
             Ok((path, digest)) => (path, Some(digest), None),
-            Err(problem) => (PathBuf::new(), None, Some(problem)),
+            // A name that is meant as a file next to the pipeline (`text-stats` for
+            // `text_stats.wasm`): say so before anything about installing.
+            Err((message, help)) => {
+                let help = match nearby_component(name, dir) {
+                    Some(near) => format!(
+                        "did you mean the component file `plugin = \"{near}\"`? (a name without `/` or `.wasm` is an installed plugin's name); or {help}"
+                    ),
+                    None => help,
+                };
+                (PathBuf::new(), None, Some((message, help)))
+            }
         };
         (
             PluginRef {
@@ -149,4 +169,58 @@ impl Resolver {
             problem,
         )
     }
+}
+
+/// A component file near what a plugin reference names, when one is a likely misspelling of
+/// it: `.wasm` files in the folder the reference points into, and for a bare name also in the
+/// pipeline's folder's immediate subfolders. The result is written as the pipeline would.
+fn nearby_component(spec: &str, dir: &Path) -> Option<String> {
+    let spec_path = Path::new(spec);
+    let stem = spec_path.file_stem()?.to_str()?;
+    let parent = spec_path.parent().unwrap_or(Path::new(""));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut folders = vec![parent.to_path_buf()];
+    if parent.as_os_str().is_empty()
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        let mut subfolders: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| PathBuf::from(e.file_name()))
+            .collect();
+        subfolders.sort();
+        folders.extend(subfolders);
+    }
+    let mut candidates: Vec<(String, String)> = Vec::new();
+    for folder in folders {
+        let Ok(entries) = std::fs::read_dir(dir.join(&folder)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = PathBuf::from(entry.file_name());
+            if name.extension().is_some_and(|e| e == "wasm")
+                && let Some(file_stem) = name.file_stem().and_then(|s| s.to_str())
+            {
+                let written = folder.join(&name).to_string_lossy().into_owned();
+                candidates.push((file_stem.to_owned(), written));
+            }
+        }
+    }
+    candidates.sort();
+    let near = phasegate_model::suggest::nearest(stem, candidates.iter().map(|(s, _)| s.as_str()))
+        .or_else(|| {
+            candidates
+                .iter()
+                .find(|(s, _)| s == stem)
+                .map(|(s, _)| s.as_str())
+        })?;
+    candidates
+        .iter()
+        .find(|(s, _)| s == near)
+        .map(|(_, written)| written.clone())
 }

@@ -54,6 +54,7 @@ pub fn reconcile(state: &mut State, pipeline: &Pipeline, plugins: PluginDigests)
     let mut fresh = State::new(state.run_id.clone(), pipeline, plugins);
     fresh.started_at = state.started_at.clone();
     fresh.pipeline = state.pipeline.clone();
+    fresh.vars = std::mem::take(&mut state.vars);
     for phase in &mut fresh.phases {
         if let Some(old) = state.phases.iter().find(|p| p.id == phase.id) {
             let all_kept = phase

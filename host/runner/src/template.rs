@@ -9,6 +9,7 @@ use serde_json::Value;
 use phasegate_model::context::Context;
 pub use phasegate_model::context::is_template;
 use phasegate_model::pipeline::Scope;
+use phasegate_model::suggest::{self, did_you_mean};
 
 /// Renders an `input` template against a context (its JSON built for this one template).
 pub fn render_context(ctx: &Context, template: &str) -> Result<String, String> {
@@ -33,7 +34,46 @@ pub fn render(template: &str, context: &Arc<Value>) -> Result<String, String> {
     });
     environment()
         .render_str(template, root)
-        .map_err(|e| format!("cannot render the input template: {}", describe(&e)))
+        .map_err(|e| explain(&e, template))
+}
+
+/// `line N of the template: ` for a template of several lines.
+fn at_line(e: &minijinja::Error) -> String {
+    match e.line() {
+        Some(line) if line > 1 => format!("line {line} of the template: "),
+        _ => String::new(),
+    }
+}
+
+/// A rendering error in the template's terms: the expression that failed, then why.
+fn explain(e: &minijinja::Error, template: &str) -> String {
+    // The range may cover only the last step of a chain (`.output.m`): widen it back to the
+    // start of the reference.
+    let expression = e
+        .range()
+        .map(|r| {
+            let start = template[..r.start]
+                .trim_end_matches(|c: char| {
+                    c.is_ascii_alphanumeric()
+                        || matches!(c, '_' | '.' | '[' | ']' | '\'' | '"' | '-')
+                })
+                .len();
+            start..r.end
+        })
+        .and_then(|r| template.get(r))
+        .map(str::trim)
+        .filter(|x| !x.is_empty());
+    let why = e
+        .detail()
+        .map_or_else(|| e.kind().to_string(), str::to_owned);
+    match (expression, e.kind()) {
+        (Some(x), minijinja::ErrorKind::UndefinedError) => format!(
+            "{}`{x}` is undefined: the value it reads is not in the context (a key missing from a task's output, or the output of a task that failed)",
+            at_line(e)
+        ),
+        (Some(x), _) => format!("{}`{x}`: {why}", at_line(e)),
+        (None, _) => describe(e),
+    }
 }
 
 /// A place in a JSON document, as a template sees it: maps and lists are looked into where a
@@ -138,8 +178,14 @@ fn describe(e: &minijinja::Error) -> String {
 
 const TOP_LEVEL: [&str; 4] = ["run", "pipeline", "vars", "phases"];
 const GLOBALS: [&str; 5] = ["range", "dict", "namespace", "debug", "loop"];
+/// What the context holds for a phase, and for a task ([`Context::to_value`]).
+const PHASE_KEYS: [&str; 3] = ["status", "tasks", "verdict"];
+const TASK_KEYS: [&str; 5] = ["status", "output", "attempts", "duration_ms", "error"];
 
-/// Checks a template's syntax and what it refers to. Errors are `(message, help)`.
+/// Checks a template's syntax and what it refers to: top-level names, and in every
+/// `phases…` and `vars…` reference (dotted or `["…"]`), the phase, the task and the var named.
+/// What a plugin's output holds is not known before it runs, so paths inside `output` are not
+/// checked. Errors are `(message, help)`.
 pub fn check_template(template: &str, scope: &Scope<'_>) -> Result<(), (String, String)> {
     let env = environment();
     let tmpl = env.template_from_str(template).map_err(|e| {
@@ -149,80 +195,266 @@ pub fn check_template(template: &str, scope: &Scope<'_>) -> Result<(), (String, 
                 .to_owned(),
         )
     })?;
-    let mut vars: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
+    for reference in references(template) {
+        check_reference(&reference, scope)?;
+    }
+    let mut vars: Vec<String> = tmpl.undeclared_variables(false).into_iter().collect();
     vars.sort();
-    for var in vars {
-        let parts: Vec<&str> = var.split('.').collect();
-        let top = parts[0];
-        if GLOBALS.contains(&top) {
-            continue;
-        }
-        if !TOP_LEVEL.contains(&top) {
+    for top in vars {
+        if !GLOBALS.contains(&top.as_str()) && !TOP_LEVEL.contains(&top.as_str()) {
             return Err((
                 format!("unknown variable `{top}`"),
                 "the context has `run`, `pipeline`, `vars` and `phases`, e.g. `{{ phases.discovery.tasks.scan.output }}`".into(),
-            ));
-        }
-        if top != "phases" || parts.len() < 2 {
-            continue;
-        }
-        let phase = parts[1];
-        if phase == scope.current_phase {
-            if scope.parallel {
-                return Err((
-                    format!("`{var}` reads phase `{phase}` itself, whose tasks run in parallel"),
-                    format!(
-                        "tasks of a parallel phase cannot see each other's outputs; set `parallel = false` on phase `{phase}`, or read it from a later phase"
-                    ),
-                ));
-            }
-            if parts.len() >= 4 && parts[2] == "tasks" && !scope.earlier_tasks.contains(&parts[3]) {
-                return Err((
-                    format!(
-                        "`{var}` reads task `{}`, which does not come before this task in phase `{phase}`",
-                        parts[3]
-                    ),
-                    format!(
-                        "a task of a sequential phase can read only the tasks listed before it: {}",
-                        list(scope.earlier_tasks)
-                    ),
-                ));
-            }
-        } else if !scope.all_phases.contains(&phase) {
-            return Err((
-                format!("`{var}` reads phase `{phase}`, which the pipeline does not have"),
-                format!(
-                    "check the spelling; the phases before `{}` are: {}",
-                    scope.current_phase,
-                    list(scope.earlier_phases)
-                ),
-            ));
-        } else if !scope.earlier_phases.contains(&phase) {
-            return Err((
-                format!(
-                    "`{var}` reads phase `{phase}`, which does not come before phase `{}`",
-                    scope.current_phase
-                ),
-                format!(
-                    "phases run in file order, so a task can read only earlier phases; move phase `{phase}` above phase `{}`",
-                    scope.current_phase
-                ),
             ));
         }
     }
     Ok(())
 }
 
-fn list(items: &[&str]) -> String {
-    if items.is_empty() {
-        "(none)".into()
-    } else {
-        items
-            .iter()
-            .map(|s| format!("`{s}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
+/// A `phases…` or `vars…` reference as written in a template.
+#[derive(Debug, PartialEq)]
+struct Reference<'t> {
+    /// The reference's text, e.g. `phases.scan.tasks["open-items"].output`.
+    text: &'t str,
+    /// `phases` or `vars`.
+    root: &'t str,
+    /// The keys after the root, in order.
+    keys: Vec<&'t str>,
+    /// A key directly followed by `-name` (`tasks.open-items`, which reads as `tasks.open`
+    /// minus `items`): the index of the key and the name after the `-`.
+    dash: Option<(usize, &'t str)>,
+}
+
+/// Every `phases…` and `vars…` reference inside the template's `{{ }}` and `{% %}` blocks
+/// (string literals skipped).
+fn references(template: &str) -> Vec<Reference<'_>> {
+    let mut found = Vec::new();
+    let mut i = 0;
+    while let Some(open) = [template[i..].find("{{"), template[i..].find("{%")]
+        .into_iter()
+        .flatten()
+        .min()
+    {
+        let open = i + open;
+        let close = if template[open..].starts_with("{{") {
+            "}}"
+        } else {
+            "%}"
+        };
+        let start = open + 2;
+        let end = template[start..]
+            .find(close)
+            .map_or(template.len(), |e| start + e);
+        scan_block(&template[start..end], &mut found);
+        i = (end + 2).min(template.len());
     }
+    found
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+fn scan_block<'t>(block: &'t str, found: &mut Vec<Reference<'t>>) {
+    let bytes = block.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i] as char;
+        if c == '"' || c == '\'' {
+            i = block[i + 1..]
+                .find(c)
+                .map_or(bytes.len(), |e| i + 1 + e + 1);
+            continue;
+        }
+        let boundary = i == 0 || {
+            let p = bytes[i - 1] as char;
+            !is_ident(p) && p != '.'
+        };
+        let root = ["phases", "vars"].into_iter().find(|r| {
+            boundary && block[i..].starts_with(r) && !block[i + r.len()..].starts_with(is_ident)
+        });
+        let Some(root) = root else {
+            i += 1;
+            continue;
+        };
+        let start = i;
+        i += root.len();
+        let mut keys = Vec::new();
+        let mut dash = None;
+        loop {
+            let tail = &block[i..];
+            if let Some(after) = tail.strip_prefix('.') {
+                let len = after.find(|c: char| !is_ident(c)).unwrap_or(after.len());
+                if len == 0 {
+                    break;
+                }
+                keys.push(&after[..len]);
+                i += 1 + len;
+                let next = &block[i..];
+                if let Some(name) = next.strip_prefix('-') {
+                    let len = name.find(|c: char| !is_ident(c)).unwrap_or(name.len());
+                    if len > 0 && name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                        dash = Some((keys.len() - 1, &name[..len]));
+                    }
+                    break;
+                }
+            } else if let Some(inner) = tail.strip_prefix('[') {
+                let inner_trim = inner.trim_start();
+                let Some(quote) = inner_trim
+                    .chars()
+                    .next()
+                    .filter(|q| *q == '"' || *q == '\'')
+                else {
+                    break;
+                };
+                let body = &inner_trim[1..];
+                let Some(close) = body.find(quote) else { break };
+                let after = body[close + 1..].trim_start();
+                if !after.starts_with(']') {
+                    break;
+                }
+                keys.push(&body[..close]);
+                i = block.len() - after.len() + 1;
+            } else {
+                break;
+            }
+        }
+        found.push(Reference {
+            text: &block[start..i],
+            root,
+            keys,
+            dash,
+        });
+    }
+}
+
+fn check_reference(r: &Reference<'_>, scope: &Scope<'_>) -> Result<(), (String, String)> {
+    let text = r.text;
+    if let Some((at, name)) = r.dash
+        && !TOP_LEVEL.contains(&name)
+        && !GLOBALS.contains(&name)
+    {
+        let key = r.keys[at];
+        let before: String = std::iter::once(r.root)
+            .chain(r.keys[..at].iter().copied())
+            .collect::<Vec<_>>()
+            .join(".");
+        return Err((
+            format!("`{text}-{name}` reads as `{text}` minus `{name}`"),
+            format!("a name with `-` is written in brackets: `{before}[\"{key}-{name}\"]`"),
+        ));
+    }
+    if r.root == "vars" {
+        if let Some(var) = r.keys.first()
+            && !scope.vars.contains(var)
+        {
+            return Err((
+                format!(
+                    "`{text}` reads var `{var}`, which `[vars]` does not declare{}",
+                    did_you_mean(var, scope.vars.iter().copied())
+                ),
+                format!(
+                    "declare it in the pipeline's `[vars]` (a run can set it with `--var {var}=VALUE`); declared: {}",
+                    suggest::list(scope.vars, 10)
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let Some(&phase) = r.keys.first() else {
+        return Ok(());
+    };
+    if phase == scope.current_phase {
+        if scope.parallel {
+            return Err((
+                format!("`{text}` reads phase `{phase}` itself, whose tasks run in parallel"),
+                format!(
+                    "tasks of a parallel phase cannot see each other's outputs; set `parallel = false` on phase `{phase}`, or read it from a later phase"
+                ),
+            ));
+        }
+        if let ["tasks", task, ..] = r.keys[1..]
+            && !scope.earlier_tasks.contains(&task)
+        {
+            return Err((
+                format!(
+                    "`{text}` reads task `{task}`, which does not come before this task in phase `{phase}`"
+                ),
+                format!(
+                    "a task of a sequential phase can read only the tasks listed before it: {}",
+                    suggest::list(scope.earlier_tasks, 10)
+                ),
+            ));
+        }
+    } else if !scope.all_phases.contains(&phase) {
+        return Err((
+            format!(
+                "`{text}` reads phase `{phase}`, which the pipeline does not have{}",
+                did_you_mean(phase, scope.earlier_phases.iter().copied())
+            ),
+            format!(
+                "check the spelling; the phases before `{}` are: {}",
+                scope.current_phase,
+                suggest::list(scope.earlier_phases, 10)
+            ),
+        ));
+    } else if !scope.earlier_phases.contains(&phase) {
+        return Err((
+            format!(
+                "`{text}` reads phase `{phase}`, which does not come before phase `{}`",
+                scope.current_phase
+            ),
+            format!(
+                "phases run in file order, so a task can read only earlier phases; move phase `{phase}` above phase `{}`",
+                scope.current_phase
+            ),
+        ));
+    }
+    if let Some(&key) = r.keys.get(1)
+        && !PHASE_KEYS.contains(&key)
+    {
+        return Err((
+            format!(
+                "`{text}`: a phase has no `{key}`{}",
+                did_you_mean(key, PHASE_KEYS)
+            ),
+            format!(
+                "a phase in the context has {}, e.g. `phases.{phase}.tasks`",
+                suggest::list(&PHASE_KEYS, 3)
+            ),
+        ));
+    }
+    if let ["tasks", task, rest @ ..] = &r.keys[1..] {
+        if let Some(ids) = scope.tasks.get(phase)
+            && !ids.contains(task)
+        {
+            return Err((
+                format!(
+                    "`{text}` reads task `{task}`, which phase `{phase}` does not have{}",
+                    did_you_mean(task, ids.iter().copied())
+                ),
+                format!(
+                    "check the spelling; the tasks of phase `{phase}` are: {}",
+                    suggest::list(ids, 10)
+                ),
+            ));
+        }
+        if let Some(&key) = rest.first()
+            && !TASK_KEYS.contains(&key)
+        {
+            return Err((
+                format!(
+                    "`{text}`: a task has no `{key}`{}",
+                    did_you_mean(key, TASK_KEYS)
+                ),
+                format!(
+                    "a task in the context has {}; what a plugin returned is under `output`, e.g. `phases.{phase}.tasks.{task}.output`",
+                    suggest::list(&TASK_KEYS, 5)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -232,6 +464,36 @@ mod tests {
         Failure, FailureKind, PhaseState, PhaseStatus, TaskState, TaskStatus,
     };
     use serde_json::json;
+
+    #[test]
+    fn references_are_found_dotted_and_bracketed_outside_strings() {
+        let found = references(
+            r#"x phases.no {{ phases.scan.tasks["open-items"].output.n }} {% for v in vars.list %}{{ "phases.skip" }}{{ phases.a.tasks.open-items.output }}{% endfor %}"#,
+        );
+        assert_eq!(
+            found,
+            vec![
+                Reference {
+                    text: r#"phases.scan.tasks["open-items"].output.n"#,
+                    root: "phases",
+                    keys: vec!["scan", "tasks", "open-items", "output", "n"],
+                    dash: None
+                },
+                Reference {
+                    text: "vars.list",
+                    root: "vars",
+                    keys: vec!["list"],
+                    dash: None
+                },
+                Reference {
+                    text: "phases.a.tasks.open",
+                    root: "phases",
+                    keys: vec!["a", "tasks", "open"],
+                    dash: Some((2, "items"))
+                },
+            ]
+        );
+    }
 
     #[test]
     fn a_finished_phase_renders_into_a_template() {

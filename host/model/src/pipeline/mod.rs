@@ -43,6 +43,7 @@ use crate::units::ByteSize;
 
 mod parse;
 mod raw;
+mod vars;
 
 pub use crate::error::{PipelineError, PipelineErrors};
 pub use crate::grants::{DirGrant, DirMode, Grants, RawGrants};
@@ -243,6 +244,8 @@ pub struct TaskSpec {
     pub plugin: PluginRef,
     /// The `input` minijinja template (empty when absent).
     pub input: String,
+    /// The line of `input` in the pipeline file (0 when absent), for messages.
+    pub input_line: usize,
     /// The `config` table as JSON (`{}` when absent).
     pub config: Json,
     /// Extra attempts after a retryable failure.

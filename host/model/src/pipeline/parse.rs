@@ -42,6 +42,10 @@ pub struct Scope<'a> {
     pub earlier_tasks: &'a [&'a str],
     /// Whether the template's phase is parallel.
     pub parallel: bool,
+    /// The task ids of each phase that could be read.
+    pub tasks: &'a HashMap<&'a str, Vec<&'a str>>,
+    /// The names `[vars]` declares.
+    pub vars: &'a [&'a str],
 }
 
 impl Pipeline {
@@ -116,6 +120,25 @@ impl Pipeline {
             .map(|p| p.id().map(|id| id.get_ref().as_str()))
             .collect();
         let all_phases: Vec<&str> = ids.iter().flatten().copied().collect();
+        let tasks_of: HashMap<&str, Vec<&str>> = raw
+            .phases
+            .iter()
+            .filter_map(|p| match p {
+                Part::Read(p) => Some((
+                    p.id.get_ref().as_str(),
+                    p.tasks
+                        .iter()
+                        .filter_map(|t| t.id().map(|id| id.get_ref().as_str()))
+                        .collect(),
+                )),
+                Part::Unreadable { .. } => None,
+            })
+            .collect();
+        let var_names: Vec<&str> = raw
+            .vars
+            .iter()
+            .flat_map(|v| v.keys().map(String::as_str))
+            .collect();
         let mut phase_ids: HashMap<String, std::ops::Range<usize>> = HashMap::new();
         let mut phases = Vec::new();
         for (index, part) in raw.phases.iter().enumerate() {
@@ -176,6 +199,8 @@ impl Pipeline {
                         current_phase: &pid,
                         earlier_tasks: &earlier_tasks,
                         parallel,
+                        tasks: &tasks_of,
+                        vars: &var_names,
                     };
                     if let Err((message, help)) = errs.resolve.template(&input, &scope) {
                         errs.push(
@@ -197,6 +222,14 @@ impl Pipeline {
                     id: tid.as_str().into(),
                     plugin,
                     input,
+                    input_line: rt.input.as_ref().map_or(0, |i| {
+                        // A `"""` string's first newline is not part of it.
+                        let at = i.span().start;
+                        let opens_a_block = ["\"\"\"\n", "\"\"\"\r\n", "'''\n", "'''\r\n"]
+                            .iter()
+                            .any(|q| source[at..].starts_with(q));
+                        errs.line_col(at).0 + usize::from(opens_a_block)
+                    }),
                     config: table_to_json(rt.config.as_ref()),
                     retries: rt.retries.unwrap_or(default_retries),
                     retry_on: rt

@@ -40,6 +40,15 @@ pub fn to_toml(state: &State) -> anyhow::Result<String> {
         quoted(w, digest);
         w.push('\n');
     }
+    if !state.vars.is_empty() {
+        w.push_str("\n[vars]\n");
+        for (key, value) in &state.vars {
+            bare_or_quoted(w, key);
+            w.push_str(" = ");
+            quoted(w, value);
+            w.push('\n');
+        }
+    }
     for phase in &state.phases {
         write_phase(w, phase);
     }
@@ -157,6 +166,19 @@ fn quoted(w: &mut String, s: &str) {
 
 /// Characters TOML does not allow raw in a literal string: controls other than tab, and DEL.
 /// (Tab is allowed, but escaping it too keeps one rule.)
+/// A key as `toml` writes it: bare when it can be, else quoted.
+fn bare_or_quoted(w: &mut String, key: &str) {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        w.push_str(key);
+    } else {
+        quoted(w, key);
+    }
+}
+
 fn is_control(c: char) -> bool {
     c < ' ' || c == '\u{7f}'
 }
@@ -251,6 +273,10 @@ mod tests {
                 .into_iter()
                 .map(|s| (format!("{s}.wasm"), s.to_owned()))
                 .collect(),
+            vars: nasty()
+                .into_iter()
+                .map(|s| (format!("v-{s}"), s.to_owned()))
+                .collect(),
             phases,
         }
     }
@@ -291,6 +317,16 @@ mod tests {
         }
         state.plugins = state
             .plugins
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.replace(|c: char| c.is_control(), ""),
+                    v.replace(|c: char| c.is_control(), ""),
+                )
+            })
+            .collect();
+        state.vars = state
+            .vars
             .iter()
             .map(|(k, v)| {
                 (
