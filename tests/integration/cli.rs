@@ -315,3 +315,38 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn completions_load_in_bash_and_complete_commands_and_flags() {
+    let p = Project::new();
+    let script = p.output(&["completions", "bash"]);
+    assert!(script.status.success());
+    std::fs::write(p.path("phasegate.bash"), &script.stdout).unwrap();
+    // Ask bash's completion function what it offers, as the shell would on <TAB>.
+    let complete = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source phasegate.bash && COMP_WORDS=({}) && COMP_CWORD={} && _phasegate phasegate '{}' '{}' && printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" "),
+                words.len() - 1,
+                words[words.len() - 1],
+                words[words.len() - 2],
+            ))
+            .current_dir(p.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let commands = complete("phasegate re");
+    assert!(commands.lines().any(|l| l == "resume"), "{commands}");
+    let flags = complete("phasegate run --fr");
+    assert!(flags.lines().any(|l| l == "--fresh"), "{flags}");
+    for shell in ["zsh", "fish"] {
+        let out = p.output(&["completions", shell]);
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("validate"));
+    }
+}

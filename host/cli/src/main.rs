@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use phasegate_model::error::Problem;
 
 mod build;
+mod completions;
 mod key;
 mod lock;
 mod locking;
@@ -33,7 +34,7 @@ Exit codes:
 
 #[derive(Parser)]
 #[command(name = "phasegate", version, about = "Run pipelines of sandboxed WebAssembly plugins, phase by phase, behind validation gates", after_help = AFTER_HELP)]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +52,7 @@ enum Command {
     Lock(lock::LockArgs),
     Key(key::KeyArgs),
     Worker(worker::WorkerArgs),
+    Completions(completions::CompletionsArgs),
 }
 
 /// How events and results are written.
@@ -127,6 +129,7 @@ fn main() -> ExitCode {
         Command::Lock(args) => args.run(),
         Command::Key(args) => args.run(),
         Command::Worker(args) => args.run(),
+        Command::Completions(args) => args.run(),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,
