@@ -8,6 +8,7 @@
 mod authoring;
 mod authors;
 mod cli;
+mod display;
 mod docs;
 mod golden;
 mod harness;

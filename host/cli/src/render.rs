@@ -206,8 +206,10 @@ fn last_outputs(outcome: &RunOutcome) -> String {
     let Some(tasks) = entry["tasks"].as_object() else {
         return String::new();
     };
+    /// At most this many outputs; the rest are counted.
+    const SHOWN: usize = 10;
     let mut text = format!("outputs of phase `{phase}`:\n");
-    for (task, t) in tasks {
+    for (task, t) in tasks.iter().take(SHOWN) {
         let mut json = t["output"].to_string();
         if json.len() > MAX {
             let cut = (0..=MAX)
@@ -218,6 +220,12 @@ fn last_outputs(outcome: &RunOutcome) -> String {
             json.push('…');
         }
         text.push_str(&format!("  {task}: {json}\n"));
+    }
+    if tasks.len() > SHOWN {
+        text.push_str(&format!(
+            "  … and {} more (`phasegate status --phase {phase}` lists them all)\n",
+            tasks.len() - SHOWN
+        ));
     }
     text
 }

@@ -18,6 +18,12 @@ pub struct StatusArgs {
     /// Output format (json prints the whole state, journal folded in).
     #[arg(long, value_enum, default_value = "human")]
     format: Format,
+    /// List every failed task with its failure kind and message.
+    #[arg(long)]
+    failed: bool,
+    /// List every task of this phase with its status (with --failed: only its failed tasks).
+    #[arg(long, value_name = "ID")]
+    phase: Option<String>,
 }
 
 impl StatusArgs {
@@ -46,7 +52,26 @@ impl StatusArgs {
         if let Some(reason) = &s.reason {
             println!("reason: {reason}");
         }
+        if let Some(id) = &self.phase
+            && !s.phases.iter().any(|p| p.id == id.as_str())
+        {
+            let ids: Vec<&str> = s.phases.iter().map(|p| p.id.as_str()).collect();
+            return Err(bad_input(
+                Problem::new(format!(
+                    "run `{}` has no phase `{id}`{}",
+                    s.run_id,
+                    phasegate_model::suggest::did_you_mean(id, ids.iter().copied())
+                ))
+                .help(format!(
+                    "its phases are {}",
+                    phasegate_model::suggest::list(&ids, 20)
+                )),
+            ));
+        }
         for p in &s.phases {
+            if self.phase.as_ref().is_some_and(|id| p.id != id.as_str()) {
+                continue;
+            }
             let done = p
                 .tasks
                 .iter()
@@ -91,7 +116,45 @@ impl StatusArgs {
                 let list: Vec<String> = workers.iter().map(|(w, n)| format!("{w} ({n})")).collect();
                 println!("  {:<20} ran on {}", "", list.join(", "));
             }
+            if self.failed || self.phase.is_some() {
+                for t in p
+                    .tasks
+                    .iter()
+                    .filter(|t| !self.failed || t.status == TaskStatus::Failed)
+                {
+                    print_task(t);
+                }
+            }
         }
         Ok(Exit::Success)
     }
+}
+
+/// One task's line: status, attempts, time, and its failure or the start of its output.
+fn print_task(t: &phasegate_model::progress::TaskState) {
+    let what = match (&t.error, &t.output) {
+        (Some(e), _) => format!(
+            "{}: {}",
+            serde_json::to_value(e.kind)
+                .ok()
+                .and_then(|k| k.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            e.message
+        ),
+        (None, Some(output)) => {
+            let mut shown: String = output.chars().take(120).collect();
+            if shown.len() < output.len() {
+                shown.push('…');
+            }
+            format!("output {shown}")
+        }
+        (None, None) => String::new(),
+    };
+    println!(
+        "    {:<22} {:<9} {} attempt(s), {} ms  {what}",
+        t.id,
+        t.status.name(),
+        t.attempts,
+        t.duration_ms
+    );
 }

@@ -567,6 +567,14 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(factor).min(MAX_RETRY_BACKOFF)
 }
 
+/// `text` cut to at most `max` characters, with `…` where it was cut.
+fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]).into(),
+        None => text.into(),
+    }
+}
+
 fn to_outcome(t: &TaskState) -> TaskOutcome {
     TaskOutcome {
         task: t.id.to_string(),
@@ -577,15 +585,28 @@ fn to_outcome(t: &TaskState) -> TaskOutcome {
     }
 }
 
+/// The built-in gate's reason names this many failed tasks; the rest are counted (the progress
+/// file has them all: `phasegate status --failed`).
+pub const REASON_FAILURES: usize = 3;
+/// A failed task's message in the built-in gate's reason is cut to this many characters.
+pub const REASON_MESSAGE_CHARS: usize = 200;
+
 fn all_succeeded(tasks: &[TaskState]) -> VerdictRecord {
-    let failed: Vec<String> = tasks
-        .iter()
-        .filter(|t| t.status != TaskStatus::Succeeded)
+    let failures = tasks.iter().filter(|t| t.status != TaskStatus::Succeeded);
+    let count = failures.clone().count();
+    let mut failed: Vec<String> = failures
+        .take(REASON_FAILURES)
         .map(|t| match &t.error {
-            Some(e) => format!("`{}` ({})", t.id, e.message),
+            Some(e) => format!("`{}` ({})", t.id, cut(&e.message, REASON_MESSAGE_CHARS)),
             None => format!("`{}`", t.id),
         })
         .collect();
+    if count > REASON_FAILURES {
+        failed.push(format!(
+            "… and {} more (`phasegate status --failed` lists them all)",
+            count - REASON_FAILURES
+        ));
+    }
     let (kind, reason) = if failed.is_empty() {
         (
             VerdictKind::Pass,
@@ -596,7 +617,7 @@ fn all_succeeded(tasks: &[TaskState]) -> VerdictRecord {
             VerdictKind::Fail,
             format!(
                 "{} of {} task(s) failed: {}",
-                failed.len(),
+                count,
                 tasks.len(),
                 failed.join("; ")
             ),

@@ -1,0 +1,82 @@
+//! What a person sees: bounded summaries, `status --failed` / `--phase`, the live display.
+
+use crate::harness::{Project, stderr_of};
+
+fn many(p: &Project, tasks: usize, fail: bool) {
+    let mut toml = String::from("name = \"many\"\n[[phase]]\nid = \"bulk\"\n");
+    for i in 0..tasks {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"t{i:02}\"\nplugin = \"{{PROBE}}\"\ninput = \"{i}\"\n{}",
+            if fail {
+                format!(
+                    "config = {{ fail = \"broken number {i} {}\" }}\n",
+                    "x".repeat(300)
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
+    p.pipeline(&toml);
+}
+
+#[test]
+fn a_failed_phase_names_the_first_few_and_status_lists_them_all() {
+    let p = Project::new();
+    many(&p, 8, true);
+    let out = p.output(&["run", "pipeline.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    let first = summary.lines().next().unwrap();
+    assert!(
+        first.contains("8 of 8 task(s) failed: `t00` (broken number 0"),
+        "{first}"
+    );
+    assert!(
+        first.ends_with("… and 5 more (`phasegate status --failed` lists them all)"),
+        "{first}"
+    );
+    assert!(!first.contains("`t03`"), "{first}");
+    assert!(first.len() < 1200, "bounded: {} bytes", first.len());
+
+    let status = p.output(&["status", "--failed"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    for i in 0..8 {
+        assert!(
+            text.contains(&format!("t{i:02}"))
+                && text.contains(&format!("failed: broken number {i} ")),
+            "{text}"
+        );
+    }
+    let phase = p.output(&["status", "--phase", "bulk"]);
+    let rows = |out: &std::process::Output, status: &str| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("    t") && l.contains(status))
+            .count()
+    };
+    assert_eq!(rows(&phase, " failed "), 8);
+    let wrong = p.output(&["status", "--phase", "bulkk"]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(stderr_of(&wrong).contains("no phase `bulkk` (did you mean `bulk`?)"));
+}
+
+#[test]
+fn the_final_outputs_are_bounded_and_say_how_to_list_the_rest() {
+    let p = Project::new();
+    many(&p, 12, false);
+    let out = p.output(&["run", "pipeline.toml"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(summary.matches("\"input\":").count(), 10, "{summary}");
+    assert!(
+        summary.contains("… and 2 more (`phasegate status --phase bulk` lists them all)"),
+        "{summary}"
+    );
+    let listed = p.output(&["status", "--phase", "bulk"]);
+    let rows = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|l| l.starts_with("    t") && l.contains(" succeeded "))
+        .count();
+    assert_eq!(rows, 12);
+}
