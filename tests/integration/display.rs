@@ -80,3 +80,58 @@ fn the_final_outputs_are_bounded_and_say_how_to_list_the_rest() {
         .count();
     assert_eq!(rows, 12);
 }
+
+#[test]
+fn bars_show_progress_and_only_the_lines_that_matter() {
+    let p = Project::new();
+    let mut toml = String::from("name = \"bars\"\n[[phase]]\nid = \"bulk\"\nconcurrency = 4\n");
+    for i in 0..40 {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{{PROBE}}\"\nconfig = {{ sleep-ms = 10{} }}\n",
+            if i == 7 { ", fail = \"broken\"" } else { "" }
+        ));
+    }
+    p.pipeline(&toml);
+    let out = p.output(&["run", "pipeline.toml", "--progress", "bars"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(err.contains("bulk ["), "a bar: {err}");
+    assert!(err.contains("/40 1 failed"), "done/total and failed: {err}");
+    assert!(err.contains("40/40"), "{err}");
+    assert!(err.contains("\x1b[2K"), "drawn in place: {err}");
+    assert!(err.contains("phase bulk: 40 task(s)"), "{err}");
+    assert!(err.contains("✗ t7 failed: broken"), "{err}");
+    assert!(err.contains("FAIL (builtin:all-succeeded)"), "{err}");
+    assert!(
+        !err.contains("✓ t1 ok"),
+        "per-task lines only with -v: {err}"
+    );
+    assert!(
+        !err.contains("invoked bulk/"),
+        "info logs only with -v: {err}"
+    );
+
+    let verbose = p.output(&[
+        "run",
+        "pipeline.toml",
+        "--fresh",
+        "--progress",
+        "bars",
+        "-v",
+    ]);
+    let err = stderr_of(&verbose);
+    assert!(
+        err.contains("✓ t1 ok") && err.contains("invoked bulk/t1"),
+        "{err}"
+    );
+
+    let none = p.output(&["run", "pipeline.toml", "--fresh", "--progress", "none"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert_eq!(stderr_of(&none), "", "nothing while it runs");
+    assert!(String::from_utf8_lossy(&none.stdout).contains("run failed at phase `bulk`"));
+
+    // Not a terminal and not asked for bars: a line per event, as a log.
+    let auto = p.output(&["run", "pipeline.toml", "--fresh"]);
+    let err = stderr_of(&auto);
+    assert!(err.contains("✓ t1 ok") && !err.contains("\x1b["), "{err}");
+}

@@ -10,6 +10,7 @@ use phasegate_model::error::Problem;
 mod build;
 mod completions;
 mod key;
+mod live;
 mod lock;
 mod locking;
 mod new;

@@ -7,16 +7,50 @@ use phasegate_model::events::RunOutcome;
 use phasegate_model::events::{Event, EventKind, LogLevel};
 use phasegate_model::progress::{RunStatus, TaskStatus, VerdictKind};
 
+use std::io::IsTerminal;
+
+use clap::ValueEnum;
+
 use super::Format;
+use super::live::Bars;
 
 pub struct Renderer {
     format: Format,
     verbose: bool,
+    progress: Progress,
+    /// The live bars (`Progress::Bars`).
+    bars: Option<Bars>,
+}
+
+/// How a human-format run shows its progress (`--progress`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// Bars when stderr is a terminal, else lines.
+    Auto,
+    /// A bar per running phase, and the lines that matter above them (ANSI, even when stderr
+    /// is not a terminal).
+    Bars,
+    /// A line per event, as a log.
+    Lines,
+    /// Nothing while it runs; the summary at the end.
+    None,
 }
 
 impl Renderer {
-    pub fn new(format: Format, verbose: bool) -> Self {
-        Renderer { format, verbose }
+    pub fn new(format: Format, verbose: bool, progress: Progress) -> Self {
+        let progress = match progress {
+            Progress::Auto if std::io::stderr().is_terminal() => Progress::Bars,
+            Progress::Auto => Progress::Lines,
+            other => other,
+        };
+        let bars = (format == Format::Human && progress == Progress::Bars)
+            .then(|| Bars::new(!std::io::stderr().is_terminal()));
+        Renderer {
+            format,
+            verbose,
+            progress,
+            bars,
+        }
     }
 
     pub fn event(&self, event: &Event) {
@@ -27,15 +61,61 @@ impl Renderer {
                     let _ = writeln!(out, "{line}");
                 }
             }
-            Format::Human => {
-                if let Some(line) = self.human(event) {
-                    let secs = event.elapsed_us as f64 / 1e6;
-                    // stderr is unbuffered: format first, so a line is one write, not one per
-                    // formatted piece.
-                    let text = format!("{secs:>8.3}s {line}\n");
-                    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+            Format::Human => match (&self.bars, self.progress) {
+                (Some(bars), _) => self.live(bars, event),
+                (None, Progress::None) => {}
+                (None, _) => {
+                    if let Some(line) = self.human(event) {
+                        let secs = event.elapsed_us as f64 / 1e6;
+                        // stderr is unbuffered: format first, so a line is one write, not one
+                        // per formatted piece.
+                        let text = format!("{secs:>8.3}s {line}\n");
+                        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+                    }
                 }
+            },
+        }
+    }
+
+    /// Bars mode: moves the bars, and prints the lines that matter above them.
+    fn live(&self, bars: &Bars, event: &Event) {
+        let matters = match &event.kind {
+            EventKind::PhaseStarted { phase, to_run, .. } => {
+                bars.start(phase, *to_run as u64);
+                true
             }
+            EventKind::TaskFinished { phase, status, .. } => {
+                let failed = *status != TaskStatus::Succeeded;
+                bars.finished(phase, failed);
+                failed || self.verbose
+            }
+            EventKind::TaskRetry { phase, .. } => {
+                bars.retry(phase);
+                true
+            }
+            EventKind::TaskLog { level, .. } => {
+                self.verbose || matches!(level, LogLevel::Warn | LogLevel::Error)
+            }
+            EventKind::GateStarted { phase, gate } => {
+                bars.gate(phase, short_name(gate));
+                self.verbose
+            }
+            EventKind::PhaseFinished { phase, .. } => {
+                bars.end(phase);
+                false
+            }
+            EventKind::RunFinished { .. } => {
+                bars.clear();
+                false
+            }
+            EventKind::TaskStarted { .. } | EventKind::TaskSkipped { .. } => self.verbose,
+            EventKind::TaskProgress { .. } => false,
+            EventKind::RunStarted { .. }
+            | EventKind::PhaseSkipped { .. }
+            | EventKind::Verdict { .. } => true,
+        };
+        if matters && let Some(line) = self.human(event) {
+            bars.println(&format!("{:>8.3}s {line}", event.elapsed_us as f64 / 1e6));
         }
     }
 

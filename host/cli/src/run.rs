@@ -17,7 +17,8 @@ use phasegate_runner::Runner;
 use phasegate_runner::persist::{ProgressStore, RunLock};
 
 use super::locking::{LockArgs, load_checked, load_pipeline};
-use super::{Exit, Format, bad_input, render::Renderer, state_path};
+use super::render::{Progress, Renderer};
+use super::{Exit, Format, bad_input, state_path};
 
 /// How a run is shown (`run` and `resume`).
 #[derive(Args, Clone, Copy)]
@@ -25,9 +26,13 @@ pub struct Output {
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     format: Format,
-    /// Also show plugins' debug and trace log lines.
+    /// Also show every task's lines and plugins' debug and trace log lines.
     #[arg(long, short)]
     verbose: bool,
+    /// How progress is shown in the human format: bars when stderr is a terminal (auto),
+    /// bars, a line per event, or nothing until the summary.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: Progress,
 }
 
 /// Where tasks run (`run` and `resume`).
@@ -229,7 +234,11 @@ pub fn execute(
     output: Output,
     nats: Option<Server>,
 ) -> anyhow::Result<Exit> {
-    let renderer = Arc::new(Renderer::new(output.format, output.verbose));
+    let renderer = Arc::new(Renderer::new(
+        output.format,
+        output.verbose,
+        output.progress,
+    ));
     let pipeline_path = relative_to_cwd(&pipeline.path);
     let sink = renderer.clone();
     let emitter = phasegate_model::events::Emitter::new(move |e| sink.event(&e));
