@@ -17,4 +17,5 @@ mod remote;
 mod resume;
 mod runner;
 mod sandbox;
+mod schema;
 mod store;

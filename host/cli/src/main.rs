@@ -18,6 +18,7 @@ mod plugin;
 mod render;
 mod resume;
 mod run;
+mod schema;
 mod status;
 mod test;
 mod validate;
@@ -54,6 +55,7 @@ enum Command {
     Key(key::KeyArgs),
     Worker(worker::WorkerArgs),
     Completions(completions::CompletionsArgs),
+    Schema(schema::SchemaArgs),
 }
 
 /// How events and results are written.
@@ -131,6 +133,7 @@ fn main() -> ExitCode {
         Command::Key(args) => args.run(),
         Command::Worker(args) => args.run(),
         Command::Completions(args) => args.run(),
+        Command::Schema(args) => args.run(),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Why a task failed (mirrors the WIT `failure-kind`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureKind {
     Failed,

@@ -78,6 +78,22 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size: a number of bytes, or text with a unit, e.g. \"64MiB\" (B, KiB, MiB, GiB, KB, MB, GB)",
+            "oneOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^\\s*[0-9][0-9_]*\\s*(B|KiB|MiB|GiB|KB|kB|MB|GB)?\\s*$"}
+            ]
+        })
+    }
+}
+
 impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_string().replace(' ', ""))
@@ -127,6 +143,20 @@ impl<'de> Deserialize<'de> for HumanDuration {
             }
         }
         d.deserialize_any(Visitor)
+    }
+}
+
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration with a unit, e.g. \"30s\", \"500ms\", \"2m\", \"1h 30m\"",
+            "type": "string",
+            "pattern": "^\\s*([0-9]+(\\.[0-9]+)?\\s*[a-zA-Zµ]+\\s*)+$"
+        })
     }
 }
 

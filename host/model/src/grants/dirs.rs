@@ -9,7 +9,9 @@ use toml::Spanned;
 use super::{Capability, Check, Grants, RawGrants, ShowPath};
 
 /// How a directory is granted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum DirMode {
     /// Read only (the default).
@@ -41,10 +43,14 @@ pub struct DirGrant {
 }
 
 /// One `dirs` entry as written.
-#[derive(Deserialize, Clone, Debug)]
+#[derive(Deserialize, Clone, Debug, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawDir {
+    /// The host directory, relative to the pipeline file.
+    #[schemars(with = "String")]
     host: Spanned<String>,
+    /// Where the plugin sees it: an absolute path without `..`, e.g. `/data`.
+    #[schemars(with = "String", regex(pattern = r"^/"))]
     guest: Spanned<String>,
     #[serde(default)]
     mode: DirMode,

@@ -28,25 +28,42 @@ use toml::Spanned;
 pub use dirs::{DirGrant, DirMode};
 
 /// A `grants` table as written (a task, a gate, a fixture).
-#[derive(Deserialize, Default, Clone, Debug)]
+#[derive(Deserialize, Default, Clone, Debug, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawGrants {
+    /// Host directories the plugin sees, each at a guest path, read-only unless `mode = "rw"`.
     #[serde(default)]
     dirs: Vec<dirs::RawDir>,
+    /// Host environment variables passed through by name.
     #[serde(default)]
+    #[schemars(with = "Vec<EnvName>")]
     env: Vec<Spanned<String>>,
+    /// Environment variables set to fixed values.
     #[serde(default)]
     env_set: BTreeMap<String, String>,
+    /// `host:port` the plugin may open TCP/UDP connections to.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     net: Vec<Spanned<String>>,
+    /// Hosts (optionally `host:port`) the plugin may send HTTP requests to.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     http: Vec<Spanned<String>>,
+    /// Fixed clocks and a seeded random source.
     #[serde(default)]
     deterministic: bool,
+    /// The random seed with `deterministic`.
     seed: Option<u64>,
+    /// The whole context (every earlier phase's results).
     #[serde(default)]
     context: bool,
 }
+
+/// An environment variable's name, for the schema: `validate` checks the same.
+#[derive(schemars::JsonSchema)]
+#[schemars(transparent)]
+#[allow(dead_code, reason = "a schema type only")]
+struct EnvName(#[schemars(regex(pattern = r"^[^=]+$"))] String);
 
 /// Capabilities granted to one plugin. Everything is denied unless listed here.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -48,7 +48,7 @@ mod vars;
 pub use crate::error::{PipelineError, PipelineErrors};
 pub use crate::grants::{DirGrant, DirMode, Grants, RawGrants};
 pub use parse::{Resolve, Scope, sandbox};
-pub use raw::RawLimits;
+pub use raw::{RawLimits, schema};
 
 pub const DEFAULT_MEMORY: ByteSize = ByteSize(64 << 20);
 /// Default wall-clock timeout per attempt: generous for real work, short enough that a hung
@@ -205,7 +205,9 @@ impl EngineLimits {
 
 /// How the engine keeps a guest's loads and stores inside its linear memory (`[engine]
 /// bounds-checks`). Both confine every access exactly; they differ in cost and hardening.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum BoundsChecks {
     /// The default. Each memory sits in a large reservation whose unused part is unmapped, so

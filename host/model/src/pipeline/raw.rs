@@ -5,6 +5,7 @@
 //! in one task does not hide the problems of the others: a part that cannot be read is kept as
 //! [`Part::Unreadable`] with its id when it has one, and its problem reported.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -14,13 +15,17 @@ use crate::grants::RawGrants;
 use crate::outcome::FailureKind;
 use crate::units::{ByteSize, HumanDuration};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawPipeline {
+    /// The pipeline's name, shown in events and the progress file.
+    #[schemars(with = "String", length(min = 1))]
     pub(super) name: Spanned<String>,
     #[serde(default)]
     pub(super) description: Option<String>,
     #[serde(default)]
+    /// Free values templates read as `vars.*`; `run --var KEY=VALUE` replaces declared ones.
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub(super) vars: Option<toml::Table>,
     #[serde(default)]
     pub(super) defaults: RawDefaults,
@@ -29,66 +34,82 @@ pub(super) struct RawPipeline {
     /// Read separately from the `[[phase]]` tables.
     #[serde(skip)]
     pub(super) phases: Vec<Part<RawPhase>>,
-    /// Named so that serde lists `phase` among the keys allowed (it is taken out before).
+    /// The phases, run in file order (`[[phase]]` tables). Named here so that serde lists
+    /// `phase` among the keys allowed; the tables are read one by one ([`read`]).
     #[serde(default, rename = "phase")]
+    #[schemars(with = "Vec<RawPhase>", length(min = 1))]
     _phase: Option<serde::de::IgnoredAny>,
 }
 
 /// The `[engine]` table: settings of the one wasmtime engine a run uses.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawEngine {
     pub(super) bounds_checks: Option<BoundsChecks>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawDefaults {
     pub(super) retries: Option<u32>,
     pub(super) retry_on: Option<Vec<FailureKind>>,
     pub(super) retry_backoff: Option<HumanDuration>,
+    /// At most this many tasks at once (default: the number of CPUs).
+    #[schemars(with = "Option<u32>", range(min = 1))]
     pub(super) concurrency: Option<Spanned<u32>>,
     #[serde(default)]
     pub(super) limits: RawLimits,
 }
 
 /// A `limits` table as written (pipeline defaults, a task, a gate, a fixture).
-#[derive(Deserialize, Default, Clone, Debug)]
+#[derive(Deserialize, Default, Clone, Debug, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawLimits {
     pub(super) memory: Option<ByteSize>,
     pub(super) timeout: Option<HumanDuration>,
     pub(super) max_output: Option<ByteSize>,
     pub(super) fuel: Option<u64>,
+    #[schemars(with = "Option<u64>", range(max = super::MAX_TABLE_ELEMENTS))]
     pub(super) table_elements: Option<Spanned<u64>>,
     pub(super) instances: Option<u64>,
     pub(super) max_log: Option<ByteSize>,
     pub(super) log_records: Option<u32>,
+    #[schemars(with = "Option<ByteSize>")]
     pub(super) max_stack: Option<Spanned<ByteSize>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawPhase {
+    /// Starts with a letter; letters, digits, `-` and `_`.
+    #[schemars(with = "String", regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"))]
     pub(super) id: Spanned<String>,
     #[serde(default)]
     pub(super) description: Option<String>,
     pub(super) parallel: Option<bool>,
+    /// At most this many tasks at once (default: the number of CPUs).
+    #[schemars(with = "Option<u32>", range(min = 1))]
     pub(super) concurrency: Option<Spanned<u32>>,
     pub(super) gate: Option<RawGate>,
     /// Read separately from the `[[phase.task]]` tables.
     #[serde(skip)]
     pub(super) tasks: Vec<Part<RawTask>>,
-    /// Named so that serde lists `task` among the keys allowed (it is taken out before).
+    /// The phase's tasks (`[[phase.task]]` tables). Named here so that serde lists `task`
+    /// among the keys allowed; the tables are read one by one ([`read`]).
     #[serde(default, rename = "task")]
+    #[schemars(with = "Vec<RawTask>", length(min = 1))]
     _task: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawGate {
+    /// A component file (relative to the pipeline file) or an installed plugin's name.
+    #[schemars(with = "String", length(min = 1))]
     pub(super) plugin: Spanned<String>,
     #[serde(default)]
+    /// The plugin's configuration (checked by the plugin).
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub(super) config: Option<toml::Table>,
     pub(super) timeout: Option<HumanDuration>,
     #[serde(default)]
@@ -97,14 +118,22 @@ pub(super) struct RawGate {
     pub(super) grants: RawGrants,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawTask {
+    /// Starts with a letter; letters, digits, `-` and `_`.
+    #[schemars(with = "String", regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"))]
     pub(super) id: Spanned<String>,
+    /// A component file (relative to the pipeline file) or an installed plugin's name.
+    #[schemars(with = "String", length(min = 1))]
     pub(super) plugin: Spanned<String>,
     #[serde(default)]
+    /// The task's input: text, or a minijinja template over the context.
+    #[schemars(with = "Option<String>")]
     pub(super) input: Option<Spanned<String>>,
     #[serde(default)]
+    /// The plugin's configuration (checked by the plugin).
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub(super) config: Option<toml::Table>,
     pub(super) retries: Option<u32>,
     pub(super) retry_on: Option<Vec<FailureKind>>,
@@ -270,4 +299,15 @@ impl Problem {
             span: e.span(),
         }
     }
+}
+
+/// The JSON Schema of the pipeline file, generated from the types serde reads it with: for
+/// editors (taplo / Even Better TOML complete and check with it). What a schema cannot say —
+/// unique ids, files that exist, what templates refer to — `validate` checks.
+pub fn schema() -> serde_json::Value {
+    let mut schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<RawPipeline>();
+    schema.insert("title".into(), "phasegate pipeline".into());
+    schema.to_value()
 }
