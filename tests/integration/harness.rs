@@ -205,7 +205,9 @@ pub fn normalized(mut state: Value) -> Value {
     }
     for phase in state["phase"].as_array_mut().unwrap() {
         for task in phase["task"].as_array_mut().unwrap() {
-            task.as_object_mut().unwrap().remove("duration-ms");
+            for key in ["duration-ms", "started-ms", "ended-ms"] {
+                task.as_object_mut().unwrap().remove(key);
+            }
         }
     }
     state

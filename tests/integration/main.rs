@@ -14,6 +14,7 @@ mod golden;
 mod harness;
 mod layers;
 mod remote;
+mod report;
 mod resume;
 mod runner;
 mod sandbox;

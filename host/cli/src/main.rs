@@ -16,6 +16,7 @@ mod locking;
 mod new;
 mod plugin;
 mod render;
+mod report;
 mod resume;
 mod run;
 mod schema;
@@ -46,6 +47,7 @@ enum Command {
     Run(run::RunArgs),
     Resume(resume::ResumeArgs),
     Status(status::StatusArgs),
+    Report(report::ReportArgs),
     Validate(validate::ValidateArgs),
     New(new::NewArgs),
     Build(build::BuildArgs),
@@ -124,6 +126,7 @@ fn main() -> ExitCode {
         Command::Run(args) => args.run(),
         Command::Resume(args) => args.run(),
         Command::Status(args) => args.run(),
+        Command::Report(args) => args.run(),
         Command::Validate(args) => args.run(),
         Command::New(args) => args.run(),
         Command::Build(args) => args.run(),

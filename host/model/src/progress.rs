@@ -76,6 +76,12 @@ pub struct TaskState {
     /// Duration of the last attempt.
     #[serde(default)]
     pub duration_ms: u64,
+    /// When the first attempt started and the last one ended (Unix time, ms): the run
+    /// report's timeline. Absent for a task that has not run (and in older progress files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
     /// Output JSON text when succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
@@ -98,6 +104,8 @@ impl TaskState {
             status: TaskStatus::Pending,
             attempts: 0,
             duration_ms: 0,
+            started_ms: None,
+            ended_ms: None,
             output: None,
             error: None,
             log: Vec::new(),

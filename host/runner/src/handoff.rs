@@ -270,6 +270,8 @@ mod tests {
                 status: TaskStatus::Succeeded,
                 attempts: 1,
                 duration_ms: 0,
+                started_ms: None,
+                ended_ms: None,
                 output: None,
                 error: None,
                 log: Vec::new(),

@@ -476,6 +476,8 @@ impl<E: Executor> PhaseRun<E> {
             status: TaskStatus::Failed,
             attempts: 0,
             duration_ms: 0,
+            started_ms: None,
+            ended_ms: None,
             output: None,
             error: None,
             log: Vec::new(),
@@ -503,6 +505,7 @@ impl<E: Executor> PhaseRun<E> {
         } else {
             slot.ungranted.clone()
         };
+        state.started_ms = Some(unix_ms());
         loop {
             state.attempts += 1;
             let started = Instant::now();
@@ -529,6 +532,7 @@ impl<E: Executor> PhaseRun<E> {
             let attempt = slot.lane.run(&job).await;
             let ended = Instant::now();
             state.duration_ms = u64::try_from((ended - started).as_millis()).unwrap_or(u64::MAX);
+            state.ended_ms = Some(unix_ms());
             state.log = attempt.log;
             state.worker = attempt.worker;
             match attempt.result {
@@ -565,6 +569,13 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
         .checked_shl(attempt.saturating_sub(1))
         .unwrap_or(u32::MAX);
     base.saturating_mul(factor).min(MAX_RETRY_BACKOFF)
+}
+
+/// The wall clock as Unix milliseconds (for the progress file's task times).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// `text` cut to at most `max` characters, with `…` where it was cut.

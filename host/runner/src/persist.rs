@@ -339,6 +339,8 @@ mod tests {
             status: TaskStatus::Succeeded,
             attempts: 1,
             duration_ms: 3,
+            started_ms: None,
+            ended_ms: None,
             output: Some("{}".into()),
             error: None,
             log: Vec::new(),

@@ -502,6 +502,8 @@ mod tests {
             status,
             attempts: 1,
             duration_ms: 7,
+            started_ms: None,
+            ended_ms: None,
             output: output.map(str::to_owned),
             error: (status == TaskStatus::Failed).then(|| Failure {
                 kind: FailureKind::Failed,
