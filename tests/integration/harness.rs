@@ -205,7 +205,7 @@ pub fn normalized(mut state: Value) -> Value {
     }
     for phase in state["phase"].as_array_mut().unwrap() {
         for task in phase["task"].as_array_mut().unwrap() {
-            for key in ["duration-ms", "started-ms", "ended-ms"] {
+            for key in ["duration-ms", "started-us", "ended-us"] {
                 task.as_object_mut().unwrap().remove(key);
             }
         }

@@ -108,8 +108,8 @@ pub fn html(s: &State) -> String {
         tasks = totals.ok + totals.failed + totals.pending,
         attempts = totals.attempts,
         retries = totals.retries,
-        busy = ms(totals.busy_ms),
-        span = totals.span_ms.map_or("—".into(), ms),
+        busy = human(totals.busy_us),
+        span = totals.span_us.map_or("—".into(), human),
     );
     for phase in &s.phases {
         write_phase(&mut out, phase);
@@ -233,7 +233,7 @@ fn timeline(out: &mut String, p: &PhaseState) {
     let timed: Vec<(&TaskState, u64, u64)> = p
         .tasks
         .iter()
-        .filter_map(|t| Some((t, t.started_ms?, t.ended_ms?.max(t.started_ms?))))
+        .filter_map(|t| Some((t, t.started_us?, t.ended_us?.max(t.started_us?))))
         .collect();
     let (Some(start), Some(end)) = (
         timed.iter().map(|(_, s, _)| *s).min(),
@@ -253,7 +253,7 @@ fn timeline(out: &mut String, p: &PhaseState) {
         } else {
             format!("{} task(s), a row each", timed.len())
         },
-        ms(end - start)
+        human(end - start)
     );
     if timed.len() <= ROWS_MAX {
         const ROW: f64 = 8.0;
@@ -279,7 +279,7 @@ fn timeline(out: &mut String, p: &PhaseState) {
                 esc(&t.id),
                 t.status.name(),
                 t.attempts,
-                ms(e - s)
+                human(e - s)
             );
         }
         out.push_str("</svg>\n");
@@ -339,16 +339,16 @@ struct Totals {
     pending: usize,
     attempts: u64,
     retries: u64,
-    busy_ms: u64,
-    span_ms: Option<u64>,
+    busy_us: u64,
+    span_us: Option<u64>,
 }
 
 impl Totals {
     fn of(s: &State) -> Totals {
         let tasks = || s.phases.iter().flat_map(|p| p.tasks.iter());
         let count = |status| tasks().filter(|t| t.status == status).count();
-        let start = tasks().filter_map(|t| t.started_ms).min();
-        let end = tasks().filter_map(|t| t.ended_ms).max();
+        let start = tasks().filter_map(|t| t.started_us).min();
+        let end = tasks().filter_map(|t| t.ended_us).max();
         Totals {
             phases_complete: s
                 .phases
@@ -367,8 +367,13 @@ impl Totals {
             retries: tasks()
                 .map(|t| u64::from(t.attempts.saturating_sub(1)))
                 .sum(),
-            busy_ms: tasks().map(|t| t.duration_ms).sum(),
-            span_ms: start.zip(end).map(|(s, e)| e.saturating_sub(s)),
+            busy_us: tasks()
+                .map(|t| match (t.started_us, t.ended_us) {
+                    (Some(s), Some(e)) => e.saturating_sub(s),
+                    _ => t.duration_ms.saturating_mul(1000),
+                })
+                .sum(),
+            span_us: start.zip(end).map(|(s, e)| e.saturating_sub(s)),
         }
     }
 }
@@ -399,11 +404,13 @@ fn short_name(spec: &str) -> &str {
     }
 }
 
-fn ms(ms: u64) -> String {
-    match ms {
-        0..1_000 => format!("{ms} ms"),
-        1_000..60_000 => format!("{:.1} s", ms as f64 / 1e3),
-        _ => format!("{}m {:02}s", ms / 60_000, (ms % 60_000) / 1000),
+/// A duration given in microseconds, as a person reads it.
+fn human(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} µs"),
+        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        1_000_000..60_000_000 => format!("{:.1} s", us as f64 / 1e6),
+        _ => format!("{}m {:02}s", us / 60_000_000, (us % 60_000_000) / 1_000_000),
     }
 }
 

@@ -76,12 +76,12 @@ pub struct TaskState {
     /// Duration of the last attempt.
     #[serde(default)]
     pub duration_ms: u64,
-    /// When the first attempt started and the last one ended (Unix time, ms): the run
+    /// When the first attempt started and the last one ended (Unix time, µs): the run
     /// report's timeline. Absent for a task that has not run (and in older progress files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_ms: Option<u64>,
+    pub started_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended_ms: Option<u64>,
+    pub ended_us: Option<u64>,
     /// Output JSON text when succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
@@ -104,8 +104,8 @@ impl TaskState {
             status: TaskStatus::Pending,
             attempts: 0,
             duration_ms: 0,
-            started_ms: None,
-            ended_ms: None,
+            started_us: None,
+            ended_us: None,
             output: None,
             error: None,
             log: Vec::new(),

@@ -476,8 +476,8 @@ impl<E: Executor> PhaseRun<E> {
             status: TaskStatus::Failed,
             attempts: 0,
             duration_ms: 0,
-            started_ms: None,
-            ended_ms: None,
+            started_us: None,
+            ended_us: None,
             output: None,
             error: None,
             log: Vec::new(),
@@ -505,7 +505,7 @@ impl<E: Executor> PhaseRun<E> {
         } else {
             slot.ungranted.clone()
         };
-        state.started_ms = Some(unix_ms());
+        state.started_us = Some(unix_us());
         loop {
             state.attempts += 1;
             let started = Instant::now();
@@ -532,7 +532,7 @@ impl<E: Executor> PhaseRun<E> {
             let attempt = slot.lane.run(&job).await;
             let ended = Instant::now();
             state.duration_ms = u64::try_from((ended - started).as_millis()).unwrap_or(u64::MAX);
-            state.ended_ms = Some(unix_ms());
+            state.ended_us = Some(unix_us());
             state.log = attempt.log;
             state.worker = attempt.worker;
             match attempt.result {
@@ -571,11 +571,11 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(factor).min(MAX_RETRY_BACKOFF)
 }
 
-/// The wall clock as Unix milliseconds (for the progress file's task times).
-fn unix_ms() -> u64 {
+/// The wall clock as Unix microseconds (for the progress file's task times).
+fn unix_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// `text` cut to at most `max` characters, with `…` where it was cut.

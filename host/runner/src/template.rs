@@ -502,8 +502,8 @@ mod tests {
             status,
             attempts: 1,
             duration_ms: 7,
-            started_ms: None,
-            ended_ms: None,
+            started_us: None,
+            ended_us: None,
             output: output.map(str::to_owned),
             error: (status == TaskStatus::Failed).then(|| Failure {
                 kind: FailureKind::Failed,

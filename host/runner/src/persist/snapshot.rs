@@ -86,11 +86,11 @@ fn write_task(w: &mut String, t: &TaskState) {
     string(w, "status", t.status.name());
     int(w, "attempts", t.attempts.into());
     int(w, "duration-ms", t.duration_ms);
-    if let Some(ms) = t.started_ms {
-        int(w, "started-ms", ms);
+    if let Some(ms) = t.started_us {
+        int(w, "started-us", ms);
     }
-    if let Some(ms) = t.ended_ms {
-        int(w, "ended-ms", ms);
+    if let Some(ms) = t.ended_us {
+        int(w, "ended-us", ms);
     }
     if let Some(output) = &t.output {
         string(w, "output", output);
@@ -238,8 +238,8 @@ mod tests {
                         status: TaskStatus::Succeeded,
                         attempts: 3,
                         duration_ms: u64::MAX,
-                        started_ms: None,
-                        ended_ms: None,
+                        started_us: None,
+                        ended_us: None,
                         output: Some(s.into()),
                         error: None,
                         log: vec![s.into(), "info: x".into()],
@@ -250,8 +250,8 @@ mod tests {
                         status: TaskStatus::Failed,
                         attempts: 0,
                         duration_ms: 0,
-                        started_ms: None,
-                        ended_ms: None,
+                        started_us: None,
+                        ended_us: None,
                         output: None,
                         error: Some(Failure {
                             kind: FailureKind::InvalidOutput,
