@@ -212,6 +212,14 @@ impl Emitter {
         self.emit_at(std::time::Instant::now(), kind);
     }
 
+    /// `at` as Unix time in microseconds, on the same clock as the events' `at` (no clock
+    /// read: the wall time at the emitter's start plus the monotonic time since).
+    #[inline]
+    pub fn unix_us(&self, at: std::time::Instant) -> u64 {
+        let wall = self.start_wall + at.saturating_duration_since(self.start);
+        wall.duration_since(std::time::UNIX_EPOCH).map_or(0, micros)
+    }
+
     /// Sends an event of something that happened at `at` (read once for the event and the
     /// caller's own timing; a task's `task-finished` carries when it finished, not when it
     /// was recorded).

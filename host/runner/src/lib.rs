@@ -505,10 +505,12 @@ impl<E: Executor> PhaseRun<E> {
         } else {
             slot.ungranted.clone()
         };
-        state.started_us = Some(unix_us());
         loop {
             state.attempts += 1;
             let started = Instant::now();
+            if state.attempts == 1 {
+                state.started_us = Some(slot.emitter.unix_us(started));
+            }
             slot.emitter.emit_at(
                 started,
                 EventKind::TaskStarted {
@@ -532,7 +534,7 @@ impl<E: Executor> PhaseRun<E> {
             let attempt = slot.lane.run(&job).await;
             let ended = Instant::now();
             state.duration_ms = u64::try_from((ended - started).as_millis()).unwrap_or(u64::MAX);
-            state.ended_us = Some(unix_us());
+            state.ended_us = Some(slot.emitter.unix_us(ended));
             state.log = attempt.log;
             state.worker = attempt.worker;
             match attempt.result {
@@ -569,13 +571,6 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
         .checked_shl(attempt.saturating_sub(1))
         .unwrap_or(u32::MAX);
     base.saturating_mul(factor).min(MAX_RETRY_BACKOFF)
-}
-
-/// The wall clock as Unix microseconds (for the progress file's task times).
-fn unix_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// `text` cut to at most `max` characters, with `…` where it was cut.
