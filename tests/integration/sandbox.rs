@@ -746,3 +746,155 @@ fn explicit_bounds_checks_keep_every_limit_and_trap() {
         assert!(msg.contains(want_text), "{id}: {msg}");
     }
 }
+
+/// Runs `phasegate ARGS` with the descriptor limits `soft`/`hard` (as `ulimit -n` sets them).
+fn with_nofile(p: &Project, soft: u32, hard: u32, args: &str) -> std::process::Output {
+    let mut cmd = p.command(&[]);
+    let program = cmd.get_program().to_owned();
+    cmd = std::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!(
+            "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" {args}"
+        ))
+        .arg(program)
+        .current_dir(p.dir.path())
+        .env(
+            "PHASEGATE_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
+        );
+    cmd.output().unwrap()
+}
+
+#[test]
+fn hoarding_descriptors_is_a_limit_and_starves_no_sibling_nor_the_progress_file() {
+    let p = Project::new();
+    host_tree(&p);
+    let ro = "grants = { dirs = [{ host = \"granted\", guest = \"/data\" }] }";
+    let mut toml = String::from("name = \"hoard\"\n[[phase]]\nid = \"attack\"\nconcurrency = 6\n");
+    for (id, attack) in [
+        ("files-1", "hoard-files"),
+        ("files-2", "hoard-files"),
+        ("sockets", "hoard-sockets"),
+    ] {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"{id}\"\nplugin = \"{{HOSTILE}}\"\nconfig = {{ attack = \"{attack}\", path = \"/data/hello.txt\" }}\n{ro}\n"
+        ));
+    }
+    for i in 0..40 {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"sibling-{i}\"\nplugin = \"{{HOSTILE}}\"\nconfig = {{ attack = \"read-file\", path = \"/data/hello.txt\" }}\n{ro}\n"
+        ));
+    }
+    p.pipeline(&toml);
+    // A soft limit of 512 and a hard one of 4096: three hoarders held to 256 each would use
+    // 768 descriptors, more than the soft limit, so the run also shows that phasegate raised
+    // its soft limit to the hard one. Without the per-instance limit they would take all 4096.
+    let out = with_nofile(&p, 512, 4096, "run pipeline.toml --format json");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let state = p.state(".phasegate/state.toml");
+    assert_eq!(state["status"], "failed");
+    for i in 0..40 {
+        let sibling = task(&state, &format!("sibling-{i}"));
+        assert_eq!(sibling["status"], "succeeded", "{sibling}");
+        assert_eq!(
+            output(&state, &format!("sibling-{i}"))["breach"],
+            "hello from the grant"
+        );
+    }
+    for id in ["files-1", "files-2", "sockets"] {
+        let (kind, msg) = failure(&state, id);
+        assert_eq!(kind, "limit", "{id}: {msg}");
+        assert!(
+            msg.contains("more than 256 files, directories, sockets or streams")
+                && msg.contains("raise `limits.descriptors`"),
+            "{id}: {msg}"
+        );
+    }
+    // The journal was folded into the snapshot at the end: its writes were never refused.
+    assert!(!p.path(".phasegate/state.toml.journal").exists());
+
+    // The limit is the pipeline's to set: a hoarder allowed 300 opens its 300.
+    p.pipeline(&toml.replacen(
+        "config = { attack = \"hoard-files\", path = \"/data/hello.txt\" }",
+        "config = { attack = \"hoard-files\", path = \"/data/hello.txt\", bytes = 300 }\nlimits = { descriptors = 320 }",
+        1,
+    ));
+    let out = with_nofile(&p, 512, 4096, "run pipeline.toml --fresh --format json");
+    assert_eq!(out.status.code(), Some(1));
+    let state = p.state(".phasegate/state.toml");
+    assert_eq!(output(&state, "files-1")["opened"], 300);
+}
+
+#[test]
+fn a_guests_own_faults_are_not_blamed_on_the_host() {
+    let p = Project::new();
+    let (_, state) = attack(
+        &p,
+        "",
+        &[
+            ("exit", "config = { attack = \"exit\" }"),
+            ("bad-utf8", "config = { attack = \"bad-utf8\" }"),
+            (
+                "big-hostcall",
+                "config = { attack = \"big-hostcall\", bytes = 140_000_000 }\nlimits = { memory = \"600MiB\", max-log = \"1KiB\" }",
+            ),
+        ],
+    );
+    let (kind, msg) = failure(&state, "exit");
+    assert_eq!(
+        (
+            kind.as_str(),
+            msg.contains("called exit(1) instead of returning a result")
+        ),
+        ("trap", true),
+        "{msg}"
+    );
+    let (kind, msg) = failure(&state, "bad-utf8");
+    assert_eq!(
+        (
+            kind.as_str(),
+            msg.contains("a string that is not valid UTF-8")
+        ),
+        ("invalid-output", true),
+        "{msg}"
+    );
+    let (kind, msg) = failure(&state, "big-hostcall");
+    assert_eq!(
+        (
+            kind.as_str(),
+            msg.contains("passed more than 128 MiB to the host in one call")
+        ),
+        ("limit", true),
+        "{msg}"
+    );
+}
+
+#[test]
+fn long_failure_messages_and_reasons_are_bounded_naming_the_limit() {
+    let p = Project::new();
+    let long = "echo ".repeat(50_000); // 250 KB
+    let (r, state) = attack(
+        &p,
+        "",
+        &[(
+            "echo",
+            &format!("plugin = \"{{PROBE}}\"\nconfig = {{ fail = \"{long}\" }}"),
+        )],
+    );
+    let (kind, msg) = failure(&state, "echo");
+    assert_eq!(kind, "failed");
+    assert!(msg.len() < 5_000, "{} bytes kept", msg.len());
+    assert!(
+        msg.ends_with(
+            "… [cut: 250000 bytes in all; messages and reasons are kept up to 4096 bytes]"
+        ),
+        "{}",
+        &msg[msg.len() - 120..]
+    );
+    let finished = r.of("task-finished");
+    let event = finished.iter().find(|e| e["task"] == "echo").unwrap();
+    assert!(event["error"]["message"].as_str().unwrap().len() < 5_000);
+    let reason = state["phase"][0]["verdict"]["reason"].as_str().unwrap();
+    assert!(reason.len() < 1_000, "{reason}");
+}

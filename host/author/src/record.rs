@@ -254,6 +254,7 @@ fn insert_sandbox(table: &mut toml::Table, limits: &Limits, grants: &Grants) {
         "instances": limits.instances,
         "max-log": limits.max_log,
         "log-records": limits.log_records,
+        "descriptors": limits.descriptors,
     });
     if let Some(fuel) = limits.fuel {
         l["fuel"] = json!(fuel);

@@ -120,7 +120,24 @@ pub fn edit_lock(
         .map_err(|e| bad_input(format!("{e:#}")))
 }
 
+/// Raises the soft limit on open descriptors to the hard limit. Plugins' files and sockets are
+/// the process's descriptors; each instance is held to `limits.descriptors`, and the default
+/// soft limit (often 1,024) would let a handful of them, together, starve the progress file,
+/// the journal and the other tasks. Best effort: where it cannot be raised, it stays.
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        let _ = setrlimit(Resource::Nofile, raised);
+    }
+}
+
 fn main() -> ExitCode {
+    raise_descriptor_limit();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => args.run(),

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use phasegate_model::events::Emitter;
 use phasegate_model::job::Attempt;
+use phasegate_model::outcome::{bounded, bounded_evidence};
 use phasegate_model::pipeline::{EngineLimits, Grants, Limits};
 use phasegate_model::progress::{Failure, FailureKind, VerdictKind, VerdictRecord};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, WasmBacktrace};
 
 use crate::error::chain;
 use crate::host_state::HostState;
@@ -185,7 +186,7 @@ impl PluginHost {
         let fail = |reason: String| VerdictRecord {
             kind: VerdictKind::Fail,
             gate: gate.clone(),
-            reason,
+            reason: bounded(reason),
             evidence: None,
         };
         let Pre::Gate(pre) = &plugin.pre else {
@@ -217,15 +218,19 @@ impl PluginHost {
                     wit::VerdictKind::Fail => VerdictKind::Fail,
                 },
                 gate,
-                reason: v.reason,
-                evidence: v.evidence,
+                reason: bounded(v.reason),
+                evidence: v.evidence.map(bounded_evidence),
             },
         }
     }
 }
 
+/// A failure, its message bounded ([`bounded`]): a plugin's own message can be any size.
 fn failure(kind: FailureKind, message: String) -> Failure {
-    Failure { kind, message }
+    Failure {
+        kind,
+        message: bounded(message),
+    }
 }
 
 fn timeout_failure(who: &str, limits: &Limits) -> Failure {
@@ -295,23 +300,55 @@ fn classify(
             ),
         );
     }
-    if error.downcast_ref::<Trap>().is_some() {
-        let stderr = state.stderr_text();
-        let detail = if stderr.is_empty() {
-            String::new()
-        } else {
-            format!("; stderr: {}", last_lines(&stderr, 5))
-        };
+    if text.contains("resource table has no free keys") {
         return failure(
-            FailureKind::Trap,
-            format!("{who} trapped: {}{detail}", chain(error)),
+            FailureKind::Limit,
+            format!(
+                "{who} held more than {} files, directories, sockets or streams at once, its limit; close what it no longer needs, or raise `limits.descriptors`",
+                limits.descriptors
+            ),
         );
     }
-    failure(
-        FailureKind::Host,
-        format!("{who} could not run: {}", chain(error)),
-    )
+    if text.contains("too much data is being copied between the host and the guest") {
+        return failure(
+            FailureKind::Limit,
+            format!(
+                "{who} passed more than {} to the host in one call (wasmtime's per-call copy budget, which phasegate keeps at its default); return, log or write less at once",
+                phasegate_model::units::ByteSize(HOSTCALL_BUDGET)
+            ),
+        );
+    }
+    let stderr = state.stderr_text();
+    let detail = if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {}", last_lines(&stderr, 5))
+    };
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return failure(
+            FailureKind::Trap,
+            format!(
+                "{who} called exit({}) instead of returning a result{detail}",
+                exit.0
+            ),
+        );
+    }
+    if let Some(e) = error.downcast_ref::<std::str::Utf8Error>() {
+        return failure(
+            FailureKind::InvalidOutput,
+            format!("{who} gave the host a string that is not valid UTF-8 ({e})"),
+        );
+    }
+    // A trap, or any other error raised while the plugin's code was running (a misuse of the
+    // component model, such as a bad resource handle): the plugin's fault, not the host's.
+    if error.downcast_ref::<Trap>().is_some() || error.downcast_ref::<WasmBacktrace>().is_some() {
+        return failure(FailureKind::Trap, format!("{who} trapped: {text}{detail}"));
+    }
+    failure(FailureKind::Host, format!("{who} could not run: {text}"))
 }
+
+/// Wasmtime's budget of bytes a guest may pass to the host in one call (its default, 128 MiB).
+const HOSTCALL_BUDGET: u64 = 128 << 20;
 
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

@@ -72,7 +72,12 @@ impl HostState {
         );
         let notice = state.notice();
         let ctx = sandbox::wasi_ctx(grants, &state.stdout, &state.stderr, notice.clone())?;
-        state.wasi = Some(WasiState::new(ctx, grants.http.clone(), notice));
+        let mut wasi = WasiState::new(ctx, grants.http.clone(), notice);
+        // Bounds what the instance holds at once: each open file, directory and socket is a
+        // host descriptor, so one plugin cannot exhaust the process's and starve the others.
+        wasi.table
+            .set_max_capacity(usize::try_from(limits.descriptors).unwrap_or(usize::MAX));
+        state.wasi = Some(wasi);
         Ok(state)
     }
 

@@ -27,6 +27,43 @@ pub struct Failure {
     pub message: String,
 }
 
+/// A failure's message and a verdict's reason are kept up to this many bytes (in the progress
+/// file, the events, the terminal): a plugin that fails with megabytes of text does not carry
+/// them into every record and summary.
+pub const MESSAGE_MAX: usize = 4 << 10;
+/// A verdict's evidence (JSON) is kept up to this many bytes; longer evidence is replaced by a
+/// JSON string saying so (cutting JSON would make it unreadable).
+pub const EVIDENCE_MAX: usize = 64 << 10;
+
+/// `text` cut to at most [`MESSAGE_MAX`] bytes (at a character boundary), saying where and why.
+pub fn bounded(text: String) -> String {
+    if text.len() <= MESSAGE_MAX {
+        return text;
+    }
+    let cut = (0..=MESSAGE_MAX)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!(
+        "{}… [cut: {} bytes in all; messages and reasons are kept up to {MESSAGE_MAX} bytes]",
+        &text[..cut],
+        text.len()
+    )
+}
+
+/// Evidence kept whole up to [`EVIDENCE_MAX`] bytes, else a JSON string that says it was
+/// dropped and how long it was.
+pub fn bounded_evidence(evidence: String) -> String {
+    if evidence.len() <= EVIDENCE_MAX {
+        return evidence;
+    }
+    serde_json::Value::String(format!(
+        "evidence of {} bytes dropped: evidence is kept up to {EVIDENCE_MAX} bytes",
+        evidence.len()
+    ))
+    .to_string()
+}
+
 /// Kind of a gate's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -75,6 +75,12 @@ pub const DEFAULT_INSTANCES: u64 = 100;
 pub const DEFAULT_MAX_LOG: ByteSize = ByteSize(256 << 10);
 /// Default host log calls kept per attempt.
 pub const DEFAULT_LOG_RECORDS: u32 = 1_000;
+/// Default resources an instance may hold at once: open files and directories, sockets,
+/// streams, pollables (wasmtime's resource table of the instance). A program that is not
+/// hoarding holds a few dozen (a Python guest starts with ~10); 256 leaves room, and 64 such
+/// instances at once stay far below the descriptor limit the CLI raises itself to (the hard
+/// limit, typically 524,288 or more on Linux).
+pub const DEFAULT_DESCRIPTORS: u32 = 256;
 /// Failure kinds retried by default: a task's own retryable error, and a timeout (the machine
 /// may just have been busy). Traps and limits would fail the same way again.
 pub const DEFAULT_RETRY_ON: [FailureKind; 2] = [FailureKind::Failed, FailureKind::Timeout];
@@ -175,6 +181,13 @@ pub struct Limits {
     pub max_log: ByteSize,
     /// Host `log` calls kept per attempt.
     pub log_records: u32,
+    /// Resources (open files and directories, sockets, streams, pollables) held at once.
+    #[serde(default = "default_descriptors")]
+    pub descriptors: u32,
+}
+
+fn default_descriptors() -> u32 {
+    DEFAULT_DESCRIPTORS
 }
 
 /// Settings that apply to the whole engine (one per run): `max-stack` from
@@ -286,6 +299,7 @@ impl Default for Limits {
             instances: DEFAULT_INSTANCES,
             max_log: DEFAULT_MAX_LOG,
             log_records: DEFAULT_LOG_RECORDS,
+            descriptors: DEFAULT_DESCRIPTORS,
         }
     }
 }
@@ -317,7 +331,7 @@ impl fmt::Display for Limits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "memory {}, timeout {}, max-output {}, fuel {}, table-elements {}, instances {}, max-log {}, log-records {}",
+            "memory {}, timeout {}, max-output {}, fuel {}, table-elements {}, instances {}, max-log {}, log-records {}, descriptors {}",
             self.memory,
             humantime::format_duration(self.timeout),
             self.max_output,
@@ -327,7 +341,8 @@ impl fmt::Display for Limits {
             self.table_elements,
             self.instances,
             self.max_log,
-            self.log_records
+            self.log_records,
+            self.descriptors
         )
     }
 }

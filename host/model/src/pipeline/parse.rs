@@ -354,6 +354,7 @@ fn merge_limits(base: Limits, raw: &RawLimits) -> Limits {
         instances: raw.instances.unwrap_or(base.instances),
         max_log: raw.max_log.unwrap_or(base.max_log),
         log_records: raw.log_records.unwrap_or(base.log_records),
+        descriptors: raw.descriptors.unwrap_or(base.descriptors),
     }
 }
 

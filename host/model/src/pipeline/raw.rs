@@ -74,6 +74,9 @@ pub struct RawLimits {
     pub(super) instances: Option<u64>,
     pub(super) max_log: Option<ByteSize>,
     pub(super) log_records: Option<u32>,
+    /// Resources (files, directories, sockets, streams) the plugin may hold at once.
+    #[schemars(range(min = 1))]
+    pub(super) descriptors: Option<u32>,
     #[schemars(with = "Option<ByteSize>")]
     pub(super) max_stack: Option<Spanned<ByteSize>>,
 }

@@ -61,6 +61,22 @@ fn read_past_end() -> Value {
     json!(null)
 }
 
+/// A hoarder refused: keeps what it holds a second longer (so tasks that start meanwhile
+/// find nothing left, were the host's descriptors its to take), then says what it got.
+fn hold(opened: usize, error: String) -> Value {
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    json!({"opened": opened, "denied": error})
+}
+
+/// A `&str` whose bytes are not UTF-8, to pass to the host (which must refuse it).
+#[expect(unsafe_code, reason = "builds an invalid string on purpose")]
+fn invalid_utf8() -> &'static str {
+    static BYTES: [u8; 4] = [0x66, 0xff, 0xfe, 0x6f];
+    // SAFETY: not safe by Rust's rules on purpose; the string is only handed to the host,
+    // whose canonical ABI lifting validates it.
+    unsafe { std::str::from_utf8_unchecked(black_box(&BYTES)) }
+}
+
 fn recurse(n: u64) -> u64 {
     if n == 0 {
         0
@@ -168,6 +184,40 @@ impl Task for Hostile {
                 }
             }
             "well-behaved" => json!({"ok": true}),
+            // Opens `path` `bytes` times, keeping every handle (0: until refused).
+            "hoard-files" => {
+                let mut kept = Vec::new();
+                while c.bytes == 0 || kept.len() < c.bytes {
+                    match std::fs::File::open(&c.path) {
+                        Ok(f) => kept.push(f),
+                        Err(e) => return Ok(hold(kept.len(), e.to_string())),
+                    }
+                }
+                json!({"opened": kept.len()})
+            }
+            // Creates `bytes` TCP sockets, keeping every one (0: until refused).
+            "hoard-sockets" => {
+                use wasip2::sockets::network::IpAddressFamily;
+                use wasip2::sockets::tcp_create_socket::create_tcp_socket;
+                let mut kept = Vec::new();
+                while c.bytes == 0 || kept.len() < c.bytes {
+                    match create_tcp_socket(IpAddressFamily::Ipv4) {
+                        Ok(s) => kept.push(s),
+                        Err(e) => return Ok(hold(kept.len(), format!("{e:?}"))),
+                    }
+                }
+                json!({"opened": kept.len()})
+            }
+            "exit" => std::process::exit(3),
+            "bad-utf8" => {
+                log::info(invalid_utf8());
+                json!({"breach": "the host took a string that is not UTF-8"})
+            }
+            // One host call carrying `bytes` bytes.
+            "big-hostcall" => {
+                log::info(&"x".repeat(c.bytes));
+                json!({"breach": "the host took it"})
+            }
             other => return Err(Error::invalid_config(format!("unknown attack `{other}`"))),
         })
     }
