@@ -10,6 +10,7 @@ mod authors;
 mod cli;
 mod display;
 mod docs;
+mod fuzz;
 mod golden;
 mod harness;
 mod layers;

@@ -16,7 +16,13 @@ fn rendered_dom(file: &Path) -> String {
             "--no-sandbox",
             "--disable-gpu",
         ])
-        .args(["--no-first-run", "--disable-extensions"])
+        .args(["--no-first-run", "--disable-extensions", "--disable-quic"])
+        // Nothing is reachable from the test machines: no background connections.
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
         .arg(format!(
             "--user-data-dir={}",
             file.with_extension("chromium-profile").display()

@@ -202,6 +202,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, Problem> {
 pub fn load(path: &Path) -> Result<Loaded, Problem> {
     let source = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read fixture {}: {e}", path.display()))?;
+    parse(path, source)
+}
+
+/// Reads a fixture's text (`path` names it in errors).
+pub fn parse(path: &Path, source: String) -> Result<Loaded, Problem> {
     let fixture: Fixture = toml::from_str(&source).map_err(|e| {
         toml_problem(
             path,

@@ -172,6 +172,19 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Refuses a command that reads a run (status, report, resume) when its progress file is not
+/// there, saying where it looked and how to start one.
+pub fn require_progress(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    Err(bad_input(
+        Problem::new(format!("no progress file at {}", path.display())).help(
+            "a run writes one there: start it with `phasegate run PIPELINE`; for a run whose progress file is elsewhere, pass `--state FILE`",
+        ),
+    ))
+}
+
 /// Resolves `--state`, defaulting to [`DEFAULT_STATE`].
 pub fn state_path(state: Option<PathBuf>) -> PathBuf {
     state.unwrap_or_else(|| Path::new(DEFAULT_STATE).to_path_buf())

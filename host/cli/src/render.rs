@@ -312,7 +312,7 @@ fn last_outputs(outcome: &RunOutcome) -> String {
 
 /// A plugin as a person names it: an installed plugin's name, a component file's name without
 /// its folder and `.wasm` (the events keep the reference as written).
-fn short_name(spec: &str) -> &str {
+pub fn short_name(spec: &str) -> &str {
     if spec.contains('/') || spec.contains('\\') || spec.ends_with(".wasm") {
         std::path::Path::new(spec)
             .file_stem()

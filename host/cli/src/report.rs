@@ -44,15 +44,7 @@ pub struct ReportArgs {
 impl ReportArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         let path = state_path(self.state);
-        if !path.exists() {
-            return Err(bad_input(
-                phasegate_model::error::Problem::new(format!(
-                    "no progress file at {}",
-                    path.display()
-                ))
-                .help("a run writes one there: start it with `phasegate run PIPELINE`; for a run whose progress file is elsewhere, pass `--state FILE`"),
-            ));
-        }
+        super::require_progress(&path)?;
         let store = ProgressStore::open(&path).map_err(|e| bad_input(format!("{e:#}")))?;
         let output = self
             .output
@@ -158,7 +150,7 @@ fn write_phase(out: &mut String, p: &PhaseState) {
             r#"<div class="verdict {kind}"><span class="badge {kind}">{upper}</span> gate <code>{gate}</code>: <span class="verdict-reason">{reason}</span>{evidence}</div>"#,
             kind = esc(&kind),
             upper = esc(&kind.to_uppercase()),
-            gate = esc(short_name(&v.gate)),
+            gate = esc(super::render::short_name(&v.gate)),
             reason = esc(&cut(&v.reason, TEXT_MAX)),
             evidence = v
                 .evidence
@@ -391,17 +383,6 @@ fn name_of<T: serde::Serialize>(value: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-fn short_name(spec: &str) -> &str {
-    if spec.contains('/') || spec.ends_with(".wasm") {
-        std::path::Path::new(spec)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or(spec)
-    } else {
-        spec
-    }
 }
 
 /// A duration given in microseconds, as a person reads it.

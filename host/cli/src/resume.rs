@@ -38,13 +38,7 @@ pub struct ResumeArgs {
 impl ResumeArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         let state_path = state_path(self.state);
-        if !state_path.exists() {
-            return Err(bad_input(
-                Problem::new(format!("no progress file at {}", state_path.display())).help(
-                    "start a run with `phasegate run PIPELINE`, or point to its file with `--state FILE`",
-                ),
-            ));
-        }
+        super::require_progress(&state_path)?;
         let _lock = RunLock::acquire(&state_path, "phasegate resume").map_err(bad_input)?;
         let mut store =
             ProgressStore::open(&state_path).map_err(|e| bad_input(format!("{e:#}")))?;

@@ -29,13 +29,7 @@ pub struct StatusArgs {
 impl StatusArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         let path = state_path(self.state);
-        if !path.exists() {
-            return Err(bad_input(
-                Problem::new(format!("no progress file at {}", path.display())).help(
-                    "a run writes one there: start it with `phasegate run PIPELINE`; for a run whose progress file is elsewhere, pass `--state FILE`",
-                ),
-            ));
-        }
+        super::require_progress(&path)?;
         let store = ProgressStore::open(&path).map_err(|e| bad_input(format!("{e:#}")))?;
         let s = &store.state;
         if self.format == Format::Json {

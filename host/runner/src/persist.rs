@@ -261,6 +261,12 @@ impl ProgressStore {
     }
 }
 
+/// Reads a progress file's text and its journal's bytes (as [`ProgressStore::open`] does
+/// from disk): the state with the journal folded in, or what is wrong, naming `path`.
+pub fn parse(path: &Path, text: &str, journal: &[u8]) -> anyhow::Result<State> {
+    parse_state(path, text, &ProgressStore::journal_path(path), journal)
+}
+
 fn parse_state(
     path: &Path,
     text: &str,

@@ -218,13 +218,23 @@ impl LockedUse {
     }
 }
 
+const LOCK_HELP: &str = "the lock is written by `phasegate plugin`, `phasegate lock` and `phasegate validate`; restore it from version control, or remove it and add the plugins again";
+
 impl Lock {
     /// Reads a lock; a missing file is an empty lock.
     pub fn load(path: &Path) -> anyhow::Result<Lock> {
-        let lock: Lock = super::read_toml(
-            path,
-            "the lock is written by `phasegate plugin`, `phasegate lock` and `phasegate validate`; restore it from version control, or remove it and add the plugins again",
-        )?;
+        let lock: Lock = super::read_toml(path, LOCK_HELP)?;
+        Self::check_version(lock, path)
+    }
+
+    /// Reads a lock's text (`path` names it in errors).
+    pub fn parse(path: &Path, text: &str) -> anyhow::Result<Lock> {
+        let lock: Lock = toml::from_str(text)
+            .map_err(|e| phasegate_model::error::toml_problem(path, text, &e, LOCK_HELP))?;
+        Self::check_version(lock, path)
+    }
+
+    fn check_version(lock: Lock, path: &Path) -> anyhow::Result<Lock> {
         if lock.version != LOCK_VERSION {
             return Err(Problem::new(format!("{}: lock format version {} is not supported (this phasegate reads version {LOCK_VERSION})", path.display(), lock.version)).help("use the phasegate that wrote it").into());
         }
