@@ -21,6 +21,7 @@ const SCHEMA_REJECTS: &[&str] = &[
     "unknown-key",
     "wrong-types",
     "zero-concurrency",
+    "zero-descriptors",
 ];
 
 fn schema() -> jsonschema::Validator {

@@ -354,7 +354,10 @@ fn merge_limits(base: Limits, raw: &RawLimits) -> Limits {
         instances: raw.instances.unwrap_or(base.instances),
         max_log: raw.max_log.unwrap_or(base.max_log),
         log_records: raw.log_records.unwrap_or(base.log_records),
-        descriptors: raw.descriptors.unwrap_or(base.descriptors),
+        descriptors: raw
+            .descriptors
+            .as_ref()
+            .map_or(base.descriptors, |d| *d.get_ref()),
     }
 }
 
@@ -530,6 +533,13 @@ impl Errors<'_> {
                 Some(t.span()),
                 format!("`table-elements` of {} is over the largest supported value, {MAX_TABLE_ELEMENTS}", t.get_ref()),
                 Some(format!("write at most `table-elements = {MAX_TABLE_ELEMENTS}`")),
+            );
+        }
+        if let Some(d) = limits.descriptors.as_ref().filter(|d| *d.get_ref() == 0) {
+            self.push(
+                Some(d.span()),
+                "`descriptors = 0` leaves the plugin no stdio, files or sockets at all",
+                Some(format!("write at least `descriptors = 16`, or remove the key for the default ({DEFAULT_DESCRIPTORS})")),
             );
         }
         if !per_plugin {

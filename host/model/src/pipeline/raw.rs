@@ -75,8 +75,8 @@ pub struct RawLimits {
     pub(super) max_log: Option<ByteSize>,
     pub(super) log_records: Option<u32>,
     /// Resources (files, directories, sockets, streams) the plugin may hold at once.
-    #[schemars(range(min = 1))]
-    pub(super) descriptors: Option<u32>,
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub(super) descriptors: Option<Spanned<u32>>,
     #[schemars(with = "Option<ByteSize>")]
     pub(super) max_stack: Option<Spanned<ByteSize>>,
 }
