@@ -135,3 +135,38 @@ fn bars_show_progress_and_only_the_lines_that_matter() {
     let err = stderr_of(&auto);
     assert!(err.contains("✓ t1 ok") && !err.contains("\x1b["), "{err}");
 }
+
+#[test]
+fn what_each_attempt_used_is_recorded_announced_and_shown() {
+    let p = Project::new();
+    p.pipeline(
+        "name = \"usage\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"spin\"\nplugin = \"{PROBE}\"\nconfig = { spin = 20000 }\nlimits = { fuel = 500_000_000 }\n[[phase.task]]\nid = \"plain\"\nplugin = \"{PROBE}\"\n",
+    );
+    let run = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let state = p.state(".phasegate/state.toml");
+    let task = |id: &str| crate::harness::by_id(&state["phase"][0]["task"], id).clone();
+    let spin = task("spin")["usage"].clone();
+    let fuel = spin["fuel"]
+        .as_u64()
+        .expect("metered: fuel used is recorded");
+    assert!(fuel > 20_000 && fuel < 500_000_000, "{spin}");
+    assert!(spin["memory"].as_u64().unwrap() >= 64 << 10, "{spin}");
+    assert!(
+        spin["log-bytes"].as_u64().unwrap() > 0,
+        "the probe logs its invocation: {spin}"
+    );
+    assert!(spin["wall-us"].as_u64().unwrap() > 0, "{spin}");
+    let plain = task("plain")["usage"].clone();
+    assert!(
+        plain.get("fuel").is_none(),
+        "no budget, no fuel figure: {plain}"
+    );
+    // The event carries it too, and `status` shows it.
+    let finished = run.of("task-finished");
+    let event = finished.iter().find(|e| e["task"] == "spin").unwrap();
+    assert_eq!(event["usage"]["fuel"].as_u64(), Some(fuel));
+    let status = p.output(&["status", "--phase", "one"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains(&format!(", fuel {fuel}, logs ")), "{text}");
+}

@@ -208,6 +208,9 @@ pub fn normalized(mut state: Value) -> Value {
             for key in ["duration-ms", "started-us", "ended-us"] {
                 task.as_object_mut().unwrap().remove(key);
             }
+            if let Some(usage) = task.get_mut("usage").and_then(Value::as_object_mut) {
+                usage.remove("wall-us");
+            }
         }
     }
     state

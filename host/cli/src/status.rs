@@ -144,8 +144,19 @@ fn print_task(t: &phasegate_model::progress::TaskState) {
         }
         (None, None) => String::new(),
     };
+    let used = t
+        .usage
+        .map(|u| {
+            let fuel = u.fuel.map(|f| format!(", fuel {f}")).unwrap_or_default();
+            format!(
+                " (memory {}{fuel}, logs {})",
+                phasegate_model::units::ByteSize(u.memory),
+                phasegate_model::units::ByteSize(u.log_bytes)
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "    {:<22} {:<9} {} attempt(s), {} ms  {what}",
+        "    {:<22} {:<9} {} attempt(s), {} ms{used}  {what}",
         t.id,
         t.status.name(),
         t.attempts,

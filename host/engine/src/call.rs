@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use phasegate_model::events::Emitter;
 use phasegate_model::job::Attempt;
-use phasegate_model::outcome::{bounded, bounded_evidence};
+use phasegate_model::outcome::{Usage, bounded, bounded_evidence};
 use phasegate_model::pipeline::{EngineLimits, Grants, Limits};
 use phasegate_model::progress::{Failure, FailureKind, VerdictKind, VerdictRecord};
 use wasmtime::{Store, Trap, WasmBacktrace};
@@ -19,6 +19,13 @@ use crate::plugin::task_world::Task;
 use crate::plugin::{Origin, wit};
 use crate::sandbox::deadline::within;
 use crate::sandbox::limits::LimitHit;
+
+/// What an attempt leaves besides its result: its log lines and what it used.
+#[derive(Default)]
+struct Seen {
+    log: Vec<String>,
+    usage: Usage,
+}
 
 impl PluginHost {
     fn store(
@@ -93,14 +100,15 @@ impl PluginHost {
         grants: &Grants,
         emitter: Emitter,
     ) -> Attempt {
-        let mut log = Vec::new();
+        let mut seen = Seen::default();
         let result = self
-            .attempt(plugin, request, limits, grants, emitter, &mut log)
+            .attempt(plugin, request, limits, grants, emitter, &mut seen)
             .await;
         Attempt {
             result,
-            log,
+            log: seen.log,
             worker: None,
+            usage: seen.usage,
         }
     }
 
@@ -111,7 +119,7 @@ impl PluginHost {
         limits: &Limits,
         grants: &Grants,
         emitter: Emitter,
-        log: &mut Vec<String>,
+        seen: &mut Seen,
     ) -> Result<String, Failure> {
         // Named only when something goes wrong (formatting it for every task costs).
         let who = || {
@@ -133,13 +141,22 @@ impl PluginHost {
         let mut store = self
             .store(plugin, limits, grants, origin, emitter)
             .map_err(|e| failure(FailureKind::Host, format!("{}: {e}", who())))?;
+        let started = std::time::Instant::now();
         let result = within(limits.timeout, async {
             let instance: Task = pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store, request).await
         })
         .await;
+        seen.usage = Usage {
+            wall_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            fuel: limits
+                .fuel
+                .and_then(|budget| Some(budget.saturating_sub(store.get_fuel().ok()?))),
+            memory: store.data().limiter.memory_bytes,
+            log_bytes: store.data().produced_bytes(),
+        };
         store.data_mut().flush_stdio();
-        *log = store.data_mut().take_log();
+        seen.log = store.data_mut().take_log();
         let output = match result {
             Err(_) => return Err(timeout_failure(&who(), limits)),
             Ok(Err(e)) => return Err(classify(&who(), &e, store.data(), limits, &self.limits)),

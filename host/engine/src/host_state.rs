@@ -150,6 +150,14 @@ impl HostState {
     }
 
     /// Takes the log lines kept so far (they are stored with the task's result).
+    /// Bytes of log text, stdout and stderr the plugin produced, kept or dropped (read before
+    /// [`flush_stdio`](Self::flush_stdio) takes the kept output).
+    pub fn produced_bytes(&self) -> u64 {
+        self.log_bytes
+            .saturating_add(self.stdout.written())
+            .saturating_add(self.stderr.written())
+    }
+
     pub fn take_log(&mut self) -> Vec<String> {
         std::mem::take(&mut self.kept_log)
     }

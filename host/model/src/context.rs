@@ -302,6 +302,7 @@ mod tests {
             duration_ms: 7,
             started_us: None,
             ended_us: None,
+            usage: None,
             output: output.map(str::to_owned),
             error: (status == TaskStatus::Failed).then(|| Failure {
                 kind: FailureKind::Failed,

@@ -121,6 +121,9 @@ pub enum EventKind {
         /// The worker that ran it (`phasegate worker`), when one did.
         #[serde(skip_serializing_if = "Option::is_none")]
         worker: Option<String>,
+        /// What the last attempt used.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        usage: Option<crate::outcome::Usage>,
     },
     GateStarted {
         phase: Id,

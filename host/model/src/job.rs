@@ -53,6 +53,9 @@ pub struct Attempt {
     /// The worker that ran it, when a remote executor did (`None`: this process).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// What it used (zero where it never ran).
+    #[serde(default)]
+    pub usage: crate::outcome::Usage,
 }
 
 impl Attempt {
@@ -66,6 +69,7 @@ impl Attempt {
             }),
             log: Vec::new(),
             worker: None,
+            usage: crate::outcome::Usage::default(),
         }
     }
 }

@@ -64,6 +64,24 @@ pub fn bounded_evidence(evidence: String) -> String {
     .to_string()
 }
 
+/// What one task attempt used of its budgets, as the host measured it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Usage {
+    /// Wall time of the attempt, µs.
+    #[serde(default)]
+    pub wall_us: u64,
+    /// Wasm fuel consumed, when the task had a fuel budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Linear memory at its largest, bytes, over all the instance's memories.
+    #[serde(default)]
+    pub memory: u64,
+    /// Bytes of log text, stdout and stderr the plugin produced (kept or dropped).
+    #[serde(default)]
+    pub log_bytes: u64,
+}
+
 /// Kind of a gate's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -94,6 +94,9 @@ pub struct TaskState {
     /// The worker that ran the last attempt, when it ran on one (`phasegate worker`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// What the last attempt used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::outcome::Usage>,
 }
 
 impl TaskState {
@@ -106,6 +109,7 @@ impl TaskState {
             duration_ms: 0,
             started_us: None,
             ended_us: None,
+            usage: None,
             output: None,
             error: None,
             log: Vec::new(),

@@ -323,6 +323,7 @@ mod tests {
                 result: Ok(format!("\"{worker}\"")),
                 log: Vec::new(),
                 worker: None,
+                usage: Default::default(),
             },
         }
     }

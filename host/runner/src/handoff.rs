@@ -272,6 +272,7 @@ mod tests {
                 duration_ms: 0,
                 started_us: None,
                 ended_us: None,
+                usage: None,
                 output: None,
                 error: None,
                 log: Vec::new(),

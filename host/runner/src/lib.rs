@@ -274,6 +274,7 @@ impl<E: Executor> Runner<E> {
                 duration_ms: state.duration_ms,
                 error: state.error.clone(),
                 worker: state.worker.clone(),
+                usage: state.usage,
             };
             events.push((finished, event));
             records.push((i, state));
@@ -478,6 +479,7 @@ impl<E: Executor> PhaseRun<E> {
             duration_ms: 0,
             started_us: None,
             ended_us: None,
+            usage: None,
             output: None,
             error: None,
             log: Vec::new(),
@@ -537,6 +539,7 @@ impl<E: Executor> PhaseRun<E> {
             state.ended_us = Some(slot.emitter.unix_us(ended));
             state.log = attempt.log;
             state.worker = attempt.worker;
+            state.usage = Some(attempt.usage);
             match attempt.result {
                 Ok(output) => {
                     state.status = TaskStatus::Succeeded;
@@ -722,6 +725,7 @@ mod tests {
                 result,
                 log: Vec::new(),
                 worker: None,
+                usage: Default::default(),
             }
         }
     }

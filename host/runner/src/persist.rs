@@ -55,7 +55,7 @@ fn fold(
                         task.id
                     )
                 })?;
-                Arc::make_mut(&mut state.phases[pi].tasks)[ti] = task;
+                Arc::make_mut(&mut state.phases[pi].tasks)[ti] = *task;
             }
             JournalRecord::Started { started } => {
                 let &pi = phases.get(&started).with_context(|| {
@@ -75,7 +75,7 @@ fn fold(
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum JournalRecord {
-    Task { phase: Id, task: TaskState },
+    Task { phase: Id, task: Box<TaskState> },
     Started { started: Id },
 }
 
@@ -347,6 +347,7 @@ mod tests {
             duration_ms: 3,
             started_us: None,
             ended_us: None,
+            usage: None,
             output: Some("{}".into()),
             error: None,
             log: Vec::new(),

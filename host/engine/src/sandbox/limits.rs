@@ -27,6 +27,9 @@ pub struct Limiter {
     instances: usize,
     /// The first limit hit, if any.
     pub hit: Option<LimitHit>,
+    /// Linear memory granted so far, bytes, over all memories (they never shrink): the
+    /// instance's peak.
+    pub memory_bytes: u64,
 }
 
 impl Limiter {
@@ -38,6 +41,7 @@ impl Limiter {
             table_elements: size(limits.table_elements),
             instances: size(limits.instances),
             hit: None,
+            memory_bytes: 0,
         }
     }
 
@@ -50,7 +54,7 @@ impl Limiter {
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -60,6 +64,9 @@ impl ResourceLimiter for Limiter {
                 requested: desired as u64,
             });
         }
+        self.memory_bytes = self
+            .memory_bytes
+            .saturating_add(desired.saturating_sub(current) as u64);
         Ok(true)
     }
 

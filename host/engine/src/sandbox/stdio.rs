@@ -75,6 +75,13 @@ impl CapturedOutput {
             .is_none_or(|shared| shared.buffer().is_empty() && self.dropped() == 0)
     }
 
+    /// How many bytes were written, kept or dropped (before the kept ones are taken).
+    pub fn written(&self) -> u64 {
+        self.shared.as_ref().map_or(0, |shared| {
+            shared.buffer().len() as u64 + shared.dropped.load(Ordering::Relaxed)
+        })
+    }
+
     /// How many bytes were dropped past the capacity.
     pub fn dropped(&self) -> u64 {
         self.shared

@@ -53,6 +53,8 @@ impl RunLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
+                // The holder writes who it is right after it locks: give it that moment.
+                std::thread::sleep(std::time::Duration::from_millis(50));
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();

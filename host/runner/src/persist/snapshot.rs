@@ -111,6 +111,15 @@ fn write_task(w: &mut String, t: &TaskState) {
     if let Some(error) = &t.error {
         write_error(w, error);
     }
+    if let Some(u) = &t.usage {
+        w.push_str("\n[phase.task.usage]\n");
+        int(w, "wall-us", u.wall_us);
+        if let Some(fuel) = u.fuel {
+            int(w, "fuel", fuel);
+        }
+        int(w, "memory", u.memory);
+        int(w, "log-bytes", u.log_bytes);
+    }
 }
 
 fn write_error(w: &mut String, e: &Failure) {
@@ -240,6 +249,7 @@ mod tests {
                         duration_ms: u64::MAX,
                         started_us: None,
                         ended_us: None,
+                        usage: None,
                         output: Some(s.into()),
                         error: None,
                         log: vec![s.into(), "info: x".into()],
@@ -252,6 +262,7 @@ mod tests {
                         duration_ms: 0,
                         started_us: None,
                         ended_us: None,
+                        usage: None,
                         output: None,
                         error: Some(Failure {
                             kind: FailureKind::InvalidOutput,
