@@ -291,16 +291,10 @@ pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>)
 
 /// A failure kind's name as fixtures write it.
 pub fn kind_name(kind: FailureKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    phasegate_model::text::serde_name(&kind)
 }
 
 /// A verdict kind's name as fixtures write it.
 pub fn verdict_name(kind: VerdictKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    phasegate_model::text::serde_name(&kind)
 }

@@ -5,11 +5,13 @@
 //! escaped; the data the page's script reads is embedded as JSON with `<` escaped, so nothing a
 //! plugin returns can become markup or script in the report.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
 use phasegate_model::progress::{PhaseState, PhaseStatus, State, TaskState, TaskStatus};
+use phasegate_model::text::serde_name;
 use phasegate_runner::persist::ProgressStore;
 
 use super::{Exit, bad_input, state_path};
@@ -82,7 +84,7 @@ pub fn html(s: &State) -> String {
         title = esc(&format!("phasegate report: {}", pipeline_name(s))),
         name = esc(&pipeline_name(s)),
         run = esc(&s.run_id),
-        status = esc(&name_of(&s.status)),
+        status = esc(&serde_name(&s.status)),
         started = esc(&s.started_at),
         updated = esc(&s.updated_at),
         reason = s
@@ -109,7 +111,7 @@ pub fn html(s: &State) -> String {
     let data = serde_json::json!({
         "phases": s.phases.iter().map(|p| serde_json::json!({
             "id": p.id.as_str(),
-            "status": name_of(&p.status),
+            "status": serde_name(&p.status),
             "tasks": p.tasks.len(),
             "failed": p.tasks.iter().filter(|t| t.status == TaskStatus::Failed).count(),
         })).collect::<Vec<_>>(),
@@ -139,12 +141,12 @@ fn write_phase(out: &mut String, p: &PhaseState) {
 <p class="meta">{n} task(s), {f} failed</p>
 "#,
         id = esc(&p.id),
-        status = esc(&name_of(&p.status)),
+        status = esc(&serde_name(&p.status)),
         n = p.tasks.len(),
         f = failed.len(),
     );
     if let Some(v) = &p.verdict {
-        let kind = name_of(&v.kind);
+        let kind = serde_name(&v.kind);
         let _ = writeln!(
             out,
             r#"<div class="verdict {kind}"><span class="badge {kind}">{upper}</span> gate <code>{gate}</code>: <span class="verdict-reason">{reason}</span>{evidence}</div>"#,
@@ -171,7 +173,7 @@ fn write_phase(out: &mut String, p: &PhaseState) {
             let (kind, message) = t
                 .error
                 .as_ref()
-                .map(|e| (name_of(&e.kind), e.message.as_str()))
+                .map(|e| (serde_name(&e.kind), e.message.as_str()))
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
@@ -377,14 +379,6 @@ fn pipeline_name(s: &State) -> String {
         .unwrap_or_else(|| s.pipeline.display().to_string())
 }
 
-/// A serialised enum's name (`complete`, `fail`, `invalid-output`).
-fn name_of<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// A duration given in microseconds, as a person reads it.
 fn human(us: u64) -> String {
     match us {
@@ -395,10 +389,11 @@ fn human(us: u64) -> String {
     }
 }
 
+/// `text` cut to `max` characters, saying so where it was cut.
 fn cut(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => format!("{}… (cut at {max} characters)", &text[..at]),
-        None => text.to_owned(),
+    match phasegate_model::text::cut(text, max) {
+        Cow::Owned(cut) => format!("{cut} (cut at {max} characters)"),
+        Cow::Borrowed(whole) => whole.to_owned(),
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use phasegate_model::error::Problem;
 use phasegate_model::progress::{PhaseStatus, TaskStatus};
+use phasegate_model::text::{cut, serde_name};
 use phasegate_runner::persist::ProgressStore;
 
 use super::{Exit, Format, bad_input, state_path};
@@ -85,16 +86,7 @@ impl StatusArgs {
             let verdict = p
                 .verdict
                 .as_ref()
-                .map(|v| {
-                    format!(
-                        ", verdict {}: {}",
-                        serde_json::to_value(v.kind)
-                            .ok()
-                            .and_then(|k| k.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
-                        v.reason
-                    )
-                })
+                .map(|v| format!(", verdict {}: {}", serde_name(&v.kind), v.reason))
                 .unwrap_or_default();
             println!(
                 "  {:<20} {status:<9} {done}/{} tasks finished, {failed} failed{verdict}",
@@ -127,21 +119,8 @@ impl StatusArgs {
 /// One task's line: status, attempts, time, and its failure or the start of its output.
 fn print_task(t: &phasegate_model::progress::TaskState) {
     let what = match (&t.error, &t.output) {
-        (Some(e), _) => format!(
-            "{}: {}",
-            serde_json::to_value(e.kind)
-                .ok()
-                .and_then(|k| k.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            e.message
-        ),
-        (None, Some(output)) => {
-            let mut shown: String = output.chars().take(120).collect();
-            if shown.len() < output.len() {
-                shown.push('…');
-            }
-            format!("output {shown}")
-        }
+        (Some(e), _) => format!("{}: {}", serde_name(&e.kind), e.message),
+        (None, Some(output)) => format!("output {}", cut(output, 120)),
         (None, None) => String::new(),
     };
     let used = t

@@ -15,4 +15,5 @@ pub mod outcome;
 pub mod pipeline;
 pub mod progress;
 pub mod suggest;
+pub mod text;
 pub mod units;

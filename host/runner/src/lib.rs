@@ -576,14 +576,6 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(factor).min(MAX_RETRY_BACKOFF)
 }
 
-/// `text` cut to at most `max` characters, with `…` where it was cut.
-fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &text[..at]).into(),
-        None => text.into(),
-    }
-}
-
 fn to_outcome(t: &TaskState) -> TaskOutcome {
     TaskOutcome {
         task: t.id.to_string(),
@@ -606,7 +598,11 @@ fn all_succeeded(tasks: &[TaskState]) -> VerdictRecord {
     let mut failed: Vec<String> = failures
         .take(REASON_FAILURES)
         .map(|t| match &t.error {
-            Some(e) => format!("`{}` ({})", t.id, cut(&e.message, REASON_MESSAGE_CHARS)),
+            Some(e) => format!(
+                "`{}` ({})",
+                t.id,
+                phasegate_model::text::cut(&e.message, REASON_MESSAGE_CHARS)
+            ),
             None => format!("`{}`", t.id),
         })
         .collect();

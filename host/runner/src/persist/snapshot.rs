@@ -8,9 +8,8 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
-
 use phasegate_model::progress::{Failure, PhaseState, State, TaskState, VerdictRecord};
+use phasegate_model::text::serde_name;
 
 /// The state as a TOML document.
 pub fn to_toml(state: &State) -> anyhow::Result<String> {
@@ -27,7 +26,7 @@ pub fn to_toml(state: &State) -> anyhow::Result<String> {
     })?;
     string(w, "pipeline", pipeline);
     string(w, "pipeline-digest", &state.pipeline_digest);
-    string(w, "status", &name(&state.status));
+    string(w, "status", &serde_name(&state.status));
     string(w, "started-at", &state.started_at);
     string(w, "updated-at", &state.updated_at);
     if let Some(reason) = &state.reason {
@@ -58,7 +57,7 @@ pub fn to_toml(state: &State) -> anyhow::Result<String> {
 fn write_phase(w: &mut String, phase: &PhaseState) {
     w.push_str("\n[[phase]]\n");
     string(w, "id", &phase.id);
-    string(w, "status", &name(&phase.status));
+    string(w, "status", &serde_name(&phase.status));
     if phase.tasks.is_empty() {
         w.push_str("task = []\n");
     }
@@ -72,7 +71,7 @@ fn write_phase(w: &mut String, phase: &PhaseState) {
 
 fn write_verdict(w: &mut String, v: &VerdictRecord) {
     w.push_str("\n[phase.verdict]\n");
-    string(w, "kind", &name(&v.kind));
+    string(w, "kind", &serde_name(&v.kind));
     string(w, "gate", &v.gate);
     string(w, "reason", &v.reason);
     if let Some(evidence) = &v.evidence {
@@ -124,7 +123,7 @@ fn write_task(w: &mut String, t: &TaskState) {
 
 fn write_error(w: &mut String, e: &Failure) {
     w.push_str("\n[phase.task.error]\n");
-    string(w, "kind", &name(&e.kind));
+    string(w, "kind", &serde_name(&e.kind));
     string(w, "message", &e.message);
 }
 
@@ -196,14 +195,6 @@ fn bare_or_quoted(w: &mut String, key: &str) {
 
 fn is_control(c: char) -> bool {
     c < ' ' || c == '\u{7f}'
-}
-
-/// An enum's name as serde writes it (`kebab-case`).
-fn name<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
-    }
 }
 
 #[cfg(test)]
