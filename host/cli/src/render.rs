@@ -66,10 +66,9 @@ impl Renderer {
                 (None, Progress::None) => {}
                 (None, _) => {
                     if let Some(line) = self.human(event) {
-                        let secs = event.elapsed_us as f64 / 1e6;
                         // stderr is unbuffered: format first, so a line is one write, not one
                         // per formatted piece.
-                        let text = format!("{secs:>8.3}s {line}\n");
+                        let text = format!("{}\n", stamped(event, &line));
                         let _ = std::io::stderr().lock().write_all(text.as_bytes());
                     }
                 }
@@ -115,7 +114,7 @@ impl Renderer {
             | EventKind::Verdict { .. } => true,
         };
         if matters && let Some(line) = self.human(event) {
-            bars.println(&format!("{:>8.3}s {line}", event.elapsed_us as f64 / 1e6));
+            bars.println(&stamped(event, &line));
         }
     }
 
@@ -308,6 +307,11 @@ fn last_outputs(outcome: &RunOutcome) -> String {
         ));
     }
     text
+}
+
+/// A human line with the event's time since the run started in front.
+fn stamped(event: &Event, line: &str) -> String {
+    format!("{:>8.3}s {line}", event.elapsed_us as f64 / 1e6)
 }
 
 /// A plugin as a person names it: an installed plugin's name, a component file's name without
