@@ -52,10 +52,10 @@ impl ResumeArgs {
         let given = self.vars.read()?;
         let differ: Vec<String> = given
             .iter()
-            .filter(|(k, v)| store.state.vars.get(*k) != Some(*v))
-            .map(|(k, _)| match store.state.vars.get(k) {
-                Some(_) => format!("`{k}` (the run started with another value)"),
-                None => format!("`{k}` (the run started without it)"),
+            .filter_map(|(k, v)| match store.state.vars.get(k) {
+                Some(recorded) if recorded == v => None,
+                Some(_) => Some(format!("`{k}` (the run started with another value)")),
+                None => Some(format!("`{k}` (the run started without it)")),
             })
             .collect();
         if !differ.is_empty() {
