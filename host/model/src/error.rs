@@ -23,6 +23,33 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The line numbers of many offsets in one text: the line starts are found once, and each
+/// lookup is a binary search ([`line_col`] scans from the start, which is right for the few
+/// offsets of errors and quadratic for one offset per task of a large pipeline).
+pub struct LineIndex {
+    /// Byte offset of the start of each line after the first.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    /// Indexes `source`'s lines.
+    pub fn new(source: &str) -> Self {
+        LineIndex {
+            starts: source
+                .bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1)
+                .collect(),
+        }
+    }
+
+    /// The 1-based line of a byte offset, as [`line_col`] counts it.
+    pub fn line(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&start| start <= offset) + 1
+    }
+}
+
 /// One problem in a pipeline file, with where it is and how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PipelineError {
@@ -168,6 +195,17 @@ mod tests {
         let p = Problem::new("no lock here").help("run `phasegate lock`");
         assert_eq!(p.to_string(), "no lock here\n  help: run `phasegate lock`");
         assert_eq!(Problem::new("plain").to_string(), "plain");
+    }
+
+    #[test]
+    fn the_line_index_agrees_with_line_col() {
+        let source = "a\nbé\n\nlast line";
+        let index = LineIndex::new(source);
+        for offset in 0..=source.len() {
+            if source.is_char_boundary(offset) {
+                assert_eq!(index.line(offset), line_col(source, offset).0, "{offset}");
+            }
+        }
     }
 
     #[test]

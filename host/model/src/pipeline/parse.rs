@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::raw::{self, Part, RawLimits};
 use super::*;
-use crate::error::{PipelineError, PipelineErrors, line_col};
+use crate::error::{LineIndex, PipelineError, PipelineErrors, line_col};
 use crate::grants::{Check, RawGrants};
 use crate::units::ByteSize;
 
@@ -58,6 +58,7 @@ impl Pipeline {
         let mut errs = Errors {
             file: path,
             source,
+            lines: std::cell::OnceCell::new(),
             list: Vec::new(),
             resolve,
         };
@@ -228,7 +229,7 @@ impl Pipeline {
                         let opens_a_block = ["\"\"\"\n", "\"\"\"\r\n", "'''\n", "'''\r\n"]
                             .iter()
                             .any(|q| source[at..].starts_with(q));
-                        errs.line_col(at).0 + usize::from(opens_a_block)
+                        errs.line_of(at) + usize::from(opens_a_block)
                     }),
                     config: table_to_json(rt.config.as_ref()),
                     retries: rt.retries.unwrap_or(default_retries),
@@ -298,6 +299,7 @@ pub fn sandbox(
     let mut errs = Errors {
         file: path,
         source,
+        lines: std::cell::OnceCell::new(),
         list: Vec::new(),
         resolve,
     };
@@ -455,6 +457,8 @@ fn key_before(source: &str, offset: usize) -> Option<String> {
 struct Errors<'a> {
     file: &'a Path,
     source: &'a str,
+    /// The source's lines, indexed when first needed (the line of each task's `input`).
+    lines: std::cell::OnceCell<LineIndex>,
     list: Vec<PipelineError>,
     /// Answers what the text cannot tell.
     resolve: &'a mut dyn Resolve,
@@ -473,6 +477,13 @@ impl Check for Errors<'_> {
 impl Errors<'_> {
     fn line_col(&self, offset: usize) -> (usize, usize) {
         line_col(self.source, offset)
+    }
+
+    /// The line of an offset, for many offsets (see [`LineIndex`]).
+    fn line_of(&self, offset: usize) -> usize {
+        self.lines
+            .get_or_init(|| LineIndex::new(self.source))
+            .line(offset)
     }
 
     fn push(
