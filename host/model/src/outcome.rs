@@ -68,7 +68,9 @@ pub fn bounded_evidence(evidence: String) -> String {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Usage {
-    /// Wall time of the attempt, µs.
+    /// Wall time the executor spent on the attempt (instantiation and call), µs. Unlike the
+    /// task's `duration-ms`, measured where it ran: on a worker it leaves out the trip through
+    /// NATS.
     #[serde(default)]
     pub wall_us: u64,
     /// Wasm fuel consumed, when the task had a fuel budget.
