@@ -420,6 +420,100 @@ fn read_only_grants_refuse_writes_and_read_write_grants_allow_them() {
 }
 
 #[test]
+fn writes_past_the_quota_fail_in_the_guest_and_the_task_names_the_limit() {
+    let p = Project::new();
+    let rw = |dir: &str| {
+        std::fs::create_dir_all(p.path(dir)).unwrap();
+        format!(
+            "grants = {{ dirs = [{{ host = \"{dir}\", guest = \"/out\", mode = \"rw\" }}] }}\nlimits = {{ max-written = \"1MiB\" }}"
+        )
+    };
+    let (_, state) = attack(
+        &p,
+        "",
+        &[
+            (
+                "stream",
+                &format!(
+                    "config = {{ attack = \"fill-disk\", path = \"/out/big\", bytes = 4_194_304 }}\n{}",
+                    rw("w-stream")
+                ),
+            ),
+            (
+                "positioned",
+                &format!(
+                    "config = {{ attack = \"fill-disk-at\", path = \"/out/big\", bytes = 4_194_304 }}\n{}",
+                    rw("w-at")
+                ),
+            ),
+            (
+                "raw-stream",
+                &format!(
+                    "config = {{ attack = \"fill-disk-at\", var = \"stream\", path = \"/out/big\", bytes = 4_194_304 }}\n{}",
+                    rw("w-raw")
+                ),
+            ),
+            (
+                "grow",
+                &format!(
+                    "config = {{ attack = \"grow-file\", path = \"/out/big\", bytes = 1_073_741_824 }}\n{}",
+                    rw("w-grow")
+                ),
+            ),
+            (
+                "within",
+                &format!(
+                    "config = {{ attack = \"fill-disk\", path = \"/out/big\", bytes = 524_288 }}\n{}",
+                    rw("w-within")
+                ),
+            ),
+        ],
+    );
+    for (id, dir, guest_saw) in [
+        ("stream", "w-stream", "write failed"),
+        // The guest itself sees `quota` where it asks WASI directly; wasi-libc (Rust's std,
+        // C, Python) reports a failed stream write as EIO whatever the cause.
+        ("positioned", "w-at", "name: \"quota\""),
+        (
+            "raw-stream",
+            "w-raw",
+            "Some(ErrorCode { code: 6, name: \"quota\"",
+        ),
+        ("grow", "w-grow", "set_len failed"),
+    ] {
+        let (kind, msg) = failure(&state, id);
+        assert_eq!(kind, "limit", "{id}: {msg}");
+        assert!(
+            msg.contains("reached its write limit of 1 MiB")
+                && msg.contains("raise `limits.max-written`")
+                && msg.contains(guest_saw),
+            "{id}: {msg}"
+        );
+        // What reached the disk stayed within the quota.
+        let on_disk = std::fs::metadata(p.path(&format!("{dir}/big")))
+            .unwrap()
+            .len();
+        assert!(on_disk <= 1 << 20, "{id}: {on_disk} bytes on disk");
+        let usage = &task(&state, id)["usage"];
+        assert!(
+            usage["written"].as_u64().unwrap_or(0) <= 1 << 20,
+            "{id}: {usage}"
+        );
+        // A limit is not retried by default: one attempt.
+        assert_eq!(task(&state, id)["attempts"], 1);
+    }
+    // A task within its quota wrote what it meant to, and its usage says so.
+    assert_eq!(output(&state, "within")["wrote"], 524_288);
+    assert_eq!(
+        std::fs::metadata(p.path("w-within/big")).unwrap().len(),
+        524_288
+    );
+    let usage = &task(&state, "within")["usage"];
+    assert_eq!(usage["written"], 524_288, "{usage}");
+    assert_eq!(usage["opened"], 1, "{usage}");
+}
+
+#[test]
 fn environment_is_empty_unless_granted() {
     let p = Project::new();
     let (_, state) = attack(
@@ -810,6 +904,9 @@ fn hoarding_descriptors_is_a_limit_and_starves_no_sibling_nor_the_progress_file(
                 && msg.contains("raise `limits.descriptors`"),
             "{id}: {msg}"
         );
+        // Each open before the refusal is in the attempt's usage.
+        let opened = task(&state, id)["usage"]["opened"].as_u64().unwrap_or(0);
+        assert!((200..=256).contains(&opened), "{id}: opened {opened}");
     }
     // The journal was folded into the snapshot at the end: its writes were never refused.
     assert!(!p.path(".phasegate/state.toml.journal").exists());

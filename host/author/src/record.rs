@@ -255,6 +255,7 @@ fn insert_sandbox(table: &mut toml::Table, limits: &Limits, grants: &Grants) {
         "max-log": limits.max_log,
         "log-records": limits.log_records,
         "descriptors": limits.descriptors,
+        "max-written": limits.max_written,
     });
     if let Some(fuel) = limits.fuel {
         l["fuel"] = json!(fuel);

@@ -127,8 +127,16 @@ fn print_task(t: &phasegate_model::progress::TaskState) {
         .usage
         .map(|u| {
             let fuel = u.fuel.map(|f| format!(", fuel {f}")).unwrap_or_default();
+            let written = match u.written {
+                0 => String::new(),
+                n => format!(", wrote {}", phasegate_model::units::ByteSize(n)),
+            };
+            let opened = match u.opened {
+                0 => String::new(),
+                n => format!(", opened {n}"),
+            };
             format!(
-                " (memory {}{fuel}, logs {})",
+                " (memory {}{fuel}, logs {}{written}{opened})",
                 phasegate_model::units::ByteSize(u.memory),
                 phasegate_model::units::ByteSize(u.log_bytes)
             )

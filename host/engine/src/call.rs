@@ -9,6 +9,7 @@ use phasegate_model::job::Attempt;
 use phasegate_model::outcome::{Usage, bounded, bounded_evidence};
 use phasegate_model::pipeline::{EngineLimits, Grants, Limits};
 use phasegate_model::progress::{Failure, FailureKind, VerdictKind, VerdictRecord};
+use phasegate_model::units::ByteSize;
 use wasmtime::{Store, Trap, WasmBacktrace};
 
 use crate::error::chain;
@@ -154,15 +155,24 @@ impl PluginHost {
                 .and_then(|budget| Some(budget.saturating_sub(store.get_fuel().ok()?))),
             memory: store.data().limiter.memory_bytes,
             log_bytes: store.data().produced_bytes(),
+            written: store.data().written().0,
+            opened: store.data().opened(),
         };
         store.data_mut().flush_stdio();
         seen.log = store.data_mut().take_log();
+        // A write the quota refused explains whatever failure followed it.
+        let over_quota = |said: String| write_quota_failure(&who(), store.data(), limits, said);
         let output = match result {
             Err(_) => return Err(timeout_failure(&who(), limits)),
-            Ok(Err(e)) => return Err(classify(&who(), &e, store.data(), limits, &self.limits)),
+            Ok(Err(e)) => {
+                let failure = classify(&who(), &e, store.data(), limits, &self.limits);
+                return Err(over_quota(failure.message.clone()).unwrap_or(failure));
+            }
             Ok(Ok(Err(e))) => {
                 return Err(match e {
-                    wit::TaskError::Failed(m) => failure(FailureKind::Failed, m),
+                    wit::TaskError::Failed(m) => {
+                        over_quota(m.clone()).unwrap_or_else(|| failure(FailureKind::Failed, m))
+                    }
                     wit::TaskError::InvalidInput(m) => failure(FailureKind::InvalidInput, m),
                     wit::TaskError::InvalidConfig(m) => failure(FailureKind::InvalidConfig, m),
                 });
@@ -227,7 +237,14 @@ impl PluginHost {
         store.data_mut().flush_stdio();
         match result {
             Err(_) => fail(timeout_failure(&who, limits).message),
-            Ok(Err(e)) => fail(classify(&who, &e, store.data(), limits, &self.limits).message),
+            Ok(Err(e)) => {
+                let failure = classify(&who, &e, store.data(), limits, &self.limits);
+                fail(
+                    write_quota_failure(&who, store.data(), limits, failure.message.clone())
+                        .unwrap_or(failure)
+                        .message,
+                )
+            }
             Ok(Ok(v)) => VerdictRecord {
                 kind: match v.kind {
                     wit::VerdictKind::Pass => VerdictKind::Pass,
@@ -248,6 +265,27 @@ fn failure(kind: FailureKind, message: String) -> Failure {
         kind,
         message: bounded(message),
     }
+}
+
+/// When the write quota refused a write: a `limit` failure that names it, with what the plugin
+/// or the engine said of the failure that followed.
+fn write_quota_failure(
+    who: &str,
+    state: &HostState,
+    limits: &Limits,
+    then: String,
+) -> Option<Failure> {
+    let (written, refused) = state.written();
+    let refused = refused?;
+    Some(failure(
+        FailureKind::Limit,
+        format!(
+            "{who} reached its write limit of {} into read-write grants ({} written; a write of {} more was refused with `quota`, \"disk quota exceeded\"); write less, or raise `limits.max-written`. Then: {then}",
+            limits.max_written,
+            ByteSize(written),
+            ByteSize(refused),
+        ),
+    ))
 }
 
 fn timeout_failure(who: &str, limits: &Limits) -> Failure {
@@ -274,7 +312,7 @@ fn classify(
                 format!(
                     "{who} exceeded its memory limit of {} (asked for {}); raise `limits.memory`",
                     limits.memory,
-                    phasegate_model::units::ByteSize(requested)
+                    ByteSize(requested)
                 ),
             ),
             LimitHit::TableElements { limit, requested } => failure(
@@ -331,7 +369,7 @@ fn classify(
             FailureKind::Limit,
             format!(
                 "{who} passed more than {} to the host in one call (wasmtime's per-call copy budget, which phasegate keeps at its default); return, log or write less at once",
-                phasegate_model::units::ByteSize(HOSTCALL_BUDGET)
+                ByteSize(HOSTCALL_BUDGET)
             ),
         );
     }

@@ -1,6 +1,8 @@
 //! Everything one plugin instance owns (one per Store): its limiter, captured stdio, log, and
 //! the WASI side built from its grants; and the `host` interface every plugin imports.
 
+use std::sync::Arc;
+
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -9,6 +11,7 @@ use crate::plugin::{Level, Origin, host_iface, wit};
 use crate::sandbox::http::HttpPolicy;
 use crate::sandbox::limits::Limiter;
 use crate::sandbox::stdio::CapturedOutput;
+use crate::sandbox::writes::WriteQuota;
 use crate::sandbox::{self, Notice};
 use phasegate_model::events::{Emitter, EventKind, LogLevel};
 use phasegate_model::pipeline::{Grants, Limits};
@@ -36,21 +39,26 @@ pub struct HostState {
 }
 
 /// The WASI side of an instance: its WASI context (the grants), the resource table WASI and
-/// `wasi:http` share, and the outbound HTTP policy.
+/// `wasi:http` share, the outbound HTTP policy, and the write quota of its read-write grants.
 struct WasiState {
     ctx: WasiCtx,
     table: ResourceTable,
     http_ctx: WasiHttpCtx,
     http_hooks: HttpPolicy,
+    writes: Arc<WriteQuota>,
+    /// Files, directories and sockets opened.
+    opened: u64,
 }
 
 impl WasiState {
-    fn new(ctx: WasiCtx, http: Vec<String>, notice: Notice) -> Box<Self> {
+    fn new(ctx: WasiCtx, http: Vec<String>, notice: Notice, max_written: u64) -> Box<Self> {
         Box::new(WasiState {
             ctx,
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
             http_hooks: HttpPolicy::new(http, notice),
+            writes: WriteQuota::new(max_written),
+            opened: 0,
         })
     }
 }
@@ -72,11 +80,8 @@ impl HostState {
         );
         let notice = state.notice();
         let ctx = sandbox::wasi_ctx(grants, &state.stdout, &state.stderr, notice.clone())?;
-        let mut wasi = WasiState::new(ctx, grants.http.clone(), notice);
-        // Bounds what the instance holds at once: each open file, directory and socket is a
-        // host descriptor, so one plugin cannot exhaust the process's and starve the others.
-        wasi.table
-            .set_max_capacity(usize::try_from(limits.descriptors).unwrap_or(usize::MAX));
+        let mut wasi = WasiState::new(ctx, grants.http.clone(), notice, limits.max_written.0);
+        sandbox::descriptors::bound(&mut wasi.table, limits.descriptors);
         state.wasi = Some(wasi);
         Ok(state)
     }
@@ -112,8 +117,21 @@ impl HostState {
         }
     }
 
-    /// Emits captured stdout/stderr as log events, one per line, and says what was dropped.
+    /// Emits captured stdout/stderr as log events, one per line, and says what was dropped
+    /// and whether a write was refused.
     pub fn flush_stdio(&mut self) {
+        if let (written, Some(refused)) = self.written() {
+            let limit = self.wasi().writes.limit_size();
+            self.emit_log(
+                LogLevel::Warn,
+                format!(
+                    "a write of {} into a read-write grant was refused with `quota`: {} written of the limit of {} (raise `limits.max-written`)",
+                    ByteSize(refused),
+                    ByteSize(written),
+                    limit
+                ),
+            );
+        }
         if self.stdout.is_empty() && self.stderr.is_empty() {
             return;
         }
@@ -149,7 +167,6 @@ impl HostState {
             .to_owned()
     }
 
-    /// Takes the log lines kept so far (they are stored with the task's result).
     /// Bytes of log text, stdout and stderr the plugin produced, kept or dropped (read before
     /// [`flush_stdio`](Self::flush_stdio) takes the kept output).
     pub fn produced_bytes(&self) -> u64 {
@@ -158,8 +175,22 @@ impl HostState {
             .saturating_add(self.stderr.written())
     }
 
+    /// Takes the log lines kept so far (they are stored with the task's result).
     pub fn take_log(&mut self) -> Vec<String> {
         std::mem::take(&mut self.kept_log)
+    }
+
+    /// Bytes written into read-write grants, and the size of the first write the quota
+    /// refused, if one was.
+    pub fn written(&self) -> (u64, Option<u64>) {
+        self.wasi
+            .as_ref()
+            .map_or((0, None), |w| (w.writes.written(), w.writes.refused()))
+    }
+
+    /// Files, directories and sockets opened.
+    pub fn opened(&self) -> u64 {
+        self.wasi.as_ref().map_or(0, |w| w.opened)
     }
 
     /// Where this instance's denied calls are reported.
@@ -174,7 +205,7 @@ impl HostState {
             Some(wasi) => wasi,
             None => {
                 let denied = wasmtime_wasi::WasiCtxBuilder::new().build();
-                WasiState::new(denied, Vec::new(), self.notice())
+                WasiState::new(denied, Vec::new(), self.notice(), 0)
             }
         };
         self.wasi.insert(wasi)
@@ -198,6 +229,16 @@ impl WasiView for HostState {
             ctx: &mut wasi.ctx,
             table: &mut wasi.table,
         }
+    }
+}
+
+impl sandbox::Counted for HostState {
+    fn write_quota(&mut self) -> Arc<WriteQuota> {
+        self.wasi().writes.clone()
+    }
+
+    fn count_open(&mut self) {
+        self.wasi().opened += 1;
     }
 }
 

@@ -117,6 +117,8 @@ impl PluginHost {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        crate::sandbox::writes::add_to_linker(&mut linker)?;
+        crate::sandbox::descriptors::add_to_linker(&mut linker)?;
         spawn_epoch_ticker(&engine);
         let (cache, cache_status) = match cache_root {
             None => (None, "compile cache off".to_owned()),

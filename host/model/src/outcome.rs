@@ -82,6 +82,16 @@ pub struct Usage {
     /// Bytes of log text, stdout and stderr the plugin produced (kept or dropped).
     #[serde(default)]
     pub log_bytes: u64,
+    /// Bytes written into read-write directory grants (what `limits.max-written` bounds).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub written: u64,
+    /// Files and directories opened, and sockets created or accepted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub opened: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Kind of a gate's verdict.

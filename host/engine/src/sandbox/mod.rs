@@ -8,6 +8,7 @@
 
 pub mod clocks;
 pub mod deadline;
+pub mod descriptors;
 pub mod env;
 pub mod fs;
 pub mod http;
@@ -15,12 +16,21 @@ pub mod limits;
 pub mod net;
 pub mod stdio;
 pub mod surface;
+pub mod writes;
 
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
 use crate::plugin::Origin;
 use phasegate_model::events::{Emitter, EventKind, LogLevel};
 use phasegate_model::pipeline::Grants;
+
+/// What the write quota and the count of opens need of an instance's state.
+pub trait Counted: wasmtime_wasi::WasiView + 'static {
+    /// The write quota of the instance's read-write grants.
+    fn write_quota(&mut self) -> std::sync::Arc<writes::WriteQuota>;
+    /// Counts a file, directory or socket opened.
+    fn count_open(&mut self);
+}
 
 /// Reports denied calls as warnings in the task's log.
 #[derive(Clone)]

@@ -81,6 +81,11 @@ pub const DEFAULT_LOG_RECORDS: u32 = 1_000;
 /// instances at once stay far below the descriptor limit the CLI raises itself to (the hard
 /// limit, typically 524,288 or more on Linux).
 pub const DEFAULT_DESCRIPTORS: u32 = 256;
+/// Default bytes an instance may write into its read-write grants per attempt: as much as it
+/// may hold in memory by default. It bounds what a phase leaves on disk per attempt to
+/// tasks × 64 MiB; a plugin that writes more (build outputs, archives) says so with its own
+/// `max-written`. Only tasks with a read-write grant can write at all.
+pub const DEFAULT_MAX_WRITTEN: ByteSize = ByteSize(64 << 20);
 /// Failure kinds retried by default: a task's own retryable error, and a timeout (the machine
 /// may just have been busy). Traps and limits would fail the same way again.
 pub const DEFAULT_RETRY_ON: [FailureKind; 2] = [FailureKind::Failed, FailureKind::Timeout];
@@ -184,10 +189,18 @@ pub struct Limits {
     /// Resources (open files and directories, sockets, streams, pollables) held at once.
     #[serde(default = "default_descriptors")]
     pub descriptors: u32,
+    /// Bytes the instance may write into its read-write directory grants (all writes counted,
+    /// rewrites included).
+    #[serde(default = "default_max_written")]
+    pub max_written: ByteSize,
 }
 
 fn default_descriptors() -> u32 {
     DEFAULT_DESCRIPTORS
+}
+
+fn default_max_written() -> ByteSize {
+    DEFAULT_MAX_WRITTEN
 }
 
 /// Settings that apply to the whole engine (one per run): `max-stack` from
@@ -300,6 +313,7 @@ impl Default for Limits {
             max_log: DEFAULT_MAX_LOG,
             log_records: DEFAULT_LOG_RECORDS,
             descriptors: DEFAULT_DESCRIPTORS,
+            max_written: DEFAULT_MAX_WRITTEN,
         }
     }
 }
@@ -331,7 +345,7 @@ impl fmt::Display for Limits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "memory {}, timeout {}, max-output {}, fuel {}, table-elements {}, instances {}, max-log {}, log-records {}, descriptors {}",
+            "memory {}, timeout {}, max-output {}, fuel {}, table-elements {}, instances {}, max-log {}, log-records {}, descriptors {}, max-written {}",
             self.memory,
             humantime::format_duration(self.timeout),
             self.max_output,
@@ -342,7 +356,8 @@ impl fmt::Display for Limits {
             self.instances,
             self.max_log,
             self.log_records,
-            self.descriptors
+            self.descriptors,
+            self.max_written
         )
     }
 }

@@ -360,6 +360,7 @@ fn merge_limits(base: Limits, raw: &RawLimits) -> Limits {
             .descriptors
             .as_ref()
             .map_or(base.descriptors, |d| *d.get_ref()),
+        max_written: raw.max_written.unwrap_or(base.max_written),
     }
 }
 

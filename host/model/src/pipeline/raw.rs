@@ -77,6 +77,8 @@ pub struct RawLimits {
     /// Resources (files, directories, sockets, streams) the plugin may hold at once.
     #[schemars(with = "Option<u32>", range(min = 1))]
     pub(super) descriptors: Option<Spanned<u32>>,
+    /// Bytes the plugin may write into its read-write directory grants per attempt.
+    pub(super) max_written: Option<ByteSize>,
     #[schemars(with = "Option<ByteSize>")]
     pub(super) max_stack: Option<Spanned<ByteSize>>,
 }

@@ -118,6 +118,12 @@ fn write_task(w: &mut String, t: &TaskState) {
         }
         int(w, "memory", u.memory);
         int(w, "log-bytes", u.log_bytes);
+        if u.written > 0 {
+            int(w, "written", u.written);
+        }
+        if u.opened > 0 {
+            int(w, "opened", u.opened);
+        }
     }
 }
 

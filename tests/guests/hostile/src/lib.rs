@@ -208,6 +208,34 @@ impl Task for Hostile {
                 }
                 json!({"opened": kept.len()})
             }
+            // Writes `bytes` bytes to `path` in 64 KiB writes through a file stream (what
+            // `std::fs` does); a refused write fails the task with what the guest saw.
+            "fill-disk" => {
+                let mut f =
+                    std::fs::File::create(&c.path).map_err(|e| Error::failed(e.to_string()))?;
+                let chunk = vec![b'x'; 64 << 10];
+                let mut left = c.bytes;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    f.write_all(&chunk[..n])
+                        .map_err(|e| Error::failed(format!("write failed: {e}")))?;
+                    left -= n;
+                }
+                json!({"wrote": c.bytes})
+            }
+            // As `fill-disk`, with positioned writes (`descriptor.write`) into `path` under the
+            // first preopened directory; with `var = "stream"`, through the file's output stream
+            // directly (not through wasi-libc), asking `filesystem-error-code` what failed.
+            "fill-disk-at" => {
+                fill_at(&c.path, c.bytes, c.var == "stream").map_err(Error::failed)?
+            }
+            // Grows `path` to `bytes` bytes without writing them (`set-size`).
+            "grow-file" => {
+                let f = std::fs::File::create(&c.path).map_err(|e| Error::failed(e.to_string()))?;
+                f.set_len(c.bytes as u64)
+                    .map_err(|e| Error::failed(format!("set_len failed: {e}")))?;
+                json!({"grown": c.bytes})
+            }
             "exit" => std::process::exit(3),
             "bad-utf8" => {
                 log::info(invalid_utf8());
@@ -221,6 +249,49 @@ impl Task for Hostile {
             other => return Err(Error::invalid_config(format!("unknown attack `{other}`"))),
         })
     }
+}
+
+fn fill_at(path: &str, bytes: usize, stream: bool) -> std::result::Result<Value, String> {
+    use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let dirs = wasip2::filesystem::preopens::get_directories();
+    let (dir, _) = dirs.first().ok_or("no preopened directory")?;
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let file = dir
+        .open_at(
+            PathFlags::empty(),
+            name,
+            OpenFlags::CREATE,
+            DescriptorFlags::WRITE,
+        )
+        .map_err(|e| format!("open: {e:?}"))?;
+    if stream {
+        use wasip2::io::streams::StreamError;
+        let out = file
+            .write_via_stream(0)
+            .map_err(|e| format!("stream: {e:?}"))?;
+        let chunk = [b'z'; 4096];
+        for at in (0..bytes).step_by(chunk.len()) {
+            let n = (bytes - at).min(chunk.len());
+            match out.blocking_write_and_flush(&chunk[..n]) {
+                Ok(()) => {}
+                Err(StreamError::LastOperationFailed(e)) => {
+                    let code = wasip2::filesystem::types::filesystem_error_code(&e);
+                    return Err(format!("stream write at {at} failed: {code:?}"));
+                }
+                Err(StreamError::Closed) => return Err("stream closed".into()),
+            }
+        }
+        return Ok(json!({"wrote": bytes}));
+    }
+    let chunk = vec![b'y'; 64 << 10];
+    let mut at = 0;
+    while at < bytes {
+        let n = (bytes - at).min(chunk.len());
+        file.write(&chunk[..n], at as u64)
+            .map_err(|e| format!("write at {at} failed: {e:?}"))?;
+        at += n;
+    }
+    Ok(json!({"wrote": bytes}))
 }
 
 fn connect(addr: &str) -> Value {
