@@ -27,7 +27,17 @@ impl Outcome {
     pub fn succeeded(&self) -> bool {
         self.output.is_some()
     }
+
+    /// What the task's last attempt used (wall time, fuel, memory, log bytes, bytes written
+    /// into read-write grants, files and sockets opened), asked of the host when called; none
+    /// for a task that never ran.
+    pub fn usage(&self) -> Option<Usage> {
+        crate::bindings::gate::phasegate::plugin::usage::of_task(&self.task)
+    }
 }
+
+/// What a task's last attempt used, as the host measured it (the contract's `task-usage`).
+pub use crate::bindings::gate::phasegate::plugin::usage::TaskUsage as Usage;
 
 /// The phase a gate judges.
 #[derive(Debug, Clone)]

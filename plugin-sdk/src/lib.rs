@@ -63,7 +63,7 @@ mod task;
 pub use context::Context;
 #[doc(hidden)]
 pub use gate::{__check_gate, __gate_metadata};
-pub use gate::{Gate, Outcome, Report, Verdict};
+pub use gate::{Gate, Outcome, Report, Usage, Verdict};
 #[doc(hidden)]
 pub use task::{__run_task, __task_metadata};
 pub use task::{Error, Request, Result, Task};

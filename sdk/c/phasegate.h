@@ -266,6 +266,31 @@ typedef struct {
     uint64_t duration_ms;
 } pg_outcome_t;
 
+/** What a task's last attempt used, as the host measured it (`phasegate:plugin/usage`). */
+typedef struct {
+    uint64_t wall_us;
+    /** Whether `fuel` is set: only when the task had a fuel budget. */
+    bool has_fuel;
+    uint64_t fuel;
+    /** Linear memory at its largest, bytes. */
+    uint64_t memory;
+    uint64_t log_bytes;
+    /** Bytes written into read-write directory grants. */
+    uint64_t written;
+    /** Files and directories opened, and sockets created or accepted. */
+    uint64_t opened;
+} pg_usage_t;
+
+/** Asks the host what task `task` (an outcome's `task`) used; false, and `*out` untouched, when
+ * it has no figures (a task that never ran). */
+static inline bool pg_usage(const char *task, pg_usage_t *out) {
+    gate_string_t name = {(uint8_t *)task, strlen(task)};
+    phasegate_plugin_usage_task_usage_t u;
+    if (!phasegate_plugin_usage_of_task(&name, &u)) return false;
+    *out = (pg_usage_t){u.wall_us, u.fuel.is_some, u.fuel.val, u.memory, u.log_bytes, u.written, u.opened};
+    return true;
+}
+
 /** The phase a gate judges. */
 typedef struct {
     const char *run_id;

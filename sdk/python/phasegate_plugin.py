@@ -77,6 +77,14 @@ class Outcome:
     def succeeded(self) -> bool:
         return self.error is None
 
+    def usage(self):
+        """What the task's last attempt used, as the host measured it: an object with
+        ``wall_us``, ``fuel`` (None without a fuel budget), ``memory``, ``log_bytes``,
+        ``written`` (bytes into read-write grants) and ``opened``; None for a task that never
+        ran."""
+        from wit_world.imports import usage as _usage  # gates only: tasks do not import it
+        return _usage.of_task(self.task)
+
 
 @dataclass
 class Report:

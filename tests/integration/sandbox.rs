@@ -514,6 +514,72 @@ fn writes_past_the_quota_fail_in_the_guest_and_the_task_names_the_limit() {
 }
 
 #[test]
+fn a_gate_reads_what_each_task_used_through_the_contract() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path("out")).unwrap();
+    let rw = "grants = { dirs = [{ host = \"out\", guest = \"/out\", mode = \"rw\" }] }";
+    p.pipeline(&format!(
+        r#"
+name = "budget"
+[[phase]]
+id = "write"
+gate = {{ plugin = "{{ECHO_GATE}}", config = {{ max-written = 100_000 }} }}
+[[phase.task]]
+id = "small"
+plugin = "{{HOSTILE}}"
+config = {{ attack = "fill-disk", path = "/out/small", bytes = 1000 }}
+{rw}
+[[phase.task]]
+id = "big"
+plugin = "{{HOSTILE}}"
+config = {{ attack = "fill-disk", path = "/out/big", bytes = 300_000 }}
+{rw}
+[[phase.task]]
+id = "none"
+plugin = "{{HOSTILE}}"
+config = {{ attack = "well-behaved" }}
+"#
+    ));
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let state = p.state(".phasegate/state.toml");
+    let verdict = &state["phase"][0]["verdict"];
+    assert_eq!(verdict["kind"], "fail", "{verdict}");
+    assert_eq!(verdict["reason"], "wrote more than allowed: big");
+    let evidence: Value = serde_json::from_str(verdict["evidence"].as_str().unwrap()).unwrap();
+    // The figures the gate read are the ones recorded: a task that wrote nothing reads 0.
+    assert_eq!(
+        evidence["written"],
+        serde_json::json!({"small": 1000, "big": 300_000, "none": 0})
+    );
+
+    // A gate's author gets the same figures: the recorded fixture carries each task's usage,
+    // and the gate judges the replay as it judged the run (without them it would pass).
+    let gate = phasegate_test_artifacts::ALL
+        .iter()
+        .find(|(name, _)| *name == "ECHO_GATE")
+        .unwrap()
+        .1;
+    let state = ".phasegate/state.toml";
+    let record = [
+        "test",
+        gate,
+        "--fixtures",
+        "fixtures",
+        "--record",
+        state,
+        "--phase",
+        "write",
+    ];
+    let out = p.output(&record);
+    assert!(out.status.success(), "{}", crate::harness::stderr_of(&out));
+    let fixture = std::fs::read_to_string(p.path("fixtures/write-gate.toml")).unwrap();
+    assert!(fixture.contains("written = 300000"), "{fixture}");
+    let out = p.output(&["test", gate, "--fixtures", "fixtures"]);
+    assert!(out.status.success(), "{}", crate::harness::stderr_of(&out));
+}
+
+#[test]
 fn environment_is_empty_unless_granted() {
     let p = Project::new();
     let (_, state) = attack(

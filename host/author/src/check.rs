@@ -244,10 +244,16 @@ pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>)
             context: context(r.context.as_ref()),
             config: fixture::table_json(r.config.as_ref()).to_string(),
         };
+        let usage = r
+            .outcomes
+            .iter()
+            .filter_map(|o| Some((o.task.clone(), o.usage?)))
+            .collect();
         let verdict = host
             .run_gate(
                 plugin,
                 report,
+                usage,
                 &case.limits,
                 &case.grants,
                 Emitter::discard(),

@@ -121,6 +121,11 @@ pub struct OutcomeSpec {
     /// Duration of the last attempt; default 0.
     #[serde(default)]
     pub duration_ms: Option<u64>,
+    /// What the task used, as `usage.of-task` answers it (`{ memory = 1048576, written =
+    /// 5000 }`; keys as in the progress file's `[phase.task.usage]`, each 0 when omitted).
+    /// Without it, `of-task` answers none for the task.
+    #[serde(default)]
+    pub usage: Option<phasegate_model::outcome::Usage>,
 }
 
 /// A failure in a gate fixture's outcome.

@@ -241,6 +241,9 @@ fn outcome(t: &TaskState) -> toml::Table {
         "duration-ms".into(),
         i64::try_from(t.duration_ms).unwrap_or(i64::MAX).into(),
     );
+    if let Some(usage) = t.usage.and_then(|u| toml::Value::try_from(u).ok()) {
+        o.insert("usage".into(), usage);
+    }
     o
 }
 

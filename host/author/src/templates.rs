@@ -59,7 +59,9 @@ pub fn project(name: &str, kind: Kind, language: Language) -> Vec<File> {
     let ident = name.replace('-', "_");
     let description = match kind {
         Kind::Task => "Counts the words of its input",
-        Kind::Gate => "Passes a phase when at most max-failures tasks failed",
+        Kind::Gate => {
+            "Passes a phase when at most max-failures tasks failed and none wrote more than max-written bytes"
+        }
     };
     let fill = |text: &str| {
         text.replace("{{name}}", name)
@@ -82,6 +84,12 @@ pub fn project(name: &str, kind: Kind, language: Language) -> Vec<File> {
             .to_owned(),
         },
     ];
+    if kind == Kind::Gate {
+        files.push(File {
+            path: "fixtures/written.toml".into(),
+            contents: include_str!("../templates/common/fixture-gate-written.toml").to_owned(),
+        });
+    }
     let (build, output, ignore) = match language {
         Language::Rust => (
             "cargo build --release --target wasm32-wasip2".to_owned(),

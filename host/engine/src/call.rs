@@ -204,6 +204,7 @@ impl PluginHost {
         &self,
         plugin: &LoadedPlugin,
         report: wit::PhaseReport,
+        usage: Vec<(String, Usage)>,
         limits: &Limits,
         grants: &Grants,
         emitter: Emitter,
@@ -229,6 +230,7 @@ impl PluginHost {
             Ok(store) => store,
             Err(e) => return fail(format!("{who}: {e}")),
         };
+        store.data_mut().set_phase_usage(usage);
         let result = within(limits.timeout, async {
             let instance: Gate = pre.instantiate_async(&mut store).await?;
             instance.call_check(&mut store, &report).await

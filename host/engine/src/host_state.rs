@@ -7,13 +7,14 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::plugin::{Level, Origin, host_iface, wit};
+use crate::plugin::{Level, Origin, host_iface, usage_iface, wit};
 use crate::sandbox::http::HttpPolicy;
 use crate::sandbox::limits::Limiter;
 use crate::sandbox::stdio::CapturedOutput;
 use crate::sandbox::writes::WriteQuota;
 use crate::sandbox::{self, Notice};
 use phasegate_model::events::{Emitter, EventKind, LogLevel};
+use phasegate_model::outcome::Usage;
 use phasegate_model::pipeline::{Grants, Limits};
 use phasegate_model::units::ByteSize;
 
@@ -36,6 +37,8 @@ pub struct HostState {
     /// Captured stderr.
     pub stderr: CapturedOutput,
     kept_log: Vec<String>,
+    /// For a gate: what each task of the phase it judges used, in the phase's order.
+    phase_usage: Vec<(String, Usage)>,
 }
 
 /// The WASI side of an instance: its WASI context (the grants), the resource table WASI and
@@ -114,6 +117,7 @@ impl HostState {
             stdout,
             stderr,
             kept_log: Vec::new(),
+            phase_usage: Vec::new(),
         }
     }
 
@@ -178,6 +182,11 @@ impl HostState {
     /// Takes the log lines kept so far (they are stored with the task's result).
     pub fn take_log(&mut self) -> Vec<String> {
         std::mem::take(&mut self.kept_log)
+    }
+
+    /// What the tasks of the phase a gate judges used (what `usage.of-task` answers).
+    pub fn set_phase_usage(&mut self, usage: Vec<(String, Usage)>) {
+        self.phase_usage = usage;
     }
 
     /// Bytes written into read-write grants, and the size of the first write the quota
@@ -294,3 +303,17 @@ impl host_iface::Host for HostState {
 }
 
 impl wit::Host for HostState {}
+
+impl usage_iface::Host for HostState {
+    fn of_task(&mut self, task: String) -> Option<usage_iface::TaskUsage> {
+        let (_, u) = self.phase_usage.iter().find(|(id, _)| *id == task)?;
+        Some(usage_iface::TaskUsage {
+            wall_us: u.wall_us,
+            fuel: u.fuel,
+            memory: u.memory,
+            log_bytes: u.log_bytes,
+            written: u.written,
+            opened: u.opened,
+        })
+    }
+}

@@ -13,7 +13,7 @@ use crate::error::chain;
 use crate::host_state::HostState;
 use crate::plugin::gate_world::GatePre;
 use crate::plugin::task_world::TaskPre;
-use crate::plugin::{host_iface, wit};
+use crate::plugin::{host_iface, usage_iface, wit};
 
 /// Which world a component implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +117,7 @@ impl PluginHost {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        usage_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         crate::sandbox::writes::add_to_linker(&mut linker)?;
         crate::sandbox::descriptors::add_to_linker(&mut linker)?;
         spawn_epoch_ticker(&engine);
@@ -182,7 +183,7 @@ impl PluginHost {
         // Imports first: a component that cannot link is refused whatever it exports.
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             err(format!(
-                "imports an interface phasegate does not provide (plugins may import `phasegate:plugin/host`, WASI 0.2 and `wasi:http`): {}",
+                "imports an interface phasegate does not provide (plugins may import `phasegate:plugin/host`, gates also `phasegate:plugin/usage`, WASI 0.2 and `wasi:http`): {}",
                 chain(&e)
             ))
         })?;

@@ -64,10 +64,17 @@ impl Executor for LocalExecutor {
         let Some(plugin) = self.plugin(&job.plugin) else {
             return not_loaded(&job.plugin.spec);
         };
+        let usage = job
+            .report
+            .outcomes
+            .iter()
+            .filter_map(|o| Some((o.task.clone(), o.usage?)))
+            .collect();
         self.host
             .run_gate(
                 &plugin,
                 wit_report(job.report),
+                usage,
                 &job.limits,
                 &job.grants,
                 emitter,

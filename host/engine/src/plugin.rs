@@ -24,6 +24,7 @@ pub mod gate_world {
     });
 }
 
+pub use gate_world::phasegate::plugin::usage as usage_iface;
 pub use task_world::phasegate::plugin::host::{self as host_iface, Level};
 pub use task_world::phasegate::plugin::types as wit;
 

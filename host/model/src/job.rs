@@ -115,6 +115,9 @@ pub struct TaskOutcome {
     pub attempts: u32,
     /// Duration of the last attempt.
     pub duration_ms: u64,
+    /// What the last attempt used (the contract's `usage.of-task`), when the task ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::outcome::Usage>,
 }
 
 /// Runs task attempts and gates: in this process (the engine's `LocalExecutor`) or elsewhere.

@@ -583,6 +583,7 @@ fn to_outcome(t: &TaskState) -> TaskOutcome {
         error: t.error.clone(),
         attempts: t.attempts,
         duration_ms: t.duration_ms,
+        usage: t.usage,
     }
 }
 

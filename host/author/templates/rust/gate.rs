@@ -1,6 +1,7 @@
-//! `{{name}}`: a phasegate gate. Passes a phase when at most `max-failures` tasks failed.
+//! `{{name}}`: a phasegate gate. Passes a phase when at most `max-failures` tasks failed and
+//! none wrote more than `max-written` bytes into its read-write grants.
 //!
-//! Config: `max-failures` (default 0).
+//! Config: `max-failures` (default 0), `max-written` (bytes; default: no bound).
 
 use phasegate_plugin_sdk::{Gate, Report, Verdict};
 use serde::Deserialize;
@@ -10,6 +11,7 @@ use serde_json::json;
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 struct Config {
     max_failures: usize,
+    max_written: Option<u64>,
 }
 
 struct Plugin;
@@ -22,6 +24,23 @@ impl Gate for Plugin {
         let failed: Vec<&str> = report.failed().map(|o| o.task.as_str()).collect();
         let ok = total - failed.len();
         let evidence = json!({"succeeded": ok, "failed": failed});
+        if let Some(max) = report.config.max_written {
+            // What each task used, as the host measured it.
+            let heavy: Vec<&str> = report
+                .outcomes
+                .iter()
+                .filter(|o| o.usage().is_some_and(|u| u.written > max))
+                .map(|o| o.task.as_str())
+                .collect();
+            if !heavy.is_empty() {
+                return Verdict::fail(format!(
+                    "{} task(s) wrote more than max-written ({max} bytes) into read-write grants: {}",
+                    heavy.len(),
+                    heavy.join(", ")
+                ))
+                .with_evidence(evidence);
+            }
+        }
         if failed.len() > report.config.max_failures {
             Verdict::fail(format!(
                 "{ok} of {total} task(s) succeeded; failed: {}",
