@@ -529,3 +529,71 @@ fn a_timeout_fires_on_time_among_busy_tasks() {
         "a 100 ms timeout fired after {took} ms, in a phase of {phase} ms"
     );
 }
+
+#[test]
+fn a_crashed_gate_is_a_crash_not_a_judgement_in_the_run_and_in_fixtures() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "crash"
+[[phase]]
+id = "judged"
+gate = { plugin = "{ECHO_GATE}", config = { panic = true } }
+[[phase.task]]
+id = "a"
+plugin = "{PROBE}"
+"#,
+    );
+    let out = p.output(&["run", "pipeline.toml", "--progress", "lines"]);
+    let err = crate::harness::stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("CRASH (echo_gate): the gate did not judge the phase (trap)"),
+        "{err}"
+    );
+    let state = p.state(".phasegate/state.toml");
+    let verdict = &state["phase"][0]["verdict"];
+    // A phase no gate approved does not go on, and the record says why.
+    assert_eq!(verdict["kind"], "fail", "{verdict}");
+    assert_eq!(verdict["crashed"], "trap", "{verdict}");
+    assert!(
+        verdict["reason"].as_str().unwrap().contains("trapped"),
+        "{verdict}"
+    );
+    let status = p.output(&["status"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(shown.contains("gate crashed (trap)"), "{shown}");
+
+    // A fixture that expects `fail` does not pass on a crashed gate; one that expects the
+    // crash does.
+    let gate = phasegate_test_artifacts::ALL
+        .iter()
+        .find(|(name, _)| *name == "ECHO_GATE")
+        .unwrap()
+        .1;
+    std::fs::create_dir_all(p.path("fixtures")).unwrap();
+    let report =
+        "[report]\nconfig = { panic = true }\n[[report.outcome]]\ntask = \"a\"\noutput = 1\n";
+    p.write(
+        "fixtures/expects-fail.toml",
+        &format!("{report}[expect]\nverdict = \"fail\"\n"),
+    );
+    p.write(
+        "fixtures/expects-crash.toml",
+        &format!("{report}[expect]\nerror = \"trap\"\nmessage-contains = \"unreachable\"\n"),
+    );
+    let out = p.output(&["test", gate, "--fixtures", "fixtures"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        crate::harness::stderr_of(&out)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("PASS expects-crash"), "{all}");
+    assert!(all.contains("FAIL expects-fail"), "{all}");
+    assert!(
+        all.contains("the gate crashed (`trap`) instead of judging the phase")
+            && all.contains("writes `error = \"trap\"`"),
+        "{all}"
+    );
+}

@@ -65,9 +65,12 @@ pub fn check_shapes(world: World, cases: &[Case<'_>]) -> Result<(), Problem> {
             World::Task if f.report.is_some() || f.expect.verdict.is_some() => {
                 Some("the plugin is a task: `[report]` and `expect.verdict` are for gates")
             }
-            World::Gate if f.request.is_some() || f.expect.error.is_some() => {
-                Some("the plugin is a gate: `[request]` and `expect.error` are for tasks")
+            World::Gate if f.request.is_some() => {
+                Some("the plugin is a gate: `[request]` is for tasks")
             }
+            World::Gate if f.expect.error.is_some() && f.expect.verdict.is_some() => Some(
+                "a gate either judges (`verdict`) or crashes (`error`): `[expect]` takes one of them",
+            ),
             World::Task
                 if f.expect.output.is_none()
                     && f.expect.output_subset.is_none()
@@ -75,7 +78,9 @@ pub fn check_shapes(world: World, cases: &[Case<'_>]) -> Result<(), Problem> {
             {
                 Some("`[expect]` needs `output`, `output-subset` or `error`")
             }
-            World::Gate if f.expect.verdict.is_none() => Some("`[expect]` needs `verdict`"),
+            World::Gate if f.expect.verdict.is_none() && f.expect.error.is_none() => {
+                Some("`[expect]` needs `verdict` (or `error`, for a gate expected to crash)")
+            }
             _ => None,
         };
         if let Some(why) = wrong {
@@ -260,6 +265,47 @@ pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>)
             )
             .await;
         let e = &f.expect;
+        match (verdict.crashed, e.error) {
+            (None, None) => {}
+            (Some(crash), Some(kind)) => {
+                if crash != kind {
+                    problems.push(format!(
+                        "expected the gate to crash with `{}`, it crashed with `{}`: {}",
+                        kind_name(kind),
+                        kind_name(crash),
+                        verdict.reason
+                    ));
+                }
+                if let Some(needle) = &e.message_contains
+                    && !verdict.reason.contains(needle.as_str())
+                {
+                    problems.push(format!(
+                        "the crash message does not contain {needle:?}: {:?}",
+                        verdict.reason
+                    ));
+                }
+                return problems;
+            }
+            (None, Some(kind)) => {
+                problems.push(format!(
+                    "expected the gate to crash with `{}`, it judged: `{}`: {}",
+                    kind_name(kind),
+                    verdict_name(verdict.kind),
+                    verdict.reason
+                ));
+                return problems;
+            }
+            (Some(crash), None) => {
+                // Its `fail` is no judgement: a fixture expecting `fail` must not pass on it.
+                problems.push(format!(
+                    "the gate crashed (`{}`) instead of judging the phase: {}; a fixture that expects this writes `error = \"{}\"` in `[expect]`",
+                    kind_name(crash),
+                    verdict.reason,
+                    kind_name(crash)
+                ));
+                return problems;
+            }
+        }
         if let Some(kind) = e.verdict
             && verdict.kind != kind
         {

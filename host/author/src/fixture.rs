@@ -140,7 +140,8 @@ pub struct ErrorSpec {
 }
 
 /// What a fixture expects. A task fixture sets `output`, `output-subset` or `error`; a gate
-/// fixture sets `verdict`. The `*-contains` keys check a substring of the message or reason.
+/// fixture sets `verdict`, or `error` for a gate expected to crash (a trap, a timeout, a
+/// limit). The `*-contains` keys check a substring of the message or reason.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Expect {
@@ -151,10 +152,10 @@ pub struct Expect {
     /// element by element and must have the same length.
     #[serde(default)]
     pub output_subset: Option<toml::Value>,
-    /// The failure kind the task must return.
+    /// The failure kind the task must return, or how the gate must crash.
     #[serde(default)]
     pub error: Option<FailureKind>,
-    /// A substring of the failure's message.
+    /// A substring of the failure's (or the gate's crash) message.
     #[serde(default)]
     pub message_contains: Option<String>,
     /// The gate's verdict.

@@ -215,6 +215,14 @@ impl Renderer {
             },
             EventKind::GateStarted { gate, .. } => format!("  ? gate {}", short_name(gate)),
             EventKind::Verdict { verdict, gate, .. } => {
+                if let Some(kind) = verdict.crashed {
+                    return Some(format!(
+                        "  CRASH ({}): the gate did not judge the phase ({}): {}",
+                        short_name(gate),
+                        phasegate_model::text::serde_name(&kind),
+                        verdict.reason
+                    ));
+                }
                 let word = match verdict.kind {
                     VerdictKind::Pass => "PASS",
                     VerdictKind::Warn => "WARN",

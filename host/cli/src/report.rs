@@ -147,11 +147,15 @@ fn write_phase(out: &mut String, p: &PhaseState) {
     );
     if let Some(v) = &p.verdict {
         let kind = serde_name(&v.kind);
+        let label = match v.crashed {
+            Some(how) => format!("crashed ({})", serde_name(&how)),
+            None => kind.to_uppercase(),
+        };
         let _ = writeln!(
             out,
             r#"<div class="verdict {kind}"><span class="badge {kind}">{upper}</span> gate <code>{gate}</code>: <span class="verdict-reason">{reason}</span>{evidence}</div>"#,
             kind = esc(&kind),
-            upper = esc(&kind.to_uppercase()),
+            upper = esc(&label),
             gate = esc(super::render::short_name(&v.gate)),
             reason = esc(&cut(&v.reason, TEXT_MAX)),
             evidence = v

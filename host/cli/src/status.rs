@@ -86,7 +86,10 @@ impl StatusArgs {
             let verdict = p
                 .verdict
                 .as_ref()
-                .map(|v| format!(", verdict {}: {}", serde_name(&v.kind), v.reason))
+                .map(|v| match v.crashed {
+                    Some(kind) => format!(", gate crashed ({}): {}", serde_name(&kind), v.reason),
+                    None => format!(", verdict {}: {}", serde_name(&v.kind), v.reason),
+                })
                 .unwrap_or_default();
             println!(
                 "  {:<20} {status:<9} {done}/{} tasks finished, {failed} failed{verdict}",

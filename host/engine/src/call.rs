@@ -211,15 +211,18 @@ impl PluginHost {
     ) -> VerdictRecord {
         let gate = plugin.plugin.spec.clone();
         let who = format!("gate `{gate}` of phase `{}`", report.phase);
-        let fail = |reason: String| VerdictRecord {
+        // The gate could not judge: a `fail` that says how it crashed.
+        let crashed = |failure: Failure| VerdictRecord {
             kind: VerdictKind::Fail,
             gate: gate.clone(),
-            reason: bounded(reason),
+            reason: bounded(failure.message),
             evidence: None,
+            crashed: Some(failure.kind),
         };
         let Pre::Gate(pre) = &plugin.pre else {
-            return fail(format!(
-                "{who}: the plugin is a task, not a gate; use a gate plugin"
+            return crashed(failure(
+                FailureKind::Host,
+                format!("{who}: the plugin is a task, not a gate; use a gate plugin"),
             ));
         };
         let origin = Origin::Named {
@@ -228,7 +231,7 @@ impl PluginHost {
         };
         let mut store = match self.store(plugin, limits, grants, origin, emitter) {
             Ok(store) => store,
-            Err(e) => return fail(format!("{who}: {e}")),
+            Err(e) => return crashed(failure(FailureKind::Host, format!("{who}: {e}"))),
         };
         store.data_mut().set_phase_usage(usage);
         let result = within(limits.timeout, async {
@@ -238,13 +241,12 @@ impl PluginHost {
         .await;
         store.data_mut().flush_stdio();
         match result {
-            Err(_) => fail(timeout_failure(&who, limits).message),
+            Err(_) => crashed(timeout_failure(&who, limits)),
             Ok(Err(e)) => {
                 let failure = classify(&who, &e, store.data(), limits, &self.limits);
-                fail(
+                crashed(
                     write_quota_failure(&who, store.data(), limits, failure.message.clone())
-                        .unwrap_or(failure)
-                        .message,
+                        .unwrap_or(failure),
                 )
             }
             Ok(Ok(v)) => VerdictRecord {
@@ -256,6 +258,7 @@ impl PluginHost {
                 gate,
                 reason: bounded(v.reason),
                 evidence: v.evidence.map(bounded_evidence),
+                crashed: None,
             },
         }
     }

@@ -187,5 +187,6 @@ fn not_loaded(spec: &str) -> VerdictRecord {
         gate: spec.to_owned(),
         reason: format!("plugin `{spec}` was not loaded"),
         evidence: None,
+        crashed: Some(phasegate_model::progress::FailureKind::Host),
     }
 }

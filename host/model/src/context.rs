@@ -322,6 +322,7 @@ mod tests {
                 gate: "g".into(),
                 reason: "fine".into(),
                 evidence: Some(r#"{"n":1}"#.into()),
+                crashed: None,
             }),
             tasks: Arc::new(vec![
                 task("b", TaskStatus::Succeeded, Some(r#"{"files": ["a.rs"]}"#)),

@@ -116,6 +116,11 @@ pub struct VerdictRecord {
     /// Evidence as JSON text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
+    /// Set when the gate did not judge the phase because it crashed: how (a trap, a timeout, a
+    /// limit, or the host could not run it), with `reason` as the message. The verdict is then
+    /// `fail`: a phase no gate approved does not go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crashed: Option<FailureKind>,
 }
 
 impl VerdictRecord {

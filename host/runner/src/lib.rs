@@ -634,6 +634,7 @@ fn all_succeeded(tasks: &[TaskState]) -> VerdictRecord {
         gate: BUILTIN_GATE.into(),
         reason,
         evidence: None,
+        crashed: None,
     }
 }
 
@@ -696,6 +697,7 @@ mod tests {
                 gate: job.plugin.spec.clone(),
                 reason: format!("{failed} failed; context {}", job.report.context),
                 evidence: None,
+                crashed: None,
             }
         }
     }

@@ -403,6 +403,7 @@ mod tests {
             gate: "g".into(),
             reason: "gate said no".into(),
             evidence: None,
+            crashed: None,
         });
         let mut store = ProgressStore::create(&path, state).unwrap();
         let snapshot = fs::read_to_string(&path).unwrap();

@@ -77,6 +77,9 @@ fn write_verdict(w: &mut String, v: &VerdictRecord) {
     if let Some(evidence) = &v.evidence {
         string(w, "evidence", evidence);
     }
+    if let Some(kind) = &v.crashed {
+        string(w, "crashed", &serde_name(kind));
+    }
 }
 
 fn write_task(w: &mut String, t: &TaskState) {
@@ -237,6 +240,7 @@ mod tests {
                     gate: s.into(),
                     reason: s.into(),
                     evidence: (i % 2 == 0).then(|| s.to_owned()),
+                    crashed: (i % 3 == 0).then_some(FailureKind::Trap),
                 }),
                 tasks: Arc::new(vec![
                     TaskState {

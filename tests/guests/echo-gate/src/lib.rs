@@ -1,7 +1,8 @@
 //! Test gate: passes, and shows what it was given as evidence:
 //! `{"context": <the report's context>, "outcomes": <how many>, "written": {<task>: <bytes
 //! written, from the host's usage; null when it has none>}}`. With `config = { max-written = N
-//! }` it fails when a task wrote more than N bytes into its read-write grants.
+//! }` it fails when a task wrote more than N bytes into its read-write grants; with `config = {
+//! panic = true }` it crashes instead of judging.
 
 use phasegate_plugin_sdk::{Gate, Report, Verdict};
 use serde_json::{Value, json};
@@ -12,6 +13,9 @@ impl Gate for EchoGate {
     type Config = Value;
 
     fn check(report: Report<Value>) -> Verdict {
+        if report.config["panic"] == true {
+            panic!("echo gate told to crash");
+        }
         let written: serde_json::Map<String, Value> = report
             .outcomes
             .iter()
