@@ -455,3 +455,37 @@ config = { rounds = 200, max = 300000, seed = 7 }
         assert_eq!(out["memory-grew"], true, "{id} left the region: {out}");
     }
 }
+
+#[test]
+fn a_build_failure_with_a_known_cause_gets_a_hint() {
+    let a = authored();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("python-gate");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(a.project("python-gate"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The import that looks unused, removed as a linter would.
+    let app = copy.join("app.py");
+    let source = std::fs::read_to_string(&app).unwrap();
+    let without: String = source
+        .lines()
+        .filter(|l| !l.contains("import WitWorld"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(source, without);
+    std::fs::write(&app, without).unwrap();
+    let out = phasegate(dir.path(), &["build", "python-gate"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("help: componentize-py looks for a class named `WitWorld`")
+            && all.contains("keep `from phasegate_plugin import WitWorld` in app.py"),
+        "{all}"
+    );
+    // The build's own output still reaches the author.
+    assert!(all.contains("has no attribute 'WitWorld'"), "{all}");
+}

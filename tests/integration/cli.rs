@@ -147,7 +147,7 @@ plugin = "{PROBE}"
         t[1]["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("exceeded its timeout of 200ms; raise `timeout`"),
+            .contains("exceeded its timeout of 200ms; if it needs longer, raise `timeout`"),
         "{}",
         t[1]
     );

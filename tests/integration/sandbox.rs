@@ -102,7 +102,7 @@ fn infinite_loop_is_stopped_by_the_wall_clock() {
     assert_eq!(kind, "timeout");
     assert!(
         msg.contains("task `spin` in phase `attack`")
-            && msg.contains("exceeded its timeout of 300ms; raise `timeout`"),
+            && msg.contains("exceeded its timeout of 300ms; if it needs longer, raise `timeout`"),
         "{msg}"
     );
 }
@@ -294,6 +294,15 @@ fn trap_and_panic_are_typed_traps() {
     let (kind, msg) = failure(&state, "panic");
     assert_eq!(kind, "trap");
     assert!(msg.contains("hostile plugin panics on purpose"), "{msg}");
+    // The guest's own message comes first; the backtrace is in the log, not the message.
+    assert!(
+        msg.contains("trapped: hostile plugin panics on purpose (panicked at ")
+            && msg.contains("src/lib.rs:"),
+        "{msg}"
+    );
+    assert!(!msg.contains("wasm backtrace"), "{msg}");
+    let log = task(&state, "panic")["log"].to_string();
+    assert!(log.contains("debug: wasm backtrace: "), "{log}");
 }
 
 #[test]

@@ -51,23 +51,27 @@ pub async fn build(project: &Project, note: &mut dyn FnMut(String)) -> anyhow::R
             refresh(&project.dir, &format!("bindings/{file}"), &bytes, note)?;
         }
     }
-    let status = Command::new("sh")
+    let mut command = Command::new("sh");
+    command
         .arg("-c")
         .arg(&project.build.command)
         .current_dir(&project.dir)
-        .envs(tools.env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::io::stderr())
-        .status()
+        .envs(tools.env.iter().map(|(k, v)| (k, v)));
+    let (status, said) = run_shown(command)
         .map_err(|e| Problem::new(format!("cannot start `sh` to run the build command: {e}")))?;
     if !status.success() {
+        let mut help = format!(
+            "its output is above; the command is `[build] command` in {}",
+            project.dir.join("plugin.toml").display()
+        );
+        if let Some(cause) = known_cause(&said) {
+            help = format!("{cause}\n  {help}");
+        }
         return Err(Problem::new(format!(
             "the build command of `{name}` failed ({status}): {}",
             project.build.command
         ))
-        .help(format!(
-            "its output is above; the command is `[build] command` in {}",
-            project.dir.join("plugin.toml").display()
-        ))
+        .help(help)
         .into());
     }
     let output = project.output();
@@ -153,4 +157,100 @@ fn refresh(
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     phasegate_store::write_atomically(path, bytes)
         .map_err(|e| Problem::new(format!("cannot write {}: {e}", path.display())).into())
+}
+
+/// How much of the build command's output is kept for [`known_cause`] (its end).
+const OUTPUT_KEPT: usize = 64 << 10;
+
+/// Runs `command` with its stdout and stderr passed through to this process's stderr, keeping
+/// the end of what it printed.
+fn run_shown(mut command: Command) -> std::io::Result<(std::process::ExitStatus, String)> {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ];
+    let copies: Vec<_> = pipes
+        .into_iter()
+        .flatten()
+        .map(|mut pipe| {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                    let _ = std::io::stderr().write_all(&chunk[..n]);
+                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    kept.extend_from_slice(&chunk[..n]);
+                    let over = kept.len().saturating_sub(OUTPUT_KEPT);
+                    kept.drain(..over);
+                }
+            })
+        })
+        .collect();
+    let status = child.wait()?;
+    for copy in copies {
+        let _ = copy.join();
+    }
+    let kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+    Ok((status, String::from_utf8_lossy(&kept).into_owned()))
+}
+
+/// A hint for a build failure whose output shows a cause seen before.
+fn known_cause(output: &str) -> Option<String> {
+    let causes: [(&[&str], &str); 4] = [
+        (
+            &["has no attribute 'WitWorld'"],
+            "componentize-py looks for a class named `WitWorld` in the app module: keep `from phasegate_plugin import WitWorld` in app.py (the SDK defines it; the import only looks unused)",
+        ),
+        (
+            &["can't find crate for `core`", "wasm32-wasip2"],
+            "the Rust target is missing: run `rustup target add wasm32-wasip2` (or `scripts/setup-guest-toolchain`)",
+        ),
+        (
+            &["phasegate.h", "file not found"],
+            "phasegate.h belongs next to plugin.c (`phasegate new` writes it): copy it from another project or from sdk/c/",
+        ),
+        (
+            &["Cannot find module", "phasegate-plugin.js"],
+            "phasegate-plugin.js belongs next to app.js (`phasegate new` writes it): copy it from another project or from sdk/js/",
+        ),
+    ];
+    causes
+        .iter()
+        .find(|(needles, _)| needles.iter().all(|n| output.contains(n)))
+        .map(|(_, hint)| (*hint).to_owned())
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::known_cause;
+
+    #[test]
+    fn known_build_failures_get_a_hint_and_others_none() {
+        let python = "AssertionError: AttributeError: module 'app' has no attribute 'WitWorld'";
+        assert!(
+            known_cause(python)
+                .unwrap()
+                .contains("from phasegate_plugin import WitWorld")
+        );
+        let rust = "error[E0463]: can't find crate for `core`\n  = note: the `wasm32-wasip2` target may not be installed";
+        assert!(
+            known_cause(rust)
+                .unwrap()
+                .contains("rustup target add wasm32-wasip2")
+        );
+        assert_eq!(known_cause("error: expected `;`"), None);
+    }
 }

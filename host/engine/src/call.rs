@@ -13,6 +13,7 @@ use phasegate_model::units::ByteSize;
 use wasmtime::{Store, Trap, WasmBacktrace};
 
 use crate::error::chain;
+use crate::guest_fault::GuestFault;
 use crate::host_state::HostState;
 use crate::load::{LoadedPlugin, Metadata, PluginHost, Pre};
 use crate::plugin::gate_world::Gate;
@@ -166,6 +167,10 @@ impl PluginHost {
             Err(_) => return Err(timeout_failure(&who(), limits)),
             Ok(Err(e)) => {
                 let failure = classify(&who(), &e, store.data(), limits, &self.limits);
+                // The backtrace is for whoever digs: the log, not the message.
+                if let Some(backtrace) = GuestFault::of(&e, "").backtrace {
+                    seen.log.push(format!("debug: wasm backtrace: {backtrace}"));
+                }
                 return Err(over_quota(failure.message.clone()).unwrap_or(failure));
             }
             Ok(Ok(Err(e))) => {
@@ -193,7 +198,11 @@ impl PluginHost {
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
             return Err(failure(
                 FailureKind::InvalidOutput,
-                format!("{} returned output that is not JSON ({e})", who()),
+                format!(
+                    "{} returned output that is not JSON ({e}); it begins: {:?}",
+                    who(),
+                    phasegate_model::text::cut(&output, 120)
+                ),
             ));
         }
         Ok(output)
@@ -297,7 +306,7 @@ fn timeout_failure(who: &str, limits: &Limits) -> Failure {
     failure(
         FailureKind::Timeout,
         format!(
-            "{who} exceeded its timeout of {}; raise `timeout`",
+            "{who} exceeded its timeout of {}; if it needs longer, raise `timeout`",
             humantime::format_duration(limits.timeout)
         ),
     )
@@ -378,17 +387,16 @@ fn classify(
             ),
         );
     }
-    let stderr = state.stderr_text();
-    let detail = if stderr.is_empty() {
-        String::new()
-    } else {
-        format!("; stderr: {}", last_lines(&stderr, 5))
-    };
+    let fault = GuestFault::of(error, &state.stderr_text());
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        let said = fault
+            .said
+            .map(|s| format!("; it said: {s}"))
+            .unwrap_or_default();
         return failure(
             FailureKind::Trap,
             format!(
-                "{who} called exit({}) instead of returning a result{detail}",
+                "{who} called exit({}) instead of returning a result{said}",
                 exit.0
             ),
         );
@@ -402,15 +410,13 @@ fn classify(
     // A trap, or any other error raised while the plugin's code was running (a misuse of the
     // component model, such as a bad resource handle): the plugin's fault, not the host's.
     if error.downcast_ref::<Trap>().is_some() || error.downcast_ref::<WasmBacktrace>().is_some() {
-        return failure(FailureKind::Trap, format!("{who} trapped: {text}{detail}"));
+        return failure(
+            FailureKind::Trap,
+            format!("{who} trapped: {}", fault.summary()),
+        );
     }
     failure(FailureKind::Host, format!("{who} could not run: {text}"))
 }
 
 /// Wasmtime's budget of bytes a guest may pass to the host in one call (its default, 128 MiB).
 const HOSTCALL_BUDGET: u64 = 128 << 20;
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
-}

@@ -8,6 +8,7 @@ pub mod call;
 pub mod compile_cache;
 pub mod config;
 pub mod error;
+pub mod guest_fault;
 pub mod host_state;
 pub mod install;
 pub mod load;
