@@ -67,7 +67,8 @@ impl<C> Report<C> {
 pub struct Verdict {
     kind: types::VerdictKind,
     reason: String,
-    evidence: Option<Value>,
+    /// The evidence as JSON, or why it could not be serialised.
+    evidence: Option<std::result::Result<Value, String>>,
 }
 
 impl Verdict {
@@ -90,9 +91,10 @@ impl Verdict {
             evidence: None,
         }
     }
-    /// Attaches supporting data (recorded in the progress file and the context).
+    /// Attaches supporting data (recorded in the progress file and the context). Data that
+    /// cannot be serialised as JSON turns the verdict into a `fail` that says why.
     pub fn with_evidence(mut self, evidence: impl Serialize) -> Self {
-        self.evidence = serde_json::to_value(evidence).ok();
+        self.evidence = Some(serde_json::to_value(evidence).map_err(|e| e.to_string()));
         self
     }
 }
@@ -157,10 +159,29 @@ pub fn __check_gate<G: Gate>(report: types::PhaseReport) -> types::Verdict {
         context: Context::new(report.context),
         config,
     });
-    types::Verdict {
-        kind: verdict.kind,
-        reason: verdict.reason,
-        evidence: verdict.evidence.map(|v| v.to_string()),
+    match verdict.evidence {
+        Some(Err(e)) => types::Verdict {
+            kind: types::VerdictKind::Fail,
+            reason: format!(
+                "cannot serialise evidence: {e} (the verdict was {}: {})",
+                verdict_kind_name(verdict.kind),
+                verdict.reason
+            ),
+            evidence: None,
+        },
+        evidence => types::Verdict {
+            kind: verdict.kind,
+            reason: verdict.reason,
+            evidence: evidence.and_then(|v| v.ok()).map(|v| v.to_string()),
+        },
+    }
+}
+
+fn verdict_kind_name(kind: types::VerdictKind) -> &'static str {
+    match kind {
+        types::VerdictKind::Pass => "pass",
+        types::VerdictKind::Warn => "warn",
+        types::VerdictKind::Fail => "fail",
     }
 }
 

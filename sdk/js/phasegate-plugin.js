@@ -128,8 +128,13 @@ export function task(spec) {
         if (e instanceof Failed) throw taskError("failed", e.message);
         throw taskError("failed", e instanceof Error ? `${e.name}: ${e.message}` : String(e));
       }
-      const text = JSON.stringify(output);
-      if (text === undefined) throw taskError("failed", "the task returned a value JSON cannot hold (undefined or a function)");
+      let text;
+      try {
+        text = JSON.stringify(output);
+      } catch (e) {
+        throw taskError("failed", `cannot serialise output: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      if (text === undefined) throw taskError("failed", "cannot serialise output: the task returned a value JSON cannot hold (undefined or a function)");
       return text;
     },
   };
@@ -176,11 +181,14 @@ export function gate(spec) {
       if (!verdict || !["pass", "warn", "fail"].includes(verdict.kind)) {
         return fail("gate returned something that is not a Verdict (use Verdict.pass/warn/fail)");
       }
-      return {
-        kind: verdict.kind,
-        reason: String(verdict.reason ?? ""),
-        evidence: verdict.evidence === undefined || verdict.evidence === null ? undefined : JSON.stringify(verdict.evidence),
-      };
+      const reason = String(verdict.reason ?? "");
+      let evidence;
+      try {
+        evidence = verdict.evidence === undefined || verdict.evidence === null ? undefined : JSON.stringify(verdict.evidence);
+      } catch (e) {
+        return fail(`cannot serialise evidence: ${e instanceof Error ? e.message : String(e)} (the verdict was ${verdict.kind}: ${reason})`);
+      }
+      return { kind: verdict.kind, reason, evidence };
     },
   };
 }

@@ -262,5 +262,10 @@ class WitWorld:
                                   f"gate returned {type(verdict).__name__}, not a phasegate_plugin.Verdict", None)
         kind = {"pass": _types.VerdictKind.PASS, "warn": _types.VerdictKind.WARN,
                 "fail": _types.VerdictKind.FAIL}[verdict.kind]
-        evidence = None if verdict.evidence is None else json.dumps(verdict.evidence)
+        try:
+            evidence = None if verdict.evidence is None else json.dumps(verdict.evidence)
+        except (TypeError, ValueError) as e:
+            return _types.Verdict(_types.VerdictKind.FAIL,
+                                  f"cannot serialise evidence: {e} (the verdict was {verdict.kind}: {verdict.reason})",
+                                  None)
         return _types.Verdict(kind, verdict.reason, evidence)

@@ -142,8 +142,26 @@ fn compare(what: &str, expected: &Value, actual: &Value, subset: bool) -> Option
     ))
 }
 
+/// What one fixture came to.
+pub struct Checked {
+    /// Each way the result differs from the expectation (none: the fixture passes).
+    pub problems: Vec<String>,
+    /// What passes but looks like a mistake.
+    pub warnings: Vec<String>,
+}
+
+/// An output that is a JSON string holding JSON: the task most likely encoded its result itself
+/// (`json.dumps`, `JSON.stringify`, `serde_json::to_string`) before the SDK encoded it again.
+fn encoded_twice(output: &Value) -> Option<String> {
+    let text = output.as_str()?.trim();
+    let inner: Value = serde_json::from_str(text).ok()?;
+    (inner.is_object() || inner.is_array()).then(|| {
+        "the output is a string that holds JSON: did the task encode its result itself (`json.dumps(...)`, `JSON.stringify(...)`)? Return the value; the SDK encodes it".to_owned()
+    })
+}
+
 /// Runs one fixture; each way the result differs from the expectation is one problem.
-pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>) -> Vec<String> {
+pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>) -> Checked {
     let f = &case.loaded.fixture;
     // What the fixture gives, or what a plugin is given at the start of a run (the whole
     // context with the `context` grant, the run and pipeline names without it).
@@ -155,6 +173,7 @@ pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>)
     };
     let phase = |given: &Option<String>| given.clone().unwrap_or_else(|| "fixture".into());
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     if let Some(r) = &f.request {
         let input = r.input.as_ref().map(fixture::sent_text).unwrap_or_default();
         let request = Arc::new(wit::TaskRequest {
@@ -179,6 +198,7 @@ pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>)
         match (&attempt.result, e.error) {
             (Ok(output), None) => {
                 let actual: Value = serde_json::from_str(output).unwrap_or(Value::Null);
+                warnings.extend(encoded_twice(&actual));
                 if let Some(expected) = &e.output {
                     problems.extend(compare(
                         "output",
@@ -284,7 +304,7 @@ pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>)
                         verdict.reason
                     ));
                 }
-                return problems;
+                return Checked { problems, warnings };
             }
             (None, Some(kind)) => {
                 problems.push(format!(
@@ -293,7 +313,7 @@ pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>)
                     verdict_name(verdict.kind),
                     verdict.reason
                 ));
-                return problems;
+                return Checked { problems, warnings };
             }
             (Some(crash), None) => {
                 // Its `fail` is no judgement: a fixture expecting `fail` must not pass on it.
@@ -303,7 +323,7 @@ pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>)
                     verdict.reason,
                     kind_name(crash)
                 ));
-                return problems;
+                return Checked { problems, warnings };
             }
         }
         if let Some(kind) = e.verdict
@@ -338,7 +358,7 @@ pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>)
             ));
         }
     }
-    problems
+    Checked { problems, warnings }
 }
 
 /// A failure kind's name as fixtures write it.

@@ -101,9 +101,12 @@ fn run_fixtures(component: &Path, fixtures: &[Loaded]) -> anyhow::Result<Exit> {
     );
     let mut failed = 0;
     for case in &cases {
-        let problems = runtime.block_on(check::run_case(&host, &plugin, case));
-        print_case(case, &problems);
-        if !problems.is_empty() {
+        let checked = runtime.block_on(check::run_case(&host, &plugin, case));
+        print_case(case, &checked.problems);
+        for warning in &checked.warnings {
+            println!("       warning: {warning}");
+        }
+        if !checked.problems.is_empty() {
             failed += 1;
         }
     }
