@@ -350,3 +350,31 @@ fn completions_load_in_bash_and_complete_commands_and_flags() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("validate"));
     }
 }
+
+#[test]
+fn validate_of_a_large_phase_is_a_few_lines() {
+    let p = Project::new();
+    let mut toml = String::from("name = \"wide\"\n[[phase]]\nid = \"many\"\n");
+    for i in 0..200 {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{{PROBE}}\"\n"
+        ));
+    }
+    // One task apart: its own sandbox.
+    toml.push_str(
+        "[[phase.task]]\nid = \"odd\"\nplugin = \"{PROBE}\"\nlimits = { memory = \"8MiB\" }\n",
+    );
+    p.pipeline(&toml);
+    let out = p.output(&["validate", "pipeline.toml"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(s.lines().count() < 25, "{s}");
+    assert!(
+        s.contains("  tasks t0, t1, t2, t3, t4, t5, t6, t7, … and 192 more: "),
+        "{s}"
+    );
+    assert!(s.contains("sandbox 1: 200 task(s), 0 gate(s)"), "{s}");
+    assert!(s.contains("  task odd: "), "{s}");
+    assert!(s.contains("sandbox 2: 1 task(s), 0 gate(s)"), "{s}");
+    assert!(s.contains("limits: memory 8 MiB"), "{s}");
+}

@@ -170,3 +170,24 @@ fn what_each_attempt_used_is_recorded_announced_and_shown() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains(&format!(", fuel {fuel}, logs ")), "{text}");
 }
+
+#[test]
+fn the_final_outputs_come_in_the_pipelines_order() {
+    let p = Project::new();
+    let mut toml = String::from("name = \"order\"\n[[phase]]\nid = \"bulk\"\n");
+    let ids = ["zeta", "alpha", "mu", "beta"];
+    for id in ids {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"{id}\"\nplugin = \"{{PROBE}}\"\n"
+        ));
+    }
+    p.pipeline(&toml);
+    let out = p.output(&["run", "pipeline.toml"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    let shown: Vec<&str> = summary
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split_once(':').map(|(id, _)| id))
+        .collect();
+    assert_eq!(shown, ids, "{summary}");
+}

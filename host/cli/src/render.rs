@@ -287,17 +287,25 @@ fn last_outputs(outcome: &RunOutcome) -> String {
     let Some(phase) = outcome.completed.last() else {
         return String::new();
     };
-    let Some(entry) = outcome.context.phase_value(phase) else {
+    let tasks = outcome.context.phase_tasks(phase);
+    if tasks.is_empty() {
         return String::new();
-    };
-    let Some(tasks) = entry["tasks"].as_object() else {
-        return String::new();
-    };
-    /// At most this many outputs; the rest are counted.
+    }
+    /// At most this many outputs, in the pipeline's order; the rest are counted.
     const SHOWN: usize = 10;
     let mut text = format!("outputs of phase `{phase}`:\n");
-    for (task, t) in tasks.iter().take(SHOWN) {
-        let mut json = t["output"].to_string();
+    for t in tasks.iter().take(SHOWN) {
+        let task = &t.id;
+        // As compact JSON, whatever spacing the plugin wrote.
+        let mut json = match t
+            .output
+            .as_deref()
+            .map(serde_json::from_str::<serde_json::Value>)
+        {
+            Some(Ok(value)) => value.to_string(),
+            Some(Err(_)) => t.output.clone().unwrap_or_default(),
+            None => "null".to_owned(),
+        };
         if json.len() > MAX {
             let cut = (0..=MAX)
                 .rev()

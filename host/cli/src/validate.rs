@@ -16,7 +16,9 @@ use super::{Exit, bad_input};
 ///
 /// Parses the file, checks ids, templates and what they refer to, loads every component and
 /// type-checks it against its world, says which world each implements, and reviews each task's
-/// and gate's effective limits and grants against what its component imports. In a project
+/// and gate's effective limits and grants against what its component imports. Tasks of a phase
+/// that share a plugin and a sandbox (limits and grants) are listed on one line; each distinct
+/// sandbox is printed once, at the end. In a project
 /// (a folder with phasegate.lock) it records the reviewed plugin uses in the lock, which is what
 /// `run --locked` later holds the pipeline to; with --locked it only compares.
 #[derive(Args)]
@@ -66,6 +68,8 @@ impl ValidateArgs {
                 surface::summary(&loaded.imports)
             );
         }
+        let mut sandboxes = Sandboxes::default();
+        let mut reviewed = std::collections::HashSet::new();
         let mut warnings = 0;
         for p in &pipeline.phases {
             let mode = if p.tasks.len() < 2 {
@@ -76,22 +80,41 @@ impl ValidateArgs {
                 ", sequential".into()
             };
             println!("phase {}: {} task(s){mode}", p.id, p.tasks.len());
+            // Tasks that share a plugin and a sandbox are one line, in first-appearance order.
+            let mut groups: Vec<(&LoadedPlugin, &Grants, usize, Vec<&str>)> = Vec::new();
+            let mut group_of = std::collections::HashMap::new();
             for t in &p.tasks {
-                warnings += review(
-                    &format!("task {}", t.id),
-                    &plugins[&t.plugin],
-                    &t.limits,
-                    &t.grants,
-                );
+                let sandbox = sandboxes.number(&t.limits, &t.grants, Use::Task);
+                let at = *group_of
+                    .entry((t.plugin.spec.as_str(), sandbox))
+                    .or_insert_with(|| {
+                        groups.push((&plugins[&t.plugin], &t.grants, sandbox, Vec::new()));
+                        groups.len() - 1
+                    });
+                groups[at].3.push(&t.id);
+            }
+            for (plugin, grants, sandbox, ids) in groups {
+                let what = match ids.len() {
+                    1 => format!("task {}", ids[0]),
+                    _ => format!("tasks {}", listed(&ids)),
+                };
+                println!("  {what}: {}, sandbox {sandbox}", plugin.plugin.spec);
+                warnings += review(&mut reviewed, plugin, grants);
             }
             match &p.gate {
-                Some(g) => warnings += review("gate", &plugins[&g.plugin], &g.limits, &g.grants),
+                Some(g) => {
+                    let plugin = &plugins[&g.plugin];
+                    let sandbox = sandboxes.number(&g.limits, &g.grants, Use::Gate);
+                    println!("  gate: {}, sandbox {sandbox}", plugin.plugin.spec);
+                    warnings += review(&mut reviewed, plugin, &g.grants);
+                }
                 None => println!(
                     "  gate: {} (every task must succeed)",
                     phasegate_runner::BUILTIN_GATE
                 ),
             }
         }
+        sandboxes.print();
         println!(
             "ok{}",
             if warnings > 0 {
@@ -104,11 +127,68 @@ impl ValidateArgs {
     }
 }
 
-/// Prints one plugin use's limits and grants, and what its imports say about them.
-fn review(what: &str, plugin: &LoadedPlugin, limits: &Limits, grants: &Grants) -> usize {
-    println!("  {what}: {} ({})", plugin.plugin.spec, plugin.world);
-    println!("    limits: {limits}");
-    println!("    grants: {grants}");
+/// Ids in a line: the first few, then how many more.
+fn listed(ids: &[&str]) -> String {
+    const SHOWN: usize = 8;
+    match ids.len().checked_sub(SHOWN) {
+        Some(more) if more > 0 => format!("{}, … and {more} more", ids[..SHOWN].join(", ")),
+        _ => ids.join(", "),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Use {
+    Task,
+    Gate,
+}
+
+/// The distinct sets of limits and grants, numbered in first-appearance order, with how many
+/// tasks and gates use each.
+#[derive(Default)]
+struct Sandboxes {
+    numbers: std::collections::HashMap<String, usize>,
+    /// Limits and grants as printed, tasks and gates using them.
+    listed: Vec<(String, String, usize, usize)>,
+}
+
+impl Sandboxes {
+    fn number(&mut self, limits: &Limits, grants: &Grants, used_by: Use) -> usize {
+        let (limits, grants) = (limits.to_string(), grants.to_string());
+        let key = format!("{limits}\n{grants}");
+        let listed = &mut self.listed;
+        let n = *self.numbers.entry(key).or_insert_with(|| {
+            listed.push((limits, grants, 0, 0));
+            listed.len()
+        });
+        match used_by {
+            Use::Task => self.listed[n - 1].2 += 1,
+            Use::Gate => self.listed[n - 1].3 += 1,
+        }
+        n
+    }
+
+    fn print(&self) {
+        if self.listed.is_empty() {
+            return;
+        }
+        println!("sandboxes (all a plugin may use; nothing else is granted):");
+        for (i, (limits, grants, tasks, gates)) in self.listed.iter().enumerate() {
+            println!("  sandbox {}: {tasks} task(s), {gates} gate(s)", i + 1);
+            println!("    limits: {limits}");
+            println!("    grants: {grants}");
+        }
+    }
+}
+
+/// What a plugin's imports say about the grants it is given, once per plugin and grants.
+fn review<'a>(
+    reviewed: &mut std::collections::HashSet<(&'a str, String)>,
+    plugin: &'a LoadedPlugin,
+    grants: &Grants,
+) -> usize {
+    if !reviewed.insert((plugin.plugin.spec.as_str(), grants.to_string())) {
+        return 0;
+    }
     let r = surface::review(&plugin.imports, grants);
     for cap in &r.unused {
         println!(

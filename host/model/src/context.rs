@@ -150,6 +150,15 @@ impl Context {
         }
     }
 
+    /// A phase's finished tasks, in the pipeline's order once the phase has finished.
+    pub fn phase_tasks(&self, phase: &str) -> Vec<&TaskState> {
+        self.phases
+            .iter()
+            .find(|e| e.id == phase)
+            .map(|e| e.tasks.shown().collect())
+            .unwrap_or_default()
+    }
+
     /// One phase's entry as JSON (`{"status", "verdict", "tasks"}`), if it has one.
     pub fn phase_value(&self, phase: &str) -> Option<Value> {
         self.phases
