@@ -183,6 +183,19 @@ static inline char *pg__cstr(const pg_string_t *s) {
     }                                                                                          \
     typedef int pg__plugin_declared
 
+/** As `PG_PLUGIN`, publishing `SCHEMA_`, the JSON Schema (text) of the config the plugin takes:
+ * `phasegate validate` and `run` check every `config` in a pipeline against it. */
+#define PG_PLUGIN_WITH_SCHEMA(NAME_, VERSION_, DESCRIPTION_, SCHEMA_)                           \
+    void exports_{{world}}_metadata({{world}}_plugin_metadata_t *ret) {                        \
+        {{world}}_string_dup(&ret->name, NAME_);                                               \
+        {{world}}_string_dup(&ret->version, VERSION_);                                         \
+        {{world}}_string_dup(&ret->description, DESCRIPTION_);                                 \
+        ret->kind = PG__KIND;                                                                  \
+        ret->config_schema.is_some = true;                                                     \
+        {{world}}_string_dup(&ret->config_schema.val, SCHEMA_);                                \
+    }                                                                                          \
+    typedef int pg__plugin_declared
+
 #define PG__WORLD_{{world}} 1
 
 #if defined(PG__WORLD_task)

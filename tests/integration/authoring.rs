@@ -197,6 +197,36 @@ fn a_pipeline_mixes_all_four_languages_and_fixtures_record_from_it() {
         }
     }
     let pipeline = p.pipeline(&toml);
+    // Every language's template publishes its config schema, and the configs match them.
+    let v = p.output(&["validate", pipeline.to_str().unwrap()]);
+    let shown = String::from_utf8_lossy(&v.stdout);
+    assert!(v.status.success(), "{shown}{}", text(&v));
+    assert_eq!(
+        shown
+            .matches("config (checked against its schema): `min-words` (integer)")
+            .count(),
+        4,
+        "{shown}"
+    );
+    assert_eq!(
+        shown
+            .matches("config (checked against its schema): `max-failures` (integer), `max-written` (integer)")
+            .count(),
+        4,
+        "{shown}"
+    );
+    // And a wrong one is refused whichever language the plugin is in.
+    let wrong = toml.replace("max-failures = 0", "max-failure = 0");
+    let wrong_path = p.write("wrong.toml", &wrong);
+    let out = p.output(&["validate", wrong_path.to_str().unwrap()]);
+    let err = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.matches("unknown key `max-failure` (did you mean `max-failures`?)")
+            .count(),
+        4,
+        "{err}"
+    );
     let r = p.run_json(&["run", pipeline.to_str().unwrap(), "--state", "state.toml"]);
     assert_eq!(r.code, 0, "{}\n{:?}", r.stderr, r.events);
     // The tasks of a phase ran in parallel: at some point more than one was running.

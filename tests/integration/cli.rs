@@ -378,3 +378,58 @@ fn validate_of_a_large_phase_is_a_few_lines() {
     assert!(s.contains("sandbox 2: 1 task(s), 0 gate(s)"), "{s}");
     assert!(s.contains("limits: memory 8 MiB"), "{s}");
 }
+
+#[test]
+fn configs_are_checked_against_the_plugins_schema_before_anything_runs() {
+    let p = Project::new();
+    p.pipeline(
+        r#"name = "schema"
+[[phase]]
+id = "one"
+[[phase.task]]
+id = "a"
+plugin = "{PATTERN_FIND}"
+config = { pattern = "x", ignorecase = true, max-matches = "3" }
+[[phase.task]]
+id = "b"
+plugin = "{PATTERN_FIND}"
+"#,
+    );
+    for args in [
+        &["validate", "pipeline.toml"][..],
+        &["run", "pipeline.toml"][..],
+    ] {
+        let out = p.output(args);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("pipeline.toml:7: the `config` of task `a` in phase `one` does not match what plugin `")
+                && err.contains("unknown key `ignorecase` (did you mean `ignore-case`?)")
+                && err.contains("at `max-matches`: \"3\" is not of type \"integer\""),
+            "{args:?}: {err}"
+        );
+        // A task without `config` is placed at its id.
+        assert!(
+            err.contains("pipeline.toml:9: the `config` of task `b` in phase `one`")
+                && err.contains("\"pattern\" is a required property"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("help: it takes `ignore-case` (boolean), `max-matches` (integer), `pattern` (string)"),
+            "{args:?}: {err}"
+        );
+    }
+    // Nothing ran, nothing was recorded.
+    assert!(!p.path(".phasegate/state.toml").exists());
+
+    p.pipeline(
+        "name = \"schema\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"a\"\nplugin = \"{PATTERN_FIND}\"\nconfig = { pattern = \"x\", ignore-case = true }\n",
+    );
+    let out = p.output(&["validate", "pipeline.toml"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        s.contains("config (checked against its schema): `ignore-case` (boolean), `max-matches` (integer), `pattern` (string)"),
+        "{s}"
+    );
+}

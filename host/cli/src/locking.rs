@@ -100,7 +100,12 @@ pub fn record_or_refuse(
             let changes: Vec<String> = review
                 .changes
                 .iter()
-                .map(|c| format!("  - {}{c}", if c.widens { "[wider] " } else { "" }))
+                .map(|c| {
+                    format!(
+                        "  - {}{c}",
+                        if c.widens { "[wider] " } else { "[changed] " }
+                    )
+                })
                 .collect();
             return Err(bad_input(
                 Problem::new(format!(
@@ -173,4 +178,48 @@ pub fn load_plugins(host: &PluginHost, pipeline: &Pipeline) -> anyhow::Result<Lo
         return Err(bad_input(problems.join("\n")));
     }
     Ok(loaded)
+}
+
+/// The config schemas the pipeline's plugins publish, by plugin reference as written.
+pub type Schemas = std::collections::HashMap<String, phasegate_runner::config_check::ConfigSchema>;
+
+/// Checks every task's and gate's `config` against the JSON Schema its plugin publishes, and
+/// refuses the pipeline, naming each place, when one does not match. A plugin whose published
+/// schema is broken is said so on stderr and not checked (its author has to mend it).
+pub fn check_configs(
+    runtime: &tokio::runtime::Runtime,
+    host: &PluginHost,
+    pipeline: &Pipeline,
+    plugins: &LoadedPlugins,
+) -> anyhow::Result<Schemas> {
+    use phasegate_runner::config_check::{ConfigSchema, check};
+    let mut schemas = Schemas::new();
+    for r in pipeline.plugins() {
+        let meta = runtime
+            .block_on(host.metadata(&plugins[r], phasegate_model::events::Emitter::discard()))
+            .map_err(|e| bad_input(format!("plugin `{}`: {e:#}", r.spec)))?;
+        let Some(text) = meta.config_schema else {
+            continue;
+        };
+        match ConfigSchema::compile(&text) {
+            Ok(schema) => {
+                schemas.insert(r.spec.clone(), schema);
+            }
+            Err(why) => eprintln!(
+                "warning: plugin `{}`: {why}; its `config` tables are not checked (the plugin's author can fix its schema)",
+                r.spec
+            ),
+        }
+    }
+    let problems = check(pipeline, |p| schemas.get(&p.spec));
+    if problems.is_empty() {
+        return Ok(schemas);
+    }
+    Err(bad_input(
+        problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    ))
 }

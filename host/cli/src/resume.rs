@@ -8,7 +8,7 @@ use phasegate_model::progress::RunStatus;
 use phasegate_runner::persist::{ProgressStore, RunLock};
 use phasegate_runner::resume::{changes, reconcile};
 
-use super::locking::{LockArgs, load_checked, load_pipeline};
+use super::locking::{LockArgs, check_configs, load_checked, load_pipeline};
 use super::run::{Dispatch, Output, VarArgs, execute};
 use super::{Exit, bad_input, state_path};
 
@@ -91,6 +91,7 @@ impl ResumeArgs {
         }
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
+        check_configs(&runtime, &host, &pipeline, &plugins)?;
         let nats = self.dispatch.connect(&runtime)?;
         let now = phasegate_engine::digests(&plugins);
         let changes = changes(&store.state, &pipeline, &now);

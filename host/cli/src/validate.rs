@@ -9,7 +9,7 @@ use phasegate_model::events::Emitter;
 use phasegate_model::pipeline::{BoundsChecks, Grants, Limits};
 
 use super::locking::load_pipeline;
-use super::locking::{LockArgs, load_checked};
+use super::locking::{LockArgs, check_configs, load_checked};
 use super::{Exit, bad_input};
 
 /// Check a pipeline without running it.
@@ -34,6 +34,7 @@ impl ValidateArgs {
         let pipeline = load_pipeline(&self.pipeline)?;
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
+        let schemas = check_configs(&runtime, &host, &pipeline, &plugins)?;
         let tasks: usize = pipeline.phases.iter().map(|p| p.tasks.len()).sum();
         println!(
             "pipeline `{}` ({}): {} phase(s), {tasks} task(s); engine: max-stack {}, fuel metering {}, bounds checks {}",
@@ -67,6 +68,9 @@ impl ValidateArgs {
                 "    capability surface: {}",
                 surface::summary(&loaded.imports)
             );
+            if let Some(schema) = schemas.get(&r.spec) {
+                println!("    config (checked against its schema): {}", schema.keys());
+            }
         }
         let mut sandboxes = Sandboxes::default();
         let mut reviewed = std::collections::HashSet::new();

@@ -4,6 +4,7 @@
 //! ([`load`]), and hands every task attempt and gate to an [`Executor`] (the engine in this
 //! process, or workers elsewhere): no wasmtime here. It emits events and never prints.
 
+pub mod config_check;
 mod crew;
 mod handoff;
 pub mod load;

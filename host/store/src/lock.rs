@@ -327,8 +327,9 @@ pub fn grant_lines(grants: &Grants, project: &super::Project) -> Vec<String> {
 pub struct Change {
     /// What changed, in words.
     pub what: String,
-    /// Whether it lets a plugin do more than was reviewed (a new plugin, other bytes, a wider
-    /// surface or grant).
+    /// Whether it lets a plugin do more than was reviewed: a wider capability surface or a new
+    /// grant (a use not reviewed before widens when it has either). Other bytes or another
+    /// plugin with the same surface and grants are a change, not a widening.
     pub widens: bool,
 }
 
@@ -350,7 +351,7 @@ pub fn compare(recorded: &[LockedUse], now: &[LockedUse]) -> Vec<Change> {
                     u.place(),
                     u.plugin
                 ),
-                widens: true,
+                widens: !u.capabilities.is_empty() || !u.grants.is_empty(),
             });
             continue;
         };
@@ -362,7 +363,7 @@ pub fn compare(recorded: &[LockedUse], now: &[LockedUse]) -> Vec<Change> {
                     u.plugin,
                     r.plugin
                 ),
-                widens: true,
+                widens: false,
             });
         } else if r.digest != u.digest {
             changes.push(Change {
@@ -373,7 +374,7 @@ pub fn compare(recorded: &[LockedUse], now: &[LockedUse]) -> Vec<Change> {
                     r.digest,
                     u.digest
                 ),
-                widens: true,
+                widens: false,
             });
         }
         let wider_caps: Vec<&String> = u
@@ -462,11 +463,12 @@ mod tests {
     }
 
     #[test]
-    fn wider_surface_digest_and_grant_are_widenings() {
+    fn only_a_wider_surface_or_grant_is_a_widening() {
         let recorded = vec![use_("a", "d1", &[], &["dir data -> /data (ro)"])];
         let now = vec![
             use_("a", "d2", &["http"], &["dir data -> /data (rw)"]),
             use_("b", "d2", &[], &[]),
+            use_("c", "d2", &[], &["env HOME"]),
         ];
         let changes = compare(&recorded, &now);
         let widening: Vec<&str> = changes
@@ -474,11 +476,28 @@ mod tests {
             .filter(|c| c.widens)
             .map(|c| c.what.as_str())
             .collect();
-        assert_eq!(widening.len(), 4, "{changes:?}");
-        assert!(widening.iter().any(|w| w.contains("digest d1 -> d2")));
+        assert_eq!(widening.len(), 3, "{changes:?}");
         assert!(widening.iter().any(|w| w.contains("none -> http")));
         assert!(widening.iter().any(|w| w.contains("(rw)")));
-        assert!(widening.iter().any(|w| w.contains("task `b`")));
+        assert!(widening.iter().any(|w| w.contains("task `c`")));
+        // Other bytes, and a new use that can do nothing, are changes but not widenings.
+        let changed: Vec<&str> = changes
+            .iter()
+            .filter(|c| !c.widens)
+            .map(|c| c.what.as_str())
+            .collect();
+        assert!(
+            changed.iter().any(|w| w.contains("digest d1 -> d2")),
+            "{changes:?}"
+        );
+        assert!(
+            changed.iter().any(|w| w.contains("task `b`")),
+            "{changes:?}"
+        );
+        let rebuilt = vec![use_("a", "d9", &[], &["dir data -> /data (ro)"])];
+        let digest_only = compare(&recorded, &rebuilt);
+        assert_eq!(digest_only.len(), 1);
+        assert!(!digest_only[0].widens);
         assert_eq!(compare(&now, &now), vec![]);
     }
 

@@ -6,7 +6,9 @@
  */
 #include "phasegate.h"
 
-PG_PLUGIN("{{name}}", "0.1.0", "{{description}}");
+/* The last argument: what `phasegate validate` checks the pipeline's `config` against. */
+PG_PLUGIN_WITH_SCHEMA("{{name}}", "0.1.0", "{{description}}",
+                      "{\"type\": \"object\", \"properties\": {\"max-failures\": {\"type\": \"integer\", \"minimum\": 0}, \"max-written\": {\"type\": \"integer\", \"minimum\": 0}}, \"additionalProperties\": false}");
 
 pg_verdict_kind_t pg_check(const pg_report_t *report, pg_buf_t *reason, pg_buf_t *evidence) {
     size_t failed = 0;

@@ -7,7 +7,9 @@
 
 #include "phasegate.h"
 
-PG_PLUGIN("{{name}}", "0.1.0", "{{description}}");
+/* The last argument: what `phasegate validate` checks the pipeline's `config` against. */
+PG_PLUGIN_WITH_SCHEMA("{{name}}", "0.1.0", "{{description}}",
+                      "{\"type\": \"object\", \"properties\": {\"min-words\": {\"type\": \"integer\", \"minimum\": 0}}, \"additionalProperties\": false}");
 
 pg_status_t pg_run(const pg_request_t *req, pg_buf_t *out) {
     size_t words = 0, chars = 0;

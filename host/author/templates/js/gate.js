@@ -12,6 +12,8 @@ export const { metadata, check } = gate({
   name: "{{name}}",
   version: "0.1.0",
   description: "{{description}}",
+  // What `phasegate validate` checks the pipeline's `config` against.
+  configSchema: {"type": "object", "properties": {"max-failures": {"type": "integer", "minimum": 0}, "max-written": {"type": "integer", "minimum": 0}}, "additionalProperties": false},
   check(report) {
     const total = report.outcomes.length;
     const failed = report.failed().map((o) => o.task);

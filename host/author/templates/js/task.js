@@ -8,6 +8,8 @@ export const { metadata, run } = task({
   name: "{{name}}",
   version: "0.1.0",
   description: "{{description}}",
+  // What `phasegate validate` checks the pipeline's `config` against.
+  configSchema: {"type": "object", "properties": {"min-words": {"type": "integer", "minimum": 0}}, "additionalProperties": false},
   run(req) {
     const text = req.rawInput;
     const words = text.split(/\s+/).filter((w) => w !== "").length;

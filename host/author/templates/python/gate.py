@@ -8,7 +8,9 @@ import phasegate_plugin as pg
 from phasegate_plugin import WitWorld  # noqa: F401  (componentize-py binds this class)
 
 
-@pg.gate(name="{{name}}", version="0.1.0", description="{{description}}")
+# config_schema: what `phasegate validate` checks the pipeline's `config` against.
+@pg.gate(name="{{name}}", version="0.1.0", description="{{description}}",
+         config_schema={"type": "object", "properties": {"max-failures": {"type": "integer", "minimum": 0}, "max-written": {"type": "integer", "minimum": 0}}, "additionalProperties": False})
 def check(report: pg.Report):
     total = len(report.outcomes)
     failed = [o.task for o in report.failed()]

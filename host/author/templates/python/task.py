@@ -7,7 +7,9 @@ import phasegate_plugin as pg
 from phasegate_plugin import WitWorld  # noqa: F401  (componentize-py binds this class)
 
 
-@pg.task(name="{{name}}", version="0.1.0", description="{{description}}")
+# config_schema: what `phasegate validate` checks the pipeline's `config` against.
+@pg.task(name="{{name}}", version="0.1.0", description="{{description}}",
+         config_schema={"type": "object", "properties": {"min-words": {"type": "integer", "minimum": 0}}, "additionalProperties": False})
 def run(req: pg.Request):
     text = req.raw_input
     words = len(text.split())

@@ -19,6 +19,11 @@ struct Plugin;
 impl Gate for Plugin {
     type Config = Config;
 
+    /// JSON Schema of `Config`: `phasegate validate` checks the pipeline's `config` against it.
+    fn config_schema() -> Option<String> {
+        Some(r#"{"type": "object", "properties": {"max-failures": {"type": "integer", "minimum": 0}, "max-written": {"type": "integer", "minimum": 0}}, "additionalProperties": false}"#.into())
+    }
+
     fn check(report: Report<Config>) -> Verdict {
         let total = report.outcomes.len();
         let failed: Vec<&str> = report.failed().map(|o| o.task.as_str()).collect();

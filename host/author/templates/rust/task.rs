@@ -25,6 +25,11 @@ impl Task for Plugin {
     type Config = Config;
     type Output = Output;
 
+    /// JSON Schema of `Config`: `phasegate validate` checks the pipeline's `config` against it.
+    fn config_schema() -> Option<String> {
+        Some(r#"{"type": "object", "properties": {"min-words": {"type": "integer", "minimum": 0}}, "additionalProperties": false}"#.into())
+    }
+
     fn run(req: Request<String, Config>) -> Result<Output> {
         let words = req.input.split_whitespace().count();
         let min = req.config.min_words.unwrap_or(1);

@@ -100,14 +100,16 @@ fn print_examined(e: &Examined, signature: &SignatureRecord) {
             );
         }
     }
-    println!(
-        "config:       {}",
-        if m.config_schema.is_some() {
-            "takes a config (it publishes a JSON Schema)"
-        } else {
-            "no schema published"
-        }
-    );
+    let config = match m
+        .config_schema
+        .as_deref()
+        .map(phasegate_runner::config_check::ConfigSchema::compile)
+    {
+        Some(Ok(schema)) => format!("{} (checked against its JSON Schema)", schema.keys()),
+        Some(Err(why)) => format!("not checked: {why}"),
+        None => "no schema published (the plugin checks its config itself)".to_owned(),
+    };
+    println!("config:       {config}");
     println!("size:         {} bytes", e.size);
     println!("digest:       {}", e.digest);
     println!("signature:    {signature}");

@@ -276,6 +276,8 @@ pub struct TaskSpec {
     pub input_line: usize,
     /// The `config` table as JSON (`{}` when absent).
     pub config: Json,
+    /// The line of `config` in the pipeline file (of the task's `id` when it has none).
+    pub config_line: usize,
     /// Extra attempts after a retryable failure.
     pub retries: u32,
     /// Which failure kinds are retried (default `failed` and `timeout`).
@@ -295,6 +297,8 @@ pub struct GateSpec {
     pub plugin: PluginRef,
     /// The `config` table as JSON (`{}` when absent).
     pub config: Json,
+    /// The line of `config` in the pipeline file (of the gate's `plugin` when it has none).
+    pub config_line: usize,
     /// Effective limits.
     pub limits: Limits,
     /// Capabilities.

@@ -231,7 +231,12 @@ impl Pipeline {
                             .any(|q| source[at..].starts_with(q));
                         errs.line_of(at) + usize::from(opens_a_block)
                     }),
-                    config: table_to_json(rt.config.as_ref()),
+                    config: table_to_json(rt.config.as_ref().map(|c| c.get_ref())),
+                    config_line: errs.line_of(
+                        rt.config
+                            .as_ref()
+                            .map_or(rt.id.span().start, |c| c.span().start),
+                    ),
                     retries: rt.retries.unwrap_or(default_retries),
                     retry_on: rt
                         .retry_on
@@ -251,7 +256,12 @@ impl Pipeline {
                 errs.check_limits(&g.limits, true);
                 GateSpec {
                     plugin: errs.plugin(&g.plugin, &dir),
-                    config: table_to_json(g.config.as_ref()),
+                    config: table_to_json(g.config.as_ref().map(|c| c.get_ref())),
+                    config_line: errs.line_of(
+                        g.config
+                            .as_ref()
+                            .map_or(g.plugin.span().start, |c| c.span().start),
+                    ),
                     limits,
                     grants: errs.grants(&g.grants, &dir),
                 }

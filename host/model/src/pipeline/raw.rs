@@ -115,7 +115,7 @@ pub(super) struct RawGate {
     #[serde(default)]
     /// The plugin's configuration (checked by the plugin).
     #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
-    pub(super) config: Option<toml::Table>,
+    pub(super) config: Option<Spanned<toml::Table>>,
     pub(super) timeout: Option<HumanDuration>,
     #[serde(default)]
     pub(super) limits: RawLimits,
@@ -139,7 +139,7 @@ pub(super) struct RawTask {
     #[serde(default)]
     /// The plugin's configuration (checked by the plugin).
     #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
-    pub(super) config: Option<toml::Table>,
+    pub(super) config: Option<Spanned<toml::Table>>,
     pub(super) retries: Option<u32>,
     pub(super) retry_on: Option<Vec<FailureKind>>,
     pub(super) timeout: Option<HumanDuration>,
