@@ -610,3 +610,39 @@ fn every_sdk_turns_an_unserialisable_result_into_a_clear_failure() {
         }
     }
 }
+
+#[test]
+fn a_build_inside_a_project_warms_the_projects_compile_cache() {
+    let a = authored();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("plugins")).unwrap();
+    let project = copy_project(a, "c-task", &root.join("plugins"));
+    std::fs::remove_dir_all(project.join("build")).unwrap();
+    std::fs::write(
+        root.join("pipeline.toml"),
+        "name = \"warm\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"a\"\nplugin = \"plugins/c-task/build/c-task.wasm\"\ninput = \"one two\"\n",
+    )
+    .unwrap();
+    // The caches as a user has them: the project's, and a home of its own.
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_phasegate"))
+            .args(args)
+            .current_dir(root)
+            .env("PATH", path_with_toolchains())
+            .env_remove("PHASEGATE_CACHE_DIR")
+            .env_remove("XDG_CACHE_HOME")
+            .env("HOME", root.join("home"))
+            .output()
+            .unwrap()
+    };
+    std::fs::write(root.join(phasegate_store::LOCK_FILE), "version = 1\n").unwrap();
+    let out = run(&["build", "plugins/c-task"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(root.join(".phasegate/compiled").is_dir(), "{}", text(&out));
+    // The first look at the pipeline finds the component compiled already.
+    let out = run(&["validate", "pipeline.toml"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(shown.contains("loaded from the compile cache"), "{shown}");
+}

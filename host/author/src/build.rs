@@ -99,9 +99,15 @@ pub async fn build(project: &Project, note: &mut dyn FnMut(String)) -> anyhow::R
     check(project, output).await
 }
 
-/// Loads the component and checks its world and metadata.
+/// Loads the component and checks its world and metadata. Loading compiles it into the compile
+/// cache the runs will read — the cache of the phasegate project the plugin project sits in, if
+/// any, else the user's — so the first run of a pipeline using it is warm (for the engine most
+/// pipelines use: one with fuel metering or explicit bounds checks compiles its own).
 async fn check(project: &Project, output: PathBuf) -> anyhow::Result<Built> {
-    let host = PluginHost::new(EngineLimits::SINGLE)?;
+    let cache = phasegate_engine::compile_cache::CompileCache::root_for(
+        phasegate_store::Project::find(&project.dir).as_ref(),
+    );
+    let host = PluginHost::with_cache(EngineLimits::SINGLE, cache)?;
     let plugin = PluginRef::file(&output);
     let loaded = host
         .load(&plugin)
