@@ -646,3 +646,48 @@ fn a_build_inside_a_project_warms_the_projects_compile_cache() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(shown.contains("loaded from the compile cache"), "{shown}");
 }
+
+#[test]
+fn an_unchanged_project_is_not_rebuilt_so_its_digest_stays() {
+    let a = authored();
+    let dir = tempfile::tempdir().unwrap();
+    let project = copy_project(a, "python-task", dir.path());
+    let digest = |out: &Output| {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .split_whitespace()
+            .find(|w| w.starts_with("sha256:"))
+            .unwrap_or_else(|| panic!("no digest: {}", text(out)))
+            .trim_end_matches(';')
+            .to_owned()
+    };
+    let first = phasegate(dir.path(), &["build", "python-task"]);
+    assert!(first.status.success(), "{}", text(&first));
+    // Built again from the same sources (as `phasegate test` does first): kept as it is.
+    let again = phasegate(dir.path(), &["build", "python-task"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("python-task is up to date"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(digest(&again), digest(&first));
+    let tested = phasegate(&project, &["test"]);
+    assert!(tested.status.success(), "{}", text(&tested));
+    assert!(text(&tested).contains("up to date"), "{}", text(&tested));
+    // A changed source is built; so is anything with --rebuild.
+    let app = project.join("app.py");
+    let source = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, format!("{source}\n# changed\n")).unwrap();
+    let changed = phasegate(dir.path(), &["build", "python-task"]);
+    assert!(changed.status.success(), "{}", text(&changed));
+    assert!(!text(&changed).contains("up to date"), "{}", text(&changed));
+    let forced = phasegate(dir.path(), &["build", "python-task", "--rebuild"]);
+    assert!(forced.status.success(), "{}", text(&forced));
+    assert!(!text(&forced).contains("up to date"), "{}", text(&forced));
+    assert!(
+        text(&forced).contains("Component built successfully"),
+        "{}",
+        text(&forced)
+    );
+}

@@ -31,8 +31,13 @@ pub struct Built {
 }
 
 /// Builds `project` and checks the component. The build command's own output goes to stderr;
-/// `note` receives what phasegate does around it.
-pub async fn build(project: &Project, note: &mut dyn FnMut(String)) -> anyhow::Result<Built> {
+/// `note` receives what phasegate does around it. Unless `rebuild`, an output built from the
+/// same sources, command and toolchain is kept as it is ([`stamp`](crate::stamp)).
+pub async fn build(
+    project: &Project,
+    rebuild: bool,
+    note: &mut dyn FnMut(String),
+) -> anyhow::Result<Built> {
     let name = &project.plugin.name;
     let language = project.plugin.language;
     let tools = toolchain::detect(language, &project.dir).map_err(|message| {
@@ -51,6 +56,31 @@ pub async fn build(project: &Project, note: &mut dyn FnMut(String)) -> anyhow::R
             refresh(&project.dir, &format!("bindings/{file}"), &bytes, note)?;
         }
     }
+    let inputs = crate::stamp::inputs(project, &tools.description).ok();
+    if !rebuild
+        && let Some(inputs) = &inputs
+        && crate::stamp::up_to_date(project, inputs)
+    {
+        note(format!(
+            "{name} is up to date: same sources, command and toolchain as the build of {} (`phasegate build --rebuild` builds anyway)",
+            project.output().display()
+        ));
+        return check(project, project.output()).await;
+    }
+    let built = run_build(project, &tools, note).await?;
+    if let Some(inputs) = &inputs {
+        crate::stamp::record(project, inputs);
+    }
+    Ok(built)
+}
+
+/// Runs the build command and makes a component of what it wrote.
+async fn run_build(
+    project: &Project,
+    tools: &toolchain::Toolchain,
+    note: &mut dyn FnMut(String),
+) -> anyhow::Result<Built> {
+    let name = &project.plugin.name;
     let mut command = Command::new("sh");
     command
         .arg("-c")

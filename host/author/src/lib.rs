@@ -9,6 +9,7 @@ pub mod codegen;
 pub mod fixture;
 pub mod project;
 pub mod record;
+pub mod stamp;
 pub mod templates;
 pub mod toolchain;
 

@@ -12,29 +12,36 @@ use super::{Exit, bad_input};
 ///
 /// Checks the language's toolchain first (and says what to install), refreshes `wit/` (and
 /// C bindings), runs `[build] command`, turns a core module into a component, then loads the
-/// component, type-checks it against the declared world and calls its `metadata`.
+/// component, type-checks it against the declared world and calls its `metadata`. When the
+/// sources, the build command and the toolchain are those of the last build and its output is
+/// untouched, the output is kept as it is (so its digest stays what a lock recorded).
 #[derive(Args)]
 pub struct BuildArgs {
     /// The project folder (or its plugin.toml). Default: the current folder.
     #[arg(default_value = ".")]
     project: PathBuf,
+    /// Run the build command even when the output is up to date.
+    #[arg(long)]
+    rebuild: bool,
 }
 
 impl BuildArgs {
     pub fn run(self) -> anyhow::Result<Exit> {
         let project = Project::load(&self.project).map_err(bad_input)?;
-        build(&project)?;
+        build(&project, self.rebuild)?;
         Ok(Exit::Success)
     }
 }
 
 /// Builds `project` (printing what is done around its build command), prints what was built,
 /// and returns the component's path.
-pub fn build(project: &Project) -> anyhow::Result<PathBuf> {
+pub fn build(project: &Project, rebuild: bool) -> anyhow::Result<PathBuf> {
     let runtime = super::runtime()?;
-    let built = runtime.block_on(phasegate_author::build::build(project, &mut |note| {
-        eprintln!("{note}")
-    }))?;
+    let built = runtime.block_on(phasegate_author::build::build(
+        project,
+        rebuild,
+        &mut |note| eprintln!("{note}"),
+    ))?;
     println!(
         "built {} {} ({}, {}): {}",
         built.metadata.name,

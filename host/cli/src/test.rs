@@ -78,7 +78,7 @@ impl TestArgs {
         let component = match &project {
             None => self.plugin.clone(),
             Some(project) if self.no_build => project.output(),
-            Some(project) => super::build::build(project)?,
+            Some(project) => super::build::build(project, false)?,
         };
         let fixtures = fixture::load_dir(&fixtures_dir).map_err(bad_input)?;
         run_fixtures(&component, &fixtures)
