@@ -726,3 +726,23 @@ fn only_components_of_this_contract_are_installed() {
     let err = s.refused(&["plugin", "add", NOOP, "--name", "Not A Name"]);
     assert!(err.contains("cannot be an installed name"), "{err}");
 }
+
+#[test]
+fn plugin_add_compiles_into_the_projects_cache_so_the_first_run_is_warm() {
+    let s = Store::new();
+    let warm = |args: &[&str]| {
+        let mut cmd = s.cmd(args);
+        cmd.env_remove("PHASEGATE_CACHE_DIR")
+            .env_remove("XDG_CACHE_HOME")
+            .env("HOME", s.project.path("home"));
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr_of(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    warm(&["plugin", "add", TEXT_STATS]);
+    let pipeline = s.project.pipeline(
+        "name = \"warm\"\n[[phase]]\nid = \"one\"\n[[phase.task]]\nid = \"stats\"\nplugin = \"text-stats\"\ninput = \"a b\"\n",
+    );
+    let shown = warm(&["validate", pipeline.to_str().unwrap()]);
+    assert!(shown.contains("loaded from the compile cache"), "{shown}");
+}
