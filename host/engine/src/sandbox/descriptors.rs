@@ -16,7 +16,7 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 };
 use wasmtime_wasi::p2::bindings::sockets::network::{self, Host as _, IpAddressFamily};
 use wasmtime_wasi::p2::bindings::sockets::{tcp, tcp_create_socket, udp_create_socket};
-use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, TcpSocket, UdpSocket};
+use wasmtime_wasi::p2::{SocketResult, TcpSocket};
 use wasmtime_wasi::sockets::WasiSocketsView;
 
 use crate::sandbox::Counted;
@@ -25,6 +25,21 @@ use crate::sandbox::writes::FILESYSTEM_TYPES;
 /// Bounds what the instance's resource table holds at once.
 pub fn bound(table: &mut ResourceTable, descriptors: u32) {
     table.set_max_capacity(usize::try_from(descriptors).unwrap_or(usize::MAX));
+}
+
+/// A socket call's result as the guest receives it, counted when it opened one.
+fn counted_socket<T: Counted, R>(
+    state: &mut T,
+    result: SocketResult<R>,
+) -> wasmtime::Result<Result<R, network::ErrorCode>> {
+    let result = match result {
+        Ok(opened) => Ok(opened),
+        Err(e) => Err(state.sockets().convert_error_code(e)?),
+    };
+    if result.is_ok() {
+        state.count_open();
+    }
+    Ok(result)
 }
 
 /// Counts each successful open (call after wasmtime-wasi is linked).
@@ -63,15 +78,9 @@ pub fn add_to_linker<T: Counted>(linker: &mut Linker<T>) -> anyhow::Result<()> {
             "create-tcp-socket",
             |mut store: StoreContextMut<'_, T>, (family,): (IpAddressFamily,)| {
                 let state = store.data_mut();
-                let mut view = state.sockets();
-                let created = match tcp_create_socket::Host::create_tcp_socket(&mut view, family) {
-                    Ok(socket) => Ok::<Resource<TcpSocket>, _>(socket),
-                    Err(e) => Err(view.convert_error_code(e)?),
-                };
-                if created.is_ok() {
-                    state.count_open();
-                }
-                Ok((created,))
+                let created =
+                    tcp_create_socket::Host::create_tcp_socket(&mut state.sockets(), family);
+                Ok((counted_socket(state, created)?,))
             },
         )?;
     linker
@@ -81,16 +90,10 @@ pub fn add_to_linker<T: Counted>(linker: &mut Linker<T>) -> anyhow::Result<()> {
             |mut store: StoreContextMut<'_, T>, (family,): (IpAddressFamily,)| {
                 Box::new(async move {
                     let state = store.data_mut();
-                    let mut view = state.sockets();
                     let created =
-                        match udp_create_socket::Host::create_udp_socket(&mut view, family).await {
-                            Ok(socket) => Ok::<Resource<UdpSocket>, _>(socket),
-                            Err(e) => Err(view.convert_error_code(e)?),
-                        };
-                    if created.is_ok() {
-                        state.count_open();
-                    }
-                    Ok((created,))
+                        udp_create_socket::Host::create_udp_socket(&mut state.sockets(), family)
+                            .await;
+                    Ok((counted_socket(state, created)?,))
                 })
             },
         )?;
@@ -98,21 +101,8 @@ pub fn add_to_linker<T: Counted>(linker: &mut Linker<T>) -> anyhow::Result<()> {
         "[method]tcp-socket.accept",
         |mut store: StoreContextMut<'_, T>, (listener,): (Resource<TcpSocket>,)| {
             let state = store.data_mut();
-            let mut view = state.sockets();
-            let accepted = match tcp::HostTcpSocket::accept(&mut view, listener) {
-                Ok(conn) => Ok::<
-                    (
-                        Resource<TcpSocket>,
-                        Resource<DynInputStream>,
-                        Resource<DynOutputStream>,
-                    ),
-                    network::ErrorCode,
-                >(conn),
-                Err(e) => Err(view.convert_error_code(e)?),
-            };
-            if accepted.is_ok() {
-                state.count_open();
-            }
+            let accepted = tcp::HostTcpSocket::accept(&mut state.sockets(), listener);
+            let accepted = counted_socket(state, accepted)?;
             Ok((accepted,))
         },
     )?;
