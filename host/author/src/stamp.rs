@@ -77,7 +77,15 @@ fn collect(
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let kind = entry.file_type()?;
+        let mut kind = entry.file_type()?;
+        if kind.is_symlink() {
+            // A link to a file is an input like the file; links to folders are not followed
+            // (they could lead in a circle).
+            match fs::metadata(entry.path()) {
+                Ok(target) if target.is_file() => kind = target.file_type(),
+                _ => continue,
+            }
+        }
         if dir == root && (Some(name.as_os_str()) == skip) {
             continue;
         }

@@ -88,8 +88,14 @@ fn said(stderr: &str) -> Option<String> {
             .find(|l| !l.starts_with(' '))
             .map(|l| bounded(l.to_string()));
     }
-    // JavaScript and others: the message first (`Error: boom`), the stack after it.
-    lines.first().map(|l| bounded(l.trim().to_string()))
+    // JavaScript and others: the error last, with its stack indented after it (`Error: boom`,
+    // `    at check (app.js:4:11)`); anything the guest printed before comes earlier.
+    lines
+        .iter()
+        .rev()
+        .find(|l| !l.starts_with(char::is_whitespace))
+        .or(lines.last())
+        .map(|l| bounded(l.trim().to_string()))
 }
 
 fn bounded(text: String) -> String {
@@ -117,7 +123,7 @@ mod tests {
         );
         let python = "Traceback (most recent call last):\n  File \"app.py\", line 9, in check\n    raise ValueError(\"no threshold\")\nValueError: no threshold\n";
         assert_eq!(said(python).unwrap(), "ValueError: no threshold");
-        let js = "Error: boom\n    at check (app.js:4:11)\n";
+        let js = "checking 3 outcomes\nError: boom\n    at check (app.js:4:11)\n";
         assert_eq!(said(js).unwrap(), "Error: boom");
         assert_eq!(said("\n  \n"), None);
     }
