@@ -463,6 +463,13 @@ fn writes_past_the_quota_fail_in_the_guest_and_the_task_names_the_limit() {
                 ),
             ),
             (
+                "read-only",
+                &format!(
+                    "config = {{ attack = \"fill-disk-at\", var = \"read-only\", path = \"/out/big\", bytes = 4_194_304 }}\n{}",
+                    rw("w-ro").replace("1MiB", "16KiB")
+                ),
+            ),
+            (
                 "grow",
                 &format!(
                     "config = {{ attack = \"grow-file\", path = \"/out/big\", bytes = 1_073_741_824 }}\n{}",
@@ -511,6 +518,14 @@ fn writes_past_the_quota_fail_in_the_guest_and_the_task_names_the_limit() {
         // A limit is not retried by default: one attempt.
         assert_eq!(task(&state, id)["attempts"], 1);
     }
+    // A write that cannot succeed anyway (a descriptor opened for reading) is not counted: it
+    // fails with its own error, not the quota's.
+    let (kind, msg) = failure(&state, "read-only");
+    assert_eq!(kind, "failed", "{msg}");
+    assert!(
+        !msg.contains("quota") && !msg.contains("write limit"),
+        "{msg}"
+    );
     // A task within its quota wrote what it meant to, and its usage says so.
     assert_eq!(output(&state, "within")["wrote"], 524_288);
     assert_eq!(

@@ -164,6 +164,16 @@ impl OutputStream for QuotaStream {
     }
 }
 
+/// Whether `fd` is a file this instance may write: only such a write is counted (any other
+/// fails as it always has, with its own error, not `quota`).
+fn writable(fs: &WasiFilesystemCtxView<'_>, fd: &Resource<Descriptor>) -> wasmtime::Result<bool> {
+    Ok(matches!(
+        fs.table.get(fd)?,
+        Descriptor::File(f) if !f.perms.write_not_permitted()
+            && f.open_mode.contains(wasmtime_wasi::filesystem::OpenMode::WRITE)
+    ))
+}
+
 /// Swaps a file stream wasmtime-wasi just opened for one counted against `quota` (nothing
 /// else refers to it yet).
 fn counted_stream(
@@ -191,11 +201,15 @@ pub fn add_to_linker<T: Counted>(linker: &mut Linker<T>) -> anyhow::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 let quota = state.write_quota();
-                let n = buf.len() as u64;
+                let mut fs = state.filesystem();
+                let n = if writable(&fs, &fd)? {
+                    buf.len() as u64
+                } else {
+                    0
+                };
                 if quota.take(n).is_err() {
                     return Ok((Err(ErrorCode::Quota),));
                 }
-                let mut fs = state.filesystem();
                 match HostDescriptor::write(&mut fs, fd, buf, offset).await {
                     Ok(written) => {
                         quota.give_back(n.saturating_sub(written));
@@ -245,7 +259,11 @@ pub fn add_to_linker<T: Counted>(linker: &mut Linker<T>) -> anyhow::Result<()> {
                         Ok(stat) => stat.size,
                         Err(e) => return Ok((Err(fs.convert_error_code(e)?),)),
                     };
-                let growth = size.saturating_sub(before);
+                let growth = if writable(&fs, &fd)? {
+                    size.saturating_sub(before)
+                } else {
+                    0
+                };
                 if quota.take(growth).is_err() {
                     return Ok((Err(ErrorCode::Quota),));
                 }

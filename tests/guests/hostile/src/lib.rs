@@ -226,9 +226,7 @@ impl Task for Hostile {
             // As `fill-disk`, with positioned writes (`descriptor.write`) into `path` under the
             // first preopened directory; with `var = "stream"`, through the file's output stream
             // directly (not through wasi-libc), asking `filesystem-error-code` what failed.
-            "fill-disk-at" => {
-                fill_at(&c.path, c.bytes, c.var == "stream").map_err(Error::failed)?
-            }
+            "fill-disk-at" => fill_at(&c.path, c.bytes, &c.var).map_err(Error::failed)?,
             // Grows `path` to `bytes` bytes without writing them (`set-size`).
             "grow-file" => {
                 let f = std::fs::File::create(&c.path).map_err(|e| Error::failed(e.to_string()))?;
@@ -251,12 +249,15 @@ impl Task for Hostile {
     }
 }
 
-fn fill_at(path: &str, bytes: usize, stream: bool) -> std::result::Result<Value, String> {
+/// `how`: "" for positioned writes, "stream" for the file's output stream, "read-only" for
+/// positioned writes through a descriptor opened for reading only.
+fn fill_at(path: &str, bytes: usize, how: &str) -> std::result::Result<Value, String> {
+    let stream = how == "stream";
     use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
     let dirs = wasip2::filesystem::preopens::get_directories();
     let (dir, _) = dirs.first().ok_or("no preopened directory")?;
     let name = path.rsplit('/').next().unwrap_or(path);
-    let file = dir
+    let mut file = dir
         .open_at(
             PathFlags::empty(),
             name,
@@ -264,6 +265,17 @@ fn fill_at(path: &str, bytes: usize, stream: bool) -> std::result::Result<Value,
             DescriptorFlags::WRITE,
         )
         .map_err(|e| format!("open: {e:?}"))?;
+    if how == "read-only" {
+        // Created above; opened again for reading only.
+        file = dir
+            .open_at(
+                PathFlags::empty(),
+                name,
+                OpenFlags::empty(),
+                DescriptorFlags::READ,
+            )
+            .map_err(|e| format!("open: {e:?}"))?;
+    }
     if stream {
         use wasip2::io::streams::StreamError;
         let out = file
