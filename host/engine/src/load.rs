@@ -175,6 +175,8 @@ impl PluginHost {
         };
         let (component, source) =
             compiled.map_err(|e| err(format!("not a valid Wasm component: {}", chain(&e))))?;
+        prepare_memory_image(&component)
+            .map_err(|e| err(format!("cannot prepare its memory image: {}", chain(&e))))?;
         let ty = component.component_type();
         let exports: Vec<String> = ty
             .exports(&self.engine)
@@ -297,4 +299,24 @@ pub fn check_roles(pipeline: &Pipeline, loaded: &LoadedPlugins) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Builds the memory image new instances of `component` start from now, once, rather than at
+/// its first instantiation (where a failure would fail a task), retrying what the kernel reports
+/// as transient: sealing the image's memfd fails with EBUSY while pages of it are briefly pinned
+/// (seen once in CI on a loaded 2-core machine, as "cannot add seals to the memfd").
+fn prepare_memory_image(component: &Component) -> wasmtime::Result<()> {
+    const ATTEMPTS: u32 = 6;
+    let mut delay = std::time::Duration::from_millis(10);
+    let mut attempt = 1;
+    loop {
+        match component.initialize_copy_on_write_image() {
+            Err(e) if attempt < ATTEMPTS && chain(&e).contains("(os error 16)") => {
+                std::thread::sleep(delay);
+                delay *= 2;
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
 }
