@@ -7,9 +7,9 @@ use std::sync::Arc;
 use clap::Args;
 use phasegate_engine::compile_cache::CompileCache;
 use phasegate_engine::install;
-use phasegate_engine::{LoadedPlugins, PluginHost};
+use phasegate_engine::{LoadedPlugins, Metadata, PluginHost};
 use phasegate_model::error::Problem;
-use phasegate_model::pipeline::Pipeline;
+use phasegate_model::pipeline::{Pipeline, PluginRef};
 use phasegate_store::Project;
 use phasegate_store::lock::LockedPipeline;
 
@@ -183,6 +183,25 @@ pub fn load_plugins(host: &PluginHost, pipeline: &Pipeline) -> anyhow::Result<Lo
 /// The config schemas the pipeline's plugins publish, by plugin reference as written.
 pub type Schemas = std::collections::HashMap<String, phasegate_runner::config_check::ConfigSchema>;
 
+/// Each distinct plugin of the pipeline with what its `metadata` call returned, in first-use
+/// order (one instantiation each: callers share it rather than call again).
+pub fn metadata_of<'p>(
+    runtime: &tokio::runtime::Runtime,
+    host: &PluginHost,
+    pipeline: &'p Pipeline,
+    plugins: &LoadedPlugins,
+) -> Vec<(&'p PluginRef, anyhow::Result<Metadata>)> {
+    pipeline
+        .plugins()
+        .into_iter()
+        .map(|r| {
+            let meta = runtime
+                .block_on(host.metadata(&plugins[r], phasegate_model::events::Emitter::discard()));
+            (r, meta)
+        })
+        .collect()
+}
+
 /// Checks every task's and gate's `config` against the JSON Schema its plugin publishes, and
 /// refuses the pipeline, naming each place, when one does not match. A plugin whose published
 /// schema is broken is said so on stderr and not checked (its author has to mend it); one whose
@@ -190,23 +209,16 @@ pub type Schemas = std::collections::HashMap<String, phasegate_runner::config_ch
 /// tasks fail at run time, each with that failure classified, as they would have without the
 /// check.
 pub fn check_configs(
-    runtime: &tokio::runtime::Runtime,
-    host: &PluginHost,
     pipeline: &Pipeline,
-    plugins: &LoadedPlugins,
+    metadata: &[(&PluginRef, anyhow::Result<Metadata>)],
 ) -> anyhow::Result<Schemas> {
     use phasegate_runner::config_check::{ConfigSchema, check};
     let mut schemas = Schemas::new();
-    for r in pipeline.plugins() {
-        let Ok(meta) = runtime
-            .block_on(host.metadata(&plugins[r], phasegate_model::events::Emitter::discard()))
-        else {
+    for (r, meta) in metadata {
+        let Some(text) = meta.as_ref().ok().and_then(|m| m.config_schema.as_deref()) else {
             continue;
         };
-        let Some(text) = meta.config_schema else {
-            continue;
-        };
-        match ConfigSchema::compile(&text) {
+        match ConfigSchema::compile(text) {
             Ok(schema) => {
                 schemas.insert(r.spec.clone(), schema);
             }

@@ -8,7 +8,7 @@ use phasegate_model::progress::RunStatus;
 use phasegate_runner::persist::{ProgressStore, RunLock};
 use phasegate_runner::resume::{changes, reconcile};
 
-use super::locking::{LockArgs, check_configs, load_checked, load_pipeline};
+use super::locking::{LockArgs, check_configs, load_checked, load_pipeline, metadata_of};
 use super::run::{Dispatch, Output, VarArgs, execute};
 use super::{Exit, bad_input, state_path};
 
@@ -91,7 +91,10 @@ impl ResumeArgs {
         }
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
-        check_configs(&runtime, &host, &pipeline, &plugins)?;
+        check_configs(
+            &pipeline,
+            &metadata_of(&runtime, &host, &pipeline, &plugins),
+        )?;
         let nats = self.dispatch.connect(&runtime)?;
         let now = phasegate_engine::digests(&plugins);
         let changes = changes(&store.state, &pipeline, &now);

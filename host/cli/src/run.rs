@@ -16,7 +16,7 @@ use phasegate_remote::connect::{Server, connect};
 use phasegate_runner::Runner;
 use phasegate_runner::persist::{ProgressStore, RunLock};
 
-use super::locking::{LockArgs, check_configs, load_checked, load_pipeline};
+use super::locking::{LockArgs, check_configs, load_checked, load_pipeline, metadata_of};
 use super::render::{Progress, Renderer};
 use super::{Exit, Format, bad_input, state_path};
 
@@ -145,7 +145,10 @@ impl RunArgs {
         }
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
-        check_configs(&runtime, &host, &pipeline, &plugins)?;
+        check_configs(
+            &pipeline,
+            &metadata_of(&runtime, &host, &pipeline, &plugins),
+        )?;
         let nats = self.dispatch.connect(&runtime)?;
         let mut state = State::new(
             phasegate_runner::resume::new_run_id(),

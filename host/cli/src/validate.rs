@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 use phasegate_engine::LoadedPlugin;
 use phasegate_engine::sandbox::surface;
-use phasegate_model::events::Emitter;
 use phasegate_model::pipeline::{BoundsChecks, Grants, Limits};
 
 use super::locking::load_pipeline;
-use super::locking::{LockArgs, check_configs, load_checked};
+use super::locking::{LockArgs, check_configs, load_checked, metadata_of};
 use super::{Exit, bad_input};
 
 /// Check a pipeline without running it.
@@ -34,7 +33,8 @@ impl ValidateArgs {
         let pipeline = load_pipeline(&self.pipeline)?;
         let runtime = super::runtime()?;
         let (host, plugins) = load_checked(&pipeline, self.lock)?;
-        let schemas = check_configs(&runtime, &host, &pipeline, &plugins)?;
+        let metadata = metadata_of(&runtime, &host, &pipeline, &plugins);
+        let schemas = check_configs(&pipeline, &metadata)?;
         let tasks: usize = pipeline.phases.iter().map(|p| p.tasks.len()).sum();
         println!(
             "pipeline `{}` ({}): {} phase(s), {tasks} task(s); engine: max-stack {}, fuel metering {}, bounds checks {}",
@@ -52,10 +52,10 @@ impl ValidateArgs {
         }
         println!("{}", host.cache_status);
         println!("plugins:");
-        for r in pipeline.plugins() {
-            let loaded = &plugins[r];
-            let meta = runtime
-                .block_on(host.metadata(loaded, Emitter::discard()))
+        for (r, meta) in &metadata {
+            let loaded = &plugins[*r];
+            let meta = meta
+                .as_ref()
                 .map_err(|e| bad_input(format!("plugin `{}`: {e:#}", r.spec)))?;
             println!("  {} implements {}", r.spec, loaded.world);
             println!("    {} {}: {}", meta.name, meta.version, meta.description);
