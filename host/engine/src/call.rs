@@ -161,22 +161,21 @@ impl PluginHost {
         };
         store.data_mut().flush_stdio();
         seen.log = store.data_mut().take_log();
-        // A write the quota refused explains whatever failure followed it.
-        let over_quota = |said: String| write_quota_failure(&who(), store.data(), limits, said);
         let output = match result {
             Err(_) => return Err(timeout_failure(&who(), limits)),
             Ok(Err(e)) => {
-                let failure = classify(&who(), &e, store.data(), limits, &self.limits);
                 // The backtrace is for whoever digs: the log, not the message.
-                if let Some(backtrace) = GuestFault::of(&e, "").backtrace {
+                if let Some(backtrace) = crate::guest_fault::backtrace(&e) {
                     seen.log.push(format!("debug: wasm backtrace: {backtrace}"));
                 }
-                return Err(over_quota(failure.message.clone()).unwrap_or(failure));
+                return Err(classify(&who(), &e, store.data(), limits, &self.limits));
             }
             Ok(Ok(Err(e))) => {
                 return Err(match e {
+                    // A write the quota refused explains the failure that followed it.
                     wit::TaskError::Failed(m) => {
-                        over_quota(m.clone()).unwrap_or_else(|| failure(FailureKind::Failed, m))
+                        write_quota_failure(&who(), store.data(), limits, m.clone())
+                            .unwrap_or_else(|| failure(FailureKind::Failed, m))
                     }
                     wit::TaskError::InvalidInput(m) => failure(FailureKind::InvalidInput, m),
                     wit::TaskError::InvalidConfig(m) => failure(FailureKind::InvalidConfig, m),
@@ -251,13 +250,7 @@ impl PluginHost {
         store.data_mut().flush_stdio();
         match result {
             Err(_) => crashed(timeout_failure(&who, limits)),
-            Ok(Err(e)) => {
-                let failure = classify(&who, &e, store.data(), limits, &self.limits);
-                crashed(
-                    write_quota_failure(&who, store.data(), limits, failure.message.clone())
-                        .unwrap_or(failure),
-                )
-            }
+            Ok(Err(e)) => crashed(classify(&who, &e, store.data(), limits, &self.limits)),
             Ok(Ok(v)) => VerdictRecord {
                 kind: match v.kind {
                     wit::VerdictKind::Pass => VerdictKind::Pass,
@@ -312,7 +305,19 @@ fn timeout_failure(who: &str, limits: &Limits) -> Failure {
     )
 }
 
+/// Why a call failed; a write the quota refused before comes first, as what explains it.
 fn classify(
+    who: &str,
+    error: &wasmtime::Error,
+    state: &HostState,
+    limits: &Limits,
+    engine: &EngineLimits,
+) -> Failure {
+    let failure = classify_error(who, error, state, limits, engine);
+    write_quota_failure(who, state, limits, failure.message.clone()).unwrap_or(failure)
+}
+
+fn classify_error(
     who: &str,
     error: &wasmtime::Error,
     state: &HostState,

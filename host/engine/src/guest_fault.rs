@@ -12,16 +12,17 @@ const SAID_MAX: usize = 600;
 pub struct GuestFault {
     /// What the guest itself said (the panic message, the exception), if it said anything.
     pub said: Option<String>,
-    /// What the engine saw: the trap (`wasm `unreachable` instruction executed`), or the error.
+    /// What the engine saw: the trap (`wasm `unreachable` instruction executed`), or the error
+    /// without its backtrace ([`backtrace`] gives that).
     pub trap: String,
-    /// The wasm backtrace on one line, when the engine captured one.
-    pub backtrace: Option<String>,
 }
 
 impl GuestFault {
     /// Takes apart `error`, raised while the guest ran, with the guest's captured stderr.
     pub fn of(error: &wasmtime::Error, stderr: &str) -> Self {
-        let backtrace = error.downcast_ref::<WasmBacktrace>().map(|b| b.to_string());
+        let backtrace = error
+            .downcast_ref::<WasmBacktrace>()
+            .map(ToString::to_string);
         let trap = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
             None => {
@@ -39,7 +40,6 @@ impl GuestFault {
         GuestFault {
             said: said(stderr),
             trap,
-            backtrace: backtrace.map(|b| one_line(&b)),
         }
     }
 
@@ -50,6 +50,13 @@ impl GuestFault {
             None => self.trap.clone(),
         }
     }
+}
+
+/// The wasm backtrace of `error` on one line, when the engine captured one.
+pub fn backtrace(error: &wasmtime::Error) -> Option<String> {
+    error
+        .downcast_ref::<WasmBacktrace>()
+        .map(|b| one_line(&b.to_string()))
 }
 
 /// The guest's own message in its stderr.
