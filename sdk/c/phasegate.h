@@ -173,26 +173,23 @@ static inline char *pg__cstr(const pg_string_t *s) {
 /* ---- the plugin ---------------------------------------------------------------------------- */
 
 /** Declares the plugin's name, version and description (its `metadata` export). */
-#define PG_PLUGIN(NAME_, VERSION_, DESCRIPTION_)                                                \
-    void exports_{{world}}_metadata({{world}}_plugin_metadata_t *ret) {                        \
-        {{world}}_string_dup(&ret->name, NAME_);                                               \
-        {{world}}_string_dup(&ret->version, VERSION_);                                         \
-        {{world}}_string_dup(&ret->description, DESCRIPTION_);                                 \
-        ret->kind = PG__KIND;                                                                  \
-        ret->config_schema.is_some = false;                                                    \
-    }                                                                                          \
-    typedef int pg__plugin_declared
+#define PG_PLUGIN(NAME_, VERSION_, DESCRIPTION_) PG__PLUGIN(NAME_, VERSION_, DESCRIPTION_, NULL)
 
 /** As `PG_PLUGIN`, publishing `SCHEMA_`, the JSON Schema (text) of the config the plugin takes:
  * `phasegate validate` and `run` check every `config` in a pipeline against it. */
 #define PG_PLUGIN_WITH_SCHEMA(NAME_, VERSION_, DESCRIPTION_, SCHEMA_)                           \
+    PG__PLUGIN(NAME_, VERSION_, DESCRIPTION_, SCHEMA_)
+
+/* The `metadata` export both declare; SCHEMA_ is the schema's text, or NULL for none. */
+#define PG__PLUGIN(NAME_, VERSION_, DESCRIPTION_, SCHEMA_)                                      \
     void exports_{{world}}_metadata({{world}}_plugin_metadata_t *ret) {                        \
+        const char *schema = SCHEMA_;                                                          \
         {{world}}_string_dup(&ret->name, NAME_);                                               \
         {{world}}_string_dup(&ret->version, VERSION_);                                         \
         {{world}}_string_dup(&ret->description, DESCRIPTION_);                                 \
         ret->kind = PG__KIND;                                                                  \
-        ret->config_schema.is_some = true;                                                     \
-        {{world}}_string_dup(&ret->config_schema.val, SCHEMA_);                                \
+        ret->config_schema.is_some = schema != NULL;                                           \
+        if (schema) {{world}}_string_dup(&ret->config_schema.val, schema);                     \
     }                                                                                          \
     typedef int pg__plugin_declared
 

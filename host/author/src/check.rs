@@ -234,14 +234,11 @@ pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>)
                         failure.message
                     ));
                 }
-                if let Some(needle) = &e.message_contains
-                    && !failure.message.contains(needle.as_str())
-                {
-                    problems.push(format!(
-                        "the error message does not contain {needle:?}: {:?}",
-                        failure.message
-                    ));
-                }
+                problems.extend(lacks(
+                    "error",
+                    e.message_contains.as_deref(),
+                    &failure.message,
+                ));
             }
         }
         if !problems.is_empty() && !attempt.log.is_empty() {
@@ -296,14 +293,11 @@ pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>)
                         verdict.reason
                     ));
                 }
-                if let Some(needle) = &e.message_contains
-                    && !verdict.reason.contains(needle.as_str())
-                {
-                    problems.push(format!(
-                        "the crash message does not contain {needle:?}: {:?}",
-                        verdict.reason
-                    ));
-                }
+                problems.extend(lacks(
+                    "crash",
+                    e.message_contains.as_deref(),
+                    &verdict.reason,
+                ));
                 return Checked { problems, warnings };
             }
             (None, Some(kind)) => {
@@ -359,6 +353,15 @@ pub async fn run_case(host: &PluginHost, plugin: &LoadedPlugin, case: &Case<'_>)
         }
     }
     Checked { problems, warnings }
+}
+
+/// When a fixture's `message-contains` is not in the message of the task's error or the gate's
+/// crash (`what`): the problem saying so.
+fn lacks(what: &str, needle: Option<&str>, message: &str) -> Option<String> {
+    let needle = needle.filter(|n| !message.contains(n))?;
+    Some(format!(
+        "the {what} message does not contain {needle:?}: {message:?}"
+    ))
 }
 
 /// A failure kind's name as fixtures write it.
