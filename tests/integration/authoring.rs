@@ -490,14 +490,7 @@ config = { rounds = 200, max = 300000, seed = 7 }
 fn a_build_failure_with_a_known_cause_gets_a_hint() {
     let a = authored();
     let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("python-gate");
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(a.project("python-gate"))
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let copy = copy_project(a, "python-gate", dir.path());
     // The import that looks unused, removed as a linter would.
     let app = copy.join("app.py");
     let source = std::fs::read_to_string(&app).unwrap();
@@ -521,16 +514,46 @@ fn a_build_failure_with_a_known_cause_gets_a_hint() {
 }
 
 /// Copies the authored project `name` (with what it has built) into `dir`, as `name`.
+///
+/// Other tests run in the authored projects at the same time, and a build or cache write there
+/// may remove a file between listing a directory and copying it: such a file is skipped, as
+/// the copy wants the project and its last build, not a file written in passing.
 fn copy_project(a: &Authored, name: &str, dir: &Path) -> PathBuf {
     let copy = dir.join(name);
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(a.project(name))
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    copy_tree(&a.project(name), &copy);
     copy
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("creating {}: {e}", to.display()));
+    let entries = match std::fs::read_dir(from) {
+        Ok(entries) => entries,
+        Err(e) if gone(&e) => return,
+        Err(e) => panic!("listing {}: {e}", from.display()),
+    };
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|e| panic!("listing {}: {e}", from.display()));
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let kind = match entry.file_type() {
+            Ok(kind) => kind,
+            Err(e) if gone(&e) => continue,
+            Err(e) => panic!("reading {}: {e}", source.display()),
+        };
+        let copied = if kind.is_dir() {
+            copy_tree(&source, &target);
+            Ok(())
+        } else if kind.is_symlink() {
+            std::fs::read_link(&source).and_then(|link| std::os::unix::fs::symlink(link, &target))
+        } else {
+            std::fs::copy(&source, &target).map(|_| ())
+        };
+        match copied {
+            Ok(()) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => panic!("copying {} to {}: {e}", source.display(), target.display()),
+        }
+    }
 }
 
 #[test]
