@@ -44,7 +44,7 @@ count: {{ phases.scan.tasks.stats.output.m }}
     // The advice says what to do for each kind of fix, with the pipeline's path.
     assert!(summary.contains("      phasegate resume\n"), "{summary}");
     assert!(
-        summary.contains("      phasegate resume --force\n"),
+        summary.contains("(`--explain` shows what runs and why)"),
         "{summary}"
     );
     assert!(

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use phasegate_model::error::Problem;
 
 mod build;
+mod cache;
 mod completions;
 mod key;
 mod live;
@@ -51,6 +52,7 @@ enum Command {
     Validate(validate::ValidateArgs),
     New(new::NewArgs),
     Build(build::BuildArgs),
+    Cache(cache::CacheArgs),
     Test(test::TestArgs),
     Plugin(plugin::PluginArgs),
     Lock(lock::LockArgs),
@@ -147,6 +149,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => args.run(),
         Command::New(args) => args.run(),
         Command::Build(args) => args.run(),
+        Command::Cache(args) => args.run(),
         Command::Test(args) => args.run(),
         Command::Plugin(args) => args.run(),
         Command::Lock(args) => args.run(),

@@ -109,7 +109,9 @@ impl Renderer {
             }
             EventKind::TaskStarted { .. } | EventKind::TaskSkipped { .. } => self.verbose,
             EventKind::TaskProgress { .. } => false,
-            EventKind::RunStarted { .. }
+            EventKind::TaskOutdated { .. }
+            | EventKind::CacheProblem { .. }
+            | EventKind::RunStarted { .. }
             | EventKind::PhaseSkipped { .. }
             | EventKind::Verdict { .. } => true,
         };
@@ -193,6 +195,32 @@ impl Renderer {
                     error.message
                 )
             }
+            EventKind::TaskOutdated { task, reason, .. } => {
+                format!("  ~ {task} runs again: {reason}")
+            }
+            EventKind::CacheProblem { task, message, .. } => {
+                format!("  ! {task}: result cache: {message}")
+            }
+            EventKind::TaskFinished {
+                task,
+                status,
+                attempts,
+                duration_ms,
+                error,
+                cached: Some(_),
+                ..
+            } => match (status, error) {
+                (TaskStatus::Succeeded, _) => {
+                    format!("  ✓ {task} ok (cached, ran in {duration_ms} ms before)")
+                }
+                (_, Some(e)) => format!(
+                    "  ✗ {task} {} (cached{}): {}",
+                    serde_json::to_value(e.kind).ok()?.as_str()?,
+                    attempts_note(*attempts),
+                    e.message
+                ),
+                _ => format!("  ✗ {task} failed (cached)"),
+            },
             EventKind::TaskFinished {
                 task,
                 status,
@@ -250,7 +278,7 @@ impl Renderer {
                 };
                 writeln!(
                     out,
-                    "run failed at phase `{}`: {}\ncompleted phases: {}\nprogress: {}\nto go on, fix the cause, then:\n  - when the fix is outside the pipeline file and its plugins (an input, a service, a flaky failure):\n      phasegate resume{state_arg}\n  - after editing the pipeline file or rebuilding a plugin (what finished is kept; the failed tasks run again with the change):\n      phasegate resume{state_arg} --force\n  - when the change affects tasks that already finished:\n      phasegate run {}{state_arg} --fresh",
+                    "run failed at phase `{}`: {}\ncompleted phases: {}\nprogress: {}\nto go on, fix the cause (an input, a service, the pipeline file, a plugin), then:\n      phasegate resume{state_arg}\n  it keeps what finished unless what it depends on changed, and runs the rest (`--explain` shows what runs and why); to start over instead:\n      phasegate run {}{state_arg} --fresh",
                     outcome.failed.as_deref().unwrap_or("?"),
                     outcome.reason.as_deref().unwrap_or(""),
                     list(&outcome.completed),

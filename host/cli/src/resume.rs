@@ -7,26 +7,36 @@ use phasegate_model::error::Problem;
 use phasegate_model::progress::RunStatus;
 use phasegate_runner::persist::{ProgressStore, RunLock};
 use phasegate_runner::resume::{changes, reconcile};
+use phasegate_runner::{Recorded, Runner};
 
 use super::locking::{LockArgs, check_configs, load_checked, load_pipeline, metadata_of};
-use super::run::{Dispatch, Output, VarArgs, execute};
+use super::run::{CacheUse, Dispatch, Output, Session, VarArgs, clock_free, execute};
 use super::{Exit, bad_input, state_path};
 
-/// Continue an interrupted or failed run where it stopped.
+/// Continue an interrupted or failed run where it stopped, following edits.
 ///
-/// Finished phases and finished tasks are not run again. After a failed gate, the failed phase's
-/// failed tasks run again, then its gate. Refuses when the pipeline file or a plugin changed since
-/// the run started (--force accepts the change).
+/// A recorded result is kept while its task's key is the same: the plugin, the rendered input,
+/// the config, the limits and grants, the files of its read-only grants. A task whose key changed
+/// runs again, and so do the tasks that read what changed, and the gates of phases whose results
+/// changed. After a failed gate, the failed phase's failed tasks run again, then its gate.
+/// `--explain` shows all this without running anything.
 #[derive(Args)]
 pub struct ResumeArgs {
     /// Progress file of the run [default: .phasegate/state.toml].
     #[arg(long)]
     state: Option<PathBuf>,
-    /// Resume even though the pipeline or a plugin changed.
+    /// Keep the record of every task that still exists, even when its key changed: for a change
+    /// you know does not matter (a plugin rebuilt with the same behaviour, a config key it
+    /// ignores), which no key can tell.
     #[arg(long)]
     force: bool,
+    /// Print, for each phase and task, whether it would run and why; run nothing.
+    #[arg(long)]
+    explain: bool,
     #[command(flatten)]
     vars: VarArgs,
+    #[command(flatten)]
+    cache: CacheUse,
     #[command(flatten)]
     output: Output,
     #[command(flatten)]
@@ -95,37 +105,49 @@ impl ResumeArgs {
             &pipeline,
             &metadata_of(&runtime, &host, &pipeline, &plugins),
         )?;
-        let nats = self.dispatch.connect(&runtime)?;
         let now = phasegate_engine::digests(&plugins);
         let changes = changes(&store.state, &pipeline, &now);
+        let recorded = Recorded {
+            plugins: store.state.plugins.clone(),
+            keep_changed: self.force,
+        };
+        let known = store
+            .state
+            .phases
+            .iter()
+            .flat_map(|p| p.tasks.iter().map(|t| (p.id.clone(), t.id.clone())))
+            .collect();
         if !changes.is_empty() {
-            if !self.force {
-                let listed: Vec<String> = changes.iter().map(|c| format!("  - {c}")).collect();
-                return Err(bad_input(
-                    Problem::new(format!(
-                        "cannot resume run `{}`: {} changed since it started:\n{}",
-                        store.state.run_id,
-                        if changes.len() == 1 { "this" } else { "these" },
-                        listed.join("\n")
-                    ))
-                    .help(format!(
-                        "restore them, start over with `phasegate run {} --fresh`, or pass `--force` to resume with the changes",
-                        pipeline.path.display()
-                    )),
-                ));
-            }
             for c in &changes {
-                eprintln!("warning: resuming despite a change: {c}");
+                eprintln!("changed since the run started: {c}");
             }
             reconcile(&mut store.state, &pipeline, now);
         }
+        if self.explain {
+            let executor = phasegate_engine::LocalExecutor::new(host, plugins);
+            let runner = Runner::new(
+                executor,
+                pipeline,
+                phasegate_model::events::Emitter::discard(),
+            )
+            .with_recorded(recorded);
+            print!("{}", runner.explain(&store.state, &known));
+            return Ok(Exit::Success);
+        }
+        let nats = self.dispatch.connect(&runtime)?;
+        let session = Session {
+            resumed: true,
+            clock_free: clock_free(&plugins),
+            cache: self.cache.of(&pipeline),
+            recorded,
+        };
         execute(
             &runtime,
             host,
             pipeline,
             plugins,
             &mut store,
-            true,
+            session,
             self.output,
             nats,
         )

@@ -13,8 +13,10 @@ use phasegate_model::pipeline::Pipeline;
 use phasegate_model::progress::{RunStatus, State};
 use phasegate_remote::NatsExecutor;
 use phasegate_remote::connect::{Server, connect};
-use phasegate_runner::Runner;
+use phasegate_runner::cache::ResultCache;
+use phasegate_runner::key::{self, ClockFree};
 use phasegate_runner::persist::{ProgressStore, RunLock};
+use phasegate_runner::{Recorded, Runner};
 
 use super::locking::{LockArgs, check_configs, load_checked, load_pipeline, metadata_of};
 use super::render::{Progress, Renderer};
@@ -53,6 +55,39 @@ impl Dispatch {
             None => None,
         })
     }
+}
+
+/// Whether the result cache is used (`run` and `resume`).
+#[derive(Args, Clone, Copy)]
+pub struct CacheUse {
+    /// Run every task: take no result from the result cache and file none there.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl CacheUse {
+    /// The cache a run of `pipeline` uses, if any.
+    pub fn of(self, pipeline: &Pipeline) -> Option<ResultCache> {
+        (!self.no_cache).then(|| super::cache::of_pipeline(pipeline))
+    }
+}
+
+/// How a session of a run goes: whether it resumes, its cache, how it judges earlier records.
+pub struct Session {
+    pub resumed: bool,
+    /// The plugins that cannot read clocks or random ([`clock_free`]).
+    pub clock_free: ClockFree,
+    pub cache: Option<ResultCache>,
+    pub recorded: Recorded,
+}
+
+/// The plugins whose components import neither clocks nor random.
+pub fn clock_free(plugins: &LoadedPlugins) -> ClockFree {
+    plugins
+        .iter()
+        .filter(|(_, p)| !key::reads_clocks(&p.imports))
+        .map(|(r, _)| r.spec.clone())
+        .collect()
 }
 
 /// Values for the pipeline's `[vars]` (`run` and `resume`).
@@ -125,6 +160,8 @@ pub struct RunArgs {
     #[command(flatten)]
     vars: VarArgs,
     #[command(flatten)]
+    cache: CacheUse,
+    #[command(flatten)]
     output: Output,
     #[command(flatten)]
     dispatch: Dispatch,
@@ -158,13 +195,19 @@ impl RunArgs {
         state.vars = vars;
         let mut store =
             ProgressStore::create(&state_path, state).map_err(|e| bad_input(format!("{e:#}")))?;
+        let session = Session {
+            resumed: false,
+            clock_free: clock_free(&plugins),
+            cache: self.cache.of(&pipeline),
+            recorded: Recorded::default(),
+        };
         execute(
             &runtime,
             host,
             pipeline,
             plugins,
             &mut store,
-            false,
+            session,
             self.output,
             nats,
         )
@@ -234,7 +277,7 @@ pub fn execute(
     pipeline: Pipeline,
     plugins: LoadedPlugins,
     store: &mut ProgressStore,
-    resumed: bool,
+    session: Session,
     output: Output,
     nats: Option<Server>,
 ) -> anyhow::Result<Exit> {
@@ -249,7 +292,7 @@ pub fn execute(
     let outcome = match nats {
         None => {
             let executor = LocalExecutor::new(host, plugins);
-            run_with(runtime, executor, pipeline, store, resumed, emitter)
+            run_with(runtime, executor, pipeline, store, session, emitter)
         }
         Some(server) => {
             let gates = LocalExecutor::new(host, plugins.clone());
@@ -261,7 +304,7 @@ pub fn execute(
                 gates,
                 emitter.clone(),
             ))?;
-            run_with(runtime, executor, pipeline, store, resumed, emitter)
+            run_with(runtime, executor, pipeline, store, session, emitter)
         }
     }?;
     renderer.summary(&outcome, store.path(), &pipeline_path);
@@ -276,11 +319,14 @@ fn run_with<E: Executor>(
     executor: E,
     pipeline: Pipeline,
     store: &mut ProgressStore,
-    resumed: bool,
+    session: Session,
     emitter: phasegate_model::events::Emitter,
 ) -> anyhow::Result<RunOutcome> {
-    let runner = Runner::new(executor, pipeline, emitter);
-    runtime.block_on(runner.run(store, resumed)).map_err(|e| {
+    let runner = Runner::new(executor, pipeline, emitter)
+        .with_clock_free(session.clock_free)
+        .with_cache(session.cache)
+        .with_recorded(session.recorded);
+    runtime.block_on(runner.run(store, session.resumed)).map_err(|e| {
         bad_input(Problem::new(format!("{e:#}")).help(format!(
             "the progress file keeps everything recorded so far; fix the problem and run `phasegate resume --state {}`",
             store.path().display()

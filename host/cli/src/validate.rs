@@ -75,7 +75,9 @@ impl ValidateArgs {
         let mut sandboxes = Sandboxes::default();
         let mut reviewed = std::collections::HashSet::new();
         let mut warnings = 0;
-        for p in &pipeline.phases {
+        let (mut cacheable, mut tasks) = (0, 0);
+        let clock_free = super::run::clock_free(&plugins);
+        for (pi, p) in pipeline.phases.iter().enumerate() {
             let mode = if p.tasks.len() < 2 {
                 String::new()
             } else if p.parallel {
@@ -84,26 +86,43 @@ impl ValidateArgs {
                 ", sequential".into()
             };
             println!("phase {}: {} task(s){mode}", p.id, p.tasks.len());
-            // Tasks that share a plugin and a sandbox are one line, in first-appearance order.
-            let mut groups: Vec<(&LoadedPlugin, &Grants, usize, Vec<&str>)> = Vec::new();
+            // Tasks that share a plugin, a sandbox and whether they are cached are one line, in
+            // first-appearance order.
+            let mut groups: Vec<Group<'_>> = Vec::new();
             let mut group_of = std::collections::HashMap::new();
-            for t in &p.tasks {
+            for (ti, t) in p.tasks.iter().enumerate() {
                 let sandbox = sandboxes.number(&t.limits, &t.grants, Use::Task);
+                let uncached = phasegate_runner::key::uncacheable(&pipeline, pi, ti, &clock_free);
+                tasks += 1;
+                cacheable += usize::from(uncached.is_empty());
                 let at = *group_of
-                    .entry((t.plugin.spec.as_str(), sandbox))
+                    .entry((t.plugin.spec.as_str(), sandbox, uncached.join("; ")))
                     .or_insert_with(|| {
-                        groups.push((&plugins[&t.plugin], &t.grants, sandbox, Vec::new()));
+                        groups.push(Group {
+                            plugin: &plugins[&t.plugin],
+                            grants: &t.grants,
+                            sandbox,
+                            uncached,
+                            ids: Vec::new(),
+                        });
                         groups.len() - 1
                     });
-                groups[at].3.push(&t.id);
+                groups[at].ids.push(&t.id);
             }
-            for (plugin, grants, sandbox, ids) in groups {
-                let what = match ids.len() {
-                    1 => format!("task {}", ids[0]),
-                    _ => format!("tasks {}", listed(&ids)),
+            for g in groups {
+                let what = match g.ids.len() {
+                    1 => format!("task {}", g.ids[0]),
+                    _ => format!("tasks {}", listed(&g.ids)),
                 };
-                println!("  {what}: {}, sandbox {sandbox}", plugin.plugin.spec);
-                warnings += review(&mut reviewed, plugin, grants);
+                println!("  {what}: {}, sandbox {}", g.plugin.plugin.spec, g.sandbox);
+                if g.uncached.is_empty() {
+                    println!(
+                        "    result cached (its sandbox lets it read nothing outside its key)"
+                    );
+                } else {
+                    println!("    not cached: {}", g.uncached.join("; "));
+                }
+                warnings += review(&mut reviewed, g.plugin, g.grants);
             }
             match &p.gate {
                 Some(g) => {
@@ -120,6 +139,10 @@ impl ValidateArgs {
         }
         sandboxes.print();
         println!(
+            "result cache: {cacheable} of {tasks} task(s) cacheable, in {}",
+            super::cache::of_pipeline(&pipeline).dir().display()
+        );
+        println!(
             "ok{}",
             if warnings > 0 {
                 format!(" ({warnings} warning(s))")
@@ -129,6 +152,16 @@ impl ValidateArgs {
         );
         Ok(Exit::Success)
     }
+}
+
+/// Tasks of a phase shown as one line.
+struct Group<'a> {
+    plugin: &'a LoadedPlugin,
+    grants: &'a Grants,
+    sandbox: usize,
+    /// Why they are not cached (empty: they are).
+    uncached: Vec<String>,
+    ids: Vec<&'a str>,
 }
 
 /// Ids in a line: the first few, then how many more.

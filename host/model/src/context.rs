@@ -319,6 +319,8 @@ mod tests {
             }),
             log: Vec::new(),
             worker: None,
+            key: None,
+            cached: false,
         }
     }
 
@@ -333,6 +335,7 @@ mod tests {
                 evidence: Some(r#"{"n":1}"#.into()),
                 crashed: None,
             }),
+            gate_key: None,
             tasks: Arc::new(vec![
                 task("b", TaskStatus::Succeeded, Some(r#"{"files": ["a.rs"]}"#)),
                 task("a", TaskStatus::Failed, None),

@@ -124,6 +124,23 @@ pub enum EventKind {
         /// What the last attempt used.
         #[serde(skip_serializing_if = "Option::is_none")]
         usage: Option<crate::outcome::Usage>,
+        /// The key its outcome was filed under in the result cache, when it came from there
+        /// instead of a run.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cached: Option<String>,
+    },
+    /// A task recorded by an earlier session runs again: what it depends on changed.
+    TaskOutdated {
+        phase: Id,
+        task: Id,
+        reason: String,
+    },
+    /// The result cache could not be used for a task (an entry was damaged, or could not be
+    /// written); the task ran (or its result is kept) regardless.
+    CacheProblem {
+        phase: Id,
+        task: Id,
+        message: String,
     },
     GateStarted {
         phase: Id,

@@ -97,6 +97,14 @@ pub struct TaskState {
     /// What the last attempt used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<crate::outcome::Usage>,
+    /// The task's key (`sha256:`) when it ran: a digest of everything its outcome can depend
+    /// on. `resume` keeps the record while the key stays the same; the result cache files the
+    /// outcome under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Whether the outcome came from the result cache (filed under `key`) instead of a run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 impl TaskState {
@@ -114,6 +122,8 @@ impl TaskState {
             error: None,
             log: Vec::new(),
             worker: None,
+            key: None,
+            cached: false,
         }
     }
 }
@@ -129,6 +139,11 @@ pub struct PhaseState {
     /// The gate's verdict once given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<VerdictRecord>,
+    /// The key (`sha256:`) of the gate that gave the verdict: its plugin, config, limits and
+    /// grants, and the keys and statuses of the outcomes it judged. `resume` asks the gate
+    /// again when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_key: Option<String>,
     /// Tasks in pipeline order. Shared (copied on write): a finished phase's tasks are also the
     /// run's context, and thousands of them are not copied for it.
     #[serde(default, rename = "task")]
@@ -190,6 +205,7 @@ impl State {
                     id: p.id.clone(),
                     status: PhaseStatus::Pending,
                     verdict: None,
+                    gate_key: None,
                     tasks: Arc::new(
                         p.tasks
                             .iter()
@@ -213,6 +229,7 @@ impl State {
                 t.status = TaskStatus::Pending;
             }
             ps.verdict = None;
+            ps.gate_key = None;
         }
         ps.status = PhaseStatus::Running;
         self.status = RunStatus::Running;

@@ -277,6 +277,8 @@ mod tests {
                 error: None,
                 log: Vec::new(),
                 worker: None,
+                key: None,
+                cached: false,
             };
             (i, state, Instant::now())
         };

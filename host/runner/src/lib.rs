@@ -4,9 +4,12 @@
 //! ([`load`]), and hands every task attempt and gate to an [`Executor`] (the engine in this
 //! process, or workers elsewhere): no wasmtime here. It emits events and never prints.
 
+pub mod cache;
 pub mod config_check;
 mod crew;
+pub mod explain;
 mod handoff;
+pub mod key;
 pub mod load;
 pub mod persist;
 mod prefetch;
@@ -22,14 +25,17 @@ use std::fmt::Write as _;
 use phasegate_model::context::{Context, add_task_to_value, is_template};
 use phasegate_model::events::{Emitter, EventKind, PhaseWarning, RunOutcome};
 use phasegate_model::job::{Executor, GateJob, Lane, PhaseReport, TaskJob, TaskOutcome};
-use phasegate_model::pipeline::{MAX_RETRY_BACKOFF, Phase, Pipeline, TaskSpec};
+use phasegate_model::pipeline::{MAX_RETRY_BACKOFF, Phase, Pipeline, PluginDigests, TaskSpec};
 use phasegate_model::progress::{
-    Failure, FailureKind, PhaseStatus, RunStatus, TaskState, TaskStatus, VerdictKind, VerdictRecord,
+    Failure, FailureKind, PhaseState, PhaseStatus, RunStatus, TaskState, TaskStatus, VerdictKind,
+    VerdictRecord,
 };
 use serde_json::Value;
 
+use self::cache::ResultCache;
 use self::crew::{AbortOnDrop, Crew};
 use self::handoff::Done;
+use self::key::Keys;
 use self::persist::ProgressStore;
 
 /// Runs one pipeline through an executor.
@@ -37,6 +43,19 @@ pub struct Runner<E: Executor> {
     executor: Arc<E>,
     pipeline: Arc<Pipeline>,
     emitter: Emitter,
+    cache: Option<ResultCache>,
+    recorded: Recorded,
+    clock_free: key::ClockFree,
+}
+
+/// How the records of an earlier session are judged when a run resumes.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// The plugins' digests when the records were made (to say which plugin changed).
+    pub plugins: PluginDigests,
+    /// Keep the record of every task that still exists even when its key changed (`resume
+    /// --force`): for a change the user knows does not matter, which no key can tell.
+    pub keep_changed: bool,
 }
 
 /// While the tasks of a parallel phase finish faster than this, their records are written in
@@ -54,7 +73,31 @@ impl<E: Executor> Runner<E> {
             executor: Arc::new(executor),
             pipeline: Arc::new(pipeline),
             emitter,
+            cache: None,
+            recorded: Recorded::default(),
+            clock_free: key::ClockFree::new(),
         }
+    }
+
+    /// Names the plugins that cannot read a clock or a random source (their tasks may be
+    /// cached without `deterministic`).
+    pub fn with_clock_free(mut self, clock_free: key::ClockFree) -> Self {
+        self.clock_free = clock_free;
+        self
+    }
+
+    /// Takes the outcomes of cacheable tasks from `cache` when it has them, and files them
+    /// there when it has not.
+    pub fn with_cache(mut self, cache: Option<ResultCache>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// Judges the records of an earlier session as `recorded` says (by default: a record is
+    /// kept while its key stays the same).
+    pub fn with_recorded(mut self, recorded: Recorded) -> Self {
+        self.recorded = recorded;
+        self
     }
 
     /// Runs (or resumes) the pipeline recorded in `store`. Finished phases and tasks are not run
@@ -75,10 +118,17 @@ impl<E: Executor> Runner<E> {
         let mut ctx = Context::new(&run_id, &self.pipeline.name, &self.pipeline.vars);
         let mut completed = Vec::new();
         let mut warnings = Vec::new();
+        let keys = Arc::new(Keys::new(&self.pipeline, store.state.plugins.clone()));
 
         for (pi, phase) in self.pipeline.phases.iter().enumerate() {
+            // A phase's tasks may change a directory a later phase reads.
+            keys.forget_trees();
+            let run = self.phase_run(pi, &ctx, &run_id, &keys);
+            // Records of an earlier session that no longer hold: their tasks run again.
+            let outdated = run.outdated(&store.state.phases[pi], &self.recorded);
             let ps = &mut store.state.phases[pi];
-            if ps.status == PhaseStatus::Complete {
+            if ps.status == PhaseStatus::Complete && outdated.is_empty() && run.gate_holds(ps, &ctx)
+            {
                 ctx.add_phase(ps);
                 completed.push(phase.id.to_string());
                 if let Some(v) = ps.verdict.as_ref().filter(|v| v.kind == VerdictKind::Warn) {
@@ -93,13 +143,26 @@ impl<E: Executor> Runner<E> {
                 });
                 continue;
             }
+            if phase.parallel {
+                // A sequential phase finds its outdated tasks as it goes: an earlier task that
+                // runs again may change what a later one reads.
+                let tasks = Arc::make_mut(&mut ps.tasks);
+                for (ti, reason) in outdated {
+                    tasks[ti].status = TaskStatus::Pending;
+                    self.emitter.emit(EventKind::TaskOutdated {
+                        phase: phase.id.clone(),
+                        task: tasks[ti].id.clone(),
+                        reason,
+                    });
+                }
+            }
             // One journal line (not a rewrite of the whole progress file); resuming after a
             // failed gate gives the phase's failed tasks another chance.
             store.start_phase(pi)?;
 
-            self.run_tasks(pi, phase, store, &ctx, &run_id).await?;
+            self.run_tasks(run, phase, store).await?;
 
-            let verdict = self.judge(pi, phase, store, &ctx, &run_id).await?;
+            let (verdict, gate_key) = self.judge(pi, phase, store, &ctx, &run_id, &keys).await?;
             let failed = verdict.kind == VerdictKind::Fail;
             let ps = &mut store.state.phases[pi];
             ps.status = if failed {
@@ -108,6 +171,7 @@ impl<E: Executor> Runner<E> {
                 PhaseStatus::Complete
             };
             ps.verdict = Some(verdict.clone());
+            ps.gate_key = gate_key;
             if failed {
                 store.state.status = RunStatus::Failed;
                 store.state.reason = Some(verdict.reason.clone());
@@ -168,14 +232,42 @@ impl<E: Executor> Runner<E> {
         outcome
     }
 
+    /// What the tasks of phase `pi` share, for the context `ctx` as the phase begins.
+    fn phase_run(&self, pi: usize, ctx: &Context, run_id: &str, keys: &Arc<Keys>) -> PhaseRun<E> {
+        let phase = &self.pipeline.phases[pi];
+        let cache = self.cache.clone().filter(|_| {
+            // Only phases with a task that may be cached pay for the check of each.
+            phase.tasks.iter().any(|t| t.cache)
+        });
+        let cacheable = match &cache {
+            Some(_) => (0..phase.tasks.len())
+                .map(|ti| key::uncacheable(&self.pipeline, pi, ti, &self.clock_free).is_empty())
+                .collect(),
+            None => Vec::new(),
+        };
+        PhaseRun {
+            executor: self.executor.clone(),
+            pipeline: self.pipeline.clone(),
+            pi,
+            run_id: run_id.to_owned(),
+            // Tasks of a parallel phase all see the context as it was when the phase began.
+            ctx: Snapshot::of(ctx, Needs::of(phase)),
+            emitter: self.emitter.clone(),
+            keys: keys.clone(),
+            cache,
+            cacheable,
+            recorded: self.recorded.clone(),
+            cache_unwritable: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     async fn run_tasks(
         &self,
-        pi: usize,
+        mut run: PhaseRun<E>,
         phase: &Phase,
         store: &mut ProgressStore,
-        ctx: &Context,
-        run_id: &str,
     ) -> anyhow::Result<()> {
+        let pi = run.pi;
         let pending: Vec<usize> = store.state.phases[pi]
             .tasks
             .iter()
@@ -190,10 +282,11 @@ impl<E: Executor> Runner<E> {
             parallel: phase.parallel,
             concurrency: if phase.parallel { phase.concurrency } else { 1 },
         });
+        // A sequential phase says which records it keeps as it reaches them.
         for t in store.state.phases[pi]
             .tasks
             .iter()
-            .filter(|t| t.status != TaskStatus::Pending)
+            .filter(|t| phase.parallel && t.status != TaskStatus::Pending)
         {
             self.emitter.emit(EventKind::TaskSkipped {
                 phase: phase.id.clone(),
@@ -202,15 +295,6 @@ impl<E: Executor> Runner<E> {
             });
         }
 
-        let mut run = PhaseRun {
-            executor: self.executor.clone(),
-            pipeline: self.pipeline.clone(),
-            pi,
-            run_id: run_id.to_owned(),
-            // Tasks of a parallel phase all see the context as it was when the phase began.
-            ctx: Snapshot::of(ctx, Needs::of(phase)),
-            emitter: self.emitter.clone(),
-        };
         if phase.parallel {
             // Up to `concurrency` workers (see `crew`) claim tasks from one list, each reusing
             // one request (the context is copied once per worker, not per task); finished tasks
@@ -235,13 +319,31 @@ impl<E: Executor> Runner<E> {
             }
             crew.join().await?;
         } else {
+            let (mut input, mut config) = (String::new(), String::new());
             for i in 0..phase.tasks.len() {
+                // Later tasks of a sequential phase see the results of earlier ones.
+                if phase.tasks[i].grants.context {
+                    run.ctx.refresh();
+                }
                 let existing = &store.state.phases[pi].tasks[i];
-                if existing.status == TaskStatus::Pending {
-                    // Later tasks of a sequential phase see the results of earlier ones.
-                    if phase.tasks[i].grants.context {
-                        run.ctx.refresh();
-                    }
+                let mut pending = existing.status == TaskStatus::Pending;
+                if !pending
+                    && let Err(reason) = run.holds(&run.ctx, i, existing, &mut input, &mut config)
+                {
+                    self.emitter.emit(EventKind::TaskOutdated {
+                        phase: phase.id.clone(),
+                        task: existing.id.clone(),
+                        reason,
+                    });
+                    pending = true;
+                }
+                if !pending {
+                    self.emitter.emit(EventKind::TaskSkipped {
+                        phase: phase.id.clone(),
+                        task: existing.id.clone(),
+                        status: existing.status,
+                    });
+                } else {
                     let (state, finished) = run.execute(i, &mut run.slot()).await;
                     self.finish_tasks(pi, phase, std::iter::once((i, state, finished)), store)?;
                 }
@@ -276,6 +378,11 @@ impl<E: Executor> Runner<E> {
                 error: state.error.clone(),
                 worker: state.worker.clone(),
                 usage: state.usage,
+                cached: if state.cached {
+                    state.key.clone()
+                } else {
+                    None
+                },
             };
             events.push((finished, event));
             records.push((i, state));
@@ -287,6 +394,7 @@ impl<E: Executor> Runner<E> {
         Ok(())
     }
 
+    /// The phase's verdict, and the key of the gate that gave it (over what it judged).
     async fn judge(
         &self,
         pi: usize,
@@ -294,22 +402,34 @@ impl<E: Executor> Runner<E> {
         store: &ProgressStore,
         ctx: &Context,
         run_id: &str,
-    ) -> anyhow::Result<VerdictRecord> {
+        keys: &Keys,
+    ) -> anyhow::Result<(VerdictRecord, Option<String>)> {
         let tasks = &store.state.phases[pi].tasks;
         let Some(gate) = &phase.gate else {
-            return Ok(all_succeeded(tasks));
+            return Ok((all_succeeded(tasks), keys.gate(None, tasks, None).ok()));
         };
         self.emitter.emit(EventKind::GateStarted {
             phase: phase.id.clone(),
             gate: gate.plugin.spec.clone(),
         });
+        let context = ctx.value_for(gate.grants.context);
+        let gate_key = keys
+            .gate(
+                Some(gate),
+                tasks,
+                gate.grants
+                    .context
+                    .then(|| key::context_digest(&context))
+                    .as_deref(),
+            )
+            .ok();
         let report = PhaseReport {
             run_id: run_id.to_owned(),
             phase: phase.id.to_string(),
             outcomes: tasks.iter().map(to_outcome).collect(),
             // The earlier phases only (the contract's `phase-report`): this phase is added to
             // the context once judged.
-            context: ctx.value_for(gate.grants.context).to_string(),
+            context: context.to_string(),
             config: gate.config.to_string(),
         };
         let job = GateJob {
@@ -318,7 +438,10 @@ impl<E: Executor> Runner<E> {
             limits: gate.limits,
             grants: Cow::Borrowed(&gate.grants),
         };
-        Ok(self.executor.run_gate(job, self.emitter.clone()).await)
+        Ok((
+            self.executor.run_gate(job, self.emitter.clone()).await,
+            gate_key,
+        ))
     }
 }
 
@@ -331,6 +454,14 @@ struct PhaseRun<E: Executor> {
     run_id: String,
     ctx: Snapshot,
     emitter: Emitter,
+    keys: Arc<Keys>,
+    /// The result cache, when the phase has a task that may use it.
+    cache: Option<ResultCache>,
+    /// Per task, whether its result may be cached (with `cache`).
+    cacheable: Vec<bool>,
+    recorded: Recorded,
+    /// Whether a failed write to the cache was reported (once per phase is enough).
+    cache_unwritable: std::sync::atomic::AtomicBool,
 }
 
 /// The context the tasks of a phase see, built once for all the tasks that share it.
@@ -339,13 +470,16 @@ struct PhaseRun<E: Executor> {
 /// phase that follows a phase of 10,000 tasks does not copy 10,000 outputs into each of its
 /// instances; the whole context is kept (as a JSON value) only when a task of the phase renders
 /// an input template or is granted it, and its text only when a task is granted it.
+#[derive(Clone)]
 struct Snapshot {
     /// The whole context, when a task renders a template or is granted the context (shared
     /// with the templates being rendered; between tasks nothing else holds it).
     value: Option<Arc<Value>>,
     /// `value`'s JSON text, when a task of the phase is granted the context (rebuilt after a
-    /// sequential phase's task only when a later granted task needs it).
+    /// sequential phase's task only when a later granted task needs it), and its digest for
+    /// the keys of granted tasks ([`key::context_digest`]).
     granted: Option<Arc<str>>,
+    granted_digest: Option<Arc<str>>,
     /// What a task without the grant is sent ([`Context::ungranted_value`]).
     ungranted: Arc<str>,
 }
@@ -358,6 +492,10 @@ impl Snapshot {
                 Some(value) if needs.granted => Some(value.to_string().into()),
                 _ => None,
             },
+            granted_digest: match &value {
+                Some(value) if needs.granted => Some(key::context_digest(value).into()),
+                _ => None,
+            },
             value,
             ungranted: ctx.ungranted_value().to_string().into(),
         }
@@ -368,6 +506,7 @@ impl Snapshot {
         if let Some(value) = &mut self.value {
             add_task_to_value(Arc::make_mut(value), phase, task);
             self.granted = None;
+            self.granted_digest = None;
         }
     }
 
@@ -376,7 +515,13 @@ impl Snapshot {
     fn refresh(&mut self) {
         if let (Some(value), None) = (&self.value, &self.granted) {
             self.granted = Some(value.to_string().into());
+            self.granted_digest = Some(key::context_digest(value).into());
         }
+    }
+
+    /// The digest of the whole context, for the key of a task granted it.
+    fn digest(&self, granted: bool) -> Option<&str> {
+        self.granted_digest.as_deref().filter(|_| granted)
     }
 
     /// The context text for a task with or without the grant.
@@ -468,8 +613,111 @@ impl<E: Executor> PhaseRun<E> {
         }
     }
 
-    /// Runs task `ti` (with its retries) through the slot's lane; returns its record and when
-    /// it finished.
+    /// The tasks whose records (from an earlier session) no longer hold, with why. In a
+    /// sequential phase only up to the first: what the tasks after it read may still change.
+    /// A failed phase's failed tasks are left out: they run again regardless.
+    fn outdated(&self, ps: &PhaseState, recorded: &Recorded) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        if recorded.keep_changed {
+            return out;
+        }
+        let phase = &self.pipeline.phases[self.pi];
+        let (mut input, mut config) = (String::new(), String::new());
+        // A sequential phase's tasks see the ones before them: a copy of the context gets them.
+        let mut seen = (!phase.parallel).then(|| self.ctx.clone());
+        for (ti, t) in ps.tasks.iter().enumerate() {
+            let rerun = t.status == TaskStatus::Pending
+                || (ps.status == PhaseStatus::Failed && t.status == TaskStatus::Failed);
+            if rerun {
+                if seen.is_some() {
+                    break;
+                }
+                continue;
+            }
+            let ctx = match &mut seen {
+                Some(seen) => {
+                    if phase.tasks[ti].grants.context {
+                        seen.refresh();
+                    }
+                    &*seen
+                }
+                None => &self.ctx,
+            };
+            if let Err(reason) = self.holds(ctx, ti, t, &mut input, &mut config) {
+                out.push((ti, reason));
+                if seen.is_some() {
+                    break;
+                }
+            } else if let Some(seen) = &mut seen {
+                seen.add_task(&phase.id, t);
+            }
+        }
+        out
+    }
+
+    /// Whether task `ti`'s `record` from an earlier session still holds in context `ctx`: its
+    /// key is the same now (a record without a key was made before keys, and is kept). `input`
+    /// and `config` are buffers.
+    fn holds(
+        &self,
+        ctx: &Snapshot,
+        ti: usize,
+        record: &TaskState,
+        input: &mut String,
+        config: &mut String,
+    ) -> Result<(), String> {
+        if self.recorded.keep_changed {
+            return Ok(());
+        }
+        let Some(before) = record.key.as_deref() else {
+            return Ok(());
+        };
+        let spec = self.spec(ti);
+        ctx.render_into(&spec.input, input)
+            .map_err(|e| format!("its input cannot be rendered now: {e}"))?;
+        config.clear();
+        let _ = write!(config, "{}", spec.config);
+        let now = self.keys.task(
+            &self.pipeline.phases[self.pi].id,
+            spec,
+            input,
+            config,
+            ctx.digest(spec.grants.context),
+        )?;
+        if now == before {
+            return Ok(());
+        }
+        let plugin = &spec.plugin.spec;
+        Err(match self.recorded.plugins.get(plugin) {
+            Some(was) if was != self.keys.plugin_digest(plugin) => format!(
+                "plugin `{plugin}` changed ({} → {})",
+                resume::short(was),
+                resume::short(self.keys.plugin_digest(plugin))
+            ),
+            _ => "its input, config, limits or grants changed, or a file it reads".into(),
+        })
+    }
+
+    /// Whether the verdict recorded for the phase (`ps`) still holds: its gate's key is the same
+    /// over the tasks as they are now, in the run's context `ctx`.
+    fn gate_holds(&self, ps: &PhaseState, ctx: &Context) -> bool {
+        let Some(before) = ps.gate_key.as_deref() else {
+            return true;
+        };
+        if self.recorded.keep_changed {
+            return true;
+        }
+        let gate = self.pipeline.phases[self.pi].gate.as_ref();
+        let digest = gate
+            .filter(|g| g.grants.context)
+            .map(|_| key::context_digest(&ctx.to_value()));
+        self.keys
+            .gate(gate, &ps.tasks, digest.as_deref())
+            .is_ok_and(|now| now == before)
+    }
+
+    /// Runs task `ti` (with its retries) through the slot's lane, or takes its outcome from the
+    /// result cache; returns its record and when it finished.
     async fn execute(&self, ti: usize, slot: &mut TaskSlot<E::Lane>) -> (TaskState, Instant) {
         let phase = &self.pipeline.phases[self.pi];
         let spec = self.spec(ti);
@@ -485,6 +733,8 @@ impl<E: Executor> PhaseRun<E> {
             error: None,
             log: Vec::new(),
             worker: None,
+            key: None,
+            cached: false,
         };
         if let Err(message) = self.ctx.render_into(&spec.input, &mut slot.input) {
             state.error = Some(Failure {
@@ -501,6 +751,41 @@ impl<E: Executor> PhaseRun<E> {
         }
         slot.config.clear();
         let _ = write!(slot.config, "{}", spec.config);
+        let key = self.keys.task(
+            &phase.id,
+            spec,
+            &slot.input,
+            &slot.config,
+            self.ctx.digest(spec.grants.context),
+        );
+        let cache = match (&self.cache, &key) {
+            (Some(cache), Ok(_)) if self.cacheable[ti] => Some(cache),
+            _ => None,
+        };
+        state.key = key.ok();
+        if let (Some(cache), Some(key)) = (cache, &state.key) {
+            match cache.get(key, &spec.id) {
+                Ok(Some(mut hit)) => {
+                    let now = Instant::now();
+                    hit.started_us = Some(slot.emitter.unix_us(now));
+                    hit.ended_us = hit.started_us;
+                    return (hit, now);
+                }
+                Ok(None) => {}
+                Err(corrupt) => {
+                    slot.emitter.emit(EventKind::CacheProblem {
+                        phase: phase.id.clone(),
+                        task: spec.id.clone(),
+                        message: format!(
+                            "the entry {} is damaged ({}); it was removed and the task runs",
+                            corrupt.path.display(),
+                            corrupt.why
+                        ),
+                    });
+                    cache.remove(&corrupt);
+                }
+            }
+        }
         let context = if spec.grants.context {
             slot.granted
                 .get_or_insert_with(|| Arc::from(&**self.ctx.text(true)))
@@ -508,6 +793,43 @@ impl<E: Executor> PhaseRun<E> {
         } else {
             slot.ungranted.clone()
         };
+        let ended = self.attempts(spec, slot, &mut state, context).await;
+        // Only outcomes the same key always gives: a success, or input or config refused.
+        let lasting = match &state.error {
+            None => state.status == TaskStatus::Succeeded,
+            Some(e) => matches!(
+                e.kind,
+                FailureKind::InvalidInput | FailureKind::InvalidConfig
+            ),
+        };
+        if let Some(cache) = cache.filter(|_| lasting)
+            && let Err(e) = cache.put(&state)
+            && !self
+                .cache_unwritable
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            slot.emitter.emit(EventKind::CacheProblem {
+                phase: phase.id.clone(),
+                task: spec.id.clone(),
+                message: format!(
+                    "cannot write to {} ({e}); results of this phase are not cached",
+                    cache.dir().display()
+                ),
+            });
+        }
+        (state, ended)
+    }
+
+    /// The attempts of a task (its retries) through the slot's lane, into `state`; returns when
+    /// the last one ended.
+    async fn attempts(
+        &self,
+        spec: &TaskSpec,
+        slot: &mut TaskSlot<E::Lane>,
+        state: &mut TaskState,
+        context: Arc<str>,
+    ) -> Instant {
+        let phase = &self.pipeline.phases[self.pi];
         loop {
             state.attempts += 1;
             let started = Instant::now();
@@ -545,7 +867,7 @@ impl<E: Executor> PhaseRun<E> {
                 Ok(output) => {
                     state.status = TaskStatus::Succeeded;
                     state.output = Some(output);
-                    return (state, ended);
+                    return ended;
                 }
                 Err(failure)
                     if spec.retry_on.contains(&failure.kind) && state.attempts <= spec.retries =>
@@ -562,7 +884,7 @@ impl<E: Executor> PhaseRun<E> {
                 }
                 Err(failure) => {
                     state.error = Some(failure);
-                    return (state, ended);
+                    return ended;
                 }
             }
         }

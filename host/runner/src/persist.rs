@@ -334,6 +334,7 @@ mod tests {
             id: "one".into(),
             status: PhaseStatus::Running,
             verdict: None,
+            gate_key: None,
             tasks: Arc::new(vec![TaskState::pending("a"), TaskState::pending("b")]),
         });
         s
@@ -352,6 +353,8 @@ mod tests {
             error: None,
             log: Vec::new(),
             worker: None,
+            key: None,
+            cached: false,
         }
     }
 

@@ -45,7 +45,7 @@ pub fn changes(state: &State, pipeline: &Pipeline, now: &PluginDigests) -> Vec<S
     out
 }
 
-fn short(digest: &str) -> &str {
+pub(crate) fn short(digest: &str) -> &str {
     &digest[..digest.len().min("sha256:".len() + 12)]
 }
 

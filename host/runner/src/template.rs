@@ -512,11 +512,14 @@ mod tests {
             }),
             log: Vec::new(),
             worker: None,
+            key: None,
+            cached: false,
         };
         let phase = PhaseState {
             id: "scan".into(),
             status: PhaseStatus::Complete,
             verdict: None,
+            gate_key: None,
             tasks: Arc::new(vec![
                 task("b", TaskStatus::Succeeded, Some(r#"{"files": ["a.rs"]}"#)),
                 task("a", TaskStatus::Failed, None),

@@ -288,6 +288,9 @@ pub struct TaskSpec {
     pub limits: Limits,
     /// Capabilities.
     pub grants: Grants,
+    /// Whether the result cache may serve and store its result (`cache = false` on the task or
+    /// its phase opts out; the sandbox decides whether it can be cached at all).
+    pub cache: bool,
 }
 
 /// A phase's gate.

@@ -245,6 +245,7 @@ impl Pipeline {
                     retry_backoff: backoff,
                     limits,
                     grants,
+                    cache: rt.cache.or(rp.cache).unwrap_or(true),
                 });
             }
 

@@ -96,6 +96,9 @@ pub(super) struct RawPhase {
     #[schemars(with = "Option<u32>", range(min = 1))]
     pub(super) concurrency: Option<Spanned<u32>>,
     pub(super) gate: Option<RawGate>,
+    /// `false`: no task of the phase takes its result from the result cache or stores one
+    /// there (a task's own `cache` overrides it).
+    pub(super) cache: Option<bool>,
     /// Read separately from the `[[phase.task]]` tables.
     #[serde(skip)]
     pub(super) tasks: Vec<Part<RawTask>>,
@@ -147,6 +150,9 @@ pub(super) struct RawTask {
     pub(super) limits: RawLimits,
     #[serde(default)]
     pub(super) grants: RawGrants,
+    /// `false`: the task never takes its result from the result cache nor stores one there
+    /// (default: cached when its sandbox makes it observably pure).
+    pub(super) cache: Option<bool>,
 }
 
 /// A phase or task as read: whole, or unreadable (its problem already reported) with the id it

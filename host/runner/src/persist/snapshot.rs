@@ -58,6 +58,9 @@ fn write_phase(w: &mut String, phase: &PhaseState) {
     w.push_str("\n[[phase]]\n");
     string(w, "id", &phase.id);
     string(w, "status", &serde_name(&phase.status));
+    if let Some(key) = &phase.gate_key {
+        string(w, "gate-key", key);
+    }
     if phase.tasks.is_empty() {
         w.push_str("task = []\n");
     }
@@ -109,6 +112,12 @@ fn write_task(w: &mut String, t: &TaskState) {
             quoted(w, line);
         }
         w.push_str("]\n");
+    }
+    if let Some(key) = &t.key {
+        string(w, "key", key);
+    }
+    if t.cached {
+        w.push_str("cached = true\n");
     }
     if let Some(error) = &t.error {
         write_error(w, error);
@@ -242,6 +251,7 @@ mod tests {
                     evidence: (i % 2 == 0).then(|| s.to_owned()),
                     crashed: (i % 3 == 0).then_some(FailureKind::Trap),
                 }),
+                gate_key: (i % 2 == 1).then(|| format!("sha256:g{i}")),
                 tasks: Arc::new(vec![
                     TaskState {
                         id: s.into(),
@@ -255,6 +265,8 @@ mod tests {
                         error: None,
                         log: vec![s.into(), "info: x".into()],
                         worker: None,
+                        key: Some(format!("sha256:{i}")),
+                        cached: i % 2 == 0,
                     },
                     TaskState {
                         id: format!("{s}2").into(),
@@ -271,6 +283,8 @@ mod tests {
                         }),
                         log: Vec::new(),
                         worker: None,
+                        key: None,
+                        cached: false,
                     },
                     TaskState::pending("pending"),
                 ]),
@@ -280,6 +294,7 @@ mod tests {
             id: "empty".into(),
             status: PhaseStatus::Pending,
             verdict: None,
+            gate_key: None,
             tasks: Arc::default(),
         });
         State {

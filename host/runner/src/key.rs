@@ -1,0 +1,384 @@
+//! A task's key: one digest of everything its outcome can depend on, as far as its sandbox lets
+//! it observe anything — and whether that is all it can observe (then its result may be cached).
+//!
+//! The key covers the contract version, the component's digest, the pipeline's name, the phase
+//! and task ids (the request names them), the rendered input, the config, the whole context when granted (without the run id), for each read-only
+//! directory grant its guest path and a digest of its tree, the read-write grants' paths, the
+//! fixed environment, the clocks mode and seed, and the limits (every one, and the engine's
+//! stack size: a limit decides whether an attempt fails).
+//!
+//! Left out, so that a second run can use the first run's results: the run id the request carries
+//! (a task whose output names its run must say `cache = false`), and of the files in a read-only
+//! grant their access times and inode numbers (reading a file updates the first; copying a tree
+//! changes the second). Everything else a plugin can read of a file is in the tree's digest:
+//! names, kinds, permissions, sizes, modification times, contents, link targets.
+//!
+//! The same key tells `resume` whether a recorded result still holds, and a gate has a key of its
+//! own ([`Keys::gate`]): its plugin, config, limits and grants, and the keys of what it judged.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use phasegate_model::pipeline::{DirMode, GateSpec, Pipeline, PluginDigests, TaskSpec};
+use phasegate_model::progress::TaskState;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Changes whenever what goes into a key changes, so that no old key can match a new one.
+const FORMAT: &[u8] = b"phasegate key 1";
+
+/// The contract every plugin implements: a new version of it may change what a plugin sees.
+pub const CONTRACT: &str = "phasegate:plugin@0.1.0";
+
+/// Makes the keys of one pipeline's tasks and gates.
+pub struct Keys {
+    pipeline: String,
+    max_stack: u64,
+    digests: PluginDigests,
+    /// The tree digests of read-only grants, made once per phase ([`Keys::forget_trees`]): a
+    /// directory that many tasks read is walked once.
+    trees: Mutex<HashMap<PathBuf, Arc<Result<String, String>>>>,
+}
+
+/// A hasher fed with length-prefixed fields, so that no two different lists of fields feed it
+/// the same bytes.
+struct Fields(Sha256);
+
+impl Fields {
+    fn new(kind: &str) -> Self {
+        let mut fields = Fields(Sha256::new());
+        fields.0.update(FORMAT);
+        fields.add(kind.as_bytes());
+        fields
+    }
+
+    fn add(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    fn text(&mut self, name: &str, value: &str) -> &mut Self {
+        self.add(name.as_bytes()).add(value.as_bytes())
+    }
+
+    fn finish(self) -> String {
+        format!("sha256:{}", hex::encode(self.0.finalize()))
+    }
+}
+
+impl Keys {
+    /// Keys for `pipeline`'s tasks and gates, its plugins' digests as `digests` records them
+    /// (spec → `sha256:`).
+    pub fn new(pipeline: &Pipeline, digests: PluginDigests) -> Self {
+        Keys {
+            pipeline: pipeline.name.clone(),
+            max_stack: pipeline.engine.max_stack.0,
+            digests,
+            trees: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Drops the tree digests made so far: a phase's tasks may have changed a directory the next
+    /// phase reads.
+    pub fn forget_trees(&self) {
+        self.trees.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// The key of task `spec` given its rendered `input`, its `config` (JSON text) and, when it is
+    /// granted the context, the context's digest ([`context_digest`]). `Err` says why there is
+    /// none (a read-only directory that cannot be read): such a task is run and not cached.
+    pub fn task(
+        &self,
+        phase: &str,
+        spec: &TaskSpec,
+        input: &str,
+        config: &str,
+        context: Option<&str>,
+    ) -> Result<String, String> {
+        let mut f = Fields::new("task");
+        f.text("contract", CONTRACT)
+            .text("plugin", self.plugin_digest(&spec.plugin.spec))
+            .text("pipeline", &self.pipeline)
+            .text("phase", phase)
+            .text("task", &spec.id)
+            .text("input", input)
+            .text("config", config)
+            .text("context", context.unwrap_or("not granted"))
+            .text("limits", &limits(&spec.limits, self.max_stack));
+        self.grants(&mut f, &spec.grants)?;
+        Ok(f.finish())
+    }
+
+    /// The key of a phase's gate (`None`: the built-in rule) over the phase's `tasks` as it
+    /// judges them, given the context's digest when the gate is granted it.
+    pub fn gate(
+        &self,
+        gate: Option<&GateSpec>,
+        tasks: &[TaskState],
+        context: Option<&str>,
+    ) -> Result<String, String> {
+        let mut f = Fields::new("gate");
+        f.text("contract", CONTRACT);
+        if let Some(gate) = gate {
+            f.text("plugin", self.plugin_digest(&gate.plugin.spec))
+                .text("config", &gate.config.to_string())
+                .text("context", context.unwrap_or("not granted"))
+                .text("limits", &limits(&gate.limits, self.max_stack));
+            self.grants(&mut f, &gate.grants)?;
+        } else {
+            f.text("plugin", crate::BUILTIN_GATE);
+        }
+        for t in tasks {
+            f.text("task", &t.id)
+                .text("status", t.status.name())
+                .text("key", t.key.as_deref().unwrap_or("none"));
+        }
+        Ok(f.finish())
+    }
+
+    /// The digest of plugin `spec` now (`unknown` for a spec the pipeline does not use).
+    pub fn plugin_digest<'a>(&'a self, spec: &str) -> &'a str {
+        self.digests.get(spec).map_or("unknown", String::as_str)
+    }
+
+    fn grants(
+        &self,
+        f: &mut Fields,
+        grants: &phasegate_model::pipeline::Grants,
+    ) -> Result<(), String> {
+        f.text("context-granted", if grants.context { "yes" } else { "no" })
+            .text(
+                "clocks",
+                &if grants.deterministic {
+                    format!("deterministic {}", grants.seed)
+                } else {
+                    "host".into()
+                },
+            );
+        for (name, value) in &grants.env_set {
+            f.text("env-set", name).add(value.as_bytes());
+        }
+        for name in &grants.env {
+            f.text("env", name);
+        }
+        for host in grants.net.iter().chain(&grants.http) {
+            f.text("reach", host);
+        }
+        for dir in &grants.dirs {
+            f.text("dir", &dir.guest).text("mode", dir.mode.name());
+            match dir.mode {
+                DirMode::Ro => {
+                    f.text("tree", &self.tree(&dir.host)?);
+                }
+                DirMode::Rw => {
+                    f.text("host", &dir.host.to_string_lossy());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn tree(&self, host: &Path) -> Result<String, String> {
+        let cached = self
+            .trees
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .cloned();
+        let digest = match cached {
+            Some(digest) => digest,
+            None => {
+                let digest = Arc::new(tree_digest(host));
+                self.trees
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(host.to_owned(), digest.clone());
+                digest
+            }
+        };
+        (*digest).clone()
+    }
+}
+
+/// The limits as they go into a key (every one: each can decide whether an attempt fails).
+fn limits(limits: &phasegate_model::pipeline::Limits, max_stack: u64) -> String {
+    format!(
+        "{} max-stack {max_stack}",
+        serde_json::to_string(limits).unwrap_or_default()
+    )
+}
+
+/// The digest of a granted context as a key sees it: the whole of it but the run id.
+pub fn context_digest(context: &Value) -> String {
+    let mut f = Fields::new("context");
+    if let Value::Object(map) = context {
+        for (name, value) in map.iter().filter(|(name, _)| *name != "run") {
+            f.text(name, &value.to_string());
+        }
+    }
+    f.finish()
+}
+
+/// A digest of a directory tree as a plugin can see it: for every entry (in name order), its
+/// path, kind, permissions, size, modification time, and a file's contents or a link's target.
+pub fn tree_digest(root: &Path) -> Result<String, String> {
+    let mut f = Fields::new("tree");
+    walk(root, root, &mut f)
+        .map_err(|e| format!("cannot read granted directory {}: {e}", root.display()))?;
+    Ok(f.finish())
+}
+
+fn walk(root: &Path, dir: &Path, f: &mut Fields) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path)?;
+        let relative = path.strip_prefix(root).unwrap_or(&path);
+        f.text("entry", &relative.to_string_lossy())
+            .add(&meta.mode().to_le_bytes())
+            .add(&meta.size().to_le_bytes())
+            .add(&meta.mtime().to_le_bytes())
+            .add(&meta.mtime_nsec().to_le_bytes());
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            walk(root, &path, f)?;
+        } else if kind.is_symlink() {
+            f.text("target", &std::fs::read_link(&path)?.to_string_lossy());
+        } else if kind.is_file() {
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut std::fs::File::open(&path)?, &mut hasher)?;
+            f.add(&hasher.finalize());
+        }
+    }
+    Ok(())
+}
+
+/// The plugins (by spec) whose components import neither clocks nor random: with the host's
+/// clocks they still cannot observe time or chance.
+pub type ClockFree = std::collections::HashSet<String>;
+
+/// Whether a component with these imports (`wasi:clocks/wall-clock@0.2.6`, …) can read a clock
+/// or a random source.
+pub fn reads_clocks(imports: &[String]) -> bool {
+    imports
+        .iter()
+        .any(|i| i.starts_with("wasi:clocks/") || i.starts_with("wasi:random/"))
+}
+
+/// Why a task's result is not cached (empty: it is). A task can be cached when nothing outside
+/// its key can change its outcome.
+pub fn uncacheable(
+    pipeline: &Pipeline,
+    phase: usize,
+    task: usize,
+    clock_free: &ClockFree,
+) -> Vec<String> {
+    let spec = &pipeline.phases[phase].tasks[task];
+    let g = &spec.grants;
+    let mut why = Vec::new();
+    if !spec.cache {
+        why.push("`cache = false`".to_owned());
+    }
+    if !g.env.is_empty() {
+        why.push(format!(
+            "reads host environment variables ({})",
+            g.env.join(", ")
+        ));
+    }
+    if !g.net.is_empty() {
+        why.push("may open network connections (`grants.net`)".to_owned());
+    }
+    if !g.http.is_empty() {
+        why.push("may send HTTP requests (`grants.http`)".to_owned());
+    }
+    for dir in g.dirs.iter().filter(|d| d.mode == DirMode::Rw) {
+        why.push(format!(
+            "writes into {} (a read-write grant)",
+            dir.host.display()
+        ));
+    }
+    if !g.deterministic && !clock_free.contains(&spec.plugin.spec) {
+        why.push(
+            "may read the host's clocks and random (grant `deterministic = true` to fix them)"
+                .to_owned(),
+        );
+    }
+    for dir in g.dirs.iter().filter(|d| d.mode == DirMode::Ro) {
+        if let Some((p, t)) = writer_of(pipeline, &dir.host) {
+            why.push(format!(
+                "reads {}, which task `{}` of phase `{}` may write",
+                dir.host.display(),
+                pipeline.phases[p].tasks[t].id,
+                pipeline.phases[p].id
+            ));
+        }
+    }
+    why
+}
+
+/// A task of the pipeline granted `dir`, a folder inside it or one around it read-write.
+fn writer_of(pipeline: &Pipeline, dir: &Path) -> Option<(usize, usize)> {
+    let dir = normal(dir);
+    pipeline.phases.iter().enumerate().find_map(|(pi, phase)| {
+        phase
+            .tasks
+            .iter()
+            .position(|t| {
+                t.grants.dirs.iter().any(|d| {
+                    let written = normal(&d.host);
+                    d.mode == DirMode::Rw
+                        && (written.starts_with(&dir) || dir.starts_with(&written))
+                })
+            })
+            .map(|ti| (pi, ti))
+    })
+}
+
+fn normal(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_digest_follows_contents_names_and_modes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a.txt"), "one").unwrap();
+        let first = tree_digest(dir.path()).unwrap();
+        assert_eq!(tree_digest(dir.path()).unwrap(), first);
+        let file = dir.path().join("sub/a.txt");
+        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+        // The same size and time, one byte changed.
+        std::fs::write(&file, "onE").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let edited = tree_digest(dir.path()).unwrap();
+        assert_ne!(edited, first);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_ne!(tree_digest(dir.path()).unwrap(), edited);
+        std::fs::rename(&file, dir.path().join("sub/b.txt")).unwrap();
+        assert_ne!(tree_digest(dir.path()).unwrap(), edited);
+        assert!(tree_digest(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn fields_are_length_prefixed() {
+        let mut a = Fields::new("t");
+        a.text("ab", "c");
+        let mut b = Fields::new("t");
+        b.text("a", "bc");
+        assert_ne!(a.finish(), b.finish());
+    }
+}
