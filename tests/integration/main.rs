@@ -7,6 +7,7 @@
 
 mod authoring;
 mod authors;
+mod cache;
 mod cli;
 mod display;
 mod docs;

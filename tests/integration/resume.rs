@@ -171,49 +171,137 @@ fn a_busy_phase_is_recorded_while_it_runs() {
     );
 }
 
-#[test]
-fn resume_refuses_a_changed_pipeline_unless_forced() {
-    let p = Project::new();
-    p.pipeline(
-        r#"
-name = "gated"
+/// Phase `one`'s gate allows `n` up to 10; phase `two`'s gate allows `c`'s input (b's `n`) up
+/// to 5. With b's `n` at 9 the run fails at phase `two`.
+const EDITED: &str = r#"
+name = "edits"
 [[phase]]
 id = "one"
+gate = { plugin = "{THRESHOLD}", config = { field = "/n", max = 10 } }
 [[phase.task]]
 id = "a"
 plugin = "{PROBE}"
-config = { fail = "broken" }
-"#,
-    );
-    let first = p.run_json(&["run", "pipeline.toml"]);
-    assert_eq!(first.code, 1);
+config = { output = { n = 1 } }
+[[phase.task]]
+id = "b"
+plugin = "{PROBE}"
+config = { output = { n = 9 } }
+[[phase]]
+id = "two"
+gate = { plugin = "{THRESHOLD}", config = { field = "/input", max = 5, tasks = ["c"] } }
+[[phase.task]]
+id = "c"
+plugin = "{PROBE}"
+input = "{{ phases.one.tasks.b.output.n }}"
+[[phase.task]]
+id = "d"
+plugin = "{PROBE}"
+input = "fixed"
+[[phase]]
+id = "three"
+[[phase.task]]
+id = "e"
+plugin = "{PROBE}"
+"#;
 
+fn edit(p: &Project, from: &str, to: &str) {
     let text = std::fs::read_to_string(p.path("pipeline.toml")).unwrap();
-    std::fs::write(
-        p.path("pipeline.toml"),
-        text.replace("config = { fail = \"broken\" }", ""),
-    )
-    .unwrap();
-    let refused = p.output(&["resume"]);
-    assert_eq!(refused.status.code(), Some(2));
-    let err = stderr_of(&refused);
-    assert!(err.contains("cannot resume run"), "{err}");
-    assert!(err.contains("the pipeline file"), "{err}");
-    assert!(err.contains("--force"), "{err}");
+    assert!(text.contains(from), "{from}");
+    std::fs::write(p.path("pipeline.toml"), text.replacen(from, to, 1)).unwrap();
+}
+
+/// Compares `got` with the golden file `tests/ui/NAME` (`BLESS=1` rewrites it).
+fn golden(name: &str, got: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/ui")
+        .join(name);
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(expected, got, "{name} differs (BLESS=1 to accept)");
+}
+
+#[test]
+fn resume_runs_again_only_the_edited_task_and_what_reads_it() {
+    let p = Project::new();
+    p.pipeline(EDITED);
+    let first = p.run_json(&["run", "pipeline.toml", "--no-cache"]);
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    assert_eq!(
+        first.invocations().keys().collect::<Vec<_>>(),
+        ["a", "b", "c", "d"]
+    );
+
+    edit(&p, "output = { n = 9 }", "output = { n = 3 }");
+    let explained = p.output(&["resume", "--explain"]);
+    assert!(explained.status.success(), "{}", stderr_of(&explained));
+    golden(
+        "resume-explain-task-edit.out",
+        &String::from_utf8_lossy(&explained.stdout),
+    );
     assert_eq!(
         p.state(".phasegate/state.toml")["status"],
         "failed",
-        "a refused resume changes nothing"
+        "--explain runs and records nothing"
     );
 
-    let forced = p.run_json(&["resume", "--force"]);
-    assert_eq!(forced.code, 0, "{}", forced.stderr);
-    assert_eq!(forced.invocations()["a"], 1);
+    let resumed = p.run_json(&["resume", "--no-cache"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    // b changed; c reads b; the gates of both phases judge again; a and d are kept.
+    assert_eq!(
+        resumed.invocations().keys().collect::<Vec<_>>(),
+        ["b", "c", "e"]
+    );
+    let outdated: Vec<_> = resumed
+        .of("task-outdated")
+        .iter()
+        .map(|e| e["task"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outdated, ["b", "c"]);
+    assert_eq!(resumed.of("verdict").len(), 3);
     assert_eq!(p.state(".phasegate/state.toml")["status"], "completed");
 }
 
 #[test]
-fn resume_refuses_a_changed_plugin() {
+fn resume_after_a_gate_edit_asks_only_the_gate_and_force_keeps_records() {
+    let p = Project::new();
+    p.pipeline(EDITED);
+    assert_eq!(p.run_json(&["run", "pipeline.toml", "--no-cache"]).code, 1);
+
+    // --force keeps b's record although its config changed: phase two fails again.
+    edit(&p, "output = { n = 9 }", "output = { n = 3 }");
+    let forced = p.run_json(&["resume", "--force", "--no-cache"]);
+    assert_eq!(forced.code, 1, "{}", forced.stderr);
+    assert!(
+        forced.invocations().is_empty(),
+        "{:?}",
+        forced.invocations()
+    );
+    edit(&p, "output = { n = 3 }", "output = { n = 9 }");
+
+    // The gate's limit raised: no task runs again but the ones never run; the gate judges.
+    edit(&p, "max = 5,", "max = 9,");
+    let explained = p.output(&["resume", "--explain"]);
+    golden(
+        "resume-explain-gate-edit.out",
+        &String::from_utf8_lossy(&explained.stdout),
+    );
+    let resumed = p.run_json(&["resume", "--no-cache"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(resumed.invocations().keys().collect::<Vec<_>>(), ["e"]);
+    let two = resumed
+        .of("verdict")
+        .into_iter()
+        .find(|v| v["phase"] == "two")
+        .unwrap()
+        .clone();
+    assert_eq!(two["verdict"]["kind"], "pass", "{two}");
+}
+
+#[test]
+fn resume_runs_again_what_a_changed_plugin_made() {
     let p = Project::new();
     let copy = p.path("probe-copy.wasm");
     std::fs::copy(phasegate_test_artifacts::PROBE, &copy).unwrap();
@@ -225,17 +313,29 @@ id = "one"
 [[phase.task]]
 id = "a"
 plugin = "probe-copy.wasm"
+[[phase.task]]
+id = "b"
+plugin = "{PROBE}"
 config = { fail = "broken" }
 "#,
     );
     assert_eq!(p.run_json(&["run", "pipeline.toml"]).code, 1);
     std::fs::copy(phasegate_test_artifacts::TEXT_STATS, &copy).unwrap();
-    let refused = p.output(&["resume"]);
-    assert_eq!(refused.status.code(), Some(2));
+    let explained = p.output(&["resume", "--explain"]);
+    let said = String::from_utf8_lossy(&explained.stdout);
     assert!(
-        stderr_of(&refused).contains("plugin `probe-copy.wasm` (was sha256:"),
+        said.contains("run   a  plugin `probe-copy.wasm` changed (sha256:"),
+        "{said}"
+    );
+    assert!(
+        said.contains("run   b  failed before, in the phase whose gate failed"),
+        "{said}"
+    );
+    assert!(
+        stderr_of(&explained)
+            .contains("changed since the run started: plugin `probe-copy.wasm` (was sha256:"),
         "{}",
-        stderr_of(&refused)
+        stderr_of(&explained)
     );
 }
 

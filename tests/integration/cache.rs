@@ -1,0 +1,313 @@
+//! The result cache through the CLI, with real components: what hits, what never does, and what
+//! an edit, a damaged entry or two runs at once do to it.
+
+use std::collections::BTreeMap;
+
+use crate::harness::{Project, RunResult, by_id, stderr_of};
+
+/// Two tasks read a file of their own read-only directory, one is given an environment variable,
+/// one reads the first one's output, and the last one's input is refused (so the run fails, at
+/// its last phase). All deterministic.
+const PIPELINE: &str = r#"
+name = "cached"
+[[phase]]
+id = "read"
+[[phase.task]]
+id = "a"
+plugin = "{HOSTILE}"
+config = { attack = "read-file", path = "/data/a.txt" }
+grants = { deterministic = true, dirs = [{ host = "dir-a", guest = "/data" }] }
+[[phase.task]]
+id = "b"
+plugin = "{HOSTILE}"
+config = { attack = "read-file", path = "/data/b.txt" }
+grants = { deterministic = true, dirs = [{ host = "dir-b", guest = "/data" }] }
+[[phase.task]]
+id = "env"
+plugin = "{HOSTILE}"
+config = { attack = "env", var = "CACHE_TEST_VALUE" }
+grants = { deterministic = true, env = ["CACHE_TEST_VALUE"] }
+[[phase]]
+id = "after"
+[[phase.task]]
+id = "use"
+plugin = "{PROBE}"
+input = "{{ phases.read.tasks.a.output.breach }}"
+grants = { deterministic = true }
+[[phase]]
+id = "last"
+[[phase.task]]
+id = "refused"
+plugin = "{PROBE}"
+config = { invalid-input = "never valid" }
+grants = { deterministic = true }
+"#;
+
+fn project() -> Project {
+    let p = Project::new();
+    for (dir, text) in [("dir-a", "alpha"), ("dir-b", "bravo")] {
+        std::fs::create_dir(p.path(dir)).unwrap();
+        std::fs::write(p.path(&format!("{dir}/{}.txt", &dir[4..])), text).unwrap();
+    }
+    p.pipeline(PIPELINE);
+    p
+}
+
+/// Runs the pipeline from the start (a run that failed is replaced).
+fn run(p: &Project, extra: &[&str]) -> RunResult {
+    let mut args = vec!["run", "pipeline.toml", "--fresh"];
+    args.extend(extra);
+    let mut cmd_args: Vec<&str> = args.clone();
+    cmd_args.extend(["--format", "json"]);
+    let out = p
+        .command(&cmd_args)
+        .env("CACHE_TEST_VALUE", "from the host")
+        .output()
+        .unwrap();
+    RunResult {
+        code: out.status.code().unwrap_or(-1),
+        events: crate::harness::parse_events(&String::from_utf8_lossy(&out.stdout)),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The tasks that ran (started an attempt), and the ones taken from the cache.
+fn ran_and_cached(r: &RunResult) -> (Vec<String>, Vec<String>) {
+    let ids = |kind: &str, cached: bool| -> Vec<String> {
+        let mut ids: Vec<String> = r
+            .of(kind)
+            .into_iter()
+            .filter(|e| kind == "task-started" || e.get("cached").is_some() == cached)
+            .map(|e| e["task"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    (ids("task-started", false), ids("task-finished", true))
+}
+
+#[test]
+fn only_what_changed_runs_again_and_impure_or_failed_tasks_never_hit() {
+    let p = project();
+    let first = run(&p, &[]);
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    let (ran, cached) = ran_and_cached(&first);
+    assert_eq!(ran, ["a", "b", "env", "refused", "use"]);
+    assert!(cached.is_empty(), "{cached:?}");
+
+    // Everything pure and lasting comes from the cache; the env-granted task runs.
+    let second = run(&p, &[]);
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    let (ran, cached) = ran_and_cached(&second);
+    assert_eq!(ran, ["env"]);
+    assert_eq!(cached, ["a", "b", "refused", "use"]);
+    let state = p.state(".phasegate/state.toml");
+    let a = by_id(&by_id(&state["phase"], "read")["task"], "a");
+    assert_eq!(a["cached"], true, "{a}");
+    assert!(a["key"].as_str().unwrap().starts_with("sha256:"), "{a}");
+    assert!(a["output"].as_str().unwrap().contains("alpha"), "{a}");
+    let hit = second
+        .of("task-finished")
+        .into_iter()
+        .find(|e| e["task"] == "a")
+        .unwrap()
+        .clone();
+    assert_eq!(hit["cached"], a["key"], "the event names the key");
+
+    // One byte of one file, same size and modification time: only its reader and what reads
+    // its output run again.
+    let file = p.path("dir-b/b.txt");
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::fs::write(&file, "braVo").unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let third = run(&p, &[]);
+    assert_eq!(ran_and_cached(&third).0, ["b", "env"]);
+    let state = p.state(".phasegate/state.toml");
+    let b = by_id(&by_id(&state["phase"], "read")["task"], "b");
+    assert!(b["output"].as_str().unwrap().contains("braVo"), "{b}");
+
+    // A config edit: that task, then its reader.
+    let text = std::fs::read_to_string(p.path("pipeline.toml")).unwrap();
+    std::fs::write(
+        p.path("pipeline.toml"),
+        text.replace(
+            "path = \"/data/a.txt\" }",
+            "path = \"/data/a.txt\", bytes = 1 }",
+        ),
+    )
+    .unwrap();
+    assert_eq!(ran_and_cached(&run(&p, &[])).0, ["a", "env"]);
+
+    // `--no-cache` runs everything; `cache = false` opts one task out.
+    assert_eq!(
+        ran_and_cached(&run(&p, &["--no-cache"])).0,
+        ["a", "b", "env", "refused", "use"]
+    );
+    let text = std::fs::read_to_string(p.path("pipeline.toml")).unwrap();
+    std::fs::write(
+        p.path("pipeline.toml"),
+        text.replace("id = \"b\"\n", "id = \"b\"\ncache = false\n"),
+    )
+    .unwrap();
+    assert_eq!(ran_and_cached(&run(&p, &[])).0, ["b", "env"]);
+
+    // validate says which tasks are cached, and why the others are not.
+    let out = p.output(&["validate", "pipeline.toml"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("not cached: reads host environment variables (CACHE_TEST_VALUE)"),
+        "{said}"
+    );
+    assert!(said.contains("not cached: `cache = false`"), "{said}");
+    assert!(
+        said.contains("result cache: 3 of 5 task(s) cacheable"),
+        "{said}"
+    );
+}
+
+#[test]
+fn failures_are_not_cached_and_clocks_make_a_task_uncacheable() {
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "impure"
+[[phase]]
+id = "one"
+[[phase.task]]
+id = "failing"
+plugin = "{PROBE}"
+config = { fail = "not today" }
+grants = { deterministic = true }
+[[phase.task]]
+id = "clock"
+plugin = "{HOSTILE}"
+config = { attack = "clock" }
+"#,
+    );
+    for _ in 0..2 {
+        let r = run(&p, &[]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert_eq!(ran_and_cached(&r).0, ["clock", "failing"]);
+    }
+    let out = p.output(&["validate", "pipeline.toml"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("not cached: may read the host's clocks and random (grant `deterministic = true` to fix them)"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_damaged_entry_is_reported_removed_and_run_again() {
+    let p = project();
+    assert_eq!(run(&p, &[]).code, 1);
+    // Damage every entry: one byte of each.
+    let mut damaged = 0;
+    for shard in std::fs::read_dir(p.path(".phasegate/cache")).unwrap() {
+        for entry in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            let mut bytes = std::fs::read(&path).unwrap();
+            let at = bytes.len() - 2;
+            bytes[at] ^= 0x20;
+            std::fs::write(&path, bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    assert_eq!(damaged, 4, "a, b, refused and use are cached");
+    let r = run(&p, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(ran_and_cached(&r).0, ["a", "b", "env", "refused", "use"]);
+    let problems = r.of("cache-problem");
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    assert!(
+        problems[0]["message"].as_str().unwrap().contains(
+            "is damaged (its contents do not match their digest); it was removed and the task runs"
+        ),
+        "{problems:?}"
+    );
+    // Filed again, whole.
+    assert_eq!(ran_and_cached(&run(&p, &[])).0, ["env"]);
+}
+
+#[test]
+fn runs_filling_the_cache_at_once_share_it() {
+    let p = Project::new();
+    let mut text = String::from("name = \"many\"\n[[phase]]\nid = \"one\"\n");
+    for i in 0..40 {
+        text.push_str(&format!(
+            "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{{PROBE}}\"\ninput = \"{i}\"\ngrants = {{ deterministic = true }}\n"
+        ));
+    }
+    p.pipeline(&text);
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            p.command(&[
+                "run",
+                "pipeline.toml",
+                "--state",
+                &format!("run-{i}.toml"),
+                "--format",
+                "json",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+    let stats = p.output(&["cache", "stats"]);
+    let said = String::from_utf8_lossy(&stats.stdout);
+    assert!(said.contains("40 result(s)"), "{said}");
+    // Every entry whole: a fourth run takes all 40, with the outputs each task made.
+    let r = p.run_json(&["run", "pipeline.toml", "--state", "run-3.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (ran, cached) = ran_and_cached(&r);
+    assert!(ran.is_empty(), "{ran:?}");
+    assert_eq!(cached.len(), 40);
+    assert!(r.of("cache-problem").is_empty());
+    let state = p.state("run-3.toml");
+    let outputs: BTreeMap<String, serde_json::Value> = state["phase"][0]["task"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let output: serde_json::Value =
+                serde_json::from_str(t["output"].as_str().unwrap()).unwrap();
+            (t["id"].as_str().unwrap().to_owned(), output)
+        })
+        .collect();
+    for i in 0..40 {
+        let output = &outputs[&format!("t{i}")];
+        assert_eq!(output["task"], format!("t{i}"), "{output}");
+        assert_eq!(output["input"], i, "{output}");
+    }
+
+    // Pruning what was not used for a day keeps them; pruning everything empties it.
+    let kept = p.output(&["cache", "prune", "--older-than", "1d"]);
+    assert!(
+        String::from_utf8_lossy(&kept.stdout).contains("removed 0 result(s) not used for 1day"),
+        "{}",
+        String::from_utf8_lossy(&kept.stdout)
+    );
+    let all = p.output(&["cache", "prune"]);
+    assert!(
+        String::from_utf8_lossy(&all.stdout).contains("removed 40 result(s)"),
+        "{}",
+        String::from_utf8_lossy(&all.stdout)
+    );
+    let stats = p.output(&["cache", "stats"]);
+    assert!(String::from_utf8_lossy(&stats.stdout).contains("empty"));
+    let bad = p.output(&["cache", "prune", "--older-than", "soon"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr_of(&bad).contains("write a duration such as `7d`"));
+}
