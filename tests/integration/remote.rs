@@ -225,6 +225,7 @@ fn two_workers_run_a_three_phase_pipeline_as_a_local_run_does() {
 
     let w1 = Worker::start(&p, &nats, "w1", &[]);
     let w2 = Worker::start(&p, &nats, "w2", &[]);
+    // Every task on the workers: none from the result cache the local run filled.
     let remote = p.run_json(&[
         "run",
         "pipeline.toml",
@@ -232,6 +233,7 @@ fn two_workers_run_a_three_phase_pipeline_as_a_local_run_does() {
         "remote.toml",
         "--nats",
         &nats.url(),
+        "--no-cache",
     ]);
     assert_eq!(remote.code, 0, "{}", remote.stderr);
     let state = p.state("remote.toml");

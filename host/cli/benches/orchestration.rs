@@ -49,6 +49,9 @@ fn main() {
     if arg("ratio") {
         return ratio();
     }
+    if arg("result-cache") {
+        return result_cache(arg("quick"));
+    }
     if arg("threads") {
         return threads();
     }
@@ -947,6 +950,82 @@ fn prepared_runs(
             .expect("runtime"),
     };
     (runner, rt, stores)
+}
+
+/// `-- result-cache`: the example pipeline and a phase of 10,000 deterministic probe tasks, each
+/// run with an empty result cache (cold: every task runs and files its outcome) and with the cache
+/// the previous run filled (warm: every task's outcome comes from it), on 1 core. Best of five
+/// (three for the large phase), interleaved.
+fn result_cache(quick: bool) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n = if quick { 2_000 } else { 10_000 };
+    let big = write_pipeline(
+        dir.path(),
+        "cacheable",
+        n,
+        64,
+        phasegate_test_artifacts::PROBE,
+        "grants = { deterministic = true }",
+    );
+    println!("result cache: cold (empty cache) against warm (filled by the run before), 1 core");
+    for (what, path, rounds) in [
+        ("example pipeline (8 tasks, 4 gates)", example_path(), 5),
+        ("one phase of probe tasks", big, 3),
+    ] {
+        let (pipeline, host, plugins) = load(&path);
+        let tasks: usize = pipeline.phases.iter().map(|p| p.tasks.len()).sum();
+        let clock_free = plugins
+            .iter()
+            .filter(|(_, p)| !phasegate_runner::key::reads_clocks(&p.imports))
+            .map(|(r, _)| r.spec.clone())
+            .collect();
+        let digests = digests(&plugins);
+        let cache = phasegate_runner::cache::ResultCache::of_project(&dir.path().join("project"));
+        let runner = Runner::new(
+            LocalExecutor::new(host, plugins),
+            pipeline.clone(),
+            Emitter::discard(),
+        )
+        .with_clock_free(clock_free)
+        .with_cache(Some(cache.clone()));
+        let rt = one_core_runtime();
+        let timed = |run: usize| {
+            let mut store = fresh_store(dir.path(), &format!("cache-{run}"), &pipeline, &digests);
+            let start = Instant::now();
+            let outcome = rt.block_on(runner.run(&mut store, false)).expect("run");
+            let elapsed = start.elapsed();
+            assert_eq!(
+                outcome.status,
+                phasegate_model::progress::RunStatus::Completed
+            );
+            let cached = store
+                .state
+                .phases
+                .iter()
+                .flat_map(|p| p.tasks.iter())
+                .filter(|t| t.cached)
+                .count();
+            (elapsed, cached)
+        };
+        let (mut cold, mut warm) = (Duration::MAX, Duration::MAX);
+        for round in 0..rounds {
+            cache.prune(None).expect("empty the cache");
+            let (t, cached) = timed(2 * round);
+            assert_eq!(cached, 0, "a cold run takes nothing from the cache");
+            cold = cold.min(t);
+            let (t, cached) = timed(2 * round + 1);
+            assert_eq!(cached, tasks, "a warm run takes every task from the cache");
+            warm = warm.min(t);
+        }
+        println!(
+            "  {what}, {tasks} tasks: cold {:.2} ms, warm {:.2} ms: warm takes {:.2}x the time of cold ({:.1} µs/task cold, {:.1} µs/task warm)",
+            ms(cold),
+            ms(warm),
+            warm.as_secs_f64() / cold.as_secs_f64(),
+            per(tasks, cold),
+            per(tasks, warm)
+        );
+    }
 }
 
 /// A new progress store for one run of `pipeline`: `{name}.state.toml` in `dir`.
