@@ -205,7 +205,8 @@ pub fn normalized(mut state: Value) -> Value {
     }
     for phase in state["phase"].as_array_mut().unwrap() {
         for task in phase["task"].as_array_mut().unwrap() {
-            for key in ["duration-ms", "started-us", "ended-us"] {
+            // Whether an outcome came from the result cache depends on what ran before.
+            for key in ["duration-ms", "started-us", "ended-us", "cached"] {
                 task.as_object_mut().unwrap().remove(key);
             }
             if let Some(usage) = task.get_mut("usage").and_then(Value::as_object_mut) {

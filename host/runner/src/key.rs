@@ -63,6 +63,39 @@ impl Fields {
         self.add(name.as_bytes()).add(value.as_bytes())
     }
 
+    /// Every limit (each can decide whether an attempt fails), and the engine's stack size.
+    fn limits(&mut self, l: &phasegate_model::pipeline::Limits, max_stack: u64) {
+        // Destructured, so that a new limit cannot be left out of the key unnoticed.
+        let phasegate_model::pipeline::Limits {
+            memory,
+            timeout,
+            max_output,
+            fuel,
+            table_elements,
+            instances,
+            max_log,
+            log_records,
+            descriptors,
+            max_written,
+        } = *l;
+        self.add(b"limits");
+        for n in [
+            memory.0,
+            u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+            max_output.0,
+            fuel.map_or(u64::MAX, |f| f.min(u64::MAX - 1)),
+            table_elements,
+            instances,
+            max_log.0,
+            log_records.into(),
+            descriptors.into(),
+            max_written.0,
+            max_stack,
+        ] {
+            self.0.update(n.to_le_bytes());
+        }
+    }
+
     fn finish(self) -> String {
         format!("sha256:{}", hex::encode(self.0.finalize()))
     }
@@ -105,8 +138,8 @@ impl Keys {
             .text("task", &spec.id)
             .text("input", input)
             .text("config", config)
-            .text("context", context.unwrap_or("not granted"))
-            .text("limits", &limits(&spec.limits, self.max_stack));
+            .text("context", context.unwrap_or("not granted"));
+        f.limits(&spec.limits, self.max_stack);
         self.grants(&mut f, &spec.grants)?;
         Ok(f.finish())
     }
@@ -124,8 +157,8 @@ impl Keys {
         if let Some(gate) = gate {
             f.text("plugin", self.plugin_digest(&gate.plugin.spec))
                 .text("config", &gate.config.to_string())
-                .text("context", context.unwrap_or("not granted"))
-                .text("limits", &limits(&gate.limits, self.max_stack));
+                .text("context", context.unwrap_or("not granted"));
+            f.limits(&gate.limits, self.max_stack);
             self.grants(&mut f, &gate.grants)?;
         } else {
             f.text("plugin", crate::BUILTIN_GATE);
@@ -148,15 +181,13 @@ impl Keys {
         f: &mut Fields,
         grants: &phasegate_model::pipeline::Grants,
     ) -> Result<(), String> {
-        f.text("context-granted", if grants.context { "yes" } else { "no" })
-            .text(
-                "clocks",
-                &if grants.deterministic {
-                    format!("deterministic {}", grants.seed)
-                } else {
-                    "host".into()
-                },
-            );
+        f.text("context-granted", if grants.context { "yes" } else { "no" });
+        if grants.deterministic {
+            f.text("clocks", "deterministic")
+                .add(&grants.seed.to_le_bytes());
+        } else {
+            f.text("clocks", "host");
+        }
         for (name, value) in &grants.env_set {
             f.text("env-set", name).add(value.as_bytes());
         }
@@ -200,14 +231,6 @@ impl Keys {
         };
         (*digest).clone()
     }
-}
-
-/// The limits as they go into a key (every one: each can decide whether an attempt fails).
-fn limits(limits: &phasegate_model::pipeline::Limits, max_stack: u64) -> String {
-    format!(
-        "{} max-stack {max_stack}",
-        serde_json::to_string(limits).unwrap_or_default()
-    )
 }
 
 /// The digest of a granted context as a key sees it: the whole of it but the run id.
