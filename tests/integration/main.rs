@@ -15,6 +15,7 @@ mod fuzz;
 mod golden;
 mod harness;
 mod layers;
+mod policies;
 mod remote;
 mod report;
 mod resume;

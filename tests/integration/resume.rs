@@ -281,8 +281,10 @@ fn resume_after_a_gate_edit_asks_only_the_gate_and_force_keeps_records() {
     );
     edit(&p, "output = { n = 3 }", "output = { n = 9 }");
 
-    // The gate's limit raised: no task runs again but the ones never run; the gate judges.
+    // Both gates' limits raised: no task runs again but the ones never run; phase two's gate
+    // judges again (it failed), and so does phase one's, which passed but changed.
     edit(&p, "max = 5,", "max = 9,");
+    edit(&p, "max = 10 }", "max = 11 }");
     let explained = p.output(&["resume", "--explain"]);
     golden(
         "resume-explain-gate-edit.out",
@@ -291,6 +293,12 @@ fn resume_after_a_gate_edit_asks_only_the_gate_and_force_keeps_records() {
     let resumed = p.run_json(&["resume", "--no-cache"]);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert_eq!(resumed.invocations().keys().collect::<Vec<_>>(), ["e"]);
+    assert!(resumed.of("phase-skipped").is_empty());
+    assert_eq!(
+        resumed.of("gate-started").len(),
+        2,
+        "the gates of one and two"
+    );
     let two = resumed
         .of("verdict")
         .into_iter()

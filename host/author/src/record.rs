@@ -131,14 +131,16 @@ pub fn record(
             )
         }
         None => {
-            let Some(gate) = &phase.gate else {
+            // A phase with several gates: its first one, with its own verdict.
+            let Some(gate) = phase.gates.first() else {
                 return Err(Problem::new(format!(
                     "phase `{phase_id}` has no gate plugin (it uses the built-in all-succeeded)"
                 ))
                 .help("pass `--task ID` to record a task")
                 .into());
             };
-            let Some(verdict) = &phase_state.verdict else {
+            let own = phase_state.gates.first().map(|g| &g.verdict);
+            let Some(verdict) = own.or(phase_state.verdict.as_ref()) else {
                 return Err(problem(format!(
                     "the gate of phase `{phase_id}` has not given a verdict in {}; nothing to record",
                     state_path.display()

@@ -111,6 +111,7 @@ impl Renderer {
             EventKind::TaskProgress { .. } => false,
             EventKind::TaskOutdated { .. }
             | EventKind::CacheProblem { .. }
+            | EventKind::GateVerdict { .. }
             | EventKind::RunStarted { .. }
             | EventKind::PhaseSkipped { .. }
             | EventKind::Verdict { .. } => true,
@@ -242,6 +243,27 @@ impl Renderer {
                 _ => format!("  ✗ {task} failed"),
             },
             EventKind::GateStarted { gate, .. } => format!("  ? gate {}", short_name(gate)),
+            EventKind::GateVerdict {
+                gate,
+                policy,
+                verdict,
+                kept,
+                ..
+            } => {
+                let word = match (verdict.crashed, verdict.kind) {
+                    (Some(_), _) => "CRASH",
+                    (None, VerdictKind::Pass) => "pass",
+                    (None, VerdictKind::Warn) => "warn",
+                    (None, VerdictKind::Fail) => "fail",
+                };
+                format!(
+                    "    {word} ({} gate {}{}): {}",
+                    policy.name(),
+                    short_name(gate),
+                    if *kept { ", kept from before" } else { "" },
+                    verdict.reason
+                )
+            }
             EventKind::Verdict { verdict, gate, .. } => {
                 if let Some(kind) = verdict.crashed {
                     return Some(format!(

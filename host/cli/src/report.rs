@@ -146,27 +146,10 @@ fn write_phase(out: &mut String, p: &PhaseState) {
         f = failed.len(),
     );
     if let Some(v) = &p.verdict {
-        let kind = serde_name(&v.kind);
-        let label = match v.crashed {
-            Some(how) => format!("crashed ({})", serde_name(&how)),
-            None => kind.to_uppercase(),
-        };
-        let _ = writeln!(
-            out,
-            r#"<div class="verdict {kind}"><span class="badge {kind}">{upper}</span> gate <code>{gate}</code>: <span class="verdict-reason">{reason}</span>{evidence}</div>"#,
-            kind = esc(&kind),
-            upper = esc(&label),
-            gate = esc(super::render::short_name(&v.gate)),
-            reason = esc(&cut(&v.reason, TEXT_MAX)),
-            evidence = v
-                .evidence
-                .as_deref()
-                .map(|e| format!(
-                    "<details><summary>evidence</summary><pre>{}</pre></details>",
-                    esc(&cut(e, TEXT_MAX))
-                ))
-                .unwrap_or_default(),
-        );
+        verdict(out, v, "gate");
+        for g in &p.gates {
+            verdict(out, &g.verdict, &format!("{} gate", g.policy.name()));
+        }
     } else if p.status != PhaseStatus::Pending {
         out.push_str("<div class=\"verdict none\">no verdict yet</div>\n");
     }
@@ -227,6 +210,32 @@ fn write_phase(out: &mut String, p: &PhaseState) {
 }
 
 /// The phase's tasks over time: a row per task, or a density band for thousands.
+/// One verdict: the phase's, or (`what` naming its policy) one of its gates'.
+fn verdict(out: &mut String, v: &phasegate_model::progress::VerdictRecord, what: &str) {
+    let kind = serde_name(&v.kind);
+    let label = match v.crashed {
+        Some(how) => format!("crashed ({})", serde_name(&how)),
+        None => kind.to_uppercase(),
+    };
+    let _ = writeln!(
+        out,
+        r#"<div class="verdict {kind}"><span class="badge {kind}">{upper}</span> {what} <code>{gate}</code>: <span class="verdict-reason">{reason}</span>{evidence}</div>"#,
+        kind = esc(&kind),
+        upper = esc(&label),
+        what = esc(what),
+        gate = esc(super::render::short_name(&v.gate)),
+        reason = esc(&cut(&v.reason, TEXT_MAX)),
+        evidence = v
+            .evidence
+            .as_deref()
+            .map(|e| format!(
+                "<details><summary>evidence</summary><pre>{}</pre></details>",
+                esc(&cut(e, TEXT_MAX))
+            ))
+            .unwrap_or_default(),
+    );
+}
+
 fn timeline(out: &mut String, p: &PhaseState) {
     let timed: Vec<(&TaskState, u64, u64)> = p
         .tasks

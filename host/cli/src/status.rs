@@ -96,6 +96,19 @@ impl StatusArgs {
                 p.id,
                 p.tasks.len()
             );
+            for g in &p.gates {
+                let v = &g.verdict;
+                let said = match v.crashed {
+                    Some(kind) => format!("crashed ({})", serde_name(&kind)),
+                    None => serde_name(&v.kind),
+                };
+                println!(
+                    "    {} gate {}: {said}: {}",
+                    g.policy.name(),
+                    super::render::short_name(&v.gate),
+                    v.reason
+                );
+            }
             // Which workers ran the phase's tasks (`--nats`), with how many each.
             let mut workers = std::collections::BTreeMap::<&str, usize>::new();
             for worker in p.tasks.iter().filter_map(|t| t.worker.as_deref()) {

@@ -124,17 +124,25 @@ impl ValidateArgs {
                 }
                 warnings += review(&mut reviewed, g.plugin, g.grants);
             }
-            match &p.gate {
-                Some(g) => {
-                    let plugin = &plugins[&g.plugin];
-                    let sandbox = sandboxes.number(&g.limits, &g.grants, Use::Gate);
-                    println!("  gate: {}, sandbox {sandbox}", plugin.plugin.spec);
-                    warnings += review(&mut reviewed, plugin, &g.grants);
-                }
-                None => println!(
+            for g in &p.gates {
+                let plugin = &plugins[&g.plugin];
+                let sandbox = sandboxes.number(&g.limits, &g.grants, Use::Gate);
+                let policy = if p.has_policies() {
+                    format!(" ({})", g.policy.name())
+                } else {
+                    String::new()
+                };
+                println!("  gate{policy}: {}, sandbox {sandbox}", plugin.plugin.spec);
+                warnings += review(&mut reviewed, plugin, &g.grants);
+            }
+            if p.has_policies() {
+                println!("  {}", policies(p));
+            }
+            if p.gates.is_empty() {
+                println!(
                     "  gate: {} (every task must succeed)",
                     phasegate_runner::BUILTIN_GATE
-                ),
+                );
             }
         }
         sandboxes.print();
@@ -152,6 +160,26 @@ impl ValidateArgs {
         );
         Ok(Exit::Success)
     }
+}
+
+/// How a phase's gates decide, in a line.
+fn policies(phase: &phasegate_model::pipeline::Phase) -> String {
+    use phasegate_model::pipeline::GatePolicy;
+    let count = |policy| phase.gates.iter().filter(|g| g.policy == policy).count();
+    let mut parts = Vec::new();
+    match count(GatePolicy::Required) {
+        0 => {}
+        n => parts.push(format!("{n} required gate(s) must not fail")),
+    }
+    match count(GatePolicy::Quorum) {
+        0 => {}
+        n => parts.push(format!("{} of {n} quorum gates must pass", phase.quorum)),
+    }
+    match count(GatePolicy::Advisory) {
+        0 => {}
+        n => parts.push(format!("{n} advisory gate(s) only warn")),
+    }
+    format!("policies: {}", parts.join("; "))
 }
 
 /// Tasks of a phase shown as one line.

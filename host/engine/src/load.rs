@@ -285,8 +285,10 @@ pub fn check_roles(pipeline: &Pipeline, loaded: &LoadedPlugins) -> Vec<String> {
                 ));
             }
         }
-        if let Some(gate) = &phase.gate
-            && let Some(p) = loaded.get(&gate.plugin).filter(|p| p.world != World::Gate)
+        for p in phase
+            .gates
+            .iter()
+            .filter_map(|g| loaded.get(&g.plugin).filter(|p| p.world != World::Gate))
         {
             problems.push(format!(
                 "{}: the gate of phase `{}` uses plugin `{}`, which implements {}; a gate needs {}",

@@ -336,6 +336,7 @@ mod tests {
                 crashed: None,
             }),
             gate_key: None,
+            gates: Vec::new(),
             tasks: Arc::new(vec![
                 task("b", TaskStatus::Succeeded, Some(r#"{"files": ["a.rs"]}"#)),
                 task("a", TaskStatus::Failed, None),

@@ -146,6 +146,17 @@ pub enum EventKind {
         phase: Id,
         gate: String,
     },
+    /// One gate's verdict in a phase whose gates' policies combine their verdicts (the phase's
+    /// own follows as `verdict`).
+    GateVerdict {
+        phase: Id,
+        gate: String,
+        policy: crate::pipeline::GatePolicy,
+        verdict: VerdictRecord,
+        /// Whether it is the verdict recorded by an earlier session (the gate and what it judged
+        /// unchanged), not asked again.
+        kept: bool,
+    },
     Verdict {
         phase: Id,
         gate: String,

@@ -144,10 +144,28 @@ pub struct PhaseState {
     /// again when it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate_key: Option<String>,
+    /// Each gate's verdict, in the pipeline's order, when the phase's verdict is combined from
+    /// several by their policies (`verdict` is then the combined one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateVerdict>,
     /// Tasks in pipeline order. Shared (copied on write): a finished phase's tasks are also the
     /// run's context, and thousands of them are not copied for it.
     #[serde(default, rename = "task")]
     pub tasks: Arc<Vec<TaskState>>,
+}
+
+/// One gate's verdict in a phase judged by policies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GateVerdict {
+    /// What its verdict does to the phase.
+    pub policy: crate::pipeline::GatePolicy,
+    /// Its key when it judged (plugin, config, limits, grants, what it judged): `resume` keeps
+    /// a passing verdict while the key holds and asks the gate again otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// What it said.
+    pub verdict: VerdictRecord,
 }
 
 /// The whole progress file.
@@ -206,6 +224,7 @@ impl State {
                     status: PhaseStatus::Pending,
                     verdict: None,
                     gate_key: None,
+                    gates: Vec::new(),
                     tasks: Arc::new(
                         p.tasks
                             .iter()

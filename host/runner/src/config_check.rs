@@ -130,9 +130,13 @@ pub fn check<'a>(
                 t.config_line,
             );
         }
-        if let Some(g) = &phase.gate {
+        for g in &phase.gates {
             check_one(
-                format!("the gate of phase `{}`", phase.id),
+                if phase.gates.len() > 1 {
+                    format!("gate `{}` of phase `{}`", g.plugin.spec, phase.id)
+                } else {
+                    format!("the gate of phase `{}`", phase.id)
+                },
                 &g.plugin,
                 &g.config,
                 g.config_line,

@@ -127,8 +127,7 @@ impl<E: Executor> Runner<E> {
                 Some("asked again: tasks of the phase run".to_owned())
             } else if !run.gate_holds(ps, &ctx) {
                 Some("asked again: the gate, or what it reads, changed".to_owned())
-            } else if remade || (upstream && phase.gate.as_ref().is_some_and(|g| g.grants.context))
-            {
+            } else if remade || (upstream && phase.gates.iter().any(|g| g.grants.context)) {
                 Some("asked again if what it judges changes".to_owned())
             } else {
                 None

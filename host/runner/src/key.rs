@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use phasegate_model::pipeline::{DirMode, GateSpec, Pipeline, PluginDigests, TaskSpec};
+use phasegate_model::pipeline::{DirMode, GateSpec, Phase, Pipeline, PluginDigests, TaskSpec};
 use phasegate_model::progress::TaskState;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -169,6 +169,34 @@ impl Keys {
                 .text("key", t.key.as_deref().unwrap_or("none"));
         }
         Ok(f.finish())
+    }
+
+    /// The key of each of `phase`'s gates over its `tasks` as they judge them, given the
+    /// context's digest when a gate is granted it; and the phase's own: over all of them and
+    /// the quorum (the one gate's key when it has one, the built-in rule's when none).
+    pub fn gates(
+        &self,
+        phase: &Phase,
+        tasks: &[TaskState],
+        context: Option<&str>,
+    ) -> Result<(String, Vec<String>), String> {
+        if phase.gates.is_empty() {
+            return Ok((self.gate(None, tasks, None)?, Vec::new()));
+        }
+        let each = phase
+            .gates
+            .iter()
+            .map(|g| self.gate(Some(g), tasks, context.filter(|_| g.grants.context)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !phase.has_policies() {
+            return Ok((each[0].clone(), each));
+        }
+        let mut f = Fields::new("gates");
+        f.add(&(phase.quorum as u64).to_le_bytes());
+        for (g, key) in phase.gates.iter().zip(&each) {
+            f.text(g.policy.name(), key);
+        }
+        Ok((f.finish(), each))
     }
 
     /// The digest of plugin `spec` now (`unknown` for a spec the pipeline does not use).

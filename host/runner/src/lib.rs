@@ -12,6 +12,7 @@ mod handoff;
 pub mod key;
 pub mod load;
 pub mod persist;
+pub mod policy;
 mod prefetch;
 pub mod resume;
 pub mod template;
@@ -25,10 +26,12 @@ use std::fmt::Write as _;
 use phasegate_model::context::{Context, add_task_to_value, is_template};
 use phasegate_model::events::{Emitter, EventKind, PhaseWarning, RunOutcome};
 use phasegate_model::job::{Executor, GateJob, Lane, PhaseReport, TaskJob, TaskOutcome};
-use phasegate_model::pipeline::{MAX_RETRY_BACKOFF, Phase, Pipeline, PluginDigests, TaskSpec};
+use phasegate_model::pipeline::{
+    GateSpec, MAX_RETRY_BACKOFF, Phase, Pipeline, PluginDigests, TaskSpec,
+};
 use phasegate_model::progress::{
-    Failure, FailureKind, PhaseState, PhaseStatus, RunStatus, TaskState, TaskStatus, VerdictKind,
-    VerdictRecord,
+    Failure, FailureKind, GateVerdict, PhaseState, PhaseStatus, RunStatus, TaskState, TaskStatus,
+    VerdictKind, VerdictRecord,
 };
 use serde_json::Value;
 
@@ -162,7 +165,8 @@ impl<E: Executor> Runner<E> {
 
             self.run_tasks(run, phase, store).await?;
 
-            let (verdict, gate_key) = self.judge(pi, phase, store, &ctx, &run_id, &keys).await?;
+            let judged = self.judge(pi, phase, store, &ctx, &run_id, &keys).await?;
+            let verdict = judged.verdict;
             let failed = verdict.kind == VerdictKind::Fail;
             let ps = &mut store.state.phases[pi];
             ps.status = if failed {
@@ -171,7 +175,8 @@ impl<E: Executor> Runner<E> {
                 PhaseStatus::Complete
             };
             ps.verdict = Some(verdict.clone());
-            ps.gate_key = gate_key;
+            ps.gate_key = judged.key;
+            ps.gates = judged.gates;
             if failed {
                 store.state.status = RunStatus::Failed;
                 store.state.reason = Some(verdict.reason.clone());
@@ -394,7 +399,9 @@ impl<E: Executor> Runner<E> {
         Ok(())
     }
 
-    /// The phase's verdict, and the key of the gate that gave it (over what it judged).
+    /// The phase's verdict, the key of its gates (over what they judged), and each gate's
+    /// verdict when its policies combine them. A passing gate whose key is the same as when it
+    /// passed (resuming) is not asked again.
     async fn judge(
         &self,
         pi: usize,
@@ -403,33 +410,104 @@ impl<E: Executor> Runner<E> {
         ctx: &Context,
         run_id: &str,
         keys: &Keys,
-    ) -> anyhow::Result<(VerdictRecord, Option<String>)> {
-        let tasks = &store.state.phases[pi].tasks;
-        let Some(gate) = &phase.gate else {
-            return Ok((all_succeeded(tasks), keys.gate(None, tasks, None).ok()));
+    ) -> anyhow::Result<Judged> {
+        let ps = &store.state.phases[pi];
+        let tasks = &ps.tasks;
+        let whole = phase
+            .gates
+            .iter()
+            .any(|g| g.grants.context)
+            .then(|| ctx.to_value());
+        let digest = whole.as_ref().map(key::context_digest);
+        let (key, each) = match keys.gates(phase, tasks, digest.as_deref()) {
+            Ok((key, each)) => (Some(key), each.into_iter().map(Some).collect()),
+            Err(_) => (None, vec![None; phase.gates.len()]),
         };
+        if phase.gates.is_empty() {
+            return Ok(Judged {
+                verdict: all_succeeded(tasks),
+                key,
+                gates: Vec::new(),
+            });
+        }
+        let policies = phase.has_policies();
+        let mut gates = Vec::with_capacity(phase.gates.len());
+        for (gi, (gate, key)) in phase.gates.iter().zip(each).enumerate() {
+            let kept = ps
+                .gates
+                .get(gi)
+                .filter(|r| {
+                    policies
+                        && r.policy == gate.policy
+                        && r.verdict.gate == gate.plugin.spec
+                        && r.verdict.kind != VerdictKind::Fail
+                        && (self.recorded.keep_changed || (r.key.is_some() && r.key == key))
+                })
+                .map(|r| r.verdict.clone());
+            let verdict = match kept.clone() {
+                Some(verdict) => verdict,
+                None => {
+                    let context = match (&whole, gate.grants.context) {
+                        (Some(whole), true) => whole.to_string(),
+                        _ => ctx.ungranted_value().to_string(),
+                    };
+                    self.ask(phase, gate, tasks, context, run_id).await
+                }
+            };
+            if policies {
+                self.emitter.emit(EventKind::GateVerdict {
+                    phase: phase.id.clone(),
+                    gate: gate.plugin.spec.clone(),
+                    policy: gate.policy,
+                    verdict: verdict.clone(),
+                    kept: kept.is_some(),
+                });
+            }
+            gates.push(GateVerdict {
+                policy: gate.policy,
+                key,
+                verdict,
+            });
+        }
+        Ok(if policies {
+            Judged {
+                verdict: policy::combine(phase, &gates),
+                key,
+                gates,
+            }
+        } else {
+            Judged {
+                verdict: gates
+                    .pop()
+                    .map(|g| g.verdict)
+                    .unwrap_or_else(|| all_succeeded(tasks)),
+                key,
+                gates: Vec::new(),
+            }
+        })
+    }
+
+    /// Asks one gate for its verdict on the phase's `tasks`, given `context` (the earlier
+    /// phases, or only the run's names without the grant).
+    async fn ask(
+        &self,
+        phase: &Phase,
+        gate: &GateSpec,
+        tasks: &[TaskState],
+        context: String,
+        run_id: &str,
+    ) -> VerdictRecord {
         self.emitter.emit(EventKind::GateStarted {
             phase: phase.id.clone(),
             gate: gate.plugin.spec.clone(),
         });
-        let context = ctx.value_for(gate.grants.context);
-        let gate_key = keys
-            .gate(
-                Some(gate),
-                tasks,
-                gate.grants
-                    .context
-                    .then(|| key::context_digest(&context))
-                    .as_deref(),
-            )
-            .ok();
         let report = PhaseReport {
             run_id: run_id.to_owned(),
             phase: phase.id.to_string(),
             outcomes: tasks.iter().map(to_outcome).collect(),
             // The earlier phases only (the contract's `phase-report`): this phase is added to
             // the context once judged.
-            context: context.to_string(),
+            context,
             config: gate.config.to_string(),
         };
         let job = GateJob {
@@ -438,11 +516,17 @@ impl<E: Executor> Runner<E> {
             limits: gate.limits,
             grants: Cow::Borrowed(&gate.grants),
         };
-        Ok((
-            self.executor.run_gate(job, self.emitter.clone()).await,
-            gate_key,
-        ))
+        self.executor.run_gate(job, self.emitter.clone()).await
     }
+}
+
+/// A phase's verdict, as [`Runner::judge`] gives it.
+struct Judged {
+    verdict: VerdictRecord,
+    /// The key of the phase's gates.
+    key: Option<String>,
+    /// Each gate's verdict, when the phase's policies combine them.
+    gates: Vec<GateVerdict>,
 }
 
 /// What the tasks of one phase share: built once per phase, not per task.
@@ -707,13 +791,15 @@ impl<E: Executor> PhaseRun<E> {
         if self.recorded.keep_changed {
             return true;
         }
-        let gate = self.pipeline.phases[self.pi].gate.as_ref();
-        let digest = gate
-            .filter(|g| g.grants.context)
-            .map(|_| key::context_digest(&ctx.to_value()));
+        let phase = &self.pipeline.phases[self.pi];
+        let digest = phase
+            .gates
+            .iter()
+            .any(|g| g.grants.context)
+            .then(|| key::context_digest(&ctx.to_value()));
         self.keys
-            .gate(gate, &ps.tasks, digest.as_deref())
-            .is_ok_and(|now| now == before)
+            .gates(phase, &ps.tasks, digest.as_deref())
+            .is_ok_and(|(now, _)| now == before)
     }
 
     /// Runs task `ti` (with its retries) through the slot's lane, or takes its outcome from the

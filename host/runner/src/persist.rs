@@ -335,6 +335,7 @@ mod tests {
             status: PhaseStatus::Running,
             verdict: None,
             gate_key: None,
+            gates: Vec::new(),
             tasks: Arc::new(vec![TaskState::pending("a"), TaskState::pending("b")]),
         });
         s

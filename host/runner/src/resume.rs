@@ -69,6 +69,8 @@ pub fn reconcile(state: &mut State, pipeline: &Pipeline, plugins: PluginDigests)
             if all_kept && phase.tasks.len() == old.tasks.len() {
                 phase.status = old.status;
                 phase.verdict = old.verdict.clone();
+                phase.gate_key = old.gate_key.clone();
+                phase.gates = old.gates.clone();
             }
         }
     }

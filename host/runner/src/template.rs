@@ -520,6 +520,7 @@ mod tests {
             status: PhaseStatus::Complete,
             verdict: None,
             gate_key: None,
+            gates: Vec::new(),
             tasks: Arc::new(vec![
                 task("b", TaskStatus::Succeeded, Some(r#"{"files": ["a.rs"]}"#)),
                 task("a", TaskStatus::Failed, None),

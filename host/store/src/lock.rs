@@ -294,7 +294,7 @@ pub fn uses_of(
 ) -> Vec<LockedUse> {
     let mut uses = Vec::new();
     for phase in &pipeline.phases {
-        let gate = phase.gate.iter().map(|g| (None, &g.plugin, &g.grants));
+        let gate = phase.gates.iter().map(|g| (None, &g.plugin, &g.grants));
         for (task, plugin, grants) in phase
             .tasks
             .iter()

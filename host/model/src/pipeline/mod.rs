@@ -133,8 +133,11 @@ pub struct Phase {
     pub parallel: bool,
     /// At most this many tasks at once.
     pub concurrency: usize,
-    /// The gate; `None` means "all tasks succeeded".
-    pub gate: Option<GateSpec>,
+    /// The gates, in file order (`gate = {…}` is one `required` gate); none means "all tasks
+    /// succeeded".
+    pub gates: Vec<GateSpec>,
+    /// How many `quorum` gates must pass (or warn); 0 when the phase has none.
+    pub quorum: usize,
     /// Tasks in file order.
     pub tasks: Vec<TaskSpec>,
 }
@@ -306,6 +309,43 @@ pub struct GateSpec {
     pub limits: Limits,
     /// Capabilities.
     pub grants: Grants,
+    /// What its verdict does to the phase.
+    pub policy: GatePolicy,
+}
+
+/// What a gate's verdict does to its phase.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatePolicy {
+    /// A `fail` stops the run (the default).
+    #[default]
+    Required,
+    /// A `fail` is recorded and shown as a warning; the run goes on.
+    Advisory,
+    /// Counts towards the phase's `quorum`: the phase fails when fewer than `quorum` of its
+    /// quorum gates pass (or warn).
+    Quorum,
+}
+
+impl GatePolicy {
+    /// The name as written.
+    pub fn name(self) -> &'static str {
+        match self {
+            GatePolicy::Required => "required",
+            GatePolicy::Advisory => "advisory",
+            GatePolicy::Quorum => "quorum",
+        }
+    }
+}
+
+impl Phase {
+    /// Whether the phase's verdict is combined from its gates' by their policies (several
+    /// gates, or one that is not `required`), rather than being its one gate's verdict.
+    pub fn has_policies(&self) -> bool {
+        self.gates.len() > 1 || self.gates.iter().any(|g| g.policy != GatePolicy::Required)
+    }
 }
 
 impl Default for Limits {
@@ -334,7 +374,7 @@ impl Pipeline {
                 .tasks
                 .iter()
                 .map(|t| &t.plugin)
-                .chain(phase.gate.iter().map(|g| &g.plugin))
+                .chain(phase.gates.iter().map(|g| &g.plugin))
             {
                 if !seen.contains(&p) {
                     seen.push(p);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 use toml::Spanned;
 
-use super::raw::{self, Part, RawLimits};
+use super::raw::{self, Part, RawGate, RawLimits};
 use super::*;
 use crate::error::{LineIndex, PipelineError, PipelineErrors, line_col};
 use crate::grants::{Check, RawGrants};
@@ -249,30 +249,79 @@ impl Pipeline {
                 });
             }
 
-            let gate = rp.gate.as_ref().map(|g| {
-                let mut limits = merge_limits(default_limits, &g.limits);
-                if let Some(t) = g.timeout {
-                    limits.timeout = t.0;
+            if let (Some(_), Some(list)) = (&rp.gate, &rp.gates) {
+                errs.push(
+                    Some(list.span()),
+                    format!("phase `{pid}` has both `gate` and `gates`"),
+                    Some("write one gate as `gate = {…}`, several as `gates = [{…}, {…}]`; move the `gate` into the list".into()),
+                );
+            }
+            let raw_gates: Vec<&RawGate> = match (&rp.gate, &rp.gates) {
+                (_, Some(list)) => list.get_ref().iter().collect(),
+                (Some(g), None) => vec![g],
+                (None, None) => Vec::new(),
+            };
+            let gates: Vec<GateSpec> = raw_gates
+                .into_iter()
+                .map(|g| {
+                    let mut limits = merge_limits(default_limits, &g.limits);
+                    if let Some(t) = g.timeout {
+                        limits.timeout = t.0;
+                    }
+                    errs.check_limits(&g.limits, true);
+                    GateSpec {
+                        plugin: errs.plugin(&g.plugin, &dir),
+                        config: table_to_json(g.config.as_ref().map(|c| c.get_ref())),
+                        config_line: errs.line_of(
+                            g.config
+                                .as_ref()
+                                .map_or(g.plugin.span().start, |c| c.span().start),
+                        ),
+                        limits,
+                        grants: errs.grants(&g.grants, &dir),
+                        policy: g.policy.unwrap_or_default(),
+                    }
+                })
+                .collect();
+            let voters = gates
+                .iter()
+                .filter(|g| g.policy == GatePolicy::Quorum)
+                .count();
+            let quorum = match &rp.quorum {
+                Some(q) => {
+                    let n = *q.get_ref() as usize;
+                    if n == 0 {
+                        errs.push(
+                            Some(q.span()),
+                            "`quorum` must be at least 1",
+                            Some("say how many `quorum` gates must pass, e.g. `quorum = 2`".into()),
+                        );
+                    } else if n > voters {
+                        errs.push(
+                            Some(q.span()),
+                            format!("phase `{pid}` has `quorum = {n}` but {voters} gate(s) with `policy = \"quorum\"`"),
+                            Some(format!("give at least {n} gates `policy = \"quorum\"`, or lower `quorum`")),
+                        );
+                    }
+                    n
                 }
-                errs.check_limits(&g.limits, true);
-                GateSpec {
-                    plugin: errs.plugin(&g.plugin, &dir),
-                    config: table_to_json(g.config.as_ref().map(|c| c.get_ref())),
-                    config_line: errs.line_of(
-                        g.config
-                            .as_ref()
-                            .map_or(g.plugin.span().start, |c| c.span().start),
-                    ),
-                    limits,
-                    grants: errs.grants(&g.grants, &dir),
+                None if voters > 0 => {
+                    errs.push(
+                        Some(rp.id.span()),
+                        format!("phase `{pid}` has {voters} gate(s) with `policy = \"quorum\"` but no `quorum`"),
+                        Some(format!("say how many of them must pass, e.g. `quorum = {}` after the phase's `id`", voters / 2 + 1)),
+                    );
+                    0
                 }
-            });
+                None => 0,
+            };
             phases.push(Phase {
                 id: pid.into(),
                 description: rp.description.clone(),
                 parallel,
                 concurrency,
-                gate,
+                gates,
+                quorum,
                 tasks,
             });
         }
@@ -342,7 +391,7 @@ fn engine_limits(max_stack: ByteSize, phases: &[Phase]) -> EngineLimits {
             p.tasks
                 .iter()
                 .map(|t| &t.limits)
-                .chain(p.gate.iter().map(|g| &g.limits))
+                .chain(p.gates.iter().map(|g| &g.limits))
         })
     };
     EngineLimits {

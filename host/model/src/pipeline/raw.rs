@@ -96,6 +96,12 @@ pub(super) struct RawPhase {
     #[schemars(with = "Option<u32>", range(min = 1))]
     pub(super) concurrency: Option<Spanned<u32>>,
     pub(super) gate: Option<RawGate>,
+    /// Several gates, each with its `policy` (instead of `gate`).
+    #[schemars(with = "Option<Vec<RawGate>>", length(min = 1))]
+    pub(super) gates: Option<Spanned<Vec<RawGate>>>,
+    /// How many of the gates with `policy = "quorum"` must pass (or warn).
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub(super) quorum: Option<Spanned<u32>>,
     /// `false`: no task of the phase takes its result from the result cache or stores one
     /// there (a task's own `cache` overrides it).
     pub(super) cache: Option<bool>,
@@ -124,6 +130,8 @@ pub(super) struct RawGate {
     pub(super) limits: RawLimits,
     #[serde(default)]
     pub(super) grants: RawGrants,
+    /// What the gate's verdict does to the phase (default `required`).
+    pub(super) policy: Option<super::GatePolicy>,
 }
 
 #[derive(Deserialize, JsonSchema)]

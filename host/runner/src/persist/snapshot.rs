@@ -65,7 +65,17 @@ fn write_phase(w: &mut String, phase: &PhaseState) {
         w.push_str("task = []\n");
     }
     if let Some(verdict) = &phase.verdict {
+        w.push_str("\n[phase.verdict]\n");
         write_verdict(w, verdict);
+    }
+    for gate in &phase.gates {
+        w.push_str("\n[[phase.gates]]\n");
+        string(w, "policy", gate.policy.name());
+        if let Some(key) = &gate.key {
+            string(w, "key", key);
+        }
+        w.push_str("\n[phase.gates.verdict]\n");
+        write_verdict(w, &gate.verdict);
     }
     for task in phase.tasks.iter() {
         write_task(w, task);
@@ -73,7 +83,6 @@ fn write_phase(w: &mut String, phase: &PhaseState) {
 }
 
 fn write_verdict(w: &mut String, v: &VerdictRecord) {
-    w.push_str("\n[phase.verdict]\n");
     string(w, "kind", &serde_name(&v.kind));
     string(w, "gate", &v.gate);
     string(w, "reason", &v.reason);
@@ -252,6 +261,22 @@ mod tests {
                     crashed: (i % 3 == 0).then_some(FailureKind::Trap),
                 }),
                 gate_key: (i % 2 == 1).then(|| format!("sha256:g{i}")),
+                gates: (0..i % 3)
+                    .map(|g| GateVerdict {
+                        policy: [
+                            phasegate_model::pipeline::GatePolicy::Advisory,
+                            phasegate_model::pipeline::GatePolicy::Quorum,
+                        ][g],
+                        key: (g == 1).then(|| format!("sha256:k{i}")),
+                        verdict: VerdictRecord {
+                            kind: VerdictKind::Fail,
+                            gate: s.into(),
+                            reason: s.into(),
+                            evidence: (g == 0).then(|| s.to_owned()),
+                            crashed: None,
+                        },
+                    })
+                    .collect(),
                 tasks: Arc::new(vec![
                     TaskState {
                         id: s.into(),
@@ -295,6 +320,7 @@ mod tests {
             status: PhaseStatus::Pending,
             verdict: None,
             gate_key: None,
+            gates: Vec::new(),
             tasks: Arc::default(),
         });
         State {
@@ -343,7 +369,11 @@ mod tests {
                     e.message = e.message.replace(|c: char| c.is_control(), "");
                 }
             }
-            for v in p.verdict.iter_mut() {
+            for v in p
+                .verdict
+                .iter_mut()
+                .chain(p.gates.iter_mut().map(|g| &mut g.verdict))
+            {
                 v.gate = v.gate.replace(|c: char| c.is_control(), "");
                 v.reason = v.reason.replace(|c: char| c.is_control(), "");
                 v.evidence = v
