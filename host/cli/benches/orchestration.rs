@@ -981,6 +981,11 @@ fn result_cache(quick: bool) {
             .collect();
         let digests = digests(&plugins);
         let cache = phasegate_runner::cache::ResultCache::of_project(&dir.path().join("project"));
+        let uncached = Runner::new(
+            LocalExecutor::new(host.clone(), plugins.clone()),
+            pipeline.clone(),
+            Emitter::discard(),
+        );
         let runner = Runner::new(
             LocalExecutor::new(host, plugins),
             pipeline.clone(),
@@ -1007,8 +1012,12 @@ fn result_cache(quick: bool) {
                 .count();
             (elapsed, cached)
         };
-        let (mut cold, mut warm) = (Duration::MAX, Duration::MAX);
+        let (mut cold, mut warm, mut none) = (Duration::MAX, Duration::MAX, Duration::MAX);
         for round in 0..rounds {
+            let mut store = fresh_store(dir.path(), &format!("none-{round}"), &pipeline, &digests);
+            let start = Instant::now();
+            rt.block_on(uncached.run(&mut store, false)).expect("run");
+            none = none.min(start.elapsed());
             cache.prune(None).expect("empty the cache");
             let (t, cached) = timed(2 * round);
             assert_eq!(cached, 0, "a cold run takes nothing from the cache");
@@ -1018,10 +1027,14 @@ fn result_cache(quick: bool) {
             warm = warm.min(t);
         }
         println!(
-            "  {what}, {tasks} tasks: cold {:.2} ms, warm {:.2} ms: warm takes {:.2}x the time of cold ({:.1} µs/task cold, {:.1} µs/task warm)",
+            "  {what}, {tasks} tasks: without the cache {:.2} ms, cold {:.2} ms, warm {:.2} ms\n    warm/cold {:.2}x, warm/without {:.2}x, cold/without {:.2}x ({:.1} µs/task without, {:.1} cold, {:.1} warm)",
+            ms(none),
             ms(cold),
             ms(warm),
             warm.as_secs_f64() / cold.as_secs_f64(),
+            warm.as_secs_f64() / none.as_secs_f64(),
+            cold.as_secs_f64() / none.as_secs_f64(),
+            per(tasks, none),
             per(tasks, cold),
             per(tasks, warm)
         );

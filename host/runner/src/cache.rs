@@ -2,12 +2,16 @@
 //! in the project's `.phasegate/cache`.
 //!
 //! One file per key, `ab/cdef…` under the cache folder (the key's hex digits), holding a
-//! header line with the digest of the rest, then the outcome as JSON. A file is written beside
-//! its place and renamed into it, so runs filling the cache at once (or reading while another
-//! writes) see a whole entry or none; two runs that file the same key write the same outcome,
-//! and whichever rename comes last stays. A file whose digest or key does not match is reported,
-//! removed and its task run. Reading an entry sets its modification time, so that `prune
-//! --older-than` removes what was not used for that long.
+//! header line with the digest and the length of the rest, then the outcome as JSON. A file is
+//! created only if it does not exist (`O_EXCL`) and written at once: of runs filling the cache
+//! at once, the first to file a key writes it and the others leave it (the same key gives the
+//! same outcome). A reader that finds an entry shorter than its header says is reading one being
+//! written, and treats it as a miss; one that stays short for a minute was left by a write that
+//! did not finish and is damaged. (Writing beside the place and renaming into it would spare
+//! readers half-written entries too, but costs a rename per entry: it made filling the cache
+//! twice as costly, BENCHMARKS.md.) A damaged entry — a digest, a length or a key that does not
+//! match — is reported, removed, and its task runs. Reading an entry sets its modification time
+//! (to the minute), so that `prune --older-than` removes what was not used for that long.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,6 +21,14 @@ use phasegate_model::outcome::Usage;
 use phasegate_model::progress::{Failure, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// How long an entry may stay shorter than its header says (being written) before it counts as
+/// left incomplete by a write that did not finish.
+const WRITE_GRACE: Duration = Duration::from_secs(60);
+
+/// How precisely an entry's last use is kept: a hit within this long of the last recorded one
+/// does not write it again.
+const USED_GRAIN: Duration = Duration::from_secs(60);
 
 /// The first word of every entry, and its format's version.
 const MAGIC: &str = "phasegate-cache 1";
@@ -96,9 +108,22 @@ impl ResultCache {
         let Some(path) = self.path(key) else {
             return Ok(None);
         };
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Corrupt {
+                    path,
+                    why: format!("cannot read it: {e}"),
+                });
+            }
+        };
+        let mut bytes = Vec::new();
+        let used = std::io::Read::read_to_end(&mut file, &mut bytes)
+            .and_then(|_| file.metadata())
+            .and_then(|meta| meta.modified());
+        let used = match used {
+            Ok(used) => used,
             Err(e) => {
                 return Err(Corrupt {
                     path,
@@ -108,11 +133,23 @@ impl ResultCache {
         };
         let entry = match read_entry(&bytes, key) {
             Ok(entry) => entry,
-            Err(why) => return Err(Corrupt { path, why }),
+            Err(Unusable::Damaged(why)) => return Err(Corrupt { path, why }),
+            // Being written by another run, unless that was long ago.
+            Err(Unusable::Short) => match used.elapsed() {
+                Ok(age) if age > WRITE_GRACE => {
+                    return Err(Corrupt {
+                        path,
+                        why: "a write that did not finish left it incomplete".into(),
+                    });
+                }
+                _ => return Ok(None),
+            },
         };
-        // Last used now (for `prune --older-than`); a cache on a read-only disk still serves.
-        if let Ok(file) = std::fs::File::options().append(true).open(&path) {
-            let _ = file.set_modified(SystemTime::now());
+        // Last used now (for `prune --older-than`), to the minute: a phase of thousands of hits
+        // touches each entry once. A cache on a read-only disk still serves.
+        let now = SystemTime::now();
+        if now.duration_since(used).is_ok_and(|age| age > USED_GRAIN) {
+            let _ = file.set_modified(now);
         }
         let mut task = TaskState::pending(id);
         task.status = entry.status;
@@ -147,26 +184,36 @@ impl ResultCache {
             usage: task.usage,
         };
         let body = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
-        let dir = path.parent().unwrap_or(&self.dir);
-        std::fs::create_dir_all(dir)?;
-        let temp = dir.join(format!(
-            ".tmp-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let written = (|| {
-            let mut file = std::fs::File::create(&temp)?;
-            writeln!(
-                file,
-                "{MAGIC} sha256:{}",
-                hex::encode(Sha256::digest(&body))
-            )?;
-            file.write_all(&body)?;
-            drop(file);
-            std::fs::rename(&temp, &path)
-        })();
+        let mut bytes = format!(
+            "{MAGIC} sha256:{} {}\n",
+            hex::encode(Sha256::digest(&body)),
+            body.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(&body);
+        let create = || {
+            std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+        };
+        // The shard's folder is made once, when the first entry of it is written.
+        let file = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(path.parent().unwrap_or(&self.dir))?;
+                create()
+            }
+            file => file,
+        };
+        let mut file = match file {
+            Ok(file) => file,
+            // Filed already (by another run, or a task with the same key).
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let written = file.write_all(&bytes);
         if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
+            let _ = std::fs::remove_file(&path);
         }
         written
     }
@@ -191,8 +238,7 @@ impl ResultCache {
         Ok(stats)
     }
 
-    /// Removes the entries not used for `older_than` (every entry when `None`), and files left
-    /// by writes that did not finish.
+    /// Removes the entries not used for `older_than` (every entry when `None`).
     pub fn prune(&self, older_than: Option<Duration>) -> std::io::Result<Pruned> {
         let now = SystemTime::now();
         let mut pruned = Pruned::default();
@@ -212,8 +258,7 @@ impl ResultCache {
         Ok(pruned)
     }
 
-    /// Calls `visit` for every entry (removing it when `visit` says so); a file left by a write
-    /// that did not finish is removed once it is an hour old.
+    /// Calls `visit` for every entry (removing it when `visit` says so).
     fn each(
         &self,
         mut visit: impl FnMut(&Path, &std::fs::Metadata) -> bool,
@@ -233,16 +278,7 @@ impl ResultCache {
                 let path = file.path();
                 // Removed by another prune in the meantime: nothing to count.
                 let Ok(meta) = file.metadata() else { continue };
-                let temporary = file.file_name().to_string_lossy().starts_with(".tmp-");
-                let remove = if temporary {
-                    meta.modified()
-                        .ok()
-                        .and_then(|m| m.elapsed().ok())
-                        .is_some_and(|age| age > Duration::from_secs(3600))
-                } else {
-                    visit(&path, &meta)
-                };
-                if remove {
+                if visit(&path, &meta) {
                     match std::fs::remove_file(&path) {
                         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                         _ => {}
@@ -254,27 +290,50 @@ impl ResultCache {
     }
 }
 
-fn read_entry(bytes: &[u8], key: &str) -> Result<Entry, String> {
-    let newline = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or("it has no header line")?;
+/// Why an entry cannot be used.
+enum Unusable {
+    /// Shorter than its header says (or without a whole header yet): being written.
+    Short,
+    /// Not what it says it is.
+    Damaged(String),
+}
+
+impl From<&str> for Unusable {
+    fn from(why: &str) -> Self {
+        Unusable::Damaged(why.to_owned())
+    }
+}
+
+fn read_entry(bytes: &[u8], key: &str) -> Result<Entry, Unusable> {
+    let Some(newline) = bytes.iter().position(|&b| b == b'\n') else {
+        // A header is ~100 bytes: a longer first line is not one being written.
+        return Err(if bytes.len() < 256 {
+            Unusable::Short
+        } else {
+            "it has no header line".into()
+        });
+    };
     let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "its header is not text")?;
-    let digest = header
+    let (digest, len) = header
         .strip_prefix(MAGIC)
         .and_then(|rest| rest.strip_prefix(" sha256:"))
-        .ok_or_else(|| format!("its header is not `{MAGIC} sha256:…`"))?;
+        .and_then(|rest| rest.split_once(' '))
+        .and_then(|(digest, len)| Some((digest, len.parse::<usize>().ok()?)))
+        .ok_or_else(|| Unusable::Damaged(format!("its header is not `{MAGIC} sha256:… LENGTH`")))?;
     let body = &bytes[newline + 1..];
-    if hex::encode(Sha256::digest(body)) != digest {
+    if body.len() < len {
+        return Err(Unusable::Short);
+    }
+    if body.len() > len || hex::encode(Sha256::digest(body)) != digest {
         return Err("its contents do not match their digest".into());
     }
-    let entry: Entry =
-        serde_json::from_slice(body).map_err(|e| format!("its outcome cannot be read: {e}"))?;
+    let entry: Entry = serde_json::from_slice(body)
+        .map_err(|e| Unusable::Damaged(format!("its outcome cannot be read: {e}")))?;
     if entry.key != key {
-        return Err(format!(
+        return Err(Unusable::Damaged(format!(
             "it holds the outcome of another key ({})",
             entry.key
-        ));
+        )));
     }
     Ok(entry)
 }
@@ -332,6 +391,28 @@ mod tests {
         std::fs::rename(cache.path(&key(2)).unwrap(), &path).unwrap();
         let corrupt = cache.get(&key(1), "a").unwrap_err();
         assert!(corrupt.why.contains("another key"), "{}", corrupt.why);
+        cache.remove(&corrupt);
+
+        // Half an entry: being written (a miss, and a second writer leaves it) until it has
+        // stayed so for a minute.
+        cache.put(&done(&key(3))).unwrap();
+        let path = cache.path(&key(3)).unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 5]).unwrap();
+        assert!(cache.get(&key(3), "a").unwrap().is_none());
+        cache.put(&done(&key(3))).unwrap();
+        assert!(cache.get(&key(3), "a").unwrap().is_none());
+        std::fs::File::options()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(120))
+            .unwrap();
+        let corrupt = cache.get(&key(3), "a").unwrap_err();
+        assert!(corrupt.why.contains("did not finish"), "{}", corrupt.why);
+        cache.remove(&corrupt);
+        cache.put(&done(&key(3))).unwrap();
+        assert!(cache.get(&key(3), "a").unwrap().is_some());
     }
 
     #[test]
@@ -341,12 +422,27 @@ mod tests {
         cache.put(&done(&key(1))).unwrap();
         cache.put(&done(&key(2))).unwrap();
         let old = SystemTime::now() - Duration::from_secs(10 * 86_400);
-        std::fs::File::options()
-            .append(true)
-            .open(cache.path(&key(1)).unwrap())
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        let age = |n: u8| {
+            std::fs::metadata(cache.path(&key(n)).unwrap())
+                .unwrap()
+                .modified()
+                .unwrap()
+                .elapsed()
+                .unwrap_or_default()
+        };
+        let make_old = |n: u8| {
+            std::fs::File::options()
+                .append(true)
+                .open(cache.path(&key(n)).unwrap())
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        };
+        // A hit marks the entry used now.
+        make_old(1);
+        assert!(cache.get(&key(1), "a").unwrap().is_some());
+        assert!(age(1) < Duration::from_secs(60), "{:?}", age(1));
+        make_old(1);
         let stats = cache.stats().unwrap();
         assert_eq!(stats.entries, 2);
         assert_eq!(stats.oldest, Some(old));
