@@ -329,6 +329,13 @@ config = { fail = "broken" }
     );
     assert_eq!(p.run_json(&["run", "pipeline.toml"]).code, 1);
     std::fs::copy(phasegate_test_artifacts::TEXT_STATS, &copy).unwrap();
+    edit(
+        &p,
+        "config = { fail = \"broken\" }\n",
+        "config = { fail = \"broken\" }\n[[phase.task]]\nid = \"c\"\nplugin = \"{PROBE}\"\n"
+            .replace("{PROBE}", phasegate_test_artifacts::PROBE)
+            .as_str(),
+    );
     let explained = p.output(&["resume", "--explain"]);
     let said = String::from_utf8_lossy(&explained.stdout);
     assert!(
@@ -339,6 +346,7 @@ config = { fail = "broken" }
         said.contains("run   b  failed before, in the phase whose gate failed"),
         "{said}"
     );
+    assert!(said.contains("run   c  new in the pipeline"), "{said}");
     assert!(
         stderr_of(&explained)
             .contains("changed since the run started: plugin `probe-copy.wasm` (was sha256:"),

@@ -208,40 +208,30 @@ impl Renderer {
                 attempts,
                 duration_ms,
                 error,
-                cached: Some(_),
+                cached,
                 ..
-            } => match (status, error) {
-                (TaskStatus::Succeeded, _) => {
-                    format!("  ✓ {task} ok (cached, ran in {duration_ms} ms before)")
+            } => {
+                // An outcome from the result cache says so, and when it was made.
+                let (took, from) = match cached {
+                    Some(_) => (
+                        format!(" (cached, ran in {duration_ms} ms before)"),
+                        " (cached)",
+                    ),
+                    None => (format!(" in {duration_ms} ms"), ""),
+                };
+                match (status, error) {
+                    (TaskStatus::Succeeded, _) => {
+                        format!("  ✓ {task} ok{took}{}", attempts_note(*attempts))
+                    }
+                    (_, Some(e)) => format!(
+                        "  ✗ {task} {}{}{from}: {}",
+                        serde_json::to_value(e.kind).ok()?.as_str()?,
+                        attempts_note(*attempts),
+                        e.message
+                    ),
+                    _ => format!("  ✗ {task} failed{from}"),
                 }
-                (_, Some(e)) => format!(
-                    "  ✗ {task} {} (cached{}): {}",
-                    serde_json::to_value(e.kind).ok()?.as_str()?,
-                    attempts_note(*attempts),
-                    e.message
-                ),
-                _ => format!("  ✗ {task} failed (cached)"),
-            },
-            EventKind::TaskFinished {
-                task,
-                status,
-                attempts,
-                duration_ms,
-                error,
-                ..
-            } => match (status, error) {
-                (TaskStatus::Succeeded, _) => format!(
-                    "  ✓ {task} ok in {duration_ms} ms{}",
-                    attempts_note(*attempts)
-                ),
-                (_, Some(e)) => format!(
-                    "  ✗ {task} {}{}: {}",
-                    serde_json::to_value(e.kind).ok()?.as_str()?,
-                    attempts_note(*attempts),
-                    e.message
-                ),
-                _ => format!("  ✗ {task} failed"),
-            },
+            }
             EventKind::GateStarted { gate, .. } => format!("  ? gate {}", short_name(gate)),
             EventKind::GateVerdict {
                 gate,

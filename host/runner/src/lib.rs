@@ -128,7 +128,7 @@ impl<E: Executor> Runner<E> {
             keys.forget_trees();
             let run = self.phase_run(pi, &ctx, &run_id, &keys);
             // Records of an earlier session that no longer hold: their tasks run again.
-            let outdated = run.outdated(&store.state.phases[pi], &self.recorded);
+            let outdated = run.outdated(&store.state.phases[pi]);
             let ps = &mut store.state.phases[pi];
             if ps.status == PhaseStatus::Complete && outdated.is_empty() && run.gate_holds(ps, &ctx)
             {
@@ -700,9 +700,9 @@ impl<E: Executor> PhaseRun<E> {
     /// The tasks whose records (from an earlier session) no longer hold, with why. In a
     /// sequential phase only up to the first: what the tasks after it read may still change.
     /// A failed phase's failed tasks are left out: they run again regardless.
-    fn outdated(&self, ps: &PhaseState, recorded: &Recorded) -> Vec<(usize, String)> {
+    fn outdated(&self, ps: &PhaseState) -> Vec<(usize, String)> {
         let mut out = Vec::new();
-        if recorded.keep_changed {
+        if self.recorded.keep_changed {
             return out;
         }
         let phase = &self.pipeline.phases[self.pi];

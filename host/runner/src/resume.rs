@@ -2,7 +2,7 @@
 //! carried over when the user accepts the change.
 
 use phasegate_model::pipeline::{Pipeline, PluginDigests};
-use phasegate_model::progress::State;
+use phasegate_model::progress::{PhaseStatus, State};
 
 /// What changed since a run started: the pipeline file, its plugins (by digest), or the
 /// phases and tasks the progress file records. Empty when the run can resume as it is.
@@ -71,6 +71,13 @@ pub fn reconcile(state: &mut State, pipeline: &Pipeline, plugins: PluginDigests)
                 phase.verdict = old.verdict.clone();
                 phase.gate_key = old.gate_key.clone();
                 phase.gates = old.gates.clone();
+            } else {
+                // Tasks came or went: the gate judges again. A phase whose gate failed stays
+                // failed until then, so that its failed tasks run again.
+                phase.status = match old.status {
+                    PhaseStatus::Complete => PhaseStatus::Running,
+                    status => status,
+                };
             }
         }
     }
