@@ -59,6 +59,7 @@ impl<E: Executor> Runner<E> {
         let (mut input, mut config) = (String::new(), String::new());
         for (pi, phase) in self.pipeline.phases.iter().enumerate() {
             keys.forget_trees();
+            keys.prepare(phase);
             let ps = &state.phases[pi];
             let run = self.phase_run(pi, &ctx, &state.run_id, &keys);
             let mut seen = (!phase.parallel).then(|| run.ctx.clone());

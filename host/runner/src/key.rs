@@ -127,6 +127,19 @@ impl Keys {
         self.trees.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
+    /// Digests the read-only trees the tasks and gates of `phase` read, before its workers
+    /// start: otherwise each worker that starts at once would walk the same tree.
+    pub fn prepare(&self, phase: &Phase) {
+        let grants = phase
+            .tasks
+            .iter()
+            .map(|t| &t.grants)
+            .chain(phase.gates.iter().map(|g| &g.grants));
+        for dir in grants.flat_map(|g| &g.dirs).filter(|d| d.mode == DirMode::Ro) {
+            let _ = self.tree(&dir.host);
+        }
+    }
+
     /// The key of task `spec` given its rendered `input`, its `config` (JSON text) and, when it is
     /// granted the context, the context's digest ([`context_digest`]). `Err` says why there is
     /// none (a read-only directory that cannot be read): such a task is run and not cached.

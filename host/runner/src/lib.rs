@@ -126,6 +126,7 @@ impl<E: Executor> Runner<E> {
         for (pi, phase) in self.pipeline.phases.iter().enumerate() {
             // A phase's tasks may change a directory a later phase reads.
             keys.forget_trees();
+            keys.prepare(phase);
             let run = self.phase_run(pi, &ctx, &run_id, &keys);
             // Records of an earlier session that no longer hold: their tasks run again.
             let outdated = run.outdated(&store.state.phases[pi]);
