@@ -135,7 +135,10 @@ impl Keys {
             .iter()
             .map(|t| &t.grants)
             .chain(phase.gates.iter().map(|g| &g.grants));
-        for dir in grants.flat_map(|g| &g.dirs).filter(|d| d.mode == DirMode::Ro) {
+        for dir in grants
+            .flat_map(|g| &g.dirs)
+            .filter(|d| d.mode == DirMode::Ro)
+        {
             let _ = self.tree(&dir.host);
         }
     }
