@@ -56,63 +56,48 @@ impl<E: Executor> Runner<E> {
         // Whether an earlier phase makes results again (then what later tasks read may change).
         let mut upstream = false;
         let mut stopped_at: Option<Id> = None;
-        let (mut input, mut config) = (String::new(), String::new());
         for (pi, phase) in self.pipeline.phases.iter().enumerate() {
             keys.forget_trees();
             keys.prepare(phase);
             let ps = &state.phases[pi];
             let run = self.phase_run(pi, &ctx, &state.run_id, &keys);
-            let mut seen = (!phase.parallel).then(|| run.ctx.clone());
             let mut tasks = Vec::new();
             // Whether a task of this phase makes its result again.
             let mut remade = false;
-            for (ti, t) in ps.tasks.iter().enumerate() {
+            for (ti, (t, record)) in ps.tasks.iter().zip(run.records(ps)).enumerate() {
                 let spec = &phase.tasks[ti];
                 let reads = is_template(&spec.input) || spec.grants.context;
-                let (runs, why) = if !recorded.contains(&(phase.id.clone(), t.id.clone())) {
-                    (Runs::Yes, "new in the pipeline".to_owned())
-                } else if t.status == TaskStatus::Pending {
-                    let why = match &stopped_at {
-                        Some(at) => {
-                            format!("not run yet (the run stopped at the failed gate of `{at}`)")
-                        }
-                        None => "not run yet".into(),
-                    };
-                    (Runs::Yes, why)
-                } else if ps.status == PhaseStatus::Failed && t.status == TaskStatus::Failed {
-                    (
+                let (runs, why) = match record {
+                    _ if !recorded.contains(&(phase.id.clone(), t.id.clone())) => {
+                        (Runs::Yes, "new in the pipeline".to_owned())
+                    }
+                    None if t.status == TaskStatus::Pending => {
+                        let why = match &stopped_at {
+                            Some(at) => format!(
+                                "not run yet (the run stopped at the failed gate of `{at}`)"
+                            ),
+                            None => "not run yet".into(),
+                        };
+                        (Runs::Yes, why)
+                    }
+                    None => (
                         Runs::Yes,
                         "failed before, in the phase whose gate failed".into(),
-                    )
-                } else {
-                    let ctx = match &mut seen {
-                        Some(seen) => {
-                            if spec.grants.context {
-                                seen.refresh();
-                            }
-                            &*seen
-                        }
-                        None => &run.ctx,
-                    };
-                    match run.holds(ctx, ti, t, &mut input, &mut config) {
-                        Err(reason) => (Runs::Yes, reason),
-                        Ok(()) if reads && (upstream || (seen.is_some() && remade)) => (
-                            Runs::IfInputChanges,
-                            "runs if what it reads of the results made again changes".into(),
-                        ),
-                        Ok(()) if self.recorded.keep_changed => {
-                            (Runs::No, "--force keeps every record".into())
-                        }
-                        Ok(()) if t.key.is_none() => (
-                            Runs::No,
-                            "recorded without a key (by an older phasegate)".into(),
-                        ),
-                        Ok(()) => (Runs::No, "its key is unchanged".into()),
+                    ),
+                    Some(Err(reason)) => (Runs::Yes, reason),
+                    Some(Ok(())) if reads && (upstream || (!phase.parallel && remade)) => (
+                        Runs::IfInputChanges,
+                        "runs if what it reads of the results made again changes".into(),
+                    ),
+                    Some(Ok(())) if self.recorded.keep_changed => {
+                        (Runs::No, "--force keeps every record".into())
                     }
+                    Some(Ok(())) if t.key.is_none() => (
+                        Runs::No,
+                        "recorded without a key (by an older phasegate)".into(),
+                    ),
+                    Some(Ok(())) => (Runs::No, "its key is unchanged".into()),
                 };
-                if let Some(seen) = &mut seen {
-                    seen.add_task(&phase.id, t);
-                }
                 remade |= runs != Runs::No;
                 tasks.push(TaskPlan {
                     id: t.id.clone(),

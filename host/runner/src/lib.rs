@@ -698,27 +698,35 @@ impl<E: Executor> PhaseRun<E> {
         }
     }
 
-    /// The tasks whose records (from an earlier session) no longer hold, with why. In a
-    /// sequential phase only up to the first: what the tasks after it read may still change.
-    /// A failed phase's failed tasks are left out: they run again regardless.
+    /// The tasks whose records (from an earlier session) no longer hold, with why. (In a
+    /// sequential phase only the first counts: the run judges the ones after it as it reaches
+    /// them, on what the tasks before them then made.)
     fn outdated(&self, ps: &PhaseState) -> Vec<(usize, String)> {
-        let mut out = Vec::new();
         if self.recorded.keep_changed {
-            return out;
+            return Vec::new();
         }
+        self.records(ps)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(ti, record)| match record {
+                Some(Err(why)) => Some((ti, why)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// For each task of the phase (`ps` its records), in order, whether its record from an
+    /// earlier session still holds ([`Self::holds`]); `None` for a task that runs regardless: not
+    /// finished, or failed in a phase whose gate failed. A sequential phase's tasks are judged
+    /// with the records before them in the context, as they would see them.
+    fn records(&self, ps: &PhaseState) -> Vec<Option<Result<(), String>>> {
         let phase = &self.pipeline.phases[self.pi];
         let (mut input, mut config) = (String::new(), String::new());
-        // A sequential phase's tasks see the ones before them: a copy of the context gets them.
         let mut seen = (!phase.parallel).then(|| self.ctx.clone());
+        let mut out = Vec::with_capacity(ps.tasks.len());
         for (ti, t) in ps.tasks.iter().enumerate() {
             let rerun = t.status == TaskStatus::Pending
                 || (ps.status == PhaseStatus::Failed && t.status == TaskStatus::Failed);
-            if rerun {
-                if seen.is_some() {
-                    break;
-                }
-                continue;
-            }
             let ctx = match &mut seen {
                 Some(seen) => {
                     if phase.tasks[ti].grants.context {
@@ -728,12 +736,8 @@ impl<E: Executor> PhaseRun<E> {
                 }
                 None => &self.ctx,
             };
-            if let Err(reason) = self.holds(ctx, ti, t, &mut input, &mut config) {
-                out.push((ti, reason));
-                if seen.is_some() {
-                    break;
-                }
-            } else if let Some(seen) = &mut seen {
+            out.push((!rerun).then(|| self.holds(ctx, ti, t, &mut input, &mut config)));
+            if let Some(seen) = &mut seen {
                 seen.add_task(&phase.id, t);
             }
         }
