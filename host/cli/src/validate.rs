@@ -76,7 +76,8 @@ impl ValidateArgs {
         let mut reviewed = std::collections::HashSet::new();
         let mut warnings = 0;
         let (mut cacheable, mut tasks) = (0, 0);
-        let clock_free = super::run::clock_free(&plugins);
+        let purity =
+            phasegate_runner::key::Purity::of(&pipeline, &super::run::clock_free(&plugins));
         for (pi, p) in pipeline.phases.iter().enumerate() {
             let mode = if p.tasks.len() < 2 {
                 String::new()
@@ -92,7 +93,7 @@ impl ValidateArgs {
             let mut group_of = std::collections::HashMap::new();
             for (ti, t) in p.tasks.iter().enumerate() {
                 let sandbox = sandboxes.number(&t.limits, &t.grants, Use::Task);
-                let uncached = phasegate_runner::key::uncacheable(&pipeline, pi, ti, &clock_free);
+                let uncached = purity.uncacheable(&pipeline, pi, ti);
                 tasks += 1;
                 cacheable += usize::from(uncached.is_empty());
                 let at = *group_of

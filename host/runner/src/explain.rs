@@ -60,7 +60,7 @@ impl<E: Executor> Runner<E> {
             keys.forget_trees();
             keys.prepare(phase);
             let ps = &state.phases[pi];
-            let run = self.phase_run(pi, &ctx, &state.run_id, &keys);
+            let run = self.phase_run(pi, &ctx, &state.run_id, &keys, None);
             let mut tasks = Vec::new();
             // Whether a task of this phase makes its result again.
             let mut remade = false;

@@ -344,73 +344,84 @@ pub fn reads_clocks(imports: &[String]) -> bool {
         .any(|i| i.starts_with("wasi:clocks/") || i.starts_with("wasi:random/"))
 }
 
-/// Why a task's result is not cached (empty: it is). A task can be cached when nothing outside
-/// its key can change its outcome.
-pub fn uncacheable(
-    pipeline: &Pipeline,
-    phase: usize,
-    task: usize,
-    clock_free: &ClockFree,
-) -> Vec<String> {
-    let spec = &pipeline.phases[phase].tasks[task];
-    let g = &spec.grants;
-    let mut why = Vec::new();
-    if !spec.cache {
-        why.push("`cache = false`".to_owned());
-    }
-    if !g.env.is_empty() {
-        why.push(format!(
-            "reads host environment variables ({})",
-            g.env.join(", ")
-        ));
-    }
-    if !g.net.is_empty() {
-        why.push("may open network connections (`grants.net`)".to_owned());
-    }
-    if !g.http.is_empty() {
-        why.push("may send HTTP requests (`grants.http`)".to_owned());
-    }
-    for dir in g.dirs.iter().filter(|d| d.mode == DirMode::Rw) {
-        why.push(format!(
-            "writes into {} (a read-write grant)",
-            dir.host.display()
-        ));
-    }
-    if !g.deterministic && !clock_free.contains(&spec.plugin.spec) {
-        why.push(
-            "may read the host's clocks and random (grant `deterministic = true` to fix them)"
-                .to_owned(),
-        );
-    }
-    for dir in g.dirs.iter().filter(|d| d.mode == DirMode::Ro) {
-        if let Some((p, t)) = writer_of(pipeline, &dir.host) {
-            why.push(format!(
-                "reads {}, which task `{}` of phase `{}` may write",
-                dir.host.display(),
-                pipeline.phases[p].tasks[t].id,
-                pipeline.phases[p].id
-            ));
-        }
-    }
-    why
+/// What decides whether a pipeline's tasks can be cached, worked out once per pipeline: the
+/// plugins that cannot read clocks or random, and the folders its tasks may write.
+pub struct Purity {
+    clock_free: ClockFree,
+    /// Every read-write grant (canonical host path), with the phase and task it belongs to.
+    writers: Vec<(PathBuf, usize, usize)>,
 }
 
-/// A task of the pipeline granted `dir`, a folder inside it or one around it read-write.
-fn writer_of(pipeline: &Pipeline, dir: &Path) -> Option<(usize, usize)> {
-    let dir = normal(dir);
-    pipeline.phases.iter().enumerate().find_map(|(pi, phase)| {
-        phase
-            .tasks
+impl Purity {
+    /// For `pipeline`, whose plugins named in `clock_free` cannot read clocks or random.
+    pub fn of(pipeline: &Pipeline, clock_free: &ClockFree) -> Self {
+        let mut writers = Vec::new();
+        for (pi, phase) in pipeline.phases.iter().enumerate() {
+            for (ti, task) in phase.tasks.iter().enumerate() {
+                for dir in task.grants.dirs.iter().filter(|d| d.mode == DirMode::Rw) {
+                    writers.push((normal(&dir.host), pi, ti));
+                }
+            }
+        }
+        Purity {
+            clock_free: clock_free.clone(),
+            writers,
+        }
+    }
+
+    /// Why task `task` of phase `phase` is not cached (empty: it is). A task can be cached when
+    /// nothing outside its key can change its outcome.
+    pub fn uncacheable(&self, pipeline: &Pipeline, phase: usize, task: usize) -> Vec<String> {
+        let spec = &pipeline.phases[phase].tasks[task];
+        let g = &spec.grants;
+        let mut why = Vec::new();
+        if !spec.cache {
+            why.push("`cache = false`".to_owned());
+        }
+        if !g.env.is_empty() {
+            why.push(format!(
+                "reads host environment variables ({})",
+                g.env.join(", ")
+            ));
+        }
+        if !g.net.is_empty() {
+            why.push("may open network connections (`grants.net`)".to_owned());
+        }
+        if !g.http.is_empty() {
+            why.push("may send HTTP requests (`grants.http`)".to_owned());
+        }
+        for dir in g.dirs.iter().filter(|d| d.mode == DirMode::Rw) {
+            why.push(format!(
+                "writes into {} (a read-write grant)",
+                dir.host.display()
+            ));
+        }
+        if !g.deterministic && !self.clock_free.contains(&spec.plugin.spec) {
+            why.push(
+                "may read the host's clocks and random (grant `deterministic = true` to fix them)"
+                    .to_owned(),
+            );
+        }
+        for dir in g.dirs.iter().filter(|d| d.mode == DirMode::Ro) {
+            if let Some(&(_, p, t)) = self.writer_of(&dir.host) {
+                why.push(format!(
+                    "reads {}, which task `{}` of phase `{}` may write",
+                    dir.host.display(),
+                    pipeline.phases[p].tasks[t].id,
+                    pipeline.phases[p].id
+                ));
+            }
+        }
+        why
+    }
+
+    /// The first read-write grant of `dir`, a folder inside it or one around it.
+    fn writer_of(&self, dir: &Path) -> Option<&(PathBuf, usize, usize)> {
+        let dir = normal(dir);
+        self.writers
             .iter()
-            .position(|t| {
-                t.grants.dirs.iter().any(|d| {
-                    let written = normal(&d.host);
-                    d.mode == DirMode::Rw
-                        && (written.starts_with(&dir) || dir.starts_with(&written))
-                })
-            })
-            .map(|ti| (pi, ti))
-    })
+            .find(|(written, _, _)| written.starts_with(&dir) || dir.starts_with(written))
+    }
 }
 
 fn normal(path: &Path) -> PathBuf {

@@ -122,12 +122,16 @@ impl<E: Executor> Runner<E> {
         let mut completed = Vec::new();
         let mut warnings = Vec::new();
         let keys = Arc::new(Keys::new(&self.pipeline, store.state.plugins.clone()));
+        let purity = self
+            .cache
+            .as_ref()
+            .map(|_| key::Purity::of(&self.pipeline, &self.clock_free));
 
         for (pi, phase) in self.pipeline.phases.iter().enumerate() {
             // A phase's tasks may change a directory a later phase reads.
             keys.forget_trees();
             keys.prepare(phase);
-            let run = self.phase_run(pi, &ctx, &run_id, &keys);
+            let run = self.phase_run(pi, &ctx, &run_id, &keys, purity.as_ref());
             // Records of an earlier session that no longer hold: their tasks run again.
             let outdated = run.outdated(&store.state.phases[pi]);
             let ps = &mut store.state.phases[pi];
@@ -238,16 +242,23 @@ impl<E: Executor> Runner<E> {
         outcome
     }
 
-    /// What the tasks of phase `pi` share, for the context `ctx` as the phase begins.
-    fn phase_run(&self, pi: usize, ctx: &Context, run_id: &str, keys: &Arc<Keys>) -> PhaseRun<E> {
+    /// What the tasks of phase `pi` share, for the context `ctx` as the phase begins; `purity`
+    /// decides which may use the cache (none without it).
+    fn phase_run(
+        &self,
+        pi: usize,
+        ctx: &Context,
+        run_id: &str,
+        keys: &Arc<Keys>,
+        purity: Option<&key::Purity>,
+    ) -> PhaseRun<E> {
         let phase = &self.pipeline.phases[pi];
-        let cache = self.cache.clone().filter(|_| {
-            // Only phases with a task that may be cached pay for the check of each.
-            phase.tasks.iter().any(|t| t.cache)
-        });
-        let cacheable = match &cache {
-            Some(_) => (0..phase.tasks.len())
-                .map(|ti| key::uncacheable(&self.pipeline, pi, ti, &self.clock_free).is_empty())
+        // Only phases with a task that may be cached pay for the check of each.
+        let purity = purity.filter(|_| phase.tasks.iter().any(|t| t.cache));
+        let cache = self.cache.clone().filter(|_| purity.is_some());
+        let cacheable = match purity {
+            Some(purity) => (0..phase.tasks.len())
+                .map(|ti| purity.uncacheable(&self.pipeline, pi, ti).is_empty())
                 .collect(),
             None => Vec::new(),
         };
