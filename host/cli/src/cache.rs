@@ -1,6 +1,6 @@
 //! `phasegate cache stats|prune`, and where a pipeline's result cache is.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -8,6 +8,7 @@ use phasegate_model::error::Problem;
 use phasegate_model::pipeline::Pipeline;
 use phasegate_runner::cache::ResultCache;
 
+use crate::run::relative_to_cwd;
 use crate::{Exit, bad_input};
 
 /// Inspect or empty the result cache (the project's `.phasegate/cache`).
@@ -53,14 +54,14 @@ impl CacheArgs {
         let cache = ResultCache::of_project(&root);
         let problem = |e: std::io::Error| {
             bad_input(
-                Problem::new(format!("cannot read the result cache {}: {e}", shown(cache.dir())))
+                Problem::new(format!("cannot read the result cache {}: {e}", relative_to_cwd(cache.dir()).display()))
                     .help("check the folder's permissions; `phasegate cache prune` (or removing the folder) empties it"),
             )
         };
         match self.command {
             CacheCommand::Stats => {
                 let stats = cache.stats().map_err(problem)?;
-                println!("result cache {}", shown(cache.dir()));
+                println!("result cache {}", relative_to_cwd(cache.dir()).display());
                 if stats.entries == 0 {
                     println!("  empty");
                     return Ok(Exit::Success);
@@ -88,19 +89,12 @@ impl CacheArgs {
                     "removed {} result(s){which} ({}) from {}",
                     pruned.entries,
                     phasegate_model::units::ByteSize(pruned.bytes),
-                    shown(cache.dir())
+                    relative_to_cwd(cache.dir()).display()
                 );
             }
         }
         Ok(Exit::Success)
     }
-}
-
-fn shown(path: &Path) -> String {
-    std::env::current_dir()
-        .ok()
-        .and_then(|cwd| path.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
-        .unwrap_or_else(|| path.display().to_string())
 }
 
 /// How long ago `at` was, to the second.

@@ -335,7 +335,7 @@ fn run_with<E: Executor>(
 }
 
 /// A path as the user would type it from here: relative to the current folder when inside it.
-fn relative_to_cwd(path: &std::path::Path) -> PathBuf {
+pub fn relative_to_cwd(path: &std::path::Path) -> PathBuf {
     std::env::current_dir()
         .ok()
         .and_then(|cwd| path.strip_prefix(cwd).ok().map(PathBuf::from))
