@@ -8,8 +8,7 @@ use phasegate_model::error::Problem;
 use phasegate_model::pipeline::Pipeline;
 use phasegate_runner::cache::ResultCache;
 
-use crate::run::relative_to_cwd;
-use crate::{Exit, bad_input};
+use crate::{Exit, bad_input, relative_to_cwd};
 
 /// Inspect or empty the result cache (the project's `.phasegate/cache`).
 ///

@@ -192,3 +192,11 @@ pub fn require_progress(path: &Path) -> anyhow::Result<()> {
 pub fn state_path(state: Option<PathBuf>) -> PathBuf {
     state.unwrap_or_else(|| Path::new(DEFAULT_STATE).to_path_buf())
 }
+
+/// A path as the user would type it from here: relative to the current folder when inside it.
+pub fn relative_to_cwd(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(PathBuf::from))
+        .unwrap_or_else(|| path.to_owned())
+}

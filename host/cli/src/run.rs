@@ -20,7 +20,7 @@ use phasegate_runner::{Recorded, Runner};
 
 use super::locking::{LockArgs, check_configs, load_checked, load_pipeline, metadata_of};
 use super::render::{Progress, Renderer};
-use super::{Exit, Format, bad_input, state_path};
+use super::{Exit, Format, bad_input, relative_to_cwd, state_path};
 
 /// How a run is shown (`run` and `resume`).
 #[derive(Args, Clone, Copy)]
@@ -332,12 +332,4 @@ fn run_with<E: Executor>(
             store.path().display()
         )))
     })
-}
-
-/// A path as the user would type it from here: relative to the current folder when inside it.
-pub fn relative_to_cwd(path: &std::path::Path) -> PathBuf {
-    std::env::current_dir()
-        .ok()
-        .and_then(|cwd| path.strip_prefix(cwd).ok().map(PathBuf::from))
-        .unwrap_or_else(|| path.to_owned())
 }
