@@ -5,6 +5,8 @@
 //! cargo bench -p phasegate --bench orchestration -- quick   # smaller sizes
 //! cargo bench -p phasegate --bench orchestration -- parts   # one task's cost, piece by piece
 //! cargo bench -p phasegate --bench orchestration -- ratio   # [1]'s ratio only, best of 5
+//! cargo bench -p phasegate --bench orchestration -- wasi    # a WASI-importing noop against [1]'s
+//! cargo bench -p phasegate --bench orchestration -- load    # loading pipelines of 100 to 100k tasks
 //! cargo bench -p phasegate --bench orchestration -- context # [6] only: later and sequential phases
 //! cargo bench -p phasegate --bench orchestration -- profile # [1]'s 1-core phase alone, for perf
 //! ```
@@ -57,6 +59,12 @@ fn main() {
     }
     if arg("profile") {
         return profile(arg("bare"));
+    }
+    if arg("wasi") {
+        return wasi();
+    }
+    if arg("load") {
+        return load_sizes();
     }
     if arg("context") {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -254,6 +262,112 @@ fn ratio() {
     );
 }
 
+/// `-- wasi`: the noop task built for `wasm32-wasip2` (`noop-wasi`: it imports `wasi:cli` and
+/// `wasi:io`, as every Rust-std plugin does) against the no-import noop, each through phasegate
+/// and through a bare loop; the bare loop of `noop-wasi` builds per instance the WASI context
+/// phasegate builds for a task with no grants (captured stdout and stderr, closed stdin, a
+/// resource table). Five rounds, interleaved; the best of each.
+fn wasi() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n = 10_000;
+    let wasi = phasegate_test_artifacts::NOOP_WASI;
+    let mut best = [Duration::MAX; 4];
+    for round in 0..5 {
+        let times = [
+            bare_loop(n, 1),
+            bare_wasi_loop(n, wasi, &|_| {}),
+            phase(dir.path(), &format!("noop{round}"), n, 64, Cores::One),
+            phase_with(
+                dir.path(),
+                &format!("wasi{round}"),
+                n,
+                64,
+                Cores::One,
+                wasi,
+                "",
+            ),
+        ];
+        println!("  round {round}: {}", wasi_ratios(n, times));
+        for (best, t) in best.iter_mut().zip(times) {
+            *best = (*best).min(t);
+        }
+    }
+    println!(
+        "best of 5: {} (targets: WASI phase ≤ 1.3x the noop phase, ≤ 1.1x its bare loop)",
+        wasi_ratios(n, best)
+    );
+}
+
+/// `-- load`: loading a pipeline (reading, parsing, validating, checking plugin paths and
+/// templates: `phasegate_runner::load::load`, what `validate`, `run` and `resume` start with) of
+/// 100 to 100,000 tasks in two phases, every task with an input template that reads a var and,
+/// in the second phase, a task of the first, and a config table. Best of three per size; the
+/// per-task cost should not grow with the size.
+fn load_sizes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut costs = Vec::new();
+    for n in [100, 1_000, 10_000, 40_000, 100_000] {
+        let path = dir.path().join(format!("load{n}.toml"));
+        let half = n / 2;
+        let mut toml = String::from(
+            "name = \"load\"\n[vars]\nwho = \"world\"\n\n[[phase]]\nid = \"first\"\nconcurrency = 64\n",
+        );
+        for i in 0..half {
+            toml.push_str(&format!(
+                "[[phase.task]]\nid = \"t{i}\"\nplugin = {:?}\ninput = \"{{{{ vars.who }}}} {i}\"\nconfig = {{ n = {i}, label = \"task {i}\" }}\n",
+                phasegate_test_artifacts::NOOP
+            ));
+        }
+        toml.push_str("\n[[phase]]\nid = \"second\"\nconcurrency = 64\n");
+        for i in 0..n - half {
+            toml.push_str(&format!(
+                "[[phase.task]]\nid = \"u{i}\"\nplugin = {:?}\ninput = \"{{{{ phases.first.tasks.t{i}.output }}}}\"\nconfig = {{ n = {i} }}\n",
+                phasegate_test_artifacts::NOOP
+            ));
+        }
+        std::fs::write(&path, &toml).expect("write pipeline");
+        let t = (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                let pipeline = phasegate_runner::load::load(&path).expect("pipeline");
+                let t = start.elapsed();
+                drop(std::hint::black_box(pipeline));
+                t
+            })
+            .min()
+            .expect("runs");
+        costs.push(per(n, t));
+        println!(
+            "  {n:>7} tasks ({:>5.1} MB): {:>8.1} ms, {:.2} µs/task",
+            toml.len() as f64 / 1e6,
+            ms(t),
+            per(n, t)
+        );
+    }
+    let (lo, hi) = costs
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), c| (lo.min(*c), hi.max(*c)));
+    println!(
+        "per-task cost, largest over smallest: {:.2}x (targets: ≤ 2 µs/task at 40,000, linear from 100 to 100,000)",
+        hi / lo
+    );
+}
+
+/// One line of `-- wasi`, from the times of the bare loop and the phase of the no-import noop,
+/// and of the WASI noop.
+fn wasi_ratios(n: usize, [bare, bare_wasi, phase, phase_wasi]: [Duration; 4]) -> String {
+    format!(
+        "bare {:.1} / WASI {:.1} µs/task ({:.2}x); phasegate {:.1} / WASI {:.1} µs/task ({:.2}x); WASI phase / WASI bare {:.2}x",
+        per(n, bare),
+        per(n, bare_wasi),
+        bare_wasi.as_secs_f64() / bare.as_secs_f64(),
+        per(n, phase),
+        per(n, phase_wasi),
+        phase_wasi.as_secs_f64() / phase.as_secs_f64(),
+        phase_wasi.as_secs_f64() / bare_wasi.as_secs_f64(),
+    )
+}
+
 /// One line of `-- ratio`, from the times of the bare loop and the phase on 1 core, then on 2.
 fn ratios(n: usize, [bare, one, bare2, two]: [Duration; 4]) -> String {
     format!(
@@ -268,19 +382,32 @@ fn ratios(n: usize, [bare, one, bare2, two]: [Duration; 4]) -> String {
 
 /// `-- profile`: only [1]'s 1-core phase, ten runs over one engine, for a profiler (`-- profile
 /// bare`: ten runs of the bare loop instead, to profile both the same way; `two`: either on 2
-/// cores). With `PERF_CTL` set to a `perf record --control` fifo, recording is on only while the
+/// cores; `wasi`: either with the WASI-importing noop, as in `-- wasi`). With `PERF_CTL` set to a `perf record --control` fifo, recording is on only while the
 /// runs are: `perf record -D -1 --control fifo:ctl,ack ... orchestration-* profile` with
 /// `PERF_CTL=ctl`.
 fn profile(bare: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let n = 10_000;
-    let path = trivial_pipeline(dir.path(), "profile", n);
+    let component = if arg("wasi") {
+        phasegate_test_artifacts::NOOP_WASI
+    } else {
+        phasegate_test_artifacts::NOOP
+    };
+    let path = write_pipeline(dir.path(), "profile", n, 64, component, "");
     let perf = |command: &str| {
         if let Some(fifo) = std::env::var_os("PERF_CTL") {
             std::fs::write(fifo, command).expect("perf control fifo");
         }
     };
     let two = arg("two");
+    if bare && arg("wasi") {
+        let elapsed = bare_wasi_loop(10 * n, component, &perf);
+        println!(
+            "10 × {n}: bare loop (WASI) {:.2} µs/task",
+            per(10 * n, elapsed)
+        );
+        return;
+    }
     if bare {
         let threads = if two { 2 } else { 1 };
         let elapsed = bare_loop_observed(10 * n, threads, tuned_config(), &perf);
@@ -575,6 +702,64 @@ fn bare_loop_observed(
                 });
             }
         });
+    };
+    run();
+    observe("enable\n");
+    let start = Instant::now();
+    run();
+    let elapsed = start.elapsed();
+    observe("disable\n");
+    elapsed
+}
+
+/// A bare loop's state for a component that imports WASI: a WASI context and a resource table.
+struct BareWasi {
+    ctx: wasmtime_wasi::WasiCtx,
+    table: wasmtime::component::ResourceTable,
+}
+
+impl wasmtime_wasi::WasiView for BareWasi {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl host_iface::Host for BareWasi {
+    fn log(&mut self, _: Level, _: String) {}
+    fn progress(&mut self, _: u32, _: u32, _: String) {}
+}
+
+impl wit::Host for BareWasi {}
+
+/// [`bare_loop`] (one thread, the tuned pool) for a task `component` that imports WASI: each
+/// instance gets the WASI context phasegate gives a task without grants (stdout and stderr
+/// captured up to the default log limit, stdin closed, nothing else), built per instance.
+fn bare_wasi_loop(n: usize, component: &str, observe: &dyn Fn(&str)) -> Duration {
+    let engine = Engine::new(&tuned_config()).expect("engine");
+    let component = Component::from_file(&engine, component).expect("component");
+    let mut linker = Linker::<BareWasi>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
+    host_iface::add_to_linker::<BareWasi, HasSelf<BareWasi>>(&mut linker, |s| s).expect("link");
+    let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
+    let capture = Limits::default().max_log.0 as usize;
+    let rt = one_core_runtime();
+    let run = || {
+        rt.block_on(async {
+            for i in 0..n {
+                let ctx = wasmtime_wasi::WasiCtxBuilder::new()
+                    .stdout(wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(capture))
+                    .stderr(wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(capture))
+                    .build();
+                let state = BareWasi {
+                    ctx,
+                    table: wasmtime::component::ResourceTable::new(),
+                };
+                call_noop(Store::new(&engine, state), &pre, &request(i)).await;
+            }
+        })
     };
     run();
     observe("enable\n");
