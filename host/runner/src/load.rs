@@ -2,6 +2,7 @@
 //! tell ([`Resolve`]): whether plugin files and granted directories exist, installed plugin
 //! names through the project's lock, and what input templates refer to.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use phasegate_model::error::{PipelineError, PipelineErrors};
@@ -42,16 +43,52 @@ pub fn sandbox(
     phasegate_model::pipeline::sandbox(path, source, limits, grants, &mut Resolver::default())
 }
 
+/// A plugin reference as far as it resolved, and `(message, help)` if it did not.
+type Resolved = (PluginRef, Option<(String, String)>);
+
 /// Answers a pipeline's questions from the filesystem, the project's lock and the template
 /// engine.
 #[derive(Default)]
 pub struct Resolver {
     /// The project and its lock, read on the first installed-plugin name.
     lock: Option<Result<(Project, Lock), String>>,
+    /// Each plugin as written (and the folder it is relative to) resolved once: thousands of
+    /// tasks name the same few plugins.
+    plugins: HashMap<PathBuf, HashMap<String, Resolved>>,
 }
 
 impl Resolve for Resolver {
     fn plugin(&mut self, spec: &str, dir: &Path) -> (PluginRef, Option<(String, String)>) {
+        if let Some(known) = self.plugins.get(dir).and_then(|known| known.get(spec)) {
+            return known.clone();
+        }
+        let resolved = self.resolve_plugin(spec, dir);
+        self.plugins
+            .entry(dir.to_owned())
+            .or_default()
+            .insert(spec.to_owned(), resolved.clone());
+        resolved
+    }
+
+    fn is_dir(&mut self, path: &Path) -> bool {
+        path.is_dir()
+    }
+
+    fn template(&mut self, text: &str, scope: &Scope<'_>) -> Result<(), (String, String)> {
+        template::check_template(text, scope)
+    }
+
+    fn project(&mut self, dir: &Path) -> Option<PathBuf> {
+        match &self.lock {
+            Some(Ok((project, _))) => Some(project.root.clone()),
+            _ => Project::find(dir).map(|p| p.root),
+        }
+    }
+}
+
+impl Resolver {
+    /// Resolves a plugin as written: a component file's path or an installed plugin's name.
+    fn resolve_plugin(&mut self, spec: &str, dir: &Path) -> (PluginRef, Option<(String, String)>) {
         if phasegate_store::is_installed_name(spec) {
             return self.installed(spec, dir);
         }
@@ -84,23 +121,6 @@ impl Resolve for Resolver {
         )
     }
 
-    fn is_dir(&mut self, path: &Path) -> bool {
-        path.is_dir()
-    }
-
-    fn template(&mut self, text: &str, scope: &Scope<'_>) -> Result<(), (String, String)> {
-        template::check_template(text, scope)
-    }
-
-    fn project(&mut self, dir: &Path) -> Option<PathBuf> {
-        match &self.lock {
-            Some(Ok((project, _))) => Some(project.root.clone()),
-            _ => Project::find(dir).map(|p| p.root),
-        }
-    }
-}
-
-impl Resolver {
     /// Resolves an installed plugin's name through the project's lock to its stored file.
     fn installed(&mut self, name: &str, dir: &Path) -> (PluginRef, Option<(String, String)>) {
         let lock = self.lock.get_or_insert_with(|| {

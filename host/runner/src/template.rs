@@ -187,6 +187,10 @@ const TASK_KEYS: [&str; 5] = ["status", "output", "attempts", "duration_ms", "er
 /// What a plugin's output holds is not known before it runs, so paths inside `output` are not
 /// checked. Errors are `(message, help)`.
 pub fn check_template(template: &str, scope: &Scope<'_>) -> Result<(), (String, String)> {
+    // Every tag, expression and comment opens with `{`: without one, the text is literal.
+    if !template.contains('{') {
+        return Ok(());
+    }
     let env = environment();
     let tmpl = env.template_from_str(template).map_err(|e| {
         (
@@ -374,7 +378,7 @@ fn check_reference(r: &Reference<'_>, scope: &Scope<'_>) -> Result<(), (String, 
             ));
         }
         if let ["tasks", task, ..] = r.keys[1..]
-            && !scope.earlier_tasks.contains(&task)
+            && !scope.is_earlier_task(task)
         {
             return Err((
                 format!(
@@ -431,11 +435,11 @@ fn check_reference(r: &Reference<'_>, scope: &Scope<'_>) -> Result<(), (String, 
             return Err((
                 format!(
                     "`{text}` reads task `{task}`, which phase `{phase}` does not have{}",
-                    did_you_mean(task, ids.iter().copied())
+                    did_you_mean(task, ids.order.iter().copied())
                 ),
                 format!(
                     "check the spelling; the tasks of phase `{phase}` are: {}",
-                    suggest::list(ids, 10)
+                    suggest::list(&ids.order, 10)
                 ),
             ));
         }

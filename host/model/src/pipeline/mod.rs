@@ -47,7 +47,7 @@ mod vars;
 
 pub use crate::error::{PipelineError, PipelineErrors};
 pub use crate::grants::{DirGrant, DirMode, Grants, RawGrants};
-pub use parse::{Resolve, Scope, sandbox};
+pub use parse::{Resolve, Scope, TaskIds, sandbox};
 pub use raw::{RawLimits, schema};
 
 pub const DEFAULT_MEMORY: ByteSize = ByteSize(64 << 20);
