@@ -20,10 +20,13 @@ use phasegate_model::units::ByteSize;
 
 /// Everything one plugin instance owns (one per Store).
 pub struct HostState {
-    /// What WASI and `wasi:http` calls use; `None` for a plugin that imports no WASI interface
-    /// (see [`HostState::without_wasi`]). Boxed: a WASI context is large, and the state of a
-    /// plugin without WASI is built, moved into its store and dropped once per task.
+    /// What WASI and `wasi:http` calls use, once built; `None` for a plugin that imports no
+    /// WASI interface (see [`HostState::without_wasi`]) and until the first WASI call of one
+    /// whose grants open nothing (see [`Deferred`]). Boxed: a WASI context is large, and the
+    /// state is built, moved into its store and dropped once per task.
     wasi: Option<Box<WasiState>>,
+    /// The grants to build the WASI side from at the first WASI call.
+    deferred: Option<Box<Deferred>>,
     /// Resource limits (memory, tables, instances).
     pub limiter: Limiter,
     origin: Origin,
@@ -51,6 +54,18 @@ struct WasiState {
     writes: Arc<WriteQuota>,
     /// Files, directories and sockets opened.
     opened: u64,
+}
+
+/// What building the WASI side needs, kept until the first WASI call. Most tasks (every Rust
+/// plugin that only computes, for one) import WASI through their language's runtime but never
+/// call it: building the context (its random generators, clocks, stdio and table) for each of
+/// them cost ~0.9 µs, more than a tenth of a trivial task. Only grants that cannot fail are
+/// deferred: a directory grant opens its directory when the instance is made, so that a
+/// directory that cannot be opened fails the attempt before the plugin runs.
+struct Deferred {
+    grants: Grants,
+    max_written: u64,
+    descriptors: u32,
 }
 
 impl WasiState {
@@ -81,12 +96,32 @@ impl HostState {
             emitter,
             [CapturedOutput::new(capture), CapturedOutput::new(capture)],
         );
-        let notice = state.notice();
-        let ctx = sandbox::wasi_ctx(grants, &state.stdout, &state.stderr, notice.clone())?;
-        let mut wasi = WasiState::new(ctx, grants.http.clone(), notice, limits.max_written.0);
-        sandbox::descriptors::bound(&mut wasi.table, limits.descriptors);
-        state.wasi = Some(wasi);
+        let deferred = Deferred {
+            grants: grants.clone(),
+            max_written: limits.max_written.0,
+            descriptors: limits.descriptors,
+        };
+        if grants.dirs.is_empty() {
+            state.deferred = Some(Box::new(deferred));
+        } else {
+            state.wasi = Some(state.build_wasi(&deferred)?);
+        }
         Ok(state)
+    }
+
+    /// The WASI side `deferred` describes: its context from the grants, the HTTP policy, the
+    /// write quota and the bound on descriptors.
+    fn build_wasi(&self, deferred: &Deferred) -> Result<Box<WasiState>, String> {
+        let Deferred {
+            grants,
+            max_written,
+            descriptors,
+        } = deferred;
+        let notice = self.notice();
+        let ctx = sandbox::wasi_ctx(grants, &self.stdout, &self.stderr, notice.clone())?;
+        let mut wasi = WasiState::new(ctx, grants.http.clone(), notice, *max_written);
+        sandbox::descriptors::bound(&mut wasi.table, *descriptors);
+        Ok(wasi)
     }
 
     /// As [`new`](Self::new), for a plugin that imports no `wasi:` interface and so can never
@@ -107,6 +142,7 @@ impl HostState {
     ) -> Self {
         HostState {
             wasi: None,
+            deferred: None,
             limiter: Limiter::new(limits),
             origin,
             emitter,
@@ -207,14 +243,20 @@ impl HostState {
         Notice::new(self.emitter.clone(), self.origin.clone())
     }
 
-    /// The WASI side, built with nothing granted if the instance had none (a plugin declared
-    /// without WASI imports cannot get here; should one anyway, it is denied everything).
+    /// The WASI side, built at the first call from the deferred grants, or with nothing granted
+    /// if the instance had none (a plugin declared without WASI imports cannot get here; should
+    /// one anyway, it is denied everything).
     fn wasi(&mut self) -> &mut WasiState {
         let wasi = match self.wasi.take() {
             Some(wasi) => wasi,
             None => {
-                let denied = wasmtime_wasi::WasiCtxBuilder::new().build();
-                WasiState::new(denied, Vec::new(), self.notice(), 0)
+                // Deferred grants open nothing, so building from them cannot fail; should it,
+                // the plugin is denied everything rather than given more.
+                let built = self.deferred.take().and_then(|d| self.build_wasi(&d).ok());
+                built.unwrap_or_else(|| {
+                    let denied = wasmtime_wasi::WasiCtxBuilder::new().build();
+                    WasiState::new(denied, Vec::new(), self.notice(), 0)
+                })
             }
         };
         self.wasi.insert(wasi)
