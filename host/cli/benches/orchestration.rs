@@ -939,6 +939,11 @@ fn languages() {
         let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         (n, size, p)
     }));
+    println!("where one task's time goes (phasegate's engine and store, resident 32 MiB):");
+    for (name, size, path) in &all {
+        let n = if *size < 1 << 20 { 2_000 } else { 200 };
+        println!("  {name:<10} {}", breakdown(path, n));
+    }
     for (name, size, path) in all {
         let n = if size < 1 << 20 { 2_000 } else { 200 };
         let before = per_task(&name, &path.display().to_string(), n, MemoryReset::DECOMMIT);
@@ -960,6 +965,60 @@ fn languages() {
             );
         }
     }
+}
+
+/// One task instance of `component` taken apart, `n` times on phasegate's engine configuration
+/// (as `run_task` does it, without its bookkeeping): the store with its WASI side, the
+/// instantiation (the component's start functions included), the call, and dropping the store
+/// (which resets the instance's memory in the pool). Mean µs of each.
+fn breakdown(component: &Path, n: usize) -> String {
+    let limits = phase_engine_limits();
+    let engine = Engine::new(&engine::config(&limits, MemoryReset::RESIDENT)).expect("engine");
+    let component = Component::from_file(&engine, component).expect("component");
+    let mut linker = Linker::<HostState>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
+    host_iface::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).expect("host");
+    let pre = TaskPre::new(linker.instantiate_pre(&component).expect("pre")).expect("task world");
+    let rt = one_core_runtime();
+    let mut req = request(0);
+    req.input = "hello wasm world".into();
+    let req = Arc::new(req);
+    let mut spent = [Duration::ZERO; 4];
+    for i in 0..n + 3 {
+        let t0 = Instant::now();
+        let state = HostState::new(
+            &Limits::default(),
+            &Grants::default(),
+            Origin::Task(req.clone()),
+            Emitter::discard(),
+        )
+        .expect("state");
+        let mut store = Store::new(&engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let t1 = Instant::now();
+        let task: Task = rt
+            .block_on(pre.instantiate_async(&mut store))
+            .expect("instantiate");
+        let t2 = Instant::now();
+        let out = rt.block_on(task.call_run(&mut store, &req)).expect("call");
+        assert!(out.is_ok(), "{out:?}");
+        let t3 = Instant::now();
+        drop(store);
+        let t4 = Instant::now();
+        // The first instances fault in the memory image: not counted.
+        if i >= 3 {
+            for (s, d) in spent.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
+                *s += d;
+            }
+        }
+    }
+    let [store, instantiate, call, drop] = spent.map(|d| per(n, d));
+    format!(
+        "store {store:.1} µs, instantiate {instantiate:.1} µs, call {call:.1} µs, drop (memory reset) {drop:.1} µs; total {:.1} µs",
+        store + instantiate + call + drop
+    )
 }
 
 fn write_pipeline(
