@@ -66,6 +66,8 @@ struct Deferred {
     grants: Grants,
     max_written: u64,
     descriptors: u32,
+    /// Bytes of stdout and of stderr kept.
+    capture: usize,
 }
 
 impl WasiState {
@@ -89,17 +91,15 @@ impl HostState {
         origin: Origin,
         emitter: Emitter,
     ) -> Result<Self, String> {
-        let capture = usize::try_from(limits.max_log.0).unwrap_or(usize::MAX);
-        let mut state = Self::with_stdio(
-            limits,
-            origin,
-            emitter,
-            [CapturedOutput::new(capture), CapturedOutput::new(capture)],
-        );
+        // Nothing can write to stdout or stderr before the WASI side exists: they are
+        // captured from then on.
+        let none = [CapturedOutput::none(), CapturedOutput::none()];
+        let mut state = Self::with_stdio(limits, origin, emitter, none);
         let deferred = Deferred {
             grants: grants.clone(),
             max_written: limits.max_written.0,
             descriptors: limits.descriptors,
+            capture: usize::try_from(limits.max_log.0).unwrap_or(usize::MAX),
         };
         if grants.dirs.is_empty() {
             state.deferred = Some(Box::new(deferred));
@@ -109,14 +109,17 @@ impl HostState {
         Ok(state)
     }
 
-    /// The WASI side `deferred` describes: its context from the grants, the HTTP policy, the
-    /// write quota and the bound on descriptors.
-    fn build_wasi(&self, deferred: &Deferred) -> Result<Box<WasiState>, String> {
+    /// The WASI side `deferred` describes: its context from the grants, stdout and stderr
+    /// captured, the HTTP policy, the write quota and the bound on descriptors.
+    fn build_wasi(&mut self, deferred: &Deferred) -> Result<Box<WasiState>, String> {
         let Deferred {
             grants,
             max_written,
             descriptors,
+            capture,
         } = deferred;
+        self.stdout = CapturedOutput::new(*capture);
+        self.stderr = CapturedOutput::new(*capture);
         let notice = self.notice();
         let ctx = sandbox::wasi_ctx(grants, &self.stdout, &self.stderr, notice.clone())?;
         let mut wasi = WasiState::new(ctx, grants.http.clone(), notice, *max_written);
