@@ -19,6 +19,7 @@ mod policies;
 mod remote;
 mod report;
 mod resume;
+mod reuse;
 mod runner;
 mod sandbox;
 mod schema;

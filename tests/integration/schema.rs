@@ -24,6 +24,7 @@ const SCHEMA_REJECTS: &[&str] = &[
     "wrong-types",
     "zero-concurrency",
     "zero-descriptors",
+    "zero-reuse",
 ];
 
 fn schema() -> jsonschema::Validator {

@@ -306,7 +306,14 @@ fn wasi() {
 fn load_sizes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut costs = Vec::new();
-    for n in [100, 1_000, 10_000, 40_000, 100_000] {
+    // `-- load 40000`: that size only (for a profiler).
+    let given: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    let sizes = if given.is_empty() {
+        vec![100, 1_000, 10_000, 40_000, 100_000]
+    } else {
+        given
+    };
+    for n in sizes {
         let path = dir.path().join(format!("load{n}.toml"));
         let half = n / 2;
         let mut toml = String::from(
@@ -944,6 +951,18 @@ fn languages() {
         let n = if *size < 1 << 20 { 2_000 } else { 200 };
         println!("  {name:<10} {}", breakdown(path, n));
     }
+    println!(
+        "per task through PluginHost, a fresh instance each (as by default) against `reuse = 10` (an instance serves ten tasks in a row):"
+    );
+    for (name, size, path) in &all {
+        let n = if *size < 1 << 20 { 2_000 } else { 400 };
+        let fresh = per_task(name, &path.display().to_string(), n, MemoryReset::RESIDENT);
+        let reused = reused_per_task(path, n, 10);
+        println!(
+            "  {name:<10} fresh {fresh:>8.1} µs, reuse = 10 {reused:>8.1} µs: {:.1}x faster",
+            fresh / reused
+        );
+    }
     for (name, size, path) in all {
         let n = if size < 1 << 20 { 2_000 } else { 200 };
         let before = per_task(&name, &path.display().to_string(), n, MemoryReset::DECOMMIT);
@@ -967,6 +986,46 @@ fn languages() {
     }
 }
 
+/// Mean µs per task of `component` run `n` times through `PluginHost::run_task_reusing`, one
+/// instance serving up to `reuse` tasks in a row.
+fn reused_per_task(component: &Path, n: usize, reuse: u32) -> f64 {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = write_pipeline(
+        dir.path(),
+        "reuse",
+        1,
+        1,
+        &component.display().to_string(),
+        "",
+    );
+    let (_pipeline, host, plugins) = load(&path);
+    let plugin = plugins.values().next().expect("plugin").clone();
+    let rt = one_core_runtime();
+    let mut req = request(0);
+    req.input = "hello wasm world".into();
+    let req = Arc::new(req);
+    let mut kept = None;
+    let mut once = || {
+        let reuse = phasegate_engine::call::Reuse {
+            tasks: reuse,
+            plugin: &plugin,
+            kept: &mut kept,
+        };
+        let a = rt.block_on(host.run_task_reusing(
+            &req,
+            &Limits::default(),
+            &Grants::default(),
+            Emitter::discard(),
+            reuse,
+        ));
+        assert!(a.result.is_ok(), "{:?}", a.result);
+    };
+    (0..3).for_each(|_| once());
+    let start = Instant::now();
+    (0..n).for_each(|_| once());
+    per(n, start.elapsed())
+}
+
 /// One task instance of `component` taken apart, `n` times on phasegate's engine configuration
 /// (as `run_task` does it, without its bookkeeping): the store with its WASI side, the
 /// instantiation (the component's start functions included), the call, and dropping the store
@@ -984,6 +1043,15 @@ fn breakdown(component: &Path, n: usize) -> String {
     req.input = "hello wasm world".into();
     let req = Arc::new(req);
     let mut spent = [Duration::ZERO; 4];
+    let mut spent_again = Duration::ZERO;
+    // As `-- profile`: with PERF_CTL set to a `perf record --control` fifo, recording is on
+    // only while instances are made and called.
+    let perf = |command: &str| {
+        if let Some(fifo) = std::env::var_os("PERF_CTL") {
+            std::fs::write(fifo, command).expect("perf control fifo");
+        }
+    };
+    perf("enable\n");
     for i in 0..n + 3 {
         let t0 = Instant::now();
         let state = HostState::new(
@@ -1005,19 +1073,28 @@ fn breakdown(component: &Path, n: usize) -> String {
         let out = rt.block_on(task.call_run(&mut store, &req)).expect("call");
         assert!(out.is_ok(), "{out:?}");
         let t3 = Instant::now();
+        // The same instance called once more: what a task would cost if instances were kept.
+        let again = rt.block_on(task.call_run(&mut store, &req)).expect("call");
+        assert!(again.is_ok(), "{again:?}");
+        let t3b = Instant::now();
         drop(store);
         let t4 = Instant::now();
+        if i >= 3 {
+            spent_again += t3b - t3;
+        }
         // The first instances fault in the memory image: not counted.
         if i >= 3 {
-            for (s, d) in spent.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
+            for (s, d) in spent.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3b]) {
                 *s += d;
             }
         }
     }
+    perf("disable\n");
     let [store, instantiate, call, drop] = spent.map(|d| per(n, d));
     format!(
-        "store {store:.1} µs, instantiate {instantiate:.1} µs, call {call:.1} µs, drop (memory reset) {drop:.1} µs; total {:.1} µs",
-        store + instantiate + call + drop
+        "store {store:.1} µs, instantiate {instantiate:.1} µs, call {call:.1} µs, drop (memory reset) {drop:.1} µs; total {:.1} µs; a second call on the same instance {:.1} µs",
+        store + instantiate + call + drop,
+        per(n, spent_again)
     )
 }
 

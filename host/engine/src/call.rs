@@ -29,6 +29,40 @@ struct Seen {
     usage: Usage,
 }
 
+/// A task instance kept after a task to serve the next ones (a task's `reuse`), with what it
+/// was made for: it serves only tasks of the same plugin, limits and grants.
+pub struct KeptInstance {
+    store: Store<HostState>,
+    task: Task,
+    plugin: Arc<LoadedPlugin>,
+    limits: Limits,
+    grants: Grants,
+    /// Tasks it served so far.
+    served: u32,
+}
+
+/// Where a caller keeps an instance between tasks, and how many tasks one may serve.
+pub struct Reuse<'a> {
+    /// Tasks in a row one instance may serve (1 or less: none is kept).
+    pub tasks: u32,
+    /// The plugin of this task (an instance of another is not reused).
+    pub plugin: &'a Arc<LoadedPlugin>,
+    /// The instance kept by the last task, if any; this task's, if it may serve more.
+    pub kept: &'a mut Option<KeptInstance>,
+}
+
+impl Reuse<'_> {
+    /// The kept instance, if it may serve a task of these limits and grants.
+    fn take_for(&mut self, limits: &Limits, grants: &Grants) -> Option<KeptInstance> {
+        self.kept.take().filter(|k| {
+            Arc::ptr_eq(&k.plugin, self.plugin)
+                && k.limits == *limits
+                && k.grants == *grants
+                && k.served < self.tasks
+        })
+    }
+}
+
 impl PluginHost {
     fn store(
         &self,
@@ -45,6 +79,12 @@ impl PluginHost {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        self.arm(&mut store, limits)?;
+        Ok(store)
+    }
+
+    /// Gives a store its call's budgets: fuel when metered, and the epoch deadline.
+    fn arm(&self, store: &mut Store<HostState>, limits: &Limits) -> Result<(), String> {
         if self.limits.fuel {
             store
                 .set_fuel(limits.fuel.unwrap_or(u64::MAX))
@@ -54,7 +94,7 @@ impl PluginHost {
         // enforced around the call (it also covers time spent blocked in host calls).
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
-        Ok(store)
+        Ok(())
     }
 
     /// Calls a plugin's `metadata` export in a fresh instance.
@@ -104,7 +144,7 @@ impl PluginHost {
     ) -> Attempt {
         let mut seen = Seen::default();
         let result = self
-            .attempt(plugin, request, limits, grants, emitter, &mut seen)
+            .attempt(plugin, request, limits, grants, emitter, &mut seen, None)
             .await;
         Attempt {
             result,
@@ -114,6 +154,40 @@ impl PluginHost {
         }
     }
 
+    /// As [`run_task`](Self::run_task), on the instance `reuse` kept from the task before when
+    /// it may serve this one (same plugin, limits and grants, fewer than `reuse.tasks` served);
+    /// afterwards the instance is kept there if it may serve another. An instance that trapped
+    /// or timed out is never kept.
+    pub async fn run_task_reusing(
+        &self,
+        request: &Arc<wit::TaskRequest>,
+        limits: &Limits,
+        grants: &Grants,
+        emitter: Emitter,
+        reuse: Reuse<'_>,
+    ) -> Attempt {
+        let mut seen = Seen::default();
+        let plugin = reuse.plugin.clone();
+        let result = self
+            .attempt(
+                &plugin,
+                request,
+                limits,
+                grants,
+                emitter,
+                &mut seen,
+                Some(reuse),
+            )
+            .await;
+        Attempt {
+            result,
+            log: seen.log,
+            worker: None,
+            usage: seen.usage,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         plugin: &LoadedPlugin,
@@ -122,6 +196,7 @@ impl PluginHost {
         grants: &Grants,
         emitter: Emitter,
         seen: &mut Seen,
+        mut reuse: Option<Reuse<'_>>,
     ) -> Result<String, Failure> {
         // Named only when something goes wrong (formatting it for every task costs).
         let who = || {
@@ -140,13 +215,34 @@ impl PluginHost {
             ));
         };
         let origin = Origin::Task(request.clone());
-        let mut store = self
-            .store(plugin, limits, grants, origin, emitter)
-            .map_err(|e| failure(FailureKind::Host, format!("{}: {e}", who())))?;
+        let host_failure = |e: String| failure(FailureKind::Host, format!("{}: {e}", who()));
+        let kept = reuse.as_mut().and_then(|r| r.take_for(limits, grants));
+        let (mut store, instance, served) = match kept {
+            Some(KeptInstance {
+                mut store,
+                task,
+                served,
+                ..
+            }) => {
+                store.data_mut().next_task(origin, emitter);
+                self.arm(&mut store, limits).map_err(host_failure)?;
+                (store, Some(task), served)
+            }
+            None => {
+                let store = self
+                    .store(plugin, limits, grants, origin, emitter)
+                    .map_err(host_failure)?;
+                (store, None, 0)
+            }
+        };
         let started = std::time::Instant::now();
         let result = within(limits.timeout, async {
-            let instance: Task = pre.instantiate_async(&mut store).await?;
-            instance.call_run(&mut store, request).await
+            let instance: Task = match instance {
+                Some(instance) => instance,
+                None => pre.instantiate_async(&mut store).await?,
+            };
+            let output = instance.call_run(&mut store, request).await?;
+            wasmtime::Result::Ok((instance, output))
         })
         .await;
         seen.usage = Usage {
@@ -161,7 +257,7 @@ impl PluginHost {
         };
         store.data_mut().flush_stdio();
         seen.log = store.data_mut().take_log();
-        let output = match result {
+        let (instance, returned) = match result {
             Err(_) => return Err(timeout_failure(&who(), limits)),
             Ok(Err(e)) => {
                 // The backtrace is for whoever digs: the log, not the message.
@@ -170,18 +266,48 @@ impl PluginHost {
                 }
                 return Err(classify(&who(), &e, store.data(), limits, &self.limits));
             }
-            Ok(Ok(Err(e))) => {
+            Ok(Ok(returned)) => returned,
+        };
+        let result = self.task_result(&who, returned, store.data(), limits);
+        // The call returned: the instance is whole, and may serve the next task.
+        if let Some(reuse) = reuse
+            && served + 1 < reuse.tasks
+        {
+            store.data_mut().release();
+            *reuse.kept = Some(KeptInstance {
+                store,
+                task: instance,
+                plugin: reuse.plugin.clone(),
+                limits: *limits,
+                grants: grants.clone(),
+                served: served + 1,
+            });
+        }
+        result
+    }
+
+    /// What a task's returned value comes to: its output, or its error typed; output over its
+    /// limit or not JSON is `invalid-output`.
+    fn task_result(
+        &self,
+        who: &dyn Fn() -> String,
+        returned: Result<String, wit::TaskError>,
+        state: &HostState,
+        limits: &Limits,
+    ) -> Result<String, Failure> {
+        let output = match returned {
+            Err(e) => {
                 return Err(match e {
                     // A write the quota refused explains the failure that followed it.
                     wit::TaskError::Failed(m) => {
-                        write_quota_failure(&who(), store.data(), limits, m.clone())
+                        write_quota_failure(&who(), state, limits, m.clone())
                             .unwrap_or_else(|| failure(FailureKind::Failed, m))
                     }
                     wit::TaskError::InvalidInput(m) => failure(FailureKind::InvalidInput, m),
                     wit::TaskError::InvalidConfig(m) => failure(FailureKind::InvalidConfig, m),
                 });
             }
-            Ok(Ok(Ok(output))) => output,
+            Ok(output) => output,
         };
         if output.len() as u64 > limits.max_output.0 {
             return Err(failure(

@@ -54,6 +54,9 @@ struct WasiState {
     writes: Arc<WriteQuota>,
     /// Files, directories and sockets opened.
     opened: u64,
+    /// Where denied calls are reported (shared with the context's socket check and the HTTP
+    /// policy).
+    notice: Notice,
 }
 
 /// What building the WASI side needs, kept until the first WASI call. Most tasks (every Rust
@@ -76,9 +79,10 @@ impl WasiState {
             ctx,
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
-            http_hooks: HttpPolicy::new(http, notice),
+            http_hooks: HttpPolicy::new(http, notice.clone()),
             writes: WriteQuota::new(max_written),
             opened: 0,
+            notice,
         })
     }
 }
@@ -157,6 +161,40 @@ impl HostState {
             stderr,
             kept_log: Vec::new(),
             phase_usage: Vec::new(),
+        }
+    }
+
+    /// Makes the state of an instance that served a task ready for `origin`, the next task it
+    /// serves (`reuse`): its log, stdout and stderr, log budget, write quota and count of opens
+    /// start again from nothing, and what it does is reported as `origin`'s to `emitter`. What
+    /// the instance itself holds (its memory, its open descriptors) stays: that is what reuse
+    /// shares.
+    pub fn next_task(&mut self, origin: Origin, emitter: Emitter) {
+        self.origin = origin;
+        self.emitter = emitter;
+        self.log_records = 0;
+        self.log_bytes = 0;
+        self.kept_log.clear();
+        self.stdout.clear();
+        self.stderr.clear();
+        if let Some(wasi) = &mut self.wasi {
+            wasi.writes.reset();
+            wasi.opened = 0;
+            wasi.notice
+                .retarget(self.emitter.clone(), self.origin.clone());
+        }
+    }
+
+    /// Lets go of the task an idle kept instance last served (its request is the caller's to
+    /// reuse).
+    pub fn release(&mut self) {
+        self.origin = Origin::Named {
+            phase: String::new(),
+            task: String::new(),
+        };
+        if let Some(wasi) = &self.wasi {
+            wasi.notice
+                .retarget(self.emitter.clone(), self.origin.clone());
         }
     }
 

@@ -7,6 +7,7 @@ use phasegate_model::job::{Attempt, Executor, GateJob, Lane, PhaseReport, TaskJo
 use phasegate_model::pipeline::PluginRef;
 use phasegate_model::progress::{VerdictKind, VerdictRecord};
 
+use crate::call::{KeptInstance, Reuse};
 use crate::load::{LoadedPlugin, LoadedPlugins, PluginHost};
 use crate::plugin::{wit, wit_failure_kind};
 
@@ -57,6 +58,7 @@ impl Executor for LocalExecutor {
             }),
             context: None,
             plugin: None,
+            kept: None,
         }
     }
 
@@ -84,8 +86,9 @@ impl Executor for LocalExecutor {
 }
 
 /// One worker's lane: a request reused from attempt to attempt (the strings are overwritten in
-/// place, and the context copied only when a job brings a different one), and the last plugin
-/// used (neighbouring tasks mostly share one).
+/// place, and the context copied only when a job brings a different one), the last plugin
+/// used (neighbouring tasks mostly share one), and the instance the last task left for the next
+/// when tasks allow `reuse`.
 pub struct LocalLane {
     host: Arc<PluginHost>,
     plugins: Arc<LoadedPlugins>,
@@ -96,6 +99,7 @@ pub struct LocalLane {
     /// The context `request.context` holds a copy of (kept, so a pointer comparison is sound).
     context: Option<Arc<str>>,
     plugin: Option<Arc<LoadedPlugin>>,
+    kept: Option<KeptInstance>,
 }
 
 impl Lane for LocalLane {
@@ -129,13 +133,32 @@ impl Lane for LocalLane {
                 self.context = Some(job.context.clone());
             }
         }
+        if job.reuse <= 1 {
+            // A task that wants a fresh instance: one kept for others is let go.
+            self.kept = None;
+            return self
+                .host
+                .run_task(
+                    plugin,
+                    &self.request,
+                    &job.limits,
+                    &job.grants,
+                    self.emitter.clone(),
+                )
+                .await;
+        }
+        let reuse = Reuse {
+            tasks: job.reuse,
+            plugin,
+            kept: &mut self.kept,
+        };
         self.host
-            .run_task(
-                plugin,
+            .run_task_reusing(
                 &self.request,
                 &job.limits,
                 &job.grants,
                 self.emitter.clone(),
+                reuse,
             )
             .await
     }

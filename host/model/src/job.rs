@@ -41,6 +41,14 @@ pub struct TaskJob<'a> {
     pub limits: Limits,
     /// What the instance is granted.
     pub grants: Cow<'a, Grants>,
+    /// How many tasks in a row the instance that runs this one may serve (the task's `reuse`;
+    /// 1: a fresh instance).
+    #[serde(default = "one")]
+    pub reuse: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// What one attempt of a task came to.

@@ -165,6 +165,10 @@ impl Keys {
             .text("context", context.unwrap_or("not granted"));
         f.limits(&spec.limits, self.max_stack);
         self.grants(&mut f, &spec.grants)?;
+        // Only when set, so that the keys of tasks with a fresh instance each stay as they were.
+        if spec.reuse > 1 {
+            f.text("reuse", &spec.reuse.to_string());
+        }
         Ok(f.finish())
     }
 
@@ -377,6 +381,12 @@ impl Purity {
         let mut why = Vec::new();
         if !spec.cache {
             why.push("`cache = false`".to_owned());
+        }
+        if spec.reuse > 1 {
+            why.push(format!(
+                "`reuse = {}`: what an instance left from an earlier task may change its result",
+                spec.reuse
+            ));
         }
         if !g.env.is_empty() {
             why.push(format!(

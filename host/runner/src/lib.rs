@@ -337,6 +337,9 @@ impl<E: Executor> Runner<E> {
             crew.join().await?;
         } else {
             let (mut input, mut config) = (String::new(), String::new());
+            // One lane for the phase (an instance a task leaves for the next, with `reuse`,
+            // is kept there), the context granted made again for each task.
+            let mut slot = run.slot();
             for i in 0..phase.tasks.len() {
                 // Later tasks of a sequential phase see the results of earlier ones.
                 if phase.tasks[i].grants.context {
@@ -361,7 +364,8 @@ impl<E: Executor> Runner<E> {
                         status: existing.status,
                     });
                 } else {
-                    let (state, finished) = run.execute(i, &mut run.slot()).await;
+                    slot.granted = None;
+                    let (state, finished) = run.execute(i, &mut slot).await;
                     self.finish_tasks(pi, phase, std::iter::once((i, state, finished)), store)?;
                 }
                 // For the tasks after it; the run's context gets the phase once it is judged
@@ -957,6 +961,7 @@ impl<E: Executor> PhaseRun<E> {
                 plugin: Cow::Borrowed(&spec.plugin),
                 limits: spec.limits,
                 grants: Cow::Borrowed(&spec.grants),
+                reuse: spec.reuse,
             };
             let attempt = slot.lane.run(&job).await;
             let ended = Instant::now();

@@ -18,6 +18,8 @@ pub mod stdio;
 pub mod surface;
 pub mod writes;
 
+use std::sync::{Arc, Mutex};
+
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
 use crate::plugin::Origin;
@@ -32,24 +34,36 @@ pub trait Counted: wasmtime_wasi::WasiView + 'static {
     fn count_open(&mut self);
 }
 
-/// Reports denied calls as warnings in the task's log.
+/// Reports denied calls as warnings in the task's log. Clones share their target, so that an
+/// instance serving its next task (`reuse`) reports that task's denials as its own.
 #[derive(Clone)]
 pub struct Notice {
-    emitter: Emitter,
-    origin: Origin,
+    target: Arc<Mutex<(Emitter, Origin)>>,
 }
 
 impl Notice {
     /// Denials of `origin`'s calls go to `emitter`.
     pub fn new(emitter: Emitter, origin: Origin) -> Self {
-        Notice { emitter, origin }
+        Notice {
+            target: Arc::new(Mutex::new((emitter, origin))),
+        }
+    }
+
+    /// Later denials are `origin`'s, and go to `emitter`.
+    pub fn retarget(&self, emitter: Emitter, origin: Origin) {
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = (emitter, origin);
     }
 
     /// Logs a denial.
     pub fn deny(&self, message: String) {
-        self.emitter.emit(EventKind::TaskLog {
-            phase: self.origin.phase().into(),
-            task: self.origin.task().into(),
+        let (emitter, origin) = self
+            .target
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        emitter.emit(EventKind::TaskLog {
+            phase: origin.phase().into(),
+            task: origin.task().into(),
             level: LogLevel::Warn,
             message,
         });

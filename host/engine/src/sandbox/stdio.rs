@@ -82,6 +82,14 @@ impl CapturedOutput {
         })
     }
 
+    /// Forgets what was written, kept and dropped (an instance serving its next task).
+    pub fn clear(&self) {
+        if let Some(shared) = &self.shared {
+            shared.buffer().clear();
+            shared.dropped.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// How many bytes were dropped past the capacity.
     pub fn dropped(&self) -> u64 {
         self.shared

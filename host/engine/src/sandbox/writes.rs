@@ -75,6 +75,13 @@ impl WriteQuota {
         Some(self.refused.load(Ordering::Relaxed)).filter(|&n| n > 0)
     }
 
+    /// Starts counting again from nothing (an instance serving its next task: the quota is
+    /// each task's).
+    pub fn reset(&self) {
+        self.written.store(0, Ordering::Relaxed);
+        self.refused.store(0, Ordering::Relaxed);
+    }
+
     /// The quota.
     pub fn limit_size(&self) -> phasegate_model::units::ByteSize {
         phasegate_model::units::ByteSize(self.limit)

@@ -283,6 +283,8 @@ pub struct TaskSpec {
     pub config_line: usize,
     /// Extra attempts after a retryable failure.
     pub retries: u32,
+    /// How many tasks in a row one instance may serve (1: a fresh instance for each task).
+    pub reuse: u32,
     /// Which failure kinds are retried (default `failed` and `timeout`).
     pub retry_on: Vec<FailureKind>,
     /// First retry delay.

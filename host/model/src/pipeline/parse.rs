@@ -146,6 +146,7 @@ impl Pipeline {
             .clone()
             .unwrap_or_else(|| DEFAULT_RETRY_ON.to_vec());
         let default_retries = d.retries.unwrap_or(0);
+        let default_reuse = d.reuse.as_ref().map_or(1, |r| errs.reuse(r));
         let backoff = d
             .retry_backoff
             .map(|b| b.0)
@@ -284,6 +285,7 @@ impl Pipeline {
                             .map_or(rt.id.span().start, |c| c.span().start),
                     ),
                     retries: rt.retries.unwrap_or(default_retries),
+                    reuse: rt.reuse.as_ref().map_or(default_reuse, |r| errs.reuse(r)),
                     retry_on: rt
                         .retry_on
                         .clone()
@@ -626,6 +628,20 @@ impl Errors<'_> {
             None
         } else {
             Some(*value.get_ref() as usize)
+        }
+    }
+
+    /// A `reuse` count: at least 1.
+    fn reuse(&mut self, value: &Spanned<u32>) -> u32 {
+        if *value.get_ref() == 0 {
+            self.push(
+                Some(value.span()),
+                "`reuse` must be at least 1",
+                Some("write `reuse = 1` (or remove the key) for a fresh instance per task, or the number of tasks one instance may serve in a row".into()),
+            );
+            1
+        } else {
+            *value.get_ref()
         }
     }
 

@@ -52,6 +52,10 @@ pub(super) struct RawEngine {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawDefaults {
     pub(super) retries: Option<u32>,
+    /// How many tasks one plugin instance may serve in a row (default 1: a fresh instance for
+    /// every task); see `reuse` on a task.
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub(super) reuse: Option<Spanned<u32>>,
     pub(super) retry_on: Option<Vec<FailureKind>>,
     pub(super) retry_backoff: Option<HumanDuration>,
     /// At most this many tasks at once (default: the number of CPUs).
@@ -152,6 +156,11 @@ pub(super) struct RawTask {
     #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub(super) config: Option<Spanned<toml::Table>>,
     pub(super) retries: Option<u32>,
+    /// How many tasks one plugin instance may serve in a row, for tasks of the same plugin,
+    /// limits and grants (default 1: a fresh instance for every task). Above 1, tasks share the
+    /// instance's memory: opt-in, for plugins whose instances are slow to make.
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub(super) reuse: Option<Spanned<u32>>,
     pub(super) retry_on: Option<Vec<FailureKind>>,
     pub(super) timeout: Option<HumanDuration>,
     #[serde(default)]

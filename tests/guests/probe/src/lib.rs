@@ -15,10 +15,13 @@
 //! - `churn`: this many pseudo-random read-modify-writes over a 4 MiB table in linear memory
 //!   (a memory-bound guest: every access is a bounds-checked load or store), returning
 //!   `{"churn": <checksum>}`
+//! - `count`: return `{"served": <calls this instance has had, this one included>}` (1 on a
+//!   fresh instance; more when a pipeline lets instances serve several tasks, `reuse`)
 //!
 //! Default output: `{"task": .., "phase": .., "attempt": .., "input": <input>}` where input is
 //! parsed JSON when it is JSON, else the text.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use phasegate_plugin_sdk::bindings::task::phasegate::plugin::host;
@@ -27,6 +30,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 struct Probe;
+
+/// Calls this instance has had (kept in its memory: one instance, one count).
+static SERVED: AtomicU32 = AtomicU32::new(0);
 
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -40,6 +46,7 @@ struct Config {
     trap: bool,
     spin: u64,
     churn: u64,
+    count: bool,
 }
 
 impl Task for Probe {
@@ -53,6 +60,7 @@ impl Task for Probe {
             req.phase, req.task, req.attempt
         ));
         host::progress(0, 1, "starting");
+        let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
         let cfg = req.config;
         if cfg.spin > 0 {
             let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -96,6 +104,9 @@ impl Task for Probe {
             )));
         }
         host::progress(1, 1, "done");
+        if cfg.count {
+            return Ok(json!({ "served": served }));
+        }
         if cfg.echo_context {
             return Ok(json!({ "context": req.context }));
         }
