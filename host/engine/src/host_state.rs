@@ -62,7 +62,7 @@ struct WasiState {
 /// What building the WASI side needs, kept until the first WASI call. Most tasks (every Rust
 /// plugin that only computes, for one) import WASI through their language's runtime but never
 /// call it: building the context (its random generators, clocks, stdio and table) for each of
-/// them cost ~0.9 µs, more than a tenth of a trivial task. Only grants that cannot fail are
+/// them cost ~0.8 µs, more than a tenth of a trivial task. Only grants that cannot fail are
 /// deferred: a directory grant opens its directory when the instance is made, so that a
 /// directory that cannot be opened fails the attempt before the plugin runs.
 struct Deferred {
