@@ -401,11 +401,7 @@ fn profile(bare: bool) {
         phasegate_test_artifacts::NOOP
     };
     let path = write_pipeline(dir.path(), "profile", n, 64, component, "");
-    let perf = |command: &str| {
-        if let Some(fifo) = std::env::var_os("PERF_CTL") {
-            std::fs::write(fifo, command).expect("perf control fifo");
-        }
-    };
+    let perf = perf_control;
     let two = arg("two");
     if bare && arg("wasi") {
         let elapsed = bare_wasi_loop(10 * n, component, &perf);
@@ -710,6 +706,13 @@ fn bare_loop_observed(
             }
         });
     };
+    timed_second_run(run, observe)
+}
+
+/// Runs `run` once untimed (so the timed run finds the pool's slots and caches warm, as
+/// phasegate's phases are timed), then times it once more, telling `observe` "enable\n" and
+/// "disable\n" around it.
+fn timed_second_run(run: impl Fn(), observe: &dyn Fn(&str)) -> Duration {
     run();
     observe("enable\n");
     let start = Instant::now();
@@ -717,6 +720,14 @@ fn bare_loop_observed(
     let elapsed = start.elapsed();
     observe("disable\n");
     elapsed
+}
+
+/// Tells the `perf record --control` fifo that `PERF_CTL` names, if set, `command` (`-- profile`
+/// and `-- languages` record only what they time).
+fn perf_control(command: &str) {
+    if let Some(fifo) = std::env::var_os("PERF_CTL") {
+        std::fs::write(fifo, command).expect("perf control fifo");
+    }
 }
 
 /// A bare loop's state for a component that imports WASI: a WASI context and a resource table.
@@ -768,13 +779,7 @@ fn bare_wasi_loop(n: usize, component: &str, observe: &dyn Fn(&str)) -> Duration
             }
         })
     };
-    run();
-    observe("enable\n");
-    let start = Instant::now();
-    run();
-    let elapsed = start.elapsed();
-    observe("disable\n");
-    elapsed
+    timed_second_run(run, observe)
 }
 
 /// Instantiates the noop task in `store` and calls it once, with the epoch deadline phasegate
@@ -1044,13 +1049,9 @@ fn breakdown(component: &Path, n: usize) -> String {
     let req = Arc::new(req);
     let mut spent = [Duration::ZERO; 4];
     let mut spent_again = Duration::ZERO;
-    // As `-- profile`: with PERF_CTL set to a `perf record --control` fifo, recording is on
-    // only while instances are made and called.
-    let perf = |command: &str| {
-        if let Some(fifo) = std::env::var_os("PERF_CTL") {
-            std::fs::write(fifo, command).expect("perf control fifo");
-        }
-    };
+    // As `-- profile`: with PERF_CTL set, recording is on only while instances are made and
+    // called.
+    let perf = perf_control;
     perf("enable\n");
     for i in 0..n + 3 {
         let t0 = Instant::now();

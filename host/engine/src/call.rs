@@ -142,16 +142,8 @@ impl PluginHost {
         grants: &Grants,
         emitter: Emitter,
     ) -> Attempt {
-        let mut seen = Seen::default();
-        let result = self
-            .attempt(plugin, request, limits, grants, emitter, &mut seen, None)
-            .await;
-        Attempt {
-            result,
-            log: seen.log,
-            worker: None,
-            usage: seen.usage,
-        }
+        self.run(plugin, request, limits, grants, emitter, None)
+            .await
     }
 
     /// As [`run_task`](Self::run_task), on the instance `reuse` kept from the task before when
@@ -166,18 +158,24 @@ impl PluginHost {
         emitter: Emitter,
         reuse: Reuse<'_>,
     ) -> Attempt {
-        let mut seen = Seen::default();
         let plugin = reuse.plugin.clone();
+        self.run(&plugin, request, limits, grants, emitter, Some(reuse))
+            .await
+    }
+
+    /// One attempt, its log lines and what it used.
+    async fn run(
+        &self,
+        plugin: &LoadedPlugin,
+        request: &Arc<wit::TaskRequest>,
+        limits: &Limits,
+        grants: &Grants,
+        emitter: Emitter,
+        reuse: Option<Reuse<'_>>,
+    ) -> Attempt {
+        let mut seen = Seen::default();
         let result = self
-            .attempt(
-                &plugin,
-                request,
-                limits,
-                grants,
-                emitter,
-                &mut seen,
-                Some(reuse),
-            )
+            .attempt(plugin, request, limits, grants, emitter, &mut seen, reuse)
             .await;
         Attempt {
             result,
