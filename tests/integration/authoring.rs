@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use crate::harness::Project;
+use crate::harness::{Project, by_id};
 
 const LANGS: [&str; 4] = ["rust", "python", "js", "c"];
 
@@ -122,6 +122,43 @@ fn templates_build_and_pass_their_fixtures_in_every_language() {
             let bytes = std::fs::read(&component).unwrap();
             // A component (layer 1), not a core module (version 1).
             assert_eq!(&bytes[4..8], &[0x0d, 0, 1, 0], "{}", component.display());
+        }
+    }
+}
+
+#[test]
+fn instances_in_every_language_serve_several_tasks_each_with_its_own_result_and_log() {
+    let a = authored();
+    let p = Project::new();
+    // `reuse = 3`: each language's instance serves up to three of its five tasks in a row.
+    let mut toml = String::from("name = \"reuse\"\n[defaults]\nreuse = 3\n");
+    for lang in LANGS {
+        toml.push_str(&format!("\n[[phase]]\nid = \"{lang}\"\nparallel = false\n"));
+        for i in 1..=5 {
+            let input = vec!["word"; i].join(" ");
+            toml.push_str(&format!(
+                "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{}\"\ninput = \"{input}\"\n",
+                a.component(lang, "task").display()
+            ));
+        }
+    }
+    p.pipeline(&toml);
+    let r = p.run_json(&["run", "pipeline.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let state = p.state(".phasegate/state.toml");
+    for lang in LANGS {
+        for i in 1..=5u64 {
+            let task = by_id(&by_id(&state["phase"], lang)["task"], &format!("t{i}"));
+            let output: serde_json::Value =
+                serde_json::from_str(task["output"].as_str().unwrap()).unwrap();
+            assert_eq!(output["words"], i, "{lang} t{i}: {task}");
+            // The log is the task's own, not the instance's so far.
+            let log = task["log"].as_array().unwrap();
+            assert_eq!(log.len(), 1, "{lang} t{i}: {task}");
+            assert!(
+                log[0].as_str().unwrap().contains(&format!("task `t{i}`")),
+                "{lang} t{i}: {task}"
+            );
         }
     }
 }
