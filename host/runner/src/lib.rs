@@ -186,11 +186,10 @@ impl<E: Executor> Runner<E> {
                 store.state.status = RunStatus::Failed;
                 store.state.reason = Some(verdict.reason.clone());
             } else if pi + 1 == self.pipeline.phases.len() {
-                // The last verdict completes the run: one snapshot records both (each rewrite
-                // of the snapshot is O(tasks)).
+                // The last verdict completes the run: one snapshot records both.
                 store.state.status = RunStatus::Completed;
             }
-            store.checkpoint()?;
+            store.record_judged(pi)?;
             ctx.add_phase(&store.state.phases[pi]);
             self.emitter.emit(EventKind::Verdict {
                 phase: phase.id.clone(),

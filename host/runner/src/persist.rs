@@ -1,12 +1,15 @@
 //! The progress file on disk: what a run has done so far, in TOML, and how it is kept safe.
 //!
 //! The snapshot (`STATE.toml`) is rewritten atomically — temp file in the same directory, fsync,
-//! rename, fsync of the directory — when a run starts and after every gate verdict. Between
-//! them, each finished task and each phase that starts is appended as one JSON line to the
-//! journal beside it (`STATE.toml.journal`), so persisting either costs O(1) however large the
-//! phase (fsyncs of the journal are grouped, see [`JOURNAL_SYNC_INTERVAL`]). Loading folds the
-//! journal into the snapshot in order; a torn last line (a crash mid-append) is ignored and that
-//! task simply runs again.
+//! rename, fsync of the directory — when a run starts and when it ends. Between them, each
+//! finished task, each phase that starts and each phase judged is appended as one JSON line to
+//! the journal beside it (`STATE.toml.journal`), so persisting any of them costs O(1) however
+//! large the run (fsyncs of the journal are grouped, see [`JOURNAL_SYNC_INTERVAL`]). When a
+//! phase is judged and the journal has grown past the snapshot, the journal is folded into a new
+//! snapshot: rewriting costs at most what was appended since the last one, so a run of many
+//! phases does not rewrite its whole file after each. Loading folds the journal into the
+//! snapshot in order; a torn last line (a crash mid-append) is ignored and that task simply runs
+//! again.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -18,7 +21,9 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 use phasegate_model::pipeline::Id;
-use phasegate_model::progress::{STATE_VERSION, State, TaskState};
+use phasegate_model::progress::{
+    GateVerdict, PhaseStatus, RunStatus, STATE_VERSION, State, TaskState, VerdictRecord,
+};
 pub use phasegate_store::write_atomically;
 
 mod lock;
@@ -66,17 +71,62 @@ fn fold(
                 })?;
                 state.start_phase(pi);
             }
+            JournalRecord::Judged(judged) => {
+                let Judged {
+                    judged,
+                    status,
+                    verdict,
+                    gate_key,
+                    gates,
+                    run,
+                    reason,
+                    at,
+                } = *judged;
+                let &pi = phases.get(&judged).with_context(|| {
+                    format!(
+                        "record {}: phase `{judged}` is not in the progress file",
+                        n + 1
+                    )
+                })?;
+                let ps = &mut state.phases[pi];
+                ps.status = status;
+                ps.verdict = Some(verdict);
+                ps.gate_key = gate_key;
+                ps.gates = gates;
+                state.status = run;
+                state.reason = reason;
+                state.updated_at = at;
+            }
         }
     }
     Ok(())
 }
 
-/// One journal line: a finished task, or a phase that started.
+/// One journal line: a finished task, a phase that started, or a phase judged.
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum JournalRecord {
     Task { phase: Id, task: Box<TaskState> },
     Started { started: Id },
+    Judged(Box<Judged>),
+}
+
+/// A phase judged: its status, verdict and gates, and the run's status after it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Judged {
+    judged: Id,
+    status: PhaseStatus,
+    verdict: VerdictRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gate_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    gates: Vec<GateVerdict>,
+    run: RunStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// When (the snapshot's `updated-at`).
+    at: String,
 }
 
 /// A finished task's journal line, serialised without copying the task.
@@ -92,6 +142,10 @@ pub struct ProgressStore {
     journal_path: PathBuf,
     journal: Option<File>,
     last_sync: std::time::Instant,
+    /// Bytes in the journal, and in the snapshot: when the first outgrows the second, the
+    /// next judged phase folds the journal into a new snapshot.
+    journal_len: u64,
+    snapshot_len: u64,
     /// The current state (snapshot with the journal folded in).
     pub state: State,
 }
@@ -119,6 +173,8 @@ impl ProgressStore {
             journal_path: Self::journal_path(path),
             journal: None,
             last_sync: std::time::Instant::now(),
+            journal_len: 0,
+            snapshot_len: 0,
             state,
         };
         store.checkpoint()?;
@@ -132,7 +188,7 @@ impl ProgressStore {
         // Re-read until the snapshot is the same before and after reading the journal, so the
         // pair is consistent.
         let mut attempts = 0;
-        let state = loop {
+        let (state, journal_len, snapshot_len) = loop {
             let text = fs::read_to_string(path)
                 .with_context(|| format!("cannot read progress file {}", path.display()))?;
             let journal = match fs::read(&journal_path) {
@@ -147,13 +203,16 @@ impl ProgressStore {
             if attempts < 20 && fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
                 continue;
             }
-            break parse_state(path, &text, &journal_path, &journal)?;
+            let state = parse_state(path, &text, &journal_path, &journal)?;
+            break (state, journal.len() as u64, text.len() as u64);
         };
         Ok(ProgressStore {
             path: path.into(),
             journal_path,
             journal: None,
             last_sync: std::time::Instant::now(),
+            journal_len,
+            snapshot_len,
             state,
         })
     }
@@ -215,6 +274,36 @@ impl ProgressStore {
         Ok(())
     }
 
+    /// Records phase `pi` judged, as the state now says (its status, verdict, gates, and the
+    /// run's status). A run that ended, or a journal grown past the snapshot, is folded into a
+    /// new snapshot; otherwise it is one journal line.
+    pub fn record_judged(&mut self, pi: usize) -> anyhow::Result<()> {
+        let ended = self.state.status != RunStatus::Running;
+        if ended || self.journal_len > self.snapshot_len {
+            return self.checkpoint();
+        }
+        let ps = &self.state.phases[pi];
+        let verdict = ps
+            .verdict
+            .clone()
+            .with_context(|| format!("phase `{}` has no verdict to record", ps.id))?;
+        let at = phasegate_model::events::rfc3339(std::time::SystemTime::now());
+        let mut line = serde_json::to_vec(&JournalRecord::Judged(Box::new(Judged {
+            judged: ps.id.clone(),
+            status: ps.status,
+            verdict,
+            gate_key: ps.gate_key.clone(),
+            gates: ps.gates.clone(),
+            run: self.state.status,
+            reason: self.state.reason.clone(),
+            at: at.clone(),
+        })))?;
+        line.push(b'\n');
+        self.append(&line)?;
+        self.state.updated_at = at;
+        Ok(())
+    }
+
     /// Appends complete lines to the journal with one `write`.
     fn append(&mut self, lines: &[u8]) -> anyhow::Result<()> {
         if self.journal.is_none() {
@@ -231,6 +320,7 @@ impl ProgressStore {
         journal
             .write_all(lines)
             .with_context(|| format!("cannot append to journal {}", self.journal_path.display()))?;
+        self.journal_len += lines.len() as u64;
         if self.last_sync.elapsed() >= JOURNAL_SYNC_INTERVAL {
             journal
                 .sync_data()
@@ -249,6 +339,8 @@ impl ProgressStore {
         self.journal = None;
         write_atomically(&self.path, text.as_bytes())
             .with_context(|| format!("cannot write progress file {}", self.path.display()))?;
+        self.snapshot_len = text.len() as u64;
+        self.journal_len = 0;
         // The snapshot now holds every journal record; a crash before this removal only leaves
         // records that fold to the same values.
         match fs::remove_file(&self.journal_path) {
@@ -425,6 +517,94 @@ mod tests {
         assert_eq!(live.phases[0].tasks[1].status, TaskStatus::Pending);
         // A task finishing after the start folds on top of it, in order.
         store.record_task(0, 1, done("b")).unwrap();
+        assert_eq!(ProgressStore::open(&path).unwrap().state, store.state);
+    }
+
+    /// `sample()` with a second phase `two` (one pending task `c`).
+    fn two_phases() -> State {
+        let mut state = sample();
+        state.phases.push(PhaseState {
+            id: "two".into(),
+            status: PhaseStatus::Pending,
+            verdict: None,
+            gate_key: None,
+            gates: Vec::new(),
+            tasks: Arc::new(vec![TaskState::pending("c")]),
+        });
+        state
+    }
+
+    fn judge(store: &mut ProgressStore, pi: usize, kind: VerdictKind) {
+        let ps = &mut store.state.phases[pi];
+        ps.status = if kind == VerdictKind::Fail {
+            PhaseStatus::Failed
+        } else {
+            PhaseStatus::Complete
+        };
+        ps.verdict = Some(VerdictRecord {
+            kind,
+            gate: "g".into(),
+            reason: format!("judged {kind:?}"),
+            evidence: Some("{\"n\": 1}".into()),
+            crashed: None,
+        });
+        ps.gate_key = Some("sha256:ab".into());
+        ps.gates = vec![GateVerdict {
+            policy: phasegate_model::pipeline::GatePolicy::Required,
+            key: Some("sha256:ab".into()),
+            verdict: ps.verdict.clone().unwrap(),
+        }];
+    }
+
+    #[test]
+    fn a_judged_phase_is_one_journal_line_until_the_journal_outgrows_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.toml");
+        let journal = ProgressStore::journal_path(&path);
+        let mut store = ProgressStore::create(&path, two_phases()).unwrap();
+        let snapshot = fs::read_to_string(&path).unwrap();
+        store.record_task(0, 0, done("a")).unwrap();
+        store.record_task(0, 1, done("b")).unwrap();
+        judge(&mut store, 0, VerdictKind::Pass);
+        store.record_judged(0).unwrap();
+        // A run that goes on: the snapshot is untouched, the verdict is a journal line that
+        // folds to the live state.
+        assert_eq!(fs::read_to_string(&path).unwrap(), snapshot);
+        let lines = fs::read_to_string(&journal).unwrap();
+        assert!(
+            lines
+                .lines()
+                .last()
+                .unwrap()
+                .starts_with("{\"judged\":\"one\""),
+            "{lines}"
+        );
+        assert_eq!(ProgressStore::open(&path).unwrap().state, store.state);
+        // Once the journal holds more than the snapshot, the next verdict folds it in.
+        for _ in 0..20 {
+            store.record_task(0, 0, done("a")).unwrap();
+        }
+        store.start_phase(1).unwrap();
+        judge(&mut store, 1, VerdictKind::Warn);
+        store.record_judged(1).unwrap();
+        assert!(!journal.exists());
+        assert_ne!(fs::read_to_string(&path).unwrap(), snapshot);
+        assert_eq!(ProgressStore::open(&path).unwrap().state, store.state);
+    }
+
+    #[test]
+    fn the_verdict_that_ends_a_run_is_in_its_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.toml");
+        let mut store = ProgressStore::create(&path, two_phases()).unwrap();
+        store.record_task(0, 0, done("a")).unwrap();
+        judge(&mut store, 0, VerdictKind::Fail);
+        store.state.status = RunStatus::Failed;
+        store.state.reason = Some("judged Fail".into());
+        store.record_judged(0).unwrap();
+        assert!(!ProgressStore::journal_path(&path).exists());
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("status = \"failed\""), "{text}");
         assert_eq!(ProgressStore::open(&path).unwrap().state, store.state);
     }
 

@@ -1,7 +1,7 @@
 //! Writes the progress snapshot as TOML, by hand.
 //!
-//! The snapshot is rewritten after every gate verdict with every task of the run in it, so its
-//! cost is paid per task: the generic `toml` serializer took ~470 ns per task (4.7 ms for a
+//! The snapshot is rewritten when a run ends (and when its journal outgrows it) with every task
+//! of the run in it, so its cost is paid per task: the generic `toml` serializer took ~470 ns per task (4.7 ms for a
 //! 10,000-task phase), this writer a fraction of that. The output is the document the `toml`
 //! crate writes (a test compares them byte for byte), and another test checks that `toml` reads
 //! back exactly the state that was written, including strings that need escapes.
