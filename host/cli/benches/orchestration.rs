@@ -7,6 +7,7 @@
 //! cargo bench -p phasegate --bench orchestration -- ratio   # [1]'s ratio only, best of 5
 //! cargo bench -p phasegate --bench orchestration -- wasi    # a WASI-importing noop against [1]'s
 //! cargo bench -p phasegate --bench orchestration -- load    # loading pipelines of 100 to 100k tasks
+//! cargo bench -p phasegate --bench orchestration -- phases  # 10,000 tasks in 1, 10 or 100 phases
 //! cargo bench -p phasegate --bench orchestration -- context # [6] only: later and sequential phases
 //! cargo bench -p phasegate --bench orchestration -- profile # [1]'s 1-core phase alone, for perf
 //! ```
@@ -65,6 +66,9 @@ fn main() {
     }
     if arg("load") {
         return load_sizes();
+    }
+    if arg("phases") {
+        return many_phases();
     }
     if arg("context") {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -296,6 +300,40 @@ fn wasi() {
         "best of 5: {} (targets: WASI phase ≤ 1.3x the noop phase, ≤ 1.1x its bare loop)",
         wasi_ratios(n, best)
     );
+}
+
+/// `-- phases`: 10,000 noop tasks in 1, 10 and 100 phases (1 core, after a warm-up run, best
+/// of 3): what a task costs as the run's progress file grows phase after phase.
+fn many_phases() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n = 10_000;
+    for phases in [1, 10, 100] {
+        let spec = PhaseSpec {
+            tasks: n / phases,
+            plugin: phasegate_test_artifacts::NOOP,
+            extra: "",
+            parallel: true,
+            concurrency: 64,
+        };
+        let specs = vec![spec; phases];
+        let name = format!("phases{phases}");
+        let path = write_phases(dir.path(), &name, BoundsChecks::GuardPages, &specs);
+        let (runner, rt, stores) = prepared_runs(dir.path(), &name, Cores::One, &path, 4);
+        let mut best = Duration::MAX;
+        for (run, mut store) in stores.into_iter().enumerate() {
+            let start = Instant::now();
+            let outcome = rt.block_on(runner.run(&mut store, false)).expect("run");
+            assert_eq!(outcome.completed.len(), phases, "{:?}", outcome.reason);
+            if run > 0 {
+                best = best.min(start.elapsed());
+            }
+        }
+        println!(
+            "  {phases:>3} phases of {:>6} tasks: {:.1} µs/task",
+            n / phases,
+            per(n, best)
+        );
+    }
 }
 
 /// `-- load`: loading a pipeline (reading, parsing, validating, checking plugin paths and
@@ -1591,6 +1629,7 @@ fn context_costs(dir: &Path, n: usize) {
 }
 
 /// One phase of [`write_phases`]: `tasks` tasks of `plugin`, each with the keys `extra`.
+#[derive(Clone, Copy)]
 struct PhaseSpec<'a> {
     tasks: usize,
     plugin: &'a str,
