@@ -191,6 +191,19 @@ pub fn check_template(template: &str, scope: &Scope<'_>) -> Result<(), (String, 
     if !template.contains('{') {
         return Ok(());
     }
+    if plain_references(template) {
+        // Valid syntax reading only the context's names, by construction: only what it refers
+        // to is left to check (a 100,000-task pipeline checks 100,000 templates).
+        for reference in references(template) {
+            check_reference(&reference, scope)?;
+        }
+        return Ok(());
+    }
+    check_with_minijinja(template, scope)
+}
+
+/// [`check_template`] with minijinja parsing the template, whatever it is.
+fn check_with_minijinja(template: &str, scope: &Scope<'_>) -> Result<(), (String, String)> {
     let env = environment();
     let tmpl = env.template_from_str(template).map_err(|e| {
         (
@@ -214,6 +227,81 @@ pub fn check_template(template: &str, scope: &Scope<'_>) -> Result<(), (String, 
     }
     Ok(())
 }
+
+/// Whether `template` is text with `{{ … }}` blocks that each hold one reference and nothing
+/// else: a context name (`run`, `pipeline`, `vars`, `phases`) followed by `.name`, `["key"]`,
+/// `['key']` or `[0]` steps, spaces only around it. Such a template is valid minijinja that
+/// reads nothing but the context (a test checks minijinja agrees); anything else (tags,
+/// comments, filters, whitespace control, keywords as names) is left to minijinja.
+fn plain_references(template: &str) -> bool {
+    if template.contains("{%") || template.contains("{#") {
+        return false;
+    }
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            return false;
+        };
+        if !plain_reference(&after[..close]) {
+            return false;
+        }
+        rest = &after[close + 2..];
+    }
+    true
+}
+
+/// One block's text: ` phases.scan.tasks["a-b"].output `.
+fn plain_reference(block: &str) -> bool {
+    let is_name = |s: &str| {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(is_ident)
+            && !RESERVED.contains(&s)
+    };
+    let text = block.trim_matches(' ');
+    let end = text.find(['.', '[']).unwrap_or(text.len());
+    if !TOP_LEVEL.contains(&&text[..end]) {
+        return false;
+    }
+    let mut rest = &text[end..];
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            if !is_name(&after[..end]) {
+                return false;
+            }
+            rest = &after[end..];
+        } else if let Some(after) = rest.strip_prefix('[') {
+            let Some(close) = after.find(']') else {
+                return false;
+            };
+            let key = &after[..close];
+            let quoted = ['"', '\''].into_iter().any(|q| {
+                key.len() >= 2
+                    && key.starts_with(q)
+                    && key.ends_with(q)
+                    && !key[1..key.len() - 1].contains([q, '\\'])
+            });
+            let index = !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit());
+            if !quoted && !index {
+                return false;
+            }
+            rest = &after[close + 1..];
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Words minijinja gives a meaning of their own: never taken as names by the fast path.
+const RESERVED: [&str; 16] = [
+    "true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if", "else",
+    "loop", "self", "super",
+];
 
 /// A `phases…` or `vars…` reference as written in a template.
 #[derive(Debug, PartialEq)]
@@ -464,10 +552,69 @@ fn check_reference(r: &Reference<'_>, scope: &Scope<'_>) -> Result<(), (String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use phasegate_model::pipeline::TaskIds;
     use phasegate_model::progress::{
         Failure, FailureKind, PhaseState, PhaseStatus, TaskState, TaskStatus,
     };
     use serde_json::json;
+    use std::collections::HashMap;
+
+    #[test]
+    fn plain_references_are_told_apart_and_check_as_minijinja_checks_them() {
+        let ids = |ids: &[&'static str]| TaskIds::new(ids.to_vec());
+        let tasks: HashMap<&str, TaskIds> = [
+            ("scan", ids(&["stats", "open-items"])),
+            ("two", ids(&["x"])),
+        ]
+        .into();
+        let scope = Scope {
+            earlier_phases: &["scan"],
+            all_phases: &["scan", "two"],
+            current_phase: "two",
+            earlier_tasks: &[],
+            parallel: true,
+            tasks: &tasks,
+            vars: &["who"],
+        };
+        let plain = [
+            "{{ vars.who }}",
+            "hello {{vars.who}} and {{ phases.scan.tasks.stats.output }}!",
+            r#"{{ phases.scan.tasks["open-items"].output.items[0] }}"#,
+            "{{ phases['scan'].tasks['stats'].output }} } {",
+            "{{ run.id }}{{ pipeline.name }}",
+            "{{ vars.nmae }}",
+            "{{ phases.scan.tasks.stat.output }}",
+            "{{ phases.two.tasks.x.output }}",
+            "{{ phases.scan.tasks.stats.outputs }}",
+        ];
+        let minijinja_only = [
+            "{{ vars.who | upper }}",
+            "{% if vars.who %}x{% endif %}",
+            "{# note #}{{ vars.who }}",
+            "{{- vars.who }}",
+            "{{ vars.who -}}",
+            "{{ vars.true }}",
+            "{{ nope }}",
+            "{{ vars.who }",
+            "{{ vars .who }}",
+            r#"{{ vars["a\"b"] }}"#,
+            "{{ phases.scan.tasks.open-items.output }}",
+            "{{ vars[who] }}",
+            "{{ vars.1 }}",
+            "{{ }}",
+        ];
+        for t in plain {
+            assert!(plain_references(t), "{t}");
+            assert_eq!(
+                check_template(t, &scope),
+                check_with_minijinja(t, &scope),
+                "{t}"
+            );
+        }
+        for t in minijinja_only {
+            assert!(!plain_references(t), "{t}");
+        }
+    }
 
     #[test]
     fn references_are_found_dotted_and_bracketed_outside_strings() {
