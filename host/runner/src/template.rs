@@ -562,11 +562,8 @@ mod tests {
     #[test]
     fn plain_references_are_told_apart_and_check_as_minijinja_checks_them() {
         let ids = |ids: &[&'static str]| TaskIds::new(ids.to_vec());
-        let tasks: HashMap<&str, TaskIds> = [
-            ("scan", ids(&["stats", "open-items"])),
-            ("two", ids(&["x"])),
-        ]
-        .into();
+        let (scan, two) = (ids(&["stats", "open-items"]), ids(&["x"]));
+        let tasks: HashMap<&str, &TaskIds> = [("scan", &scan), ("two", &two)].into();
         let scope = Scope {
             earlier_phases: &["scan"],
             all_phases: &["scan", "two"],

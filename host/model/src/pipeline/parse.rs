@@ -44,7 +44,7 @@ pub struct Scope<'a> {
     /// Whether the template's phase is parallel.
     pub parallel: bool,
     /// The task ids of each phase that could be read.
-    pub tasks: &'a HashMap<&'a str, TaskIds<'a>>,
+    pub tasks: &'a HashMap<&'a str, &'a TaskIds<'a>>,
     /// The names `[vars]` declares.
     pub vars: &'a [&'a str],
 }
@@ -164,20 +164,28 @@ impl Pipeline {
             .map(|p| p.id().map(|id| id.get_ref().as_str()))
             .collect();
         let all_phases: Vec<&str> = ids.iter().flatten().copied().collect();
-        let tasks_of: HashMap<&str, TaskIds> = raw
+        // Each readable phase's task ids, in order and indexed, once: by the phase's place in
+        // the file (what its own tasks read) and by its id (what later templates read).
+        let ids_of: Vec<Option<TaskIds>> = raw
             .phases
             .iter()
-            .filter_map(|p| match p {
-                Part::Read(p) => Some((
-                    p.id.get_ref().as_str(),
-                    TaskIds::new(
-                        p.tasks
-                            .iter()
-                            .filter_map(|t| t.id().map(|id| id.get_ref().as_str()))
-                            .collect(),
-                    ),
+            .map(|p| match p {
+                Part::Read(p) => Some(TaskIds::new(
+                    p.tasks
+                        .iter()
+                        .filter_map(|t| t.id().map(|id| id.get_ref().as_str()))
+                        .collect(),
                 )),
                 Part::Unreadable { .. } => None,
+            })
+            .collect();
+        let tasks_of: HashMap<&str, &TaskIds> = raw
+            .phases
+            .iter()
+            .zip(&ids_of)
+            .filter_map(|(p, ids)| match (p, ids) {
+                (Part::Read(p), Some(ids)) => Some((p.id.get_ref().as_str(), ids)),
+                _ => None,
             })
             .collect();
         let var_names: Vec<&str> = raw
@@ -216,11 +224,7 @@ impl Pipeline {
 
             let mut task_ids: HashMap<&str, std::ops::Range<usize>> = HashMap::new();
             // This phase's ids in order: a task of a sequential phase reads those before it.
-            let order: Vec<&str> = rp
-                .tasks
-                .iter()
-                .filter_map(|t| t.id().map(|id| id.get_ref().as_str()))
-                .collect();
+            let order = ids_of[index].as_ref().map_or(&[][..], |ids| &ids.order[..]);
             let mut tasks = Vec::new();
             for (at, task) in rp.tasks.iter().filter(|t| t.id().is_some()).enumerate() {
                 let Some(id) = task.id() else { continue };
