@@ -67,10 +67,7 @@ struct WasiState {
 /// directory that cannot be opened fails the attempt before the plugin runs.
 struct Deferred {
     grants: Grants,
-    max_written: u64,
-    descriptors: u32,
-    /// Bytes of stdout and of stderr kept.
-    capture: usize,
+    limits: Limits,
 }
 
 impl WasiState {
@@ -99,35 +96,27 @@ impl HostState {
         // captured from then on.
         let none = [CapturedOutput::none(), CapturedOutput::none()];
         let mut state = Self::with_stdio(limits, origin, emitter, none);
-        let deferred = Deferred {
-            grants: grants.clone(),
-            max_written: limits.max_written.0,
-            descriptors: limits.descriptors,
-            capture: usize::try_from(limits.max_log.0).unwrap_or(usize::MAX),
-        };
         if grants.dirs.is_empty() {
-            state.deferred = Some(Box::new(deferred));
+            state.deferred = Some(Box::new(Deferred {
+                grants: grants.clone(),
+                limits: *limits,
+            }));
         } else {
-            state.wasi = Some(state.build_wasi(&deferred)?);
+            state.wasi = Some(state.build_wasi(grants, limits)?);
         }
         Ok(state)
     }
 
-    /// The WASI side `deferred` describes: its context from the grants, stdout and stderr
-    /// captured, the HTTP policy, the write quota and the bound on descriptors.
-    fn build_wasi(&mut self, deferred: &Deferred) -> Result<Box<WasiState>, String> {
-        let Deferred {
-            grants,
-            max_written,
-            descriptors,
-            capture,
-        } = deferred;
-        self.stdout = CapturedOutput::new(*capture);
-        self.stderr = CapturedOutput::new(*capture);
+    /// The WASI side of `grants` within `limits`: its context, stdout and stderr captured,
+    /// the HTTP policy, the write quota and the bound on descriptors.
+    fn build_wasi(&mut self, grants: &Grants, limits: &Limits) -> Result<Box<WasiState>, String> {
+        let capture = usize::try_from(limits.max_log.0).unwrap_or(usize::MAX);
+        self.stdout = CapturedOutput::new(capture);
+        self.stderr = CapturedOutput::new(capture);
         let notice = self.notice();
         let ctx = sandbox::wasi_ctx(grants, &self.stdout, &self.stderr, notice.clone())?;
-        let mut wasi = WasiState::new(ctx, grants.http.clone(), notice, *max_written);
-        sandbox::descriptors::bound(&mut wasi.table, *descriptors);
+        let mut wasi = WasiState::new(ctx, grants.http.clone(), notice, limits.max_written.0);
+        sandbox::descriptors::bound(&mut wasi.table, limits.descriptors);
         Ok(wasi)
     }
 
@@ -293,7 +282,10 @@ impl HostState {
             None => {
                 // Deferred grants open nothing, so building from them cannot fail; should it,
                 // the plugin is denied everything rather than given more.
-                let built = self.deferred.take().and_then(|d| self.build_wasi(&d).ok());
+                let built = self
+                    .deferred
+                    .take()
+                    .and_then(|d| self.build_wasi(&d.grants, &d.limits).ok());
                 built.unwrap_or_else(|| {
                     let denied = wasmtime_wasi::WasiCtxBuilder::new().build();
                     WasiState::new(denied, Vec::new(), self.notice(), 0)
