@@ -277,6 +277,53 @@ fn two_workers_run_a_three_phase_pipeline_as_a_local_run_does() {
 }
 
 #[test]
+fn a_worker_lets_an_instance_serve_reuse_tasks_of_one_run_and_phase_only() {
+    let nats = Nats::start();
+    let p = Project::new();
+    // Sequential phases, so that jobs reach the worker one at a time and the counts are exact.
+    let phase = |id: &str, reuse: &str| {
+        let mut toml = format!("[[phase]]\nid = \"{id}\"\nparallel = false\n");
+        for i in 0..3 {
+            toml.push_str(&format!(
+                "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{{PROBE}}\"\nconfig = {{ count = true }}\n{reuse}\n"
+            ));
+        }
+        toml
+    };
+    p.pipeline(&format!(
+        "name = \"reuse-remote\"\n{}{}{}",
+        phase("a", "reuse = 5"),
+        phase("b", "reuse = 5"),
+        phase("fresh", ""),
+    ));
+    let w = Worker::start(&p, &nats, "w1", &[]);
+    for state in ["one.toml", "two.toml"] {
+        let run = p.run_json(&[
+            "run",
+            "pipeline.toml",
+            "--state",
+            state,
+            "--nats",
+            &nats.url(),
+            "--no-cache",
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let state = p.state(state);
+        // One instance serves a phase's three tasks; the next phase (same plugin, limits and
+        // grants) does not get it, nor does the second run the instance the first one left.
+        assert_eq!(crate::reuse::served(&state, "a"), [1, 2, 3]);
+        assert_eq!(crate::reuse::served(&state, "b"), [1, 2, 3]);
+        assert_eq!(crate::reuse::served(&state, "fresh"), [1, 1, 1]);
+        for phase in state["phase"].as_array().unwrap() {
+            for task in phase["task"].as_array().unwrap() {
+                assert_eq!(task["worker"], "w1", "{task}");
+            }
+        }
+    }
+    assert_eq!(ran_by(&[&w], 18).len(), 18);
+}
+
+#[test]
 fn a_worker_refuses_a_grant_it_does_not_allow_and_names_it() {
     let nats = Nats::start();
     let p = Project::new();

@@ -7,7 +7,7 @@ use crate::harness::{Project, by_id};
 
 /// The `served` count each task of `phase` returned, in the phase's order (0 for a task with
 /// no output).
-fn served(state: &Value, phase: &str) -> Vec<u64> {
+pub(crate) fn served(state: &Value, phase: &str) -> Vec<u64> {
     by_id(&state["phase"], phase)["task"]
         .as_array()
         .unwrap()

@@ -51,15 +51,29 @@ pub struct Reuse<'a> {
     pub kept: &'a mut Option<KeptInstance>,
 }
 
+impl KeptInstance {
+    /// Whether it may serve a task of `plugin`, `limits` and `grants` that lets one instance
+    /// serve `tasks` in a row.
+    pub fn serves(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        limits: &Limits,
+        grants: &Grants,
+        tasks: u32,
+    ) -> bool {
+        Arc::ptr_eq(&self.plugin, plugin)
+            && self.limits == *limits
+            && self.grants == *grants
+            && self.served < tasks
+    }
+}
+
 impl Reuse<'_> {
     /// The kept instance, if it may serve a task of these limits and grants.
     fn take_for(&mut self, limits: &Limits, grants: &Grants) -> Option<KeptInstance> {
-        self.kept.take().filter(|k| {
-            Arc::ptr_eq(&k.plugin, self.plugin)
-                && k.limits == *limits
-                && k.grants == *grants
-                && k.served < self.tasks
-        })
+        self.kept
+            .take()
+            .filter(|k| k.serves(self.plugin, limits, grants, self.tasks))
     }
 }
 

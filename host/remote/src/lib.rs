@@ -10,6 +10,7 @@
 pub mod connect;
 pub mod controller;
 pub mod policy;
+pub mod shelf;
 pub mod wire;
 pub mod worker;
 

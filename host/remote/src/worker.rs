@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, consumer, object_store};
 use futures_util::StreamExt;
+use phasegate_engine::call::Reuse;
 use phasegate_engine::plugin::wit;
 use phasegate_engine::{LoadedPlugin, PluginHost, compile_cache::CompileCache};
 use phasegate_model::error::Problem;
@@ -21,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::connect::{connect, ensure};
 use crate::policy::WorkerPolicy;
+use crate::shelf::{Asking, Shelf};
 use crate::wire::{JOBS_STREAM, JobMessage, ResultMessage, WORKERS, results_subject};
 
 /// How a worker runs.
@@ -94,6 +96,7 @@ pub async fn run(
         options: options.clone(),
         hosts: Mutex::new(HashMap::new()),
         loaded: Mutex::new(HashMap::new()),
+        shelf: Shelf::default(),
         on_event,
     });
     (worker.on_event)(WorkerEvent::Ready);
@@ -148,6 +151,8 @@ struct Worker {
     hosts: Mutex<HashMap<EngineLimits, Arc<PluginHost>>>,
     /// Components loaded on each engine, by digest.
     loaded: Mutex<HashMap<(EngineLimits, String), Arc<LoadedPlugin>>>,
+    /// Instances kept for later jobs of the same run and phase (a task's `reuse`).
+    shelf: Shelf,
     on_event: Arc<dyn Fn(WorkerEvent) + Send + Sync>,
 }
 
@@ -231,25 +236,62 @@ impl Worker {
             context: job.job.context.to_string(),
             config: job.job.config.to_string(),
         });
-        let run = host.run_task(
-            &plugin,
-            &request,
-            &job.job.limits,
-            &grants,
-            Emitter::discard(),
-        );
-        tokio::pin!(run);
-        let mut extend =
-            tokio::time::interval((self.options.ack_wait / 3).max(Duration::from_millis(100)));
-        extend.tick().await;
-        loop {
-            tokio::select! {
-                attempt = &mut run => return attempt,
-                _ = extend.tick() => {
-                    let _ = message.ack_with(AckKind::Progress).await;
+        // With `reuse`, an instance an earlier job of this run and phase left (see `shelf`).
+        let asking = Asking {
+            engine: job.engine,
+            run: &job.job.run_id,
+            phase: &job.job.phase,
+            plugin: &plugin,
+            limits: &job.job.limits,
+            grants: &grants,
+            reuse: job.job.reuse,
+        };
+        let mut kept = self.shelf.take(&asking);
+        let attempt = {
+            let run = async {
+                if job.job.reuse <= 1 {
+                    return host
+                        .run_task(
+                            &plugin,
+                            &request,
+                            &job.job.limits,
+                            &grants,
+                            Emitter::discard(),
+                        )
+                        .await;
+                }
+                let reuse = Reuse {
+                    tasks: job.job.reuse,
+                    plugin: &plugin,
+                    kept: &mut kept,
+                };
+                host.run_task_reusing(
+                    &request,
+                    &job.job.limits,
+                    &grants,
+                    Emitter::discard(),
+                    reuse,
+                )
+                .await
+            };
+            tokio::pin!(run);
+            let mut extend =
+                tokio::time::interval((self.options.ack_wait / 3).max(Duration::from_millis(100)));
+            extend.tick().await;
+            loop {
+                tokio::select! {
+                    attempt = &mut run => break attempt,
+                    _ = extend.tick() => {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
                 }
             }
+        };
+        if let Some(instance) = kept {
+            self.shelf
+                .put(job.engine, &job.job.run_id, &job.job.phase, instance);
         }
+        attempt
     }
 
     fn host(&self, engine: EngineLimits) -> Result<Arc<PluginHost>, Problem> {
