@@ -280,10 +280,11 @@ fn two_workers_run_a_three_phase_pipeline_as_a_local_run_does() {
 fn a_worker_lets_an_instance_serve_reuse_tasks_of_one_run_and_phase_only() {
     let nats = Nats::start();
     let p = Project::new();
-    // Sequential phases, so that jobs reach the worker one at a time and the counts are exact.
-    let phase = |id: &str, reuse: &str| {
-        let mut toml = format!("[[phase]]\nid = \"{id}\"\nparallel = false\n");
-        for i in 0..3 {
+    // Sequential phases, so that jobs reach the worker one at a time and the counts are exact;
+    // and a parallel one, two jobs at a time.
+    let phase = |id: &str, head: &str, n: usize, reuse: &str| {
+        let mut toml = format!("[[phase]]\nid = \"{id}\"\n{head}\n");
+        for i in 0..n {
             toml.push_str(&format!(
                 "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{{PROBE}}\"\nconfig = {{ count = true }}\n{reuse}\n"
             ));
@@ -291,10 +292,11 @@ fn a_worker_lets_an_instance_serve_reuse_tasks_of_one_run_and_phase_only() {
         toml
     };
     p.pipeline(&format!(
-        "name = \"reuse-remote\"\n{}{}{}",
-        phase("a", "reuse = 5"),
-        phase("b", "reuse = 5"),
-        phase("fresh", ""),
+        "name = \"reuse-remote\"\n{}{}{}{}",
+        phase("a", "parallel = false", 3, "reuse = 5"),
+        phase("b", "parallel = false", 3, "reuse = 5"),
+        phase("fresh", "parallel = false", 3, ""),
+        phase("both", "concurrency = 2", 8, "reuse = 3"),
     ));
     let w = Worker::start(&p, &nats, "w1", &[]);
     for state in ["one.toml", "two.toml"] {
@@ -314,13 +316,20 @@ fn a_worker_lets_an_instance_serve_reuse_tasks_of_one_run_and_phase_only() {
         assert_eq!(crate::reuse::served(&state, "a"), [1, 2, 3]);
         assert_eq!(crate::reuse::served(&state, "b"), [1, 2, 3]);
         assert_eq!(crate::reuse::served(&state, "fresh"), [1, 1, 1]);
+        // Two at a time: a job finds the instance the one before it left (a worker shelves it
+        // before it publishes the result that lets the controller send the next job), and no
+        // instance serves more than three.
+        let both = crate::reuse::served(&state, "both");
+        assert!(both.iter().all(|s| (1..=3).contains(s)), "{both:?}");
+        assert!(both.iter().filter(|s| **s == 1).count() >= 3, "{both:?}");
+        assert!(both.iter().any(|s| *s > 1), "{both:?}");
         for phase in state["phase"].as_array().unwrap() {
             for task in phase["task"].as_array().unwrap() {
                 assert_eq!(task["worker"], "w1", "{task}");
             }
         }
     }
-    assert_eq!(ran_by(&[&w], 18).len(), 18);
+    assert_eq!(ran_by(&[&w], 34).len(), 34);
 }
 
 #[test]
