@@ -52,7 +52,8 @@ impl Shelf {
     pub fn take(&self, job: &Asking<'_>) -> Option<KeptInstance> {
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        // Let go of outside the lock: dropping an instance resets its memory.
+        // What is let go is dropped after the lock is released: dropping an instance resets
+        // its memory.
         let mut gone: Vec<Kept> = Vec::new();
         let mut i = 0;
         while i < kept.len() {
