@@ -93,11 +93,12 @@ impl Worker {
             nats.url(),
             "--name".into(),
             name.into(),
-            "--concurrency".into(),
-            "2".into(),
             "--components".into(),
             components.display().to_string(),
         ];
+        if !extra.contains(&"--concurrency") {
+            args.extend(["--concurrency".into(), "2".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut child = p
@@ -330,6 +331,63 @@ fn a_worker_lets_an_instance_serve_reuse_tasks_of_one_run_and_phase_only() {
         }
     }
     assert_eq!(ran_by(&[&w], 34).len(), 34);
+}
+
+#[test]
+fn a_worker_runs_as_many_jobs_as_its_concurrency_whatever_runs_they_come_from() {
+    let nats = Nats::start();
+    let p = Project::new();
+    // Each run's engine limits count two tasks at once (a pool of 14 instances); nine such runs
+    // at once give the worker 18 jobs, which it must run together.
+    p.pipeline(
+        r#"
+name = "many-runs"
+[[phase]]
+id = "sleepy"
+concurrency = 2
+[[phase.task]]
+id = "a"
+plugin = "{PROBE}"
+config = { sleep-ms = 3000 }
+[[phase.task]]
+id = "b"
+plugin = "{PROBE}"
+config = { sleep-ms = 3000 }
+"#,
+    );
+    let w = Worker::start(&p, &nats, "wide", &["--concurrency", "18"]);
+    let url = nats.url();
+    let runs: Vec<Child> = (0..9)
+        .map(|i| {
+            let state = format!("run{i}.toml");
+            p.command(&[
+                "run",
+                "pipeline.toml",
+                "--state",
+                &state,
+                "--nats",
+                &url,
+                "--no-cache",
+                "--progress",
+                "none",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for (i, run) in runs.into_iter().enumerate() {
+        let out = run.wait_with_output().unwrap();
+        let state = p.state(&format!("run{i}.toml"));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "run {i}: {}\n{state}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(ran_by(&[&w], 18).len(), 18);
 }
 
 #[test]

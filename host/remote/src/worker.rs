@@ -294,12 +294,20 @@ impl Worker {
         attempt
     }
 
+    /// The engine for jobs of `engine`'s configuration. Its instance pool is sized for this
+    /// worker, not for the run: a run's limits count the instances of one run, and a worker
+    /// runs up to `--concurrency` jobs of any number of runs at once (and the shelf keeps kept
+    /// plus running instances within that).
     fn host(&self, engine: EngineLimits) -> Result<Arc<PluginHost>, Problem> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(host) = hosts.get(&engine) {
             return Ok(host.clone());
         }
-        let host = PluginHost::with_cache(engine, CompileCache::default_root())
+        let sized = EngineLimits {
+            max_instances: engine.max_instances.max(self.options.concurrency),
+            ..engine
+        };
+        let host = PluginHost::with_cache(sized, CompileCache::default_root())
             .map_err(|e| Problem::new(format!("cannot start an engine: {e:#}")))?;
         hosts.insert(engine, host.clone());
         Ok(host)
