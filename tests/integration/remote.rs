@@ -391,6 +391,99 @@ config = { sleep-ms = 3000 }
 }
 
 #[test]
+fn a_job_or_a_result_over_the_servers_max_payload_fails_at_once_naming_it() {
+    let nats = Nats::start();
+    let p = Project::new();
+    // nats-server's default `max_payload` is 1 MiB: a 1.2 MB input makes a job over it, and a
+    // 1.5 MB output (within the task's own `max-output`) a result over it.
+    p.pipeline(
+        r#"
+name = "too-big"
+[vars]
+text = ""
+[[phase]]
+id = "big"
+[[phase.task]]
+id = "input"
+plugin = "{PROBE}"
+input = "{{ vars.text }}"
+[[phase.task]]
+id = "output"
+plugin = "{HOSTILE}"
+config = { attack = "giant-output", bytes = 1_500_000 }
+limits = { max-output = "4MiB" }
+[[phase.task]]
+id = "small"
+plugin = "{PROBE}"
+input = "fits"
+"#,
+    );
+    std::fs::write(p.path("big.txt"), "x".repeat(1_200_000)).unwrap();
+    let _w = Worker::start(&p, &nats, "w1", &[]);
+    // Neither may wait for a publish that can never succeed (a minute of retries, or a job
+    // delivered again and again): the run ends on its own well before this bound.
+    let mut run = p
+        .command(&[
+            "run",
+            "pipeline.toml",
+            "--nats",
+            &nats.url(),
+            "--no-cache",
+            "--progress",
+            "none",
+            "--var",
+            "text=@big.txt",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("the run did not end: a publish over max_payload is being retried");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    let state = p.state(".phasegate/state.toml");
+    let tasks = &crate::harness::by_id(&state["phase"], "big")["task"];
+    let task = |id: &str| {
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let input = task("input");
+    assert_eq!(input["error"]["kind"], "limit", "{input}");
+    let message = input["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the job of task `input` in phase `big` is")
+            && message.contains("over the NATS server's `max_payload` of 1 MiB")
+            && message.contains("read-only `dirs` grant"),
+        "{message}"
+    );
+    let output = task("output");
+    assert_eq!(output["error"]["kind"], "limit", "{output}");
+    assert_eq!(output["worker"], "w1", "{output}");
+    let message = output["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the result of task `output` in phase `big` is")
+            && message.contains("over the NATS server's `max_payload` of 1 MiB")
+            && message.contains("`limits.max-output`"),
+        "{message}"
+    );
+    assert_eq!(task("small")["status"], "succeeded");
+}
+
+#[test]
 fn a_worker_refuses_a_grant_it_does_not_allow_and_names_it() {
     let nats = Nats::start();
     let p = Project::new();

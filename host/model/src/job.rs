@@ -70,9 +70,14 @@ impl Attempt {
     /// An attempt that could not run on the host's side (a plugin not loaded, a job not
     /// delivered, a worker's refusal): no output, no log.
     pub fn host_failure(message: impl Into<String>) -> Attempt {
+        Attempt::failed(crate::outcome::FailureKind::Host, message)
+    }
+
+    /// An attempt that failed with `kind` before or after it ran: no output, no log.
+    pub fn failed(kind: crate::outcome::FailureKind, message: impl Into<String>) -> Attempt {
         Attempt {
             result: Err(Failure {
-                kind: crate::outcome::FailureKind::Host,
+                kind,
                 message: message.into(),
             }),
             log: Vec::new(),

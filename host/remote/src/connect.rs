@@ -76,6 +76,21 @@ pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<object_store::Obj
     Ok(store)
 }
 
+/// Bytes of a message's budget its headers may take (a job's `Nats-Msg-Id`).
+const HEADERS: usize = 256;
+
+/// Whether a message of `len` bytes fits the server's `max_payload` (as the server's INFO told
+/// the client); `Err(max)` when it does not. Publishing one that does not fit can never succeed,
+/// so it is not tried again like a publish to a server that is away.
+pub fn fits(js: &jetstream::Context, len: usize) -> Result<(), usize> {
+    let max = js.client().max_payload();
+    if len.saturating_add(HEADERS) > max {
+        Err(max)
+    } else {
+        Ok(())
+    }
+}
+
 /// How long a publish is tried again while the server is away (restarting, say) before the
 /// attempt is given up as a host failure.
 pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(60);

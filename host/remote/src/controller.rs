@@ -11,7 +11,8 @@ use phasegate_model::error::Problem;
 use phasegate_model::events::{Emitter, EventKind, LogLevel};
 use phasegate_model::job::{Attempt, Executor, GateJob, Lane, TaskJob};
 use phasegate_model::pipeline::{EngineLimits, PluginRef};
-use phasegate_model::progress::VerdictRecord;
+use phasegate_model::progress::{FailureKind, VerdictRecord};
+use phasegate_model::units::ByteSize;
 use tokio::sync::oneshot;
 
 use crate::connect::{Server, ensure};
@@ -277,6 +278,18 @@ impl Lane for NatsLane {
             Ok(p) => p,
             Err(e) => return Attempt::host_failure(format!("cannot encode job {key}: {e}")),
         };
+        if let Err(max) = crate::connect::fits(&shared.js, payload.len()) {
+            return Attempt::failed(
+                FailureKind::Limit,
+                format!(
+                    "the job of task `{}` in phase `{}` is {} with its input, config and context, over the NATS server's `max_payload` of {}; raise `max_payload` in the server's configuration, or give the task large data through a read-only `dirs` grant rather than its input or a var",
+                    job.task,
+                    job.phase,
+                    ByteSize(payload.len() as u64),
+                    ByteSize(max as u64)
+                ),
+            );
+        }
         let payload = bytes::Bytes::from(payload);
         let published = crate::connect::retrying(|| async {
             let mut headers = async_nats::HeaderMap::new();

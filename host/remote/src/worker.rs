@@ -17,6 +17,8 @@ use phasegate_model::error::Problem;
 use phasegate_model::events::Emitter;
 use phasegate_model::job::Attempt;
 use phasegate_model::pipeline::{EngineLimits, PluginRef};
+use phasegate_model::progress::FailureKind;
+use phasegate_model::units::ByteSize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
@@ -179,7 +181,7 @@ impl Worker {
         };
         // Acknowledged only once the result is stored: a worker that dies before leaves the
         // job to be delivered again.
-        let published = match serde_json::to_vec(&result) {
+        let published = match self.encode(&job, result) {
             Ok(payload) => {
                 let payload = bytes::Bytes::from(payload);
                 crate::connect::retrying(|| async {
@@ -209,6 +211,32 @@ impl Worker {
                 why: format!("cannot publish the result ({why}); the job will be delivered again"),
             }),
         }
+    }
+
+    /// The result as it is published. One too large for the server's `max_payload` (an output
+    /// or log within the task's limits can be) could never be published, and its job would be
+    /// delivered again and again: it is replaced by a `limit` failure that says so.
+    fn encode(&self, job: &JobMessage<'_>, result: ResultMessage) -> serde_json::Result<Vec<u8>> {
+        let payload = serde_json::to_vec(&result)?;
+        let Err(max) = crate::connect::fits(&self.js, payload.len()) else {
+            return Ok(payload);
+        };
+        let (task, phase) = (&job.job.task, &job.job.phase);
+        let failed = Attempt {
+            usage: result.attempt.usage,
+            ..Attempt::failed(
+                FailureKind::Limit,
+                format!(
+                    "the result of task `{task}` in phase `{phase}` is {} with its output and log, over the NATS server's `max_payload` of {}; lower the task's `limits.max-output` and `limits.max-log` below it, or raise `max_payload` in the server's configuration",
+                    ByteSize(payload.len() as u64),
+                    ByteSize(max as u64)
+                ),
+            )
+        };
+        serde_json::to_vec(&ResultMessage {
+            attempt: failed,
+            ..result
+        })
     }
 
     /// Checks the job against the policy, gets and checks its component, and runs it while
