@@ -484,6 +484,75 @@ input = "fits"
 }
 
 #[test]
+fn a_worker_refuses_a_job_whose_limits_exceed_its_ceilings_and_names_the_flag() {
+    let nats = Nats::start();
+    let p = Project::new();
+    p.pipeline(
+        r#"
+name = "greedy-limits"
+[defaults.limits]
+memory = "16MiB"
+timeout = "2s"
+[[phase]]
+id = "one"
+[[phase.task]]
+id = "fits"
+plugin = "{PROBE}"
+[[phase.task]]
+id = "memory"
+plugin = "{PROBE}"
+limits = { memory = "1GiB" }
+[[phase.task]]
+id = "patient"
+plugin = "{PROBE}"
+timeout = "1h"
+"#,
+    );
+    let _w = Worker::start(
+        &p,
+        &nats,
+        "small",
+        &["--max", "memory=32MiB", "--max", "timeout=5s"],
+    );
+    let run = p.run_json(&["run", "pipeline.toml", "--nats", &nats.url(), "--no-cache"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let state = p.state(".phasegate/state.toml");
+    let tasks = state["phase"][0]["task"].as_array().unwrap().clone();
+    let task = |id: &str| tasks.iter().find(|t| t["id"] == id).unwrap().clone();
+    assert_eq!(task("fits")["status"], "succeeded", "{}", task("fits"));
+    for (id, asked, flag) in [
+        (
+            "memory",
+            "asks for memory 1 GiB, and this worker allows at most 32 MiB",
+            "--max memory=1GiB",
+        ),
+        (
+            "patient",
+            "asks for timeout 1h, and this worker allows at most 5s",
+            "--max timeout=1h",
+        ),
+    ] {
+        let t = task(id);
+        assert_eq!(t["error"]["kind"], "limit", "{t}");
+        let message = t["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("worker `small` refuses the job"),
+            "{message}"
+        );
+        assert!(message.contains(asked), "{message}");
+        assert!(message.contains(flag), "{message}");
+    }
+    // A ceiling the flag cannot read stops the worker before it takes a job.
+    let bad = p.output(&["worker", "--nats", &nats.url(), "--max", "memry=1GiB"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("`memry` is not a limit `--max` sets; it sets memory, timeout"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_worker_refuses_a_grant_it_does_not_allow_and_names_it() {
     let nats = Nats::start();
     let p = Project::new();

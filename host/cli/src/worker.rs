@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use phasegate_model::units::ByteSize;
+use phasegate_remote::ceilings::Ceilings;
 use phasegate_remote::{WorkerEvent, WorkerOptions, WorkerPolicy};
 
 use super::{Exit, bad_input};
@@ -42,9 +44,36 @@ pub struct WorkerArgs {
     /// Allow HTTP requests to this host (repeatable).
     #[arg(long, value_name = "HOST")]
     allow_http: Vec<String>,
+    /// The most a job's limits may ask for here, as `KEY=VALUE` (repeatable; `unlimited`
+    /// removes one): memory, timeout, descriptors, max-written, max-output, max-log. A job over
+    /// one is refused. [default: memory = this machine's memory / concurrency, timeout = 1h,
+    /// descriptors = the open-file limit / (concurrency + 1)]
+    #[arg(long, value_name = "KEY=VALUE")]
+    max: Vec<String>,
     /// Where fetched components are kept [default: the compile cache's folder, `components/`].
     #[arg(long)]
     components: Option<PathBuf>,
+}
+
+/// Ceilings that keep `concurrency` jobs, each at its ceiling, within this machine: its memory
+/// shared between them, the process's open-file limit too (one share kept for the worker's
+/// own files and connections), and an hour of wall time.
+fn machine_ceilings(concurrency: usize) -> Ceilings {
+    let jobs = concurrency.max(1) as u64;
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|kib| ByteSize((kib * 1024 / jobs) & !((1 << 20) - 1)));
+    let files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    Ceilings {
+        memory,
+        timeout: Some(Duration::from_secs(3600)),
+        descriptors: files.map(|n| u32::try_from(n / (jobs + 1)).unwrap_or(u32::MAX)),
+        ..Ceilings::default()
+    }
 }
 
 fn default_concurrency() -> usize {
@@ -58,12 +87,20 @@ impl WorkerArgs {
             .iter()
             .map(|d| WorkerPolicy::parse_dir(d).map_err(bad_input))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut ceilings = machine_ceilings(self.concurrency);
+        for spec in &self.max {
+            ceilings
+                .set(spec)
+                .map_err(|e| bad_input(format!("--max {spec}: {e}")))?;
+        }
         let policy = WorkerPolicy {
             dirs,
             env: self.allow_env,
             net: self.allow_net,
             http: self.allow_http,
+            ceilings,
         };
+        let most = policy.ceilings.describe();
         let name = self.name.unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
@@ -84,7 +121,9 @@ impl WorkerArgs {
         };
         let url = self.nats;
         let on_event = Arc::new(move |event: WorkerEvent| match event {
-            WorkerEvent::Ready => eprintln!("worker `{name}` waiting for tasks on {url}"),
+            WorkerEvent::Ready => eprintln!(
+                "worker `{name}` waiting for tasks on {url} (a job may ask for at most: {most})"
+            ),
             WorkerEvent::Ran {
                 key,
                 duration_ms,

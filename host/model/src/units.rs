@@ -104,6 +104,17 @@ impl Serialize for ByteSize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 
+impl HumanDuration {
+    /// Parses `"30s"`-style text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        humantime::parse_duration(text)
+            .map(HumanDuration)
+            .map_err(|e| {
+                format!("invalid duration `{text}` ({e}): write e.g. \"30s\", \"500ms\" or \"2m\"")
+            })
+    }
+}
+
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", humantime::format_duration(self.0))
@@ -133,13 +144,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 )))
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<HumanDuration, E> {
-                humantime::parse_duration(text)
-                    .map(HumanDuration)
-                    .map_err(|e| {
-                        E::custom(format!(
-                            "invalid duration `{text}` ({e}): write e.g. \"30s\", \"500ms\" or \"2m\""
-                        ))
-                    })
+                HumanDuration::parse(text).map_err(E::custom)
             }
         }
         d.deserialize_any(Visitor)

@@ -7,6 +7,7 @@
 //! [`wire::BUCKET`]; a worker checks the bytes it fetched against the digest before compiling
 //! them. Gates run at the controller, and the progress file stays there.
 
+pub mod ceilings;
 pub mod connect;
 pub mod controller;
 pub mod policy;

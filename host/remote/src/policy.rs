@@ -1,5 +1,6 @@
-//! A worker's policy: what it lets the tasks it runs reach. It is the trust boundary — a job
-//! asking for more is refused before anything is instantiated. By default nothing is allowed.
+//! A worker's policy: what it lets the tasks it runs reach, and how much they may use
+//! ([`ceilings`](crate::ceilings)). It is the trust boundary — a job asking for more is refused
+//! before anything is instantiated. By default nothing is allowed.
 
 use std::path::PathBuf;
 
@@ -17,6 +18,8 @@ pub struct WorkerPolicy {
     pub net: Vec<String>,
     /// Hosts for HTTP (`--allow-http`).
     pub http: Vec<String>,
+    /// The most a job's limits may ask for (`--max`).
+    pub ceilings: crate::ceilings::Ceilings,
 }
 
 impl WorkerPolicy {

@@ -247,6 +247,13 @@ impl Worker {
             Ok(grants) => grants,
             Err(problem) => return refused(problem),
         };
+        if let Err(problem) = self
+            .policy
+            .ceilings
+            .check(&self.options.name, &job.job.limits)
+        {
+            return Attempt::failed(FailureKind::Limit, problem.to_string());
+        }
         let plugin = match self.plugin(job).await {
             Ok(plugin) => plugin,
             Err(problem) => return refused(problem),
