@@ -14,7 +14,7 @@ use phasegate_model::pipeline::Limits;
 use phasegate_model::units::{ByteSize, HumanDuration};
 
 /// The limits `--max` can set, as `KEY=VALUE` names them.
-pub const KEYS: &str = "memory, timeout, descriptors, max-written, max-output, max-log";
+pub const KEYS: &str = "memory, timeout, descriptors, max-written, max-output, max-log, max-stack";
 
 /// The most a job may ask for, per limit (`None`: no ceiling).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -25,6 +25,9 @@ pub struct Ceilings {
     pub max_written: Option<ByteSize>,
     pub max_output: Option<ByteSize>,
     pub max_log: Option<ByteSize>,
+    /// The engine's Wasm stack (`[engine] max-stack`): native memory every running instance
+    /// may commit beside its linear memory.
+    pub max_stack: Option<ByteSize>,
 }
 
 impl Ceilings {
@@ -41,6 +44,7 @@ impl Ceilings {
             "max-written" => self.max_written = if unlimited { None } else { size()? },
             "max-output" => self.max_output = if unlimited { None } else { size()? },
             "max-log" => self.max_log = if unlimited { None } else { size()? },
+            "max-stack" => self.max_stack = if unlimited { None } else { size()? },
             "timeout" => {
                 self.timeout = if unlimited {
                     None
@@ -66,15 +70,20 @@ impl Ceilings {
         Ok(())
     }
 
-    /// Whether a job's `limits` stay under every ceiling; the first one over is a problem
-    /// naming it and the flag that would let the job run here.
-    pub fn check(&self, worker: &str, limits: &Limits) -> Result<(), Problem> {
+    /// Whether a job's `limits` and its engine's `max_stack` stay under every ceiling; the
+    /// first one over is a problem naming it and the flag that would let the job run here.
+    pub fn check(&self, worker: &str, limits: &Limits, max_stack: ByteSize) -> Result<(), Problem> {
         let over = |key: &str, asked: String, ceiling: String| {
+            let setting = if key == "max-stack" {
+                "the pipeline's `[engine] max-stack`".to_owned()
+            } else {
+                format!("the task's `limits.{key}`")
+            };
             Problem::new(format!(
                 "worker `{worker}` refuses the job: it asks for {key} {asked}, and this worker allows at most {ceiling}"
             ))
             .help(format!(
-                "lower the task's `limits.{key}`, start the worker with `--max {key}={}`, or run the task elsewhere",
+                "lower {setting}, start the worker with `--max {key}={}`, or run the task elsewhere",
                 asked.replace(' ', "")
             ))
         };
@@ -83,6 +92,7 @@ impl Ceilings {
             ("max-written", limits.max_written, self.max_written),
             ("max-output", limits.max_output, self.max_output),
             ("max-log", limits.max_log, self.max_log),
+            ("max-stack", max_stack, self.max_stack),
         ];
         for (key, asked, ceiling) in sizes {
             if let Some(ceiling) = ceiling.filter(|c| asked > *c) {
@@ -118,6 +128,7 @@ impl Ceilings {
         size("max-written", self.max_written);
         size("max-output", self.max_output);
         size("max-log", self.max_log);
+        size("max-stack", self.max_stack);
         if let Some(t) = self.timeout {
             parts.push(format!("timeout {}", HumanDuration(t)));
         }
@@ -136,10 +147,12 @@ impl Ceilings {
 mod tests {
     use super::*;
 
+    const STACK: ByteSize = phasegate_model::pipeline::DEFAULT_MAX_STACK;
+
     #[test]
     fn a_limit_over_its_ceiling_is_refused_naming_the_flag() {
         let mut c = Ceilings::default();
-        assert!(c.check("w", &Limits::default()).is_ok());
+        assert!(c.check("w", &Limits::default(), STACK).is_ok());
         c.set("memory=32MiB").unwrap();
         c.set("timeout=5s").unwrap();
         c.set("descriptors=64").unwrap();
@@ -150,12 +163,12 @@ mod tests {
             descriptors: 64,
             ..Limits::default()
         };
-        assert!(c.check("w", &within).is_ok());
+        assert!(c.check("w", &within, STACK).is_ok());
         let greedy = Limits {
             memory: ByteSize(1 << 30),
             ..within
         };
-        let refused = c.check("w", &greedy).unwrap_err().to_string();
+        let refused = c.check("w", &greedy, STACK).unwrap_err().to_string();
         assert!(refused.contains("asks for memory 1 GiB"), "{refused}");
         assert!(refused.contains("at most 32 MiB"), "{refused}");
         assert!(refused.contains("--max memory=1GiB"), "{refused}");
@@ -163,17 +176,24 @@ mod tests {
             timeout: Duration::from_secs(3600),
             ..within
         };
-        let refused = c.check("w", &patient).unwrap_err().to_string();
+        let refused = c.check("w", &patient, STACK).unwrap_err().to_string();
         assert!(refused.contains("asks for timeout 1h"), "{refused}");
         assert!(refused.contains("--max timeout=1h"), "{refused}");
         let hoarding = Limits {
             descriptors: 100_000,
             ..within
         };
-        let refused = c.check("w", &hoarding).unwrap_err().to_string();
+        let refused = c.check("w", &hoarding, STACK).unwrap_err().to_string();
         assert!(refused.contains("descriptors 100000"), "{refused}");
+        c.set("max-stack=1MiB").unwrap();
+        let refused = c
+            .check("w", &within, ByteSize(8 << 20))
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("[engine] max-stack"), "{refused}");
+        assert!(refused.contains("--max max-stack=8MiB"), "{refused}");
         c.set("memory=unlimited").unwrap();
-        assert!(c.check("w", &greedy).is_ok());
+        assert!(c.check("w", &greedy, STACK).is_ok());
         assert!(c.set("memry=1").unwrap_err().contains(KEYS));
         assert!(c.set("memory").is_err());
         assert!(c.set("timeout=10").is_err());

@@ -247,10 +247,10 @@ impl Worker {
             Ok(grants) => grants,
             Err(problem) => return refused(problem),
         };
-        if let Err(problem) = self
-            .policy
-            .ceilings
-            .check(&self.options.name, &job.job.limits)
+        if let Err(problem) =
+            self.policy
+                .ceilings
+                .check(&self.options.name, &job.job.limits, job.engine.max_stack)
         {
             return Attempt::failed(FailureKind::Limit, problem.to_string());
         }
