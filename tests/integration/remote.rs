@@ -542,6 +542,28 @@ timeout = "1h"
         assert!(message.contains(asked), "{message}");
         assert!(message.contains(flag), "{message}");
     }
+    // A component over the worker's ceiling is not read past it, nor compiled.
+    drop(_w);
+    let _tiny = Worker::start(&p, &nats, "tiny", &["--max", "component=1KiB"]);
+    let run = p.run_json(&[
+        "run",
+        "pipeline.toml",
+        "--state",
+        "tiny.toml",
+        "--nats",
+        &nats.url(),
+        "--no-cache",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let fits = p.state("tiny.toml")["phase"][0]["task"][0].clone();
+    assert_eq!(fits["error"]["kind"], "limit", "{fits}");
+    let message = fits["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("worker `tiny` refuses component sha256:")
+            && message.contains("ceiling of 1 KiB for a component")
+            && message.contains("--max component=SIZE"),
+        "{message}"
+    );
     // A ceiling the flag cannot read stops the worker before it takes a job.
     let bad = p.output(&["worker", "--nats", &nats.url(), "--max", "memry=1GiB"]);
     assert_eq!(bad.status.code(), Some(2));

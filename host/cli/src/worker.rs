@@ -45,9 +45,10 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "HOST")]
     allow_http: Vec<String>,
     /// The most a job's limits may ask for here, as `KEY=VALUE` (repeatable; `unlimited`
-    /// removes one): memory, timeout, descriptors, max-written, max-output, max-log, max-stack.
-    /// A job over one is refused. [default: memory = this machine's memory / concurrency,
-    /// timeout = 1h, descriptors = the open-file limit / (concurrency + 1), max-stack = 16MiB]
+    /// removes one): memory, timeout, descriptors, max-written, max-output, max-log, max-stack,
+    /// component. A job over one is refused. [default: memory = this machine's memory /
+    /// concurrency, timeout = 1h, descriptors = the open-file limit / (concurrency + 1),
+    /// max-stack = 16MiB, component = 256MiB]
     #[arg(long, value_name = "KEY=VALUE")]
     max: Vec<String>,
     /// Where fetched components are kept [default: the compile cache's folder, `components/`].
@@ -57,8 +58,8 @@ pub struct WorkerArgs {
 
 /// Ceilings that keep `concurrency` jobs, each at its ceiling, within this machine: its memory
 /// shared between them, the process's open-file limit too (one share kept for the worker's
-/// own files and connections), an hour of wall time, and 16 MiB of Wasm stack (32 times the
-/// pipeline's default).
+/// own files and connections), an hour of wall time, 16 MiB of Wasm stack (32 times the
+/// pipeline's default), and components of up to 256 MiB (the largest interpreters are ~20 MB).
 fn machine_ceilings(concurrency: usize) -> Ceilings {
     let jobs = concurrency.max(1) as u64;
     let memory = std::fs::read_to_string("/proc/meminfo")
@@ -73,6 +74,7 @@ fn machine_ceilings(concurrency: usize) -> Ceilings {
         memory,
         timeout: Some(Duration::from_secs(3600)),
         max_stack: Some(ByteSize(16 << 20)),
+        component: Some(ByteSize(256 << 20)),
         descriptors: files.map(|n| u32::try_from(n / (jobs + 1)).unwrap_or(u32::MAX)),
         ..Ceilings::default()
     }

@@ -14,7 +14,8 @@ use phasegate_model::pipeline::Limits;
 use phasegate_model::units::{ByteSize, HumanDuration};
 
 /// The limits `--max` can set, as `KEY=VALUE` names them.
-pub const KEYS: &str = "memory, timeout, descriptors, max-written, max-output, max-log, max-stack";
+pub const KEYS: &str =
+    "memory, timeout, descriptors, max-written, max-output, max-log, max-stack, component";
 
 /// The most a job may ask for, per limit (`None`: no ceiling).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -28,6 +29,9 @@ pub struct Ceilings {
     /// The engine's Wasm stack (`[engine] max-stack`): native memory every running instance
     /// may commit beside its linear memory.
     pub max_stack: Option<ByteSize>,
+    /// A job's component, as fetched from the bucket (compiling it costs time and memory no
+    /// limit of the job bounds).
+    pub component: Option<ByteSize>,
 }
 
 impl Ceilings {
@@ -45,6 +49,7 @@ impl Ceilings {
             "max-output" => self.max_output = if unlimited { None } else { size()? },
             "max-log" => self.max_log = if unlimited { None } else { size()? },
             "max-stack" => self.max_stack = if unlimited { None } else { size()? },
+            "component" => self.component = if unlimited { None } else { size()? },
             "timeout" => {
                 self.timeout = if unlimited {
                     None
@@ -116,6 +121,17 @@ impl Ceilings {
         Ok(())
     }
 
+    /// The problem with a component of `size` bytes, if it is over its ceiling.
+    pub fn component_over(&self, worker: &str, digest: &str, size: u64) -> Option<Problem> {
+        let ceiling = self.component.filter(|c| size > c.0)?;
+        Some(
+            Problem::new(format!(
+                "worker `{worker}` refuses component {digest}: it is over this worker's ceiling of {ceiling} for a component"
+            ))
+            .help("start the worker with a larger `--max component=SIZE`, or run the task elsewhere"),
+        )
+    }
+
     /// What a job may ask for at most, for the worker's first line.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -129,6 +145,7 @@ impl Ceilings {
         size("max-output", self.max_output);
         size("max-log", self.max_log);
         size("max-stack", self.max_stack);
+        size("component", self.component);
         if let Some(t) = self.timeout {
             parts.push(format!("timeout {}", HumanDuration(t)));
         }
@@ -192,6 +209,17 @@ mod tests {
             .to_string();
         assert!(refused.contains("[engine] max-stack"), "{refused}");
         assert!(refused.contains("--max max-stack=8MiB"), "{refused}");
+        c.set("component=1KiB").unwrap();
+        assert!(c.component_over("w", "sha256:00", 1024).is_none());
+        let refused = c
+            .component_over("w", "sha256:00", 1025)
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("ceiling of 1 KiB for a component"),
+            "{refused}"
+        );
+        assert!(refused.contains("--max component=SIZE"), "{refused}");
         c.set("memory=unlimited").unwrap();
         assert!(c.check("w", &greedy, STACK).is_ok());
         assert!(c.set("memry=1").unwrap_err().contains(KEYS));

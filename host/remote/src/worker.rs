@@ -256,7 +256,7 @@ impl Worker {
         }
         let plugin = match self.plugin(job).await {
             Ok(plugin) => plugin,
-            Err(problem) => return refused(problem),
+            Err((kind, problem)) => return Attempt::failed(kind, problem.to_string()),
         };
         let host = match self.host(job.engine) {
             Ok(host) => host,
@@ -349,8 +349,13 @@ impl Worker {
     }
 
     /// The job's component, loaded: from memory, the worker's folder, or the bucket. Its bytes
-    /// are checked against the digest before anything compiles them.
-    async fn plugin(&self, job: &JobMessage<'_>) -> Result<Arc<LoadedPlugin>, Problem> {
+    /// are checked against the digest before anything compiles them, and against the
+    /// `component` ceiling before they are read whole (`limit` when over it).
+    async fn plugin(
+        &self,
+        job: &JobMessage<'_>,
+    ) -> Result<Arc<LoadedPlugin>, (FailureKind, Problem)> {
+        let host_fault = |problem: Problem| (FailureKind::Host, problem);
         let id = (job.engine, job.digest.clone());
         if let Some(p) = self
             .loaded
@@ -362,33 +367,49 @@ impl Worker {
         }
         let hex = job.digest.trim_start_matches("sha256:");
         if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Problem::new(format!(
+            return Err(host_fault(Problem::new(format!(
                 "`{}` is not a sha256 digest",
                 job.digest
-            )));
+            ))));
         }
         let path = self.options.components.join(format!("{hex}.wasm"));
         let bytes = match std::fs::read(&path) {
             Ok(bytes) if phasegate_model::digest::sha256_bytes(&bytes) == job.digest => bytes,
             _ => {
-                let mut object = self.store.get(&job.digest).await.map_err(|e| {
-                    Problem::new(format!(
+                let object = self.store.get(&job.digest).await.map_err(|e| {
+                    host_fault(Problem::new(format!(
                         "cannot fetch component {} from the bucket: {e}",
                         job.digest
-                    ))
+                    )))
                 })?;
+                // Read no further than the ceiling allows, whatever the object's info says.
+                let most = self.policy.ceilings.component.map_or(u64::MAX, |c| c.0);
                 let mut bytes = Vec::new();
-                object.read_to_end(&mut bytes).await.map_err(|e| {
-                    Problem::new(format!("cannot read component {}: {e}", job.digest))
-                })?;
+                object
+                    .take(most.saturating_add(1))
+                    .read_to_end(&mut bytes)
+                    .await
+                    .map_err(|e| {
+                        host_fault(Problem::new(format!(
+                            "cannot read component {}: {e}",
+                            job.digest
+                        )))
+                    })?;
+                if let Some(problem) = self.policy.ceilings.component_over(
+                    &self.options.name,
+                    &job.digest,
+                    bytes.len() as u64,
+                ) {
+                    return Err((FailureKind::Limit, problem));
+                }
                 let actual = phasegate_model::digest::sha256_bytes(&bytes);
                 if actual != job.digest {
-                    return Err(Problem::new(format!(
+                    return Err(host_fault(Problem::new(format!(
                         "refused component {}: the object in bucket `{}` hashes to {actual} (tampered with, or corrupt)",
                         job.digest,
                         crate::wire::BUCKET
                     ))
-                    .help("put the right bytes back (a run with `--nats` puts a missing component), or remove the object"));
+                    .help("put the right bytes back (a run with `--nats` puts a missing component), or remove the object")));
                 }
                 // Kept whole or not at all; a damaged copy fails the digest check next time
                 // and is fetched again.
@@ -396,7 +417,7 @@ impl Worker {
                 bytes
             }
         };
-        let host = self.host(job.engine)?;
+        let host = self.host(job.engine).map_err(host_fault)?;
         let plugin = PluginRef {
             spec: job.job.plugin.spec.clone(),
             path: path.clone(),
@@ -405,7 +426,7 @@ impl Worker {
         };
         let loaded = Arc::new(
             host.load_bytes(&plugin, &bytes)
-                .map_err(|e| Problem::new(e.to_string()))?,
+                .map_err(|e| host_fault(Problem::new(e.to_string())))?,
         );
         self.loaded
             .lock()
