@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Project, next_event, normalized};
+use crate::harness::{Project, by_id, next_event, normalized};
 
 /// A JetStream server on a free loopback port, storing in a temporary folder; killed on drop.
 struct Nats {
@@ -451,16 +451,8 @@ input = "fits"
     };
     assert_eq!(status.code(), Some(1));
     let state = p.state(".phasegate/state.toml");
-    let tasks = &crate::harness::by_id(&state["phase"], "big")["task"];
-    let task = |id: &str| {
-        tasks
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["id"] == id)
-            .unwrap()
-            .clone()
-    };
+    let tasks = &by_id(&state["phase"], "big")["task"];
+    let task = |id: &str| by_id(tasks, id).clone();
     let input = task("input");
     assert_eq!(input["error"]["kind"], "limit", "{input}");
     let message = input["error"]["message"].as_str().unwrap();
@@ -517,8 +509,7 @@ timeout = "1h"
     let run = p.run_json(&["run", "pipeline.toml", "--nats", &nats.url(), "--no-cache"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let state = p.state(".phasegate/state.toml");
-    let tasks = state["phase"][0]["task"].as_array().unwrap().clone();
-    let task = |id: &str| tasks.iter().find(|t| t["id"] == id).unwrap().clone();
+    let task = |id: &str| by_id(&state["phase"][0]["task"], id).clone();
     assert_eq!(task("fits")["status"], "succeeded", "{}", task("fits"));
     for (id, asked, flag) in [
         (
