@@ -566,6 +566,86 @@ timeout = "1h"
 }
 
 #[test]
+fn a_context_too_large_for_a_job_travels_by_digest_and_arrives_whole() {
+    let nats = Nats::start();
+    let p = Project::new();
+    // Two outputs of 600 KB make the context of the second phase 1.2 MB: over the server's
+    // `max_payload` (1 MiB) and far over what a job carries itself.
+    p.pipeline(
+        r#"
+name = "big-context"
+[vars]
+text = ""
+[[phase]]
+id = "make"
+[[phase.task]]
+id = "a"
+plugin = "{PROBE}"
+input = "{{ vars.text }}"
+[[phase.task]]
+id = "b"
+plugin = "{PROBE}"
+input = "{{ vars.text }}"
+[[phase]]
+id = "read"
+[[phase.task]]
+id = "one"
+plugin = "{PROBE}"
+config = { context-digest = true }
+grants = { context = true }
+[[phase.task]]
+id = "two"
+plugin = "{PROBE}"
+config = { context-digest = true }
+grants = { context = true }
+"#,
+    );
+    std::fs::write(p.path("big.txt"), "y".repeat(600_000)).unwrap();
+    let args = |state: &'static str| {
+        vec![
+            "run",
+            "pipeline.toml",
+            "--state",
+            state,
+            "--no-cache",
+            "--var",
+            "text=@big.txt",
+        ]
+    };
+    let local = p.run_json(&args("local.toml"));
+    assert_eq!(local.code, 0, "{}", local.stderr);
+    let _w = Worker::start(&p, &nats, "w1", &[]);
+    let url = nats.url();
+    let mut remote_args = args("remote.toml");
+    remote_args.extend(["--nats", &url]);
+    let remote = p.run_json(&remote_args);
+    assert_eq!(remote.code, 0, "{}", remote.stderr);
+    let outputs = |state: &str| -> Vec<Value> {
+        let state = p.state(state);
+        by_id(&state["phase"], "read")["task"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| serde_json::from_str(t["output"].as_str().unwrap()).unwrap())
+            .collect()
+    };
+    let (here, there) = (outputs("local.toml"), outputs("remote.toml"));
+    assert!(
+        here[0]["outputs-bytes"].as_u64().unwrap() > 1_200_000,
+        "{here:?}"
+    );
+    // Each worker's task saw the context the local run's did, byte for byte.
+    assert_eq!(there, here);
+    assert_eq!(there[0], there[1]);
+    for task in by_id(&p.state("remote.toml")["phase"], "read")["task"]
+        .as_array()
+        .unwrap()
+    {
+        assert_eq!(task["worker"], "w1", "{task}");
+    }
+}
+
+#[test]
 fn a_worker_refuses_a_grant_it_does_not_allow_and_names_it() {
     let nats = Nats::start();
     let p = Project::new();
@@ -642,7 +722,7 @@ fn a_tampered_component_object_is_refused() {
             .await
             .unwrap()
             .js;
-        let store = phasegate_remote::connect::ensure(&js).await.unwrap();
+        let store = phasegate_remote::connect::ensure(&js).await.unwrap().components;
         store
             .put(digest.as_str(), &mut &b"\0asm not the probe"[..])
             .await

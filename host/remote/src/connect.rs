@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, object_store, stream};
 use phasegate_model::error::Problem;
 
-use crate::wire::{BUCKET, JOBS_STREAM, RESULTS_STREAM};
+use crate::wire::{BUCKET, CONTEXTS, JOBS_STREAM, RESULTS_STREAM};
 
 /// How long results are kept: long enough for any run to be resumed.
 const RESULTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -38,8 +38,16 @@ pub async fn connect(url: &str, name: &str) -> Result<Server, Problem> {
     })
 }
 
-/// Creates the jobs and results streams and the components bucket where they do not exist.
-pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<object_store::ObjectStore> {
+/// The buckets jobs refer to by digest.
+pub struct Buckets {
+    /// Components ([`BUCKET`]).
+    pub components: object_store::ObjectStore,
+    /// Large contexts ([`CONTEXTS`]).
+    pub contexts: object_store::ObjectStore,
+}
+
+/// Creates the jobs and results streams and the buckets where they do not exist.
+pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<Buckets> {
     let problem = |what: &str, e: &dyn std::fmt::Display| {
         Problem::new(format!("cannot set up {what} on the NATS server: {e}"))
             .help("the server must run with JetStream enabled (`nats-server -js`)")
@@ -62,7 +70,7 @@ pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<object_store::Obj
     })
     .await
     .map_err(|e| problem("the results stream", &e))?;
-    let store = match js.get_object_store(BUCKET).await {
+    let components = match js.get_object_store(BUCKET).await {
         Ok(store) => store,
         Err(_) => js
             .create_object_store(object_store::Config {
@@ -73,7 +81,22 @@ pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<object_store::Obj
             .await
             .map_err(|e| problem("the components bucket", &e))?,
     };
-    Ok(store)
+    let contexts = match js.get_object_store(CONTEXTS).await {
+        Ok(store) => store,
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: CONTEXTS.into(),
+                storage: stream::StorageType::File,
+                max_age: RESULTS_MAX_AGE,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| problem("the contexts bucket", &e))?,
+    };
+    Ok(Buckets {
+        components,
+        contexts,
+    })
 }
 
 /// Bytes of a message's budget its headers may take (a job's `Nats-Msg-Id`).

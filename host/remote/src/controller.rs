@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream::{self, consumer, object_store};
 use futures_util::StreamExt;
 use phasegate_engine::{LoadedPlugins, LocalExecutor};
 use phasegate_model::error::Problem;
@@ -16,7 +16,9 @@ use phasegate_model::units::ByteSize;
 use tokio::sync::oneshot;
 
 use crate::connect::{Server, ensure};
-use crate::wire::{JobMessage, RESULTS_STREAM, ResultMessage, jobs_subject, key, results_subject};
+use crate::wire::{
+    CONTEXT_INLINE, JobMessage, RESULTS_STREAM, ResultMessage, jobs_subject, key, results_subject,
+};
 
 /// Runs task attempts on `phasegate worker`s through NATS JetStream; gates run locally.
 pub struct NatsExecutor {
@@ -32,6 +34,43 @@ struct Shared {
     /// Each plugin's digest: the name of its object in the bucket.
     digests: HashMap<PluginRef, String>,
     pending: Mutex<Pending>,
+    /// Where contexts too large for a job go ([`crate::wire::CONTEXTS`]).
+    contexts: object_store::ObjectStore,
+    /// The contexts put there lately, with their digests (a phase's jobs share one).
+    put: Mutex<Vec<(Arc<str>, String)>>,
+}
+
+impl Shared {
+    /// The digest of `context`, put into the contexts bucket (once: a phase's jobs share it).
+    async fn context_object(&self, context: &Arc<str>) -> Result<String, String> {
+        let known = self
+            .put
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(c, _)| Arc::ptr_eq(c, context))
+            .map(|(_, d)| d.clone());
+        if let Some(digest) = known {
+            return Ok(digest);
+        }
+        let digest = phasegate_model::digest::sha256_bytes(context.as_bytes());
+        if self.contexts.info(&digest).await.is_err() {
+            crate::connect::retrying(|| async {
+                self.contexts
+                    .put(digest.as_str(), &mut context.as_bytes())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        }
+        let mut put = self.put.lock().unwrap_or_else(|e| e.into_inner());
+        put.push((context.clone(), digest.clone()));
+        if put.len() > 8 {
+            put.remove(0);
+        }
+        Ok(digest)
+    }
 }
 
 /// Results and the attempts waiting for them.
@@ -59,7 +98,8 @@ impl NatsExecutor {
     ) -> anyhow::Result<NatsExecutor> {
         let Server { url, js } = server;
         let url = url.as_str();
-        let store = ensure(&js).await?;
+        let buckets = ensure(&js).await?;
+        let store = buckets.components;
         let mut digests = HashMap::new();
         for (plugin, loaded) in plugins {
             if store.info(&loaded.digest).await.is_err() {
@@ -98,6 +138,8 @@ impl NatsExecutor {
             engine,
             digests,
             pending: Mutex::new(Pending::default()),
+            contexts: buckets.contexts,
+            put: Mutex::new(Vec::new()),
         });
         let listening = shared.clone();
         let run_id = run_id.to_owned();
@@ -268,11 +310,33 @@ impl Lane for NatsLane {
             Answer::Came(result) => return attempt_of(*result),
             Answer::Wait(rx) => rx,
         };
+        // A large context goes by digest through its bucket, once for all the phase's jobs.
+        let (job, context) = if job.context.len() > CONTEXT_INLINE {
+            match shared.context_object(&job.context).await {
+                Ok(digest) => (
+                    TaskJob {
+                        context: Arc::from(""),
+                        ..job.clone()
+                    },
+                    Some(digest),
+                ),
+                Err(e) => {
+                    return Attempt::host_failure(format!(
+                        "cannot put the context of job {key} into the bucket on {}: {e}",
+                        shared.url
+                    ));
+                }
+            }
+        } else {
+            (job.clone(), None)
+        };
+        let job = &job;
         let message = JobMessage {
             key: key.clone(),
             job: job.clone(),
             digest: digest.clone(),
             engine: shared.engine,
+            context,
         };
         let payload = match serde_json::to_vec(&message) {
             Ok(p) => p,

@@ -12,6 +12,14 @@ pub const RESULTS_STREAM: &str = "PHASEGATE_RESULTS";
 pub const WORKERS: &str = "phasegate-workers";
 /// Components, each named by the digest of its bytes.
 pub const BUCKET: &str = "phasegate-components";
+/// Contexts too large to travel inside a job ([`CONTEXT_INLINE`]), each named by the digest of
+/// its JSON text; kept as long as results are.
+pub const CONTEXTS: &str = "phasegate-contexts";
+/// The largest context a job carries itself. A larger one (a phase granted the context of
+/// earlier phases with large outputs) is put once into [`CONTEXTS`] and named by digest: it
+/// would otherwise be copied into every job of the phase, and could exceed the server's
+/// `max_payload`.
+pub const CONTEXT_INLINE: usize = 64 << 10;
 
 /// The subject a run's jobs are published on.
 pub fn jobs_subject(run_id: &str) -> String {
@@ -42,6 +50,10 @@ pub struct JobMessage<'a> {
     pub digest: String,
     /// The engine settings of the run (stack, fuel metering, bounds checks).
     pub engine: EngineLimits,
+    /// When the context is in [`CONTEXTS`] rather than in `job` (whose context is then
+    /// empty): the `sha256:` of its text, the object's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
 }
 
 /// What a worker reports for a job.

@@ -69,7 +69,7 @@ pub async fn run(
     let js = connect(&options.url, &format!("phasegate worker {}", options.name))
         .await?
         .js;
-    let store = ensure(&js).await?;
+    let buckets = ensure(&js).await?;
     let consumer: consumer::PullConsumer = js
         .get_stream(JOBS_STREAM)
         .await
@@ -93,7 +93,9 @@ pub async fn run(
     })?;
     let worker = Arc::new(Worker {
         js,
-        store,
+        store: buckets.components,
+        contexts: buckets.contexts,
+        fetched: Mutex::new(Vec::new()),
         policy,
         options: options.clone(),
         hosts: Mutex::new(HashMap::new()),
@@ -147,6 +149,10 @@ async fn away(worker: &Worker, url: &str, e: &dyn std::fmt::Display) {
 struct Worker {
     js: jetstream::Context,
     store: object_store::ObjectStore,
+    /// Contexts too large for a job, by digest ([`crate::wire::CONTEXTS`]).
+    contexts: object_store::ObjectStore,
+    /// The contexts fetched lately (a phase's jobs share one).
+    fetched: Mutex<Vec<(String, Arc<str>)>>,
     policy: WorkerPolicy,
     options: WorkerOptions,
     /// One engine per engine configuration a run asks for.
@@ -262,13 +268,20 @@ impl Worker {
             Ok(host) => host,
             Err(problem) => return refused(problem),
         };
+        let context = match &job.context {
+            None => job.job.context.to_string(),
+            Some(digest) => match self.context(digest).await {
+                Ok(context) => context.to_string(),
+                Err((kind, problem)) => return Attempt::failed(kind, problem.to_string()),
+            },
+        };
         let request = Arc::new(wit::TaskRequest {
             run_id: job.job.run_id.to_string(),
             phase: job.job.phase.to_string(),
             task: job.job.task.to_string(),
             attempt: job.job.attempt,
             input: job.job.input.to_string(),
-            context: job.job.context.to_string(),
+            context,
             config: job.job.config.to_string(),
         });
         // With `reuse`, an instance an earlier job of this run and phase left (see `shelf`).
@@ -327,6 +340,62 @@ impl Worker {
                 .put(job.engine, &job.job.run_id, &job.job.phase, instance);
         }
         attempt
+    }
+
+    /// A context a job names by digest, from the contexts bucket (or the last few fetched). It
+    /// is read no further than the `memory` ceiling (the guest holds it in its memory) and
+    /// checked against the digest.
+    async fn context(&self, digest: &str) -> Result<Arc<str>, (FailureKind, Problem)> {
+        let host_fault = |problem: Problem| (FailureKind::Host, problem);
+        let known = self
+            .fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(d, _)| d == digest)
+            .map(|(_, c)| c.clone());
+        if let Some(context) = known {
+            return Ok(context);
+        }
+        let object = self.contexts.get(digest).await.map_err(|e| {
+            host_fault(Problem::new(format!(
+                "cannot fetch context {digest} from the bucket `{}`: {e}",
+                crate::wire::CONTEXTS
+            )))
+        })?;
+        let most = self.policy.ceilings.memory.map_or(u64::MAX, |m| m.0);
+        let mut bytes = Vec::new();
+        object
+            .take(most.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| host_fault(Problem::new(format!("cannot read context {digest}: {e}"))))?;
+        if bytes.len() as u64 > most {
+            return Err((
+                FailureKind::Limit,
+                Problem::new(format!(
+                    "worker `{}` refuses context {digest}: it is larger than this worker's memory ceiling of {}",
+                    self.options.name,
+                    ByteSize(most)
+                ))
+                .help("start the worker with a larger `--max memory=SIZE`, or grant the task less of the context"),
+            ));
+        }
+        let actual = phasegate_model::digest::sha256_bytes(&bytes);
+        let text = String::from_utf8(bytes).ok().filter(|_| actual == digest);
+        let Some(text) = text else {
+            return Err(host_fault(Problem::new(format!(
+                "refused context {digest}: the object in bucket `{}` hashes to {actual} (tampered with, or corrupt)",
+                crate::wire::CONTEXTS
+            ))));
+        };
+        let context: Arc<str> = Arc::from(text);
+        let mut fetched = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+        fetched.push((digest.to_owned(), context.clone()));
+        if fetched.len() > 8 {
+            fetched.remove(0);
+        }
+        Ok(context)
     }
 
     /// The engine for jobs of `engine`'s configuration. Its instance pool is sized for this

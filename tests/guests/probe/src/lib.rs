@@ -9,6 +9,9 @@
 //! - `invalid-input`: always return an invalid-input error with this message
 //! - `output`: return this JSON value instead of the default echo
 //! - `echo-context`: return `{"context": <the context it was given>}`
+//! - `context-digest`: return `{"outputs-bytes": <length>, "outputs-fnv": <FNV-1a 64>}` of the
+//!   JSON texts of every task output in the context, in order (what a large context holds, the
+//!   same in every run, without sending it back)
 //! - `trap`: panic (a trap in the host's eyes)
 //! - `spin`: burn this many iterations of pure arithmetic first (a CPU-bound guest) and
 //!   return `{"spin": <checksum>}`
@@ -43,6 +46,7 @@ struct Config {
     invalid_input: Option<String>,
     output: Option<Value>,
     echo_context: bool,
+    context_digest: bool,
     trap: bool,
     spin: u64,
     churn: u64,
@@ -109,6 +113,26 @@ impl Task for Probe {
         }
         if cfg.echo_context {
             return Ok(json!({ "context": req.context }));
+        }
+        if cfg.context_digest {
+            let mut text = String::new();
+            for phase in req.context["phases"]
+                .as_object()
+                .into_iter()
+                .flat_map(|p| p.values())
+            {
+                for task in phase["tasks"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|t| t.values())
+                {
+                    text.push_str(&task["output"].to_string());
+                }
+            }
+            let fnv = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            return Ok(json!({ "outputs-bytes": text.len(), "outputs-fnv": fnv.to_string() }));
         }
         Ok(cfg.output.unwrap_or_else(|| {
             json!({"phase": req.phase, "task": req.task, "attempt": req.attempt, "input": req.input})
