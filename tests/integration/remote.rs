@@ -722,7 +722,10 @@ fn a_tampered_component_object_is_refused() {
             .await
             .unwrap()
             .js;
-        let store = phasegate_remote::connect::ensure(&js).await.unwrap().components;
+        let store = phasegate_remote::connect::ensure(&js)
+            .await
+            .unwrap()
+            .components;
         store
             .put(digest.as_str(), &mut &b"\0asm not the probe"[..])
             .await

@@ -36,22 +36,21 @@ struct Shared {
     pending: Mutex<Pending>,
     /// Where contexts too large for a job go ([`crate::wire::CONTEXTS`]).
     contexts: object_store::ObjectStore,
-    /// The contexts put there lately, with their digests (a phase's jobs share one).
-    put: Mutex<Vec<(Arc<str>, String)>>,
+    /// The contexts put there lately, with their digests (a phase's jobs share one). Held
+    /// while one is put, so that the lanes of a phase that start together put it once.
+    put: tokio::sync::Mutex<Vec<(Arc<str>, String)>>,
 }
 
 impl Shared {
     /// The digest of `context`, put into the contexts bucket (once: a phase's jobs share it).
     async fn context_object(&self, context: &Arc<str>) -> Result<String, String> {
-        let known = self
-            .put
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let mut put = self.put.lock().await;
+        // Each lane of a phase holds its own copy: compared by content when not the same.
+        if let Some((_, digest)) = put
             .iter()
-            .find(|(c, _)| Arc::ptr_eq(c, context))
-            .map(|(_, d)| d.clone());
-        if let Some(digest) = known {
-            return Ok(digest);
+            .find(|(c, _)| Arc::ptr_eq(c, context) || **c == **context)
+        {
+            return Ok(digest.clone());
         }
         let digest = phasegate_model::digest::sha256_bytes(context.as_bytes());
         if self.contexts.info(&digest).await.is_err() {
@@ -64,7 +63,6 @@ impl Shared {
             })
             .await?;
         }
-        let mut put = self.put.lock().unwrap_or_else(|e| e.into_inner());
         put.push((context.clone(), digest.clone()));
         if put.len() > 8 {
             put.remove(0);
@@ -139,7 +137,7 @@ impl NatsExecutor {
             digests,
             pending: Mutex::new(Pending::default()),
             contexts: buckets.contexts,
-            put: Mutex::new(Vec::new()),
+            put: tokio::sync::Mutex::new(Vec::new()),
         });
         let listening = shared.clone();
         let run_id = run_id.to_owned();

@@ -95,7 +95,7 @@ pub async fn run(
         js,
         store: buckets.components,
         contexts: buckets.contexts,
-        fetched: Mutex::new(Vec::new()),
+        fetched: tokio::sync::Mutex::new(Vec::new()),
         policy,
         options: options.clone(),
         hosts: Mutex::new(HashMap::new()),
@@ -151,8 +151,9 @@ struct Worker {
     store: object_store::ObjectStore,
     /// Contexts too large for a job, by digest ([`crate::wire::CONTEXTS`]).
     contexts: object_store::ObjectStore,
-    /// The contexts fetched lately (a phase's jobs share one).
-    fetched: Mutex<Vec<(String, Arc<str>)>>,
+    /// The contexts fetched lately (a phase's jobs share one). Held while one is fetched, so
+    /// that jobs arriving together fetch it once.
+    fetched: tokio::sync::Mutex<Vec<(String, Arc<str>)>>,
     policy: WorkerPolicy,
     options: WorkerOptions,
     /// One engine per engine configuration a run asks for.
@@ -347,15 +348,9 @@ impl Worker {
     /// checked against the digest.
     async fn context(&self, digest: &str) -> Result<Arc<str>, (FailureKind, Problem)> {
         let host_fault = |problem: Problem| (FailureKind::Host, problem);
-        let known = self
-            .fetched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(d, _)| d == digest)
-            .map(|(_, c)| c.clone());
-        if let Some(context) = known {
-            return Ok(context);
+        let mut fetched = self.fetched.lock().await;
+        if let Some((_, context)) = fetched.iter().find(|(d, _)| d == digest) {
+            return Ok(context.clone());
         }
         let object = self.contexts.get(digest).await.map_err(|e| {
             host_fault(Problem::new(format!(
@@ -390,7 +385,6 @@ impl Worker {
             ))));
         };
         let context: Arc<str> = Arc::from(text);
-        let mut fetched = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
         fetched.push((digest.to_owned(), context.clone()));
         if fetched.len() > 8 {
             fetched.remove(0);
