@@ -70,33 +70,57 @@ pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<Buckets> {
     })
     .await
     .map_err(|e| problem("the results stream", &e))?;
-    let components = match js.get_object_store(BUCKET).await {
-        Ok(store) => store,
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: BUCKET.into(),
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| problem("the components bucket", &e))?,
-    };
-    let contexts = match js.get_object_store(CONTEXTS).await {
-        Ok(store) => store,
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: CONTEXTS.into(),
-                storage: stream::StorageType::File,
-                max_age: RESULTS_MAX_AGE,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| problem("the contexts bucket", &e))?,
-    };
+    let components = bucket(js, BUCKET, Duration::ZERO)
+        .await
+        .map_err(|e| problem("the components bucket", &e))?;
+    let contexts = bucket(js, CONTEXTS, RESULTS_MAX_AGE)
+        .await
+        .map_err(|e| problem("the contexts bucket", &e))?;
     Ok(Buckets {
         components,
         contexts,
     })
+}
+
+/// The object store `name`, created (file storage; objects older than `max_age` dropped, none
+/// when zero) where it does not exist.
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+) -> Result<object_store::ObjectStore, String> {
+    if let Ok(store) = js.get_object_store(name).await {
+        return Ok(store);
+    }
+    js.create_object_store(object_store::Config {
+        bucket: name.into(),
+        storage: stream::StorageType::File,
+        max_age,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Reads object `name` of `store`, no further than `most` bytes and one: whatever its info
+/// says, a caller that finds more than `most` refuses it without holding the rest.
+pub async fn read_bounded(
+    store: &object_store::ObjectStore,
+    name: &str,
+    most: u64,
+) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncReadExt;
+    let object = store
+        .get(name)
+        .await
+        .map_err(|e| format!("cannot fetch it: {e}"))?;
+    let mut bytes = Vec::new();
+    object
+        .take(most.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    Ok(bytes)
 }
 
 /// Bytes of a message's budget its headers may take (a job's `Nats-Msg-Id`).

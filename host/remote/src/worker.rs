@@ -19,7 +19,6 @@ use phasegate_model::job::Attempt;
 use phasegate_model::pipeline::{EngineLimits, PluginRef};
 use phasegate_model::progress::FailureKind;
 use phasegate_model::units::ByteSize;
-use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use crate::connect::{connect, ensure};
@@ -352,19 +351,15 @@ impl Worker {
         if let Some((_, context)) = fetched.iter().find(|(d, _)| d == digest) {
             return Ok(context.clone());
         }
-        let object = self.contexts.get(digest).await.map_err(|e| {
-            host_fault(Problem::new(format!(
-                "cannot fetch context {digest} from the bucket `{}`: {e}",
-                crate::wire::CONTEXTS
-            )))
-        })?;
         let most = self.policy.ceilings.memory.map_or(u64::MAX, |m| m.0);
-        let mut bytes = Vec::new();
-        object
-            .take(most.saturating_add(1))
-            .read_to_end(&mut bytes)
+        let bytes = crate::connect::read_bounded(&self.contexts, digest, most)
             .await
-            .map_err(|e| host_fault(Problem::new(format!("cannot read context {digest}: {e}"))))?;
+            .map_err(|e| {
+                host_fault(Problem::new(format!(
+                    "context {digest} in the bucket `{}`: {e}",
+                    crate::wire::CONTEXTS
+                )))
+            })?;
         if bytes.len() as u64 > most {
             return Err((
                 FailureKind::Limit,
@@ -439,23 +434,15 @@ impl Worker {
         let bytes = match std::fs::read(&path) {
             Ok(bytes) if phasegate_model::digest::sha256_bytes(&bytes) == job.digest => bytes,
             _ => {
-                let object = self.store.get(&job.digest).await.map_err(|e| {
-                    host_fault(Problem::new(format!(
-                        "cannot fetch component {} from the bucket: {e}",
-                        job.digest
-                    )))
-                })?;
                 // Read no further than the ceiling allows, whatever the object's info says.
                 let most = self.policy.ceilings.component.map_or(u64::MAX, |c| c.0);
-                let mut bytes = Vec::new();
-                object
-                    .take(most.saturating_add(1))
-                    .read_to_end(&mut bytes)
+                let bytes = crate::connect::read_bounded(&self.store, &job.digest, most)
                     .await
                     .map_err(|e| {
                         host_fault(Problem::new(format!(
-                            "cannot read component {}: {e}",
-                            job.digest
+                            "component {} in the bucket `{}`: {e}",
+                            job.digest,
+                            crate::wire::BUCKET
                         )))
                     })?;
                 if let Some(problem) = self.policy.ceilings.component_over(
