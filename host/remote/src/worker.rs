@@ -245,8 +245,9 @@ impl Worker {
         })
     }
 
-    /// Checks the job against the policy, gets and checks its component, and runs it while
-    /// extending the job's ack deadline.
+    /// Checks the job against the policy (grants and ceilings), gets its component and, when
+    /// it names one, its context (each checked against its digest), and runs it while extending
+    /// the job's ack deadline.
     async fn attempt(&self, job: &JobMessage<'_>, message: &jetstream::Message) -> Attempt {
         let refused = |problem: Problem| Attempt::host_failure(problem.to_string());
         let grants = match self.policy.admit(&self.options.name, &job.job.grants) {
