@@ -163,7 +163,8 @@ impl PluginHost {
     /// As [`run_task`](Self::run_task), on the instance `reuse` kept from the task before when
     /// it may serve this one (same plugin, limits and grants, fewer than `reuse.tasks` served);
     /// afterwards the instance is kept there if it may serve another. An instance that trapped
-    /// or timed out is never kept.
+    /// or timed out is never kept. With `reuse.tasks` of 1 it is [`run_task`](Self::run_task)
+    /// that also lets go of any instance kept there.
     pub async fn run_task_reusing(
         &self,
         request: &Arc<wit::TaskRequest>,
@@ -172,8 +173,8 @@ impl PluginHost {
         emitter: Emitter,
         reuse: Reuse<'_>,
     ) -> Attempt {
-        let plugin = reuse.plugin.clone();
-        self.run(&plugin, request, limits, grants, emitter, Some(reuse))
+        let plugin = reuse.plugin;
+        self.run(plugin, request, limits, grants, emitter, Some(reuse))
             .await
     }
 

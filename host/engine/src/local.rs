@@ -133,20 +133,7 @@ impl Lane for LocalLane {
                 self.context = Some(job.context.clone());
             }
         }
-        if job.reuse <= 1 {
-            // A task that wants a fresh instance: one kept for others is let go.
-            self.kept = None;
-            return self
-                .host
-                .run_task(
-                    plugin,
-                    &self.request,
-                    &job.limits,
-                    &job.grants,
-                    self.emitter.clone(),
-                )
-                .await;
-        }
+        // A task that wants a fresh instance (`reuse` 1) lets go of one kept for others.
         let reuse = Reuse {
             tasks: job.reuse,
             plugin,

@@ -297,32 +297,18 @@ impl Worker {
         };
         let mut kept = self.shelf.take(&asking);
         let attempt = {
-            let run = async {
-                if job.job.reuse <= 1 {
-                    return host
-                        .run_task(
-                            &plugin,
-                            &request,
-                            &job.job.limits,
-                            &grants,
-                            Emitter::discard(),
-                        )
-                        .await;
-                }
-                let reuse = Reuse {
-                    tasks: job.job.reuse,
-                    plugin: &plugin,
-                    kept: &mut kept,
-                };
-                host.run_task_reusing(
-                    &request,
-                    &job.job.limits,
-                    &grants,
-                    Emitter::discard(),
-                    reuse,
-                )
-                .await
+            let reuse = Reuse {
+                tasks: job.job.reuse,
+                plugin: &plugin,
+                kept: &mut kept,
             };
+            let run = host.run_task_reusing(
+                &request,
+                &job.job.limits,
+                &grants,
+                Emitter::discard(),
+                reuse,
+            );
             tokio::pin!(run);
             let mut extend =
                 tokio::time::interval((self.options.ack_wait / 3).max(Duration::from_millis(100)));
