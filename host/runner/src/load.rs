@@ -32,6 +32,13 @@ pub fn parse(path: &Path, source: &str) -> Result<Pipeline, PipelineErrors> {
     Pipeline::parse(path, source, &mut Resolver::default())
 }
 
+/// [`parse`] with the text read as one TOML document: the reference the fuzz target `pipeline`
+/// compares [`parse`] with.
+#[doc(hidden)]
+pub fn parse_as_one_document(path: &Path, source: &str) -> Result<Pipeline, PipelineErrors> {
+    Pipeline::parse_as_one_document(path, source, &mut Resolver::default())
+}
+
 /// Validates the `limits` and `grants` tables of one plugin outside a pipeline (a fixture
 /// file), with the same checks, defaults and errors as for a pipeline task.
 pub fn sandbox(

@@ -17,10 +17,18 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("oci_ref", oci_ref),
 ];
 
-/// A pipeline file: parse and validate (template checks included), as `validate` does.
+/// A pipeline file: parse and validate (template checks included), as `validate` does; and
+/// the same text read as one TOML document must give the same pipeline or the same errors (a
+/// large pipeline is read table by table: `model/src/pipeline/split.rs`).
 pub fn pipeline(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = phasegate_runner::load::parse(Path::new("/nonexistent/fuzz/pipeline.toml"), text);
+        let path = Path::new("/nonexistent/fuzz/pipeline.toml");
+        let read = format!("{:?}", phasegate_runner::load::parse(path, text));
+        let whole = format!(
+            "{:?}",
+            phasegate_runner::load::parse_as_one_document(path, text)
+        );
+        assert_eq!(read, whole, "read by tables and as one document differ");
     }
 }
 

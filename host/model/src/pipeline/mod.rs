@@ -43,6 +43,7 @@ use crate::units::ByteSize;
 
 mod parse;
 mod raw;
+mod split;
 mod vars;
 
 pub use crate::error::{PipelineError, PipelineErrors};

@@ -97,6 +97,27 @@ impl Pipeline {
         source: &str,
         resolve: &mut dyn Resolve,
     ) -> Result<Pipeline, PipelineErrors> {
+        Self::parse_with(path, source, resolve, raw::read)
+    }
+
+    /// [`Pipeline::parse`], with the text always read as one TOML document rather than table by
+    /// table where it can be: the reference the table-by-table reading is compared with (by the
+    /// fuzz target `pipeline`), which must give the same answer for every text.
+    #[doc(hidden)]
+    pub fn parse_as_one_document(
+        path: &Path,
+        source: &str,
+        resolve: &mut dyn Resolve,
+    ) -> Result<Pipeline, PipelineErrors> {
+        Self::parse_with(path, source, resolve, raw::read_whole)
+    }
+
+    fn parse_with(
+        path: &Path,
+        source: &str,
+        resolve: &mut dyn Resolve,
+        read: fn(&str, &mut dyn FnMut(raw::Problem)) -> Option<raw::RawPipeline>,
+    ) -> Result<Pipeline, PipelineErrors> {
         let mut errs = Errors {
             file: path,
             source,
@@ -105,7 +126,7 @@ impl Pipeline {
             resolve,
         };
         let mut problems = Vec::new();
-        let raw = raw::read(source, &mut |p| problems.push(p));
+        let raw = read(source, &mut |p| problems.push(p));
         for p in problems {
             errs.unreadable(p);
         }

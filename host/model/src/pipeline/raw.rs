@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::BoundsChecks;
+use super::{BoundsChecks, split};
 use crate::grants::RawGrants;
 use crate::outcome::FailureKind;
 use crate::units::{ByteSize, HumanDuration};
@@ -211,7 +211,15 @@ impl HasId for RawTask {
 /// Reads pipeline text: the document's own keys, then each `[[phase]]` and each
 /// `[[phase.task]]` on its own. Every problem goes to `problem`; `None` when the text is not
 /// TOML at all or the document's own keys cannot be read.
+///
+/// A text whose task tables can be found ([`split`]) is read table by table; anything that
+/// does not read cleanly that way is read again as one document, which reports its problems.
 pub(super) fn read(source: &str, problem: &mut dyn FnMut(Problem)) -> Option<RawPipeline> {
+    read_split(source).or_else(|| read_whole(source, problem))
+}
+
+/// Reads pipeline text as one TOML document (see [`read`]).
+pub(super) fn read_whole(source: &str, problem: &mut dyn FnMut(Problem)) -> Option<RawPipeline> {
     let doc = match DeTable::parse(source) {
         Ok(doc) => doc,
         Err(e) => {
@@ -219,24 +227,132 @@ pub(super) fn read(source: &str, problem: &mut dyn FnMut(Problem)) -> Option<Raw
             return None;
         }
     };
+    Some(read_document(
+        doc,
+        problem,
+        &mut |_, tasks, problem| match tasks {
+            Some(tasks) => each(tasks, problem, |task, problem| {
+                one(
+                    Spanned::new(task.span(), DeValue::Table(task.into_inner())),
+                    problem,
+                )
+            }),
+            None => Vec::new(),
+        },
+    ))
+}
+
+/// Reads pipeline text table by table: the text without its task tables as one document, then
+/// each task table as a document of its own. `None` when the text's tables cannot be found or
+/// anything does not read cleanly.
+fn read_split(source: &str) -> Option<RawPipeline> {
+    let split = split::split(source)?;
+    let doc = DeTable::parse(&split.rest).ok()?;
+    let mut problems = 0usize;
+    let mut tables = split.tasks.iter().peekable();
+    let mut phases = 0usize;
+    let raw = read_document(
+        doc,
+        &mut |_| problems += 1,
+        &mut |index, written, problem| {
+            phases += 1;
+            let mut tasks = Vec::new();
+            if written.is_some() {
+                // Tasks written inside the phase's table (`task = [...]`): read as one document.
+                problem(Problem {
+                    message: String::new(),
+                    span: None,
+                });
+            }
+            while let Some(table) = tables.next_if(|t| t.phase == index) {
+                match task_table(source, table, problem) {
+                    Some(task) => tasks.push(Part::Read(task)),
+                    None => problem(Problem {
+                        message: String::new(),
+                        span: None,
+                    }),
+                }
+            }
+            tasks
+        },
+    );
+    (problems == 0 && phases == split.phases && tables.next().is_none()).then_some(raw)
+}
+
+/// Reads one task table of `source`, with its spans in `source`.
+fn task_table(
+    source: &str,
+    table: &split::TaskTable,
+    problem: &mut dyn FnMut(Problem),
+) -> Option<RawTask> {
+    let (mut task, start) = match table.keys {
+        // Only keys after the header: they are a document whose top table is the task.
+        Some(keys) => {
+            let doc = DeTable::parse(source.get(keys..table.range.end)?).ok()?;
+            let span = doc.span();
+            (Spanned::new(span, DeValue::Table(doc.into_inner())), keys)
+        }
+        // With its sub-tables: the header too, and the task is `phase.task[0]`.
+        None => {
+            let text = source.get(table.range.clone())?;
+            let mut top = DeTable::parse(text).ok()?.into_inner();
+            let DeValue::Table(mut phase) = top.remove("phase")?.into_inner() else {
+                return None;
+            };
+            let DeValue::Array(tasks) = phase.remove("task")?.into_inner() else {
+                return None;
+            };
+            if !top.is_empty() || !phase.is_empty() || tasks.len() != 1 {
+                return None;
+            }
+            (tasks.into_iter().next()?, table.range.start)
+        }
+    };
+    shift(&mut task, start);
+    if !matches!(task.get_ref(), DeValue::Table(_)) {
+        return None;
+    }
+    one(task, problem)
+}
+
+/// Moves every value's span in `value` by `by` bytes: a table read on its own has spans from
+/// its own start. (Keys keep theirs: only a problem names a key, and a table with a problem is
+/// read again as part of the whole document.)
+fn shift(value: &mut Spanned<DeValue<'_>>, by: usize) {
+    let span = value.span();
+    let inner = std::mem::replace(value.get_mut(), DeValue::Boolean(false));
+    *value = Spanned::new(span.start + by..span.end + by, inner);
+    match value.get_mut() {
+        DeValue::Table(table) => table.iter_mut().for_each(|(_, v)| shift(v, by)),
+        DeValue::Array(items) => items.iter_mut().for_each(|v| shift(v, by)),
+        _ => {}
+    }
+}
+
+/// The document's own keys and its phases, each phase's tasks read by `tasks_of` from the
+/// phase's index, its `task` value if it has one, and where problems go.
+#[allow(clippy::type_complexity)]
+fn read_document(
+    doc: Spanned<DeTable<'_>>,
+    problem: &mut dyn FnMut(Problem),
+    tasks_of: &mut dyn FnMut(
+        usize,
+        Option<Spanned<DeValue<'_>>>,
+        &mut dyn FnMut(Problem),
+    ) -> Vec<Part<RawTask>>,
+) -> RawPipeline {
     let span = doc.span();
     let mut top = doc.into_inner();
     let phases = top.remove("phase");
     let raw: Option<RawPipeline> = one(Spanned::new(span, DeValue::Table(top)), problem);
+    let mut index = 0;
     let phases = match phases {
         Some(list) => each(list, problem, |phase, problem| {
             let span = phase.span();
             let mut table = phase.into_inner();
             // A phase's tasks are read even when the phase's own keys cannot be.
-            let tasks = match table.remove("task") {
-                Some(tasks) => each(tasks, problem, |task, problem| {
-                    one(
-                        Spanned::new(task.span(), DeValue::Table(task.into_inner())),
-                        problem,
-                    )
-                }),
-                None => Vec::new(),
-            };
+            let tasks = tasks_of(index, table.remove("task"), problem);
+            index += 1;
             let mut read: RawPhase = one(Spanned::new(span, DeValue::Table(table)), problem)?;
             read.tasks = tasks;
             Some(read)
@@ -255,7 +371,7 @@ pub(super) fn read(source: &str, problem: &mut dyn FnMut(Problem)) -> Option<Raw
         _phase: None,
     });
     raw.phases = phases;
-    Some(raw)
+    raw
 }
 
 /// Deserialises one value, reporting its problem.
@@ -338,4 +454,95 @@ pub fn schema() -> serde_json::Value {
         .into_root_schema_for::<RawPipeline>();
     schema.insert("title".into(), "phasegate pipeline".into());
     schema.to_value()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each task's id, plugin and input with their spans, and its config and limits, as read.
+    fn tasks(raw: &RawPipeline) -> Vec<String> {
+        raw.phases
+            .iter()
+            .flat_map(|p| match p {
+                Part::Read(p) => &p.tasks[..],
+                Part::Unreadable { .. } => &[],
+            })
+            .map(|t| match t {
+                Part::Read(t) => format!(
+                    "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                    t.id.span(),
+                    t.id.get_ref(),
+                    t.plugin.span(),
+                    t.input.as_ref().map(|i| (i.span(), i.get_ref().clone())),
+                    t.config.as_ref().map(|c| (c.span(), c.get_ref().clone())),
+                    t.limits,
+                    t.reuse.as_ref().map(|r| (r.span(), *r.get_ref())),
+                    t.grants,
+                ),
+                Part::Unreadable { .. } => "unreadable".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_plain_pipeline_is_read_table_by_table_with_the_spans_of_the_whole_document() {
+        let source = r#"name = "p"
+[[phase]]
+id = "a"
+[[phase.task]]
+id = "x"
+plugin = "x.wasm"
+input = "{{ vars.who }}"
+config = { n = 1, label = "task", when = 1979-05-27T07:32:00Z }
+[[phase.task]]
+id = "y"
+plugin = "y.wasm"
+reuse = 4
+[phase.task.limits]
+memory = "1MiB"
+[phase.task.grants]
+env = ["HOME"]
+[phase.gate]
+plugin = "g.wasm"
+[[phase]]
+id = "b"
+[[phase.task]]
+id = "z"
+plugin = "z.wasm"
+input = """
+{{ phases.a.tasks.x.output }}"""
+"#;
+        let split = read_split(source).expect("read table by table");
+        let mut problems = Vec::new();
+        let whole = read_whole(source, &mut |p| problems.push(p.message)).expect("read");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(tasks(&split).len(), 3);
+        assert_eq!(tasks(&split), tasks(&whole));
+        let phases = |raw: &RawPipeline| -> Vec<String> {
+            raw.phases
+                .iter()
+                .map(|p| match p {
+                    Part::Read(p) => format!("{:?} {:?}", p.id, p.gate.as_ref().map(|g| &g.plugin)),
+                    Part::Unreadable { .. } => "unreadable".into(),
+                })
+                .collect()
+        };
+        assert_eq!(phases(&split), phases(&whole));
+    }
+
+    #[test]
+    fn a_task_that_does_not_read_cleanly_is_read_again_with_the_whole_document() {
+        let source = "name = \"p\"\n[[phase]]\nid = \"a\"\n[[phase.task]]\nid = \"x\"\nplugin = \"x.wasm\"\nmemroy = 1\n";
+        assert!(read_split(source).is_none());
+        let mut problems = Vec::new();
+        read(source, &mut |p| problems.push((p.message, p.span)));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].0.contains("unknown field `memroy`"),
+            "{problems:?}"
+        );
+        let at = source.find("memroy").unwrap();
+        assert_eq!(problems[0].1, Some(at..at + "memroy".len()));
+    }
 }

@@ -1,0 +1,273 @@
+//! Finding a pipeline's `[[phase.task]]` tables in its text, so that each can be read on its own.
+//!
+//! Read as one document, a 40,000-task pipeline becomes one tree of spanned values in memory
+//! before any task is taken from it: most of loading went to building that tree in memory the
+//! process had never touched, and to freeing it. Read table by table, each task's table is
+//! parsed, deserialised and dropped while the next reuses its memory (3× faster for the TOML at
+//! 40,000 tasks). This file only says where the tables are; [`super::raw`] reads them.
+//!
+//! The tables are found with the TOML crate's own lexer (strings, comments and multi-line values
+//! are single tokens there, so a `[` inside them is never taken for a header), and only where
+//! the arrangement is plain: a header whose keys are bare, every `phase.task.*` sub-table right
+//! after its task, every task after a `[[phase]]`. Anything else, and any problem at all, makes
+//! the caller read the text as one document, which is what reports problems: this never changes
+//! what a text means or what is said about it (the fuzz target `pipeline` compares both ways).
+
+use std::ops::Range;
+
+use toml_parser::lexer::{Token, TokenKind};
+
+/// A pipeline's text taken apart.
+pub(super) struct Split {
+    /// The text with every task table's bytes replaced by spaces: the same length, so a span in
+    /// it is the same span in the text.
+    pub(super) rest: String,
+    /// Each task table in file order.
+    pub(super) tasks: Vec<TaskTable>,
+    /// How many `[[phase]]` headers the text has.
+    pub(super) phases: usize,
+}
+
+/// Where one `[[phase.task]]` table is.
+pub(super) struct TaskTable {
+    /// The index of the `[[phase]]` it belongs to.
+    pub(super) phase: usize,
+    /// Its header, keys and sub-tables.
+    pub(super) range: Range<usize>,
+    /// Where its keys start, after the header, when it has no sub-tables: then they can be read
+    /// as a document of their own, whose top table is the task's.
+    pub(super) keys: Option<usize>,
+}
+
+/// What a table header names, as far as the split cares.
+#[derive(Debug, PartialEq)]
+enum Header {
+    /// `[[phase]]`
+    Phase,
+    /// `[[phase.task]]`
+    Task,
+    /// `[phase.task.…]` or `[[phase.task.…]]`: part of the task before it.
+    InTask,
+    /// Any other table.
+    Other,
+}
+
+/// Where the task tables of `source` are; `None` when the text is not plainly arranged (see
+/// the module's documentation), or has no task tables at all.
+pub(super) fn split(source: &str) -> Option<Split> {
+    let mut tokens = toml_parser::Source::new(source).lex();
+    let mut tasks = Vec::new();
+    let mut phases = 0usize;
+    // The task table being read.
+    let mut open: Option<TaskTable> = None;
+    // Brackets and braces open in a value: a `[` is a header only at the start of a line and
+    // outside any value.
+    let mut depth = 0usize;
+    let mut line_start = true;
+    while let Some(token) = tokens.next() {
+        match token.kind() {
+            TokenKind::Whitespace | TokenKind::Comment => {}
+            TokenKind::Newline => line_start = depth == 0,
+            TokenKind::Eof => break,
+            TokenKind::LeftSquareBracket if line_start => {
+                let start = token.span().start();
+                let (header, end) = header(&mut tokens, source)?;
+                if header != Header::InTask
+                    && let Some(mut table) = open.take()
+                {
+                    table.range.end = start;
+                    tasks.push(table);
+                }
+                match header {
+                    Header::Phase => phases += 1,
+                    Header::Task => {
+                        open = Some(TaskTable {
+                            phase: phases.checked_sub(1)?,
+                            range: start..source.len(),
+                            keys: Some(end),
+                        })
+                    }
+                    Header::InTask => open.as_mut()?.keys = None,
+                    Header::Other => {}
+                }
+                // The header's line was read through its end.
+                line_start = true;
+            }
+            TokenKind::LeftSquareBracket | TokenKind::LeftCurlyBracket => {
+                depth += 1;
+                line_start = false;
+            }
+            TokenKind::RightSquareBracket | TokenKind::RightCurlyBracket => {
+                depth = depth.checked_sub(1)?;
+                line_start = false;
+            }
+            _ => line_start = false,
+        }
+    }
+    tasks.extend(open);
+    if tasks.is_empty() {
+        return None;
+    }
+    let mut rest = source.as_bytes().to_vec();
+    for table in &tasks {
+        rest[table.range.clone()].fill(b' ');
+    }
+    // Whole tables were replaced, each from a `[` to the next header or the end, so every
+    // character is either kept or all of its bytes are now spaces.
+    let rest = String::from_utf8(rest).ok()?;
+    Some(Split {
+        rest,
+        tasks,
+        phases,
+    })
+}
+
+/// Reads a table header after its first `[`, through the end of its line, and says where its
+/// closing bracket ends; `None` when it is not a header of bare keys alone on its line.
+fn header(tokens: &mut impl Iterator<Item = Token>, source: &str) -> Option<(Header, usize)> {
+    // `[[` and `]]` are written together: `[ [` is not an array of tables.
+    let mut token = tokens.next()?;
+    let array = token.kind() == TokenKind::LeftSquareBracket;
+    if array || token.kind() == TokenKind::Whitespace {
+        token = past_whitespace(tokens)?;
+    }
+    let mut keys: Vec<&str> = Vec::new();
+    let mut closing = loop {
+        if token.kind() != TokenKind::Atom {
+            return None;
+        }
+        keys.push(source.get(token.span().start()..token.span().end())?);
+        let after = past_whitespace(tokens)?;
+        match after.kind() {
+            TokenKind::Dot => token = past_whitespace(tokens)?,
+            TokenKind::RightSquareBracket => break after,
+            _ => return None,
+        }
+    };
+    if array {
+        closing = tokens.next()?;
+        if closing.kind() != TokenKind::RightSquareBracket {
+            return None;
+        }
+    }
+    // Nothing but a comment may follow on the header's line (a task's keys are read from right
+    // after the header, where TOML would not let them start).
+    loop {
+        match tokens.next()?.kind() {
+            TokenKind::Whitespace | TokenKind::Comment => {}
+            TokenKind::Newline | TokenKind::Eof => break,
+            _ => return None,
+        }
+    }
+    let header = match (array, keys.as_slice()) {
+        (true, ["phase"]) => Header::Phase,
+        (true, ["phase", "task"]) => Header::Task,
+        (_, ["phase", "task", _, ..]) => Header::InTask,
+        // `[phase]` or `[phase.task]`: not the arrays a pipeline is made of.
+        (false, ["phase"] | ["phase", "task"]) => return None,
+        _ => Header::Other,
+    };
+    Some((header, closing.span().end()))
+}
+
+/// The next token that is not whitespace.
+fn past_whitespace(tokens: &mut impl Iterator<Item = Token>) -> Option<Token> {
+    tokens.find(|t| t.kind() != TokenKind::Whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each task table's text, with its phase and whether its keys are read on their own.
+    fn tables(source: &str) -> Option<Vec<(usize, &str, bool)>> {
+        let split = split(source)?;
+        assert_eq!(split.rest.len(), source.len());
+        Some(
+            split
+                .tasks
+                .iter()
+                .map(|t| (t.phase, &source[t.range.clone()], t.keys.is_some()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn finds_every_task_table_with_its_sub_tables_and_phase() {
+        let source = r#"name = "p"
+[[phase]]
+id = "a"
+[[phase.task]]
+id = "x"
+input = """
+[[phase.task]]
+"""
+[[phase.task]]   # a comment
+id = "y"
+config = { list = [
+[1], [2],
+] }
+[phase.task.limits]
+memory = "1MiB"
+[[phase.task.grants.dirs]]
+host = "h"
+[phase.gate]
+plugin = "g.wasm"
+[[phase]]
+id = "b"
+[[ phase . task ]]
+id = "z"
+"#;
+        let found = tables(source).expect("plainly arranged");
+        assert_eq!(found.len(), 3);
+        assert_eq!(
+            found[0],
+            (
+                0,
+                "[[phase.task]]\nid = \"x\"\ninput = \"\"\"\n[[phase.task]]\n\"\"\"\n",
+                true
+            )
+        );
+        assert_eq!(found[1].0, 0);
+        assert!(
+            found[1]
+                .1
+                .starts_with("[[phase.task]]   # a comment\nid = \"y\"")
+        );
+        assert!(found[1].1.ends_with("host = \"h\"\n"), "{:?}", found[1].1);
+        assert!(
+            !found[1].2,
+            "a task with sub-tables is read with its header"
+        );
+        assert_eq!(found[2], (1, "[[ phase . task ]]\nid = \"z\"\n", true));
+        let split = split(source).unwrap();
+        assert!(
+            split
+                .rest
+                .contains("[phase.gate]\nplugin = \"g.wasm\"\n[[phase]]\nid = \"b\"")
+        );
+        assert!(!split.rest.contains("id = \"x\""));
+        assert_eq!(split.phases, 2);
+    }
+
+    #[test]
+    fn anything_not_plainly_arranged_is_left_to_the_whole_document() {
+        for source in [
+            // No task tables.
+            "name = \"p\"\n[[phase]]\nid = \"a\"\n",
+            // A task before any phase.
+            "[[phase.task]]\nid = \"x\"\n[[phase]]\n",
+            // A task's sub-table away from it.
+            "[[phase]]\n[[phase.task]]\n[phase.gate]\n[phase.task.limits]\n",
+            // Quoted keys, `[ [`, keys after a header, `[phase.task]`.
+            "[[phase]]\n[[\"phase\".task]]\n",
+            "[[phase]]\n[ [phase.task] ]\n",
+            "[[phase]]\n[[phase.task]] id = \"x\"\n",
+            "[[phase]]\n[phase.task]\n",
+            // A bracket closed that was never opened.
+            "[[phase]]\nx = ]\n[[phase.task]]\n",
+        ] {
+            assert!(tables(source).is_none(), "{source:?}");
+        }
+    }
+}
