@@ -246,7 +246,7 @@ impl Pipeline {
             let mut task_ids: HashMap<&str, std::ops::Range<usize>> = HashMap::new();
             // This phase's ids in order: a task of a sequential phase reads those before it.
             let order = ids_of[index].as_ref().map_or(&[][..], |ids| &ids.order[..]);
-            let mut tasks = Vec::new();
+            let mut tasks = Vec::with_capacity(rp.tasks.len());
             for (at, task) in rp.tasks.iter().filter(|t| t.id().is_some()).enumerate() {
                 let Some(id) = task.id() else { continue };
                 let tid = id.get_ref();
