@@ -248,38 +248,32 @@ pub(super) fn read_whole(source: &str, problem: &mut dyn FnMut(Problem)) -> Opti
 fn read_split(source: &str) -> Option<RawPipeline> {
     let split = split::split(source)?;
     let doc = DeTable::parse(&split.rest).ok()?;
-    let mut problems = 0usize;
+    let clean = std::cell::Cell::new(true);
     let mut tables = split.tasks.iter().peekable();
     let mut phases = 0usize;
     let raw = read_document(
         doc,
-        &mut |_| problems += 1,
+        &mut |_| clean.set(false),
         &mut |index, written, problem| {
             phases += 1;
+            // Tasks written inside the phase's table (`task = [...]`): read as one document.
+            if written.is_some() {
+                clean.set(false);
+            }
             // Sized at once: growing a list of 20,000 tasks moves it a dozen times, into memory
             // never touched before.
             let count = tables.clone().take_while(|t| t.phase == index).count();
             let mut tasks = Vec::with_capacity(count);
-            if written.is_some() {
-                // Tasks written inside the phase's table (`task = [...]`): read as one document.
-                problem(Problem {
-                    message: String::new(),
-                    span: None,
-                });
-            }
             while let Some(table) = tables.next_if(|t| t.phase == index) {
                 match task_table(source, table, problem) {
                     Some(task) => tasks.push(Part::Read(task)),
-                    None => problem(Problem {
-                        message: String::new(),
-                        span: None,
-                    }),
+                    None => clean.set(false),
                 }
             }
             tasks
         },
     );
-    (problems == 0 && phases == split.phases && tables.next().is_none()).then_some(raw)
+    (clean.get() && phases == split.phases && tables.next().is_none()).then_some(raw)
 }
 
 /// Reads one task table of `source`, with its spans in `source`.
