@@ -379,6 +379,64 @@ fn validate_of_a_large_phase_is_a_few_lines() {
     assert!(s.contains("limits: memory 8 MiB"), "{s}");
 }
 
+/// A large pipeline is read table by table (`model/src/pipeline/split.rs`): what `validate`
+/// says of a task deep in it points at the task's own line, and a misspelt key there is
+/// reported as for a small file.
+#[test]
+fn validate_of_a_large_pipeline_points_at_the_lines_of_its_tasks() {
+    let p = Project::new();
+    let mut toml = String::from("name = \"large\"\n[[phase]]\nid = \"one\"\n");
+    for i in 0..1_500 {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"t{i}\"\nplugin = \"{{PATTERN_FIND}}\"\ninput = \"\"\"\n[[phase.task]]\n\"\"\"\nconfig = {{ pattern = \"x{i}\" }}\n"
+        ));
+        if i % 100 == 0 {
+            toml.push_str("[phase.task.limits]\nmemory = \"32MiB\"\n");
+        }
+    }
+    toml.push_str("[phase.gate]\nplugin = \"{ALL_SUCCEEDED}\"\n[[phase]]\nid = \"two\"\n");
+    for i in 0..1_500 {
+        toml.push_str(&format!(
+            "[[phase.task]]\nid = \"u{i}\"\nplugin = \"{{PATTERN_FIND}}\"\ninput = \"{{{{ phases.one.tasks.t{i}.output }}}}\"\nconfig = {{ pattern = \"y\" }}\n"
+        ));
+    }
+    let line_of =
+        |text: &str, needle: &str| text[..text.find(needle).unwrap()].matches('\n').count() + 1;
+    p.pipeline(&toml);
+    let out = p.output(&["validate", "pipeline.toml"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+
+    // A config the plugin rejects, near the end: named at its own line.
+    let bad = toml.replace(
+        "config = { pattern = \"x1498\" }",
+        "config = { pattern = \"x1498\", ignorecase = true }",
+    );
+    let line = line_of(&bad, "ignorecase");
+    p.pipeline(&bad);
+    let out = p.output(&["validate", "pipeline.toml"]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "pipeline.toml:{line}: the `config` of task `t1498` in phase `one`"
+        )),
+        "line {line}: {err}"
+    );
+
+    // A misspelt key in the second phase: its line and column.
+    let bad = toml.replace("id = \"u1400\"\n", "id = \"u1400\"\nmemroy = 1\n");
+    let line = line_of(&bad, "memroy");
+    p.pipeline(&bad);
+    let out = p.output(&["validate", "pipeline.toml"]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("pipeline.toml:{line}:1: unknown field `memroy`")),
+        "line {line}: {err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+}
+
 #[test]
 fn configs_are_checked_against_the_plugins_schema_before_anything_runs() {
     let p = Project::new();
