@@ -108,13 +108,14 @@ pub(super) fn split(source: &str) -> Option<Split> {
     if tasks.is_empty() {
         return None;
     }
-    let mut rest = source.as_bytes().to_vec();
+    let mut rest = String::with_capacity(source.len());
+    let mut kept = 0;
     for table in &tasks {
-        rest[table.range.clone()].fill(b' ');
+        rest.push_str(source.get(kept..table.range.start)?);
+        rest.extend(std::iter::repeat_n(' ', table.range.len()));
+        kept = table.range.end;
     }
-    // Whole tables were replaced, each from a `[` to the next header or the end, so every
-    // character is either kept or all of its bytes are now spaces.
-    let rest = String::from_utf8(rest).ok()?;
+    rest.push_str(source.get(kept..)?);
     Some(Split {
         rest,
         tasks,
@@ -131,12 +132,17 @@ fn header(tokens: &mut impl Iterator<Item = Token>, source: &str) -> Option<(Hea
     if array || token.kind() == TokenKind::Whitespace {
         token = past_whitespace(tokens)?;
     }
-    let mut keys: Vec<&str> = Vec::new();
+    // The first three keys tell a header apart; how many there are, the rest.
+    let mut keys: [&str; 3] = [""; 3];
+    let mut count = 0;
     let mut closing = loop {
         if token.kind() != TokenKind::Atom {
             return None;
         }
-        keys.push(source.get(token.span().start()..token.span().end())?);
+        if let Some(key) = keys.get_mut(count) {
+            *key = source.get(token.span().start()..token.span().end())?;
+        }
+        count += 1;
         let after = past_whitespace(tokens)?;
         match after.kind() {
             TokenKind::Dot => token = past_whitespace(tokens)?,
@@ -159,7 +165,7 @@ fn header(tokens: &mut impl Iterator<Item = Token>, source: &str) -> Option<(Hea
             _ => return None,
         }
     }
-    let header = match (array, keys.as_slice()) {
+    let header = match (array, &keys[..count.min(3)]) {
         (true, ["phase"]) => Header::Phase,
         (true, ["phase", "task"]) => Header::Task,
         (_, ["phase", "task", _, ..]) => Header::InTask,
