@@ -132,6 +132,18 @@ impl Ceilings {
         )
     }
 
+    /// The problem with a context of `size` bytes, if it is over the `memory` ceiling (the guest
+    /// holds its context in its memory).
+    pub fn context_over(&self, worker: &str, digest: &str, size: u64) -> Option<Problem> {
+        let ceiling = self.memory.filter(|c| size > c.0)?;
+        Some(
+            Problem::new(format!(
+                "worker `{worker}` refuses context {digest}: it is larger than this worker's memory ceiling of {ceiling}"
+            ))
+            .help("start the worker with a larger `--max memory=SIZE`, or grant the task less of the context"),
+        )
+    }
+
     /// What a job may ask for at most, for the worker's first line.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -220,6 +232,15 @@ mod tests {
             "{refused}"
         );
         assert!(refused.contains("--max component=SIZE"), "{refused}");
+        assert!(c.context_over("w", "sha256:00", 32 << 20).is_none());
+        let refused = c
+            .context_over("w", "sha256:00", (32 << 20) + 1)
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("larger than this worker's memory ceiling of 32 MiB"),
+            "{refused}"
+        );
         c.set("memory=unlimited").unwrap();
         assert!(c.check("w", &greedy, STACK).is_ok());
         assert!(c.set("memry=1").unwrap_err().contains(KEYS));

@@ -16,6 +16,7 @@ use phasegate_model::units::ByteSize;
 use tokio::sync::oneshot;
 
 use crate::connect::{Server, ensure};
+use crate::recent::Recent;
 use crate::wire::{
     CONTEXT_INLINE, JobMessage, RESULTS_STREAM, ResultMessage, jobs_subject, key, results_subject,
 };
@@ -38,7 +39,7 @@ struct Shared {
     contexts: object_store::ObjectStore,
     /// The contexts put there lately, with their digests (a phase's jobs share one). Held
     /// while one is put, so that the lanes of a phase that start together put it once.
-    put: tokio::sync::Mutex<Vec<(Arc<str>, String)>>,
+    put: tokio::sync::Mutex<Recent<Arc<str>, String>>,
 }
 
 impl Shared {
@@ -46,11 +47,8 @@ impl Shared {
     async fn context_object(&self, context: &Arc<str>) -> Result<String, String> {
         let mut put = self.put.lock().await;
         // Each lane of a phase holds its own copy: compared by content when not the same.
-        if let Some((_, digest)) = put
-            .iter()
-            .find(|(c, _)| Arc::ptr_eq(c, context) || **c == **context)
-        {
-            return Ok(digest.clone());
+        if let Some(digest) = put.find(|c| Arc::ptr_eq(c, context) || **c == **context) {
+            return Ok(digest);
         }
         let digest = phasegate_model::digest::sha256_bytes(context.as_bytes());
         if self.contexts.info(&digest).await.is_err() {
@@ -63,10 +61,7 @@ impl Shared {
             })
             .await?;
         }
-        put.push((context.clone(), digest.clone()));
-        if put.len() > 8 {
-            put.remove(0);
-        }
+        put.remember(context.clone(), digest.clone());
         Ok(digest)
     }
 }
@@ -137,7 +132,7 @@ impl NatsExecutor {
             digests,
             pending: Mutex::new(Pending::default()),
             contexts: buckets.contexts,
-            put: tokio::sync::Mutex::new(Vec::new()),
+            put: tokio::sync::Mutex::new(Recent::new()),
         });
         let listening = shared.clone();
         let run_id = run_id.to_owned();

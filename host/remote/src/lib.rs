@@ -11,6 +11,7 @@ pub mod ceilings;
 pub mod connect;
 pub mod controller;
 pub mod policy;
+mod recent;
 pub mod shelf;
 pub mod wire;
 pub mod worker;

@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::connect::{connect, ensure};
 use crate::policy::WorkerPolicy;
+use crate::recent::Recent;
 use crate::shelf::{Asking, Shelf};
 use crate::wire::{JOBS_STREAM, JobMessage, ResultMessage, WORKERS, results_subject};
 
@@ -94,7 +95,7 @@ pub async fn run(
         js,
         store: buckets.components,
         contexts: buckets.contexts,
-        fetched: tokio::sync::Mutex::new(Vec::new()),
+        fetched: tokio::sync::Mutex::new(Recent::new()),
         policy,
         options: options.clone(),
         hosts: Mutex::new(HashMap::new()),
@@ -152,7 +153,7 @@ struct Worker {
     contexts: object_store::ObjectStore,
     /// The contexts fetched lately (a phase's jobs share one). Held while one is fetched, so
     /// that jobs arriving together fetch it once.
-    fetched: tokio::sync::Mutex<Vec<(String, Arc<str>)>>,
+    fetched: tokio::sync::Mutex<Recent<String, Arc<str>>>,
     policy: WorkerPolicy,
     options: WorkerOptions,
     /// One engine per engine configuration a run asks for.
@@ -335,8 +336,8 @@ impl Worker {
     async fn context(&self, digest: &str) -> Result<Arc<str>, (FailureKind, Problem)> {
         let host_fault = |problem: Problem| (FailureKind::Host, problem);
         let mut fetched = self.fetched.lock().await;
-        if let Some((_, context)) = fetched.iter().find(|(d, _)| d == digest) {
-            return Ok(context.clone());
+        if let Some(context) = fetched.find(|d| d == digest) {
+            return Ok(context);
         }
         let most = self.policy.ceilings.memory.map_or(u64::MAX, |m| m.0);
         let bytes = crate::connect::read_bounded(&self.contexts, digest, most)
@@ -347,16 +348,12 @@ impl Worker {
                     crate::wire::CONTEXTS
                 )))
             })?;
-        if bytes.len() as u64 > most {
-            return Err((
-                FailureKind::Limit,
-                Problem::new(format!(
-                    "worker `{}` refuses context {digest}: it is larger than this worker's memory ceiling of {}",
-                    self.options.name,
-                    ByteSize(most)
-                ))
-                .help("start the worker with a larger `--max memory=SIZE`, or grant the task less of the context"),
-            ));
+        if let Some(problem) =
+            self.policy
+                .ceilings
+                .context_over(&self.options.name, digest, bytes.len() as u64)
+        {
+            return Err((FailureKind::Limit, problem));
         }
         let actual = phasegate_model::digest::sha256_bytes(&bytes);
         let text = String::from_utf8(bytes).ok().filter(|_| actual == digest);
@@ -367,10 +364,7 @@ impl Worker {
             ))));
         };
         let context: Arc<str> = Arc::from(text);
-        fetched.push((digest.to_owned(), context.clone()));
-        if fetched.len() > 8 {
-            fetched.remove(0);
-        }
+        fetched.remember(digest.to_owned(), context.clone());
         Ok(context)
     }
 
