@@ -207,17 +207,28 @@ config = { attack = "clock" }
 fn a_damaged_entry_is_reported_removed_and_run_again() {
     let p = project();
     assert_eq!(run(&p, &[]).code, 1);
-    // Damage every entry: one byte of each.
+    // Damage every entry: one byte of each outcome line (`E <key> <at> <digest> <json>`).
     let mut damaged = 0;
-    for shard in std::fs::read_dir(p.path(".phasegate/cache")).unwrap() {
-        for entry in std::fs::read_dir(shard.unwrap().path()).unwrap() {
-            let path = entry.unwrap().path();
-            let mut bytes = std::fs::read(&path).unwrap();
-            let at = bytes.len() - 2;
-            bytes[at] ^= 0x20;
-            std::fs::write(&path, bytes).unwrap();
+    for file in std::fs::read_dir(p.path(".phasegate/cache")).unwrap() {
+        let path = file.unwrap().path();
+        if path.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let ends: Vec<usize> = (1..bytes.len())
+            .filter(|&i| {
+                bytes[i] == b'\n'
+                    && bytes[..i]
+                        .rsplit(|&b| b == b'\n')
+                        .next()
+                        .is_some_and(|l| l.starts_with(b"E "))
+            })
+            .collect();
+        for end in ends {
+            bytes[end - 2] ^= 0x20;
             damaged += 1;
         }
+        std::fs::write(&path, bytes).unwrap();
     }
     assert_eq!(damaged, 4, "a, b, refused and use are cached");
     let r = run(&p, &[]);

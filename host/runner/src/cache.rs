@@ -1,20 +1,32 @@
 //! The result cache: outcomes of observably pure tasks, filed under their keys ([`crate::key`])
 //! in the project's `.phasegate/cache`.
 //!
-//! One file per key, `ab/cdef…` under the cache folder (the key's hex digits), holding a
-//! header line with the digest and the length of the rest, then the outcome as JSON. A file is
-//! created only if it does not exist (`O_EXCL`) and written at once: of runs filling the cache
-//! at once, the first to file a key writes it and the others leave it (the same key gives the
-//! same outcome). A reader that finds an entry shorter than its header says is reading one being
-//! written, and treats it as a miss; one that stays short for a minute was left by a write that
-//! did not finish and is damaged. (Writing beside the place and renaming into it would spare
-//! readers half-written entries too, but costs a rename per entry: it made filling the cache
-//! twice as costly, BENCHMARKS.md.) A damaged entry — a digest, a length or a key that does not
-//! match — is reported, removed, and its task runs. Reading an entry sets its modification time
-//! (to the minute), so that `prune --older-than` removes what was not used for that long.
+//! The cache is 256 append-only files, `00.log` to `ff.log`, a key going to the one named by its
+//! first two hex digits. Each line is one record, written with one `write` to a file opened for
+//! appending (so runs filling the cache at once never interleave their lines):
+//!
+//! - `E <key> <at> <digest> <json>`: an outcome filed at `at` (Unix seconds); `digest` is the
+//!   SHA-256 of `<key> <at> <json>`, so a damaged line is never taken for an outcome;
+//! - `U <key> <at>`: the outcome was used at `at` (written at most once a minute per entry), for
+//!   `prune --older-than`;
+//! - `R <key> <at>`: the outcome was found damaged and is no longer one.
+//!
+//! Every record is written as `\n<line>\n`: a line torn by a crash or a full disk is ended by the
+//! next record's first byte instead of swallowing it. A file is read once per process, at the
+//! first lookup of one of its keys, into an index (key → its last outcome); a lookup that misses
+//! reads only what others appended since. Filing an outcome the index already has writes nothing.
+//!
+//! A file per outcome (the first design) cost a file creation per task: 13–98 µs on ext4, several
+//! times a trivial task's run (BENCHMARKS.md). `prune` rewrites a file with what it keeps
+//! (temporary file, rename): an outcome another run files into it meanwhile may be lost, which
+//! costs that task one run later.
 
-use std::io::Write as _;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read as _, Seek as _, Write as _};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use phasegate_model::outcome::Usage;
@@ -22,28 +34,30 @@ use phasegate_model::progress::{Failure, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// How long an entry may stay shorter than its header says (being written) before it counts as
-/// left incomplete by a write that did not finish.
-const WRITE_GRACE: Duration = Duration::from_secs(60);
-
 /// How precisely an entry's last use is kept: a hit within this long of the last recorded one
-/// does not write it again.
+/// writes nothing.
 const USED_GRAIN: Duration = Duration::from_secs(60);
 
-/// The first word of every entry, and its format's version.
-const MAGIC: &str = "phasegate-cache 1";
+/// How many files the cache is spread over (one per value of a key's first byte).
+const SHARDS: usize = 256;
 
-/// The cache in one folder.
-#[derive(Clone, Debug)]
-pub struct ResultCache {
-    dir: PathBuf,
-}
+/// A lookup that misses reads what others appended to its file since, at most this often: a
+/// phase of thousands of misses (a first run) does not read its files back thousands of times,
+/// and an outcome another run filed is seen within this long.
+const REFRESH_EVERY: Duration = Duration::from_millis(50);
 
-/// What an entry holds: a task's outcome, without its id (tasks with the same key share it).
+/// Records are gathered per file and written when this many bytes are waiting, when the first
+/// has waited [`WRITE_EVERY`] at the next record, at the end of each phase
+/// ([`ResultCache::flush`]) and when the cache is dropped: a `write` per outcome was half of
+/// what filing cost.
+const WRITE_BYTES: usize = 16 * 1024;
+const WRITE_EVERY: Duration = Duration::from_millis(250);
+
+/// What an outcome's JSON holds: a task's outcome, without its id (tasks with the same key share
+/// it) or its key (the line names it).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Entry {
-    key: String,
     status: TaskStatus,
     attempts: u32,
     duration_ms: u64,
@@ -57,10 +71,12 @@ struct Entry {
     usage: Option<Usage>,
 }
 
-/// An entry that could not be used, and why.
+/// An outcome that could not be used, and why.
 #[derive(Debug)]
 pub struct Corrupt {
+    /// The file that holds it.
     pub path: PathBuf,
+    pub key: String,
     pub why: String,
 }
 
@@ -68,6 +84,7 @@ pub struct Corrupt {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub entries: u64,
+    /// The cache's files, on disk.
     pub bytes: u64,
     /// When the least and the most recently used entry was last used.
     pub oldest: Option<SystemTime>,
@@ -81,12 +98,283 @@ pub struct Pruned {
     pub bytes: u64,
 }
 
+/// The cache in one folder. Clones share what has been read of it.
+#[derive(Clone)]
+pub struct ResultCache {
+    dir: PathBuf,
+    shards: Arc<[Mutex<Shard>]>,
+}
+
+impl std::fmt::Debug for ResultCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultCache")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+type Key = [u8; 32];
+
+/// A key's last outcome: its line in the shard's `lines` (empty: filed by this process and not
+/// read back yet), and when it was last filed or used.
+#[derive(Clone)]
+struct Rec {
+    line: Range<usize>,
+    at: u64,
+}
+
+/// What a process knows of one file, and what it has still to write there.
+struct Shard {
+    path: PathBuf,
+    /// Whether the file has been read (up to `read`).
+    opened: bool,
+    /// The file's complete lines read so far.
+    lines: Vec<u8>,
+    /// How far the file has been read (the end of its last complete line), and when.
+    read: u64,
+    refreshed: Option<std::time::Instant>,
+    reader: Option<File>,
+    writer: Option<File>,
+    index: HashMap<Key, Rec>,
+    /// Records not written yet, since when, and the task the first is of (named if writing
+    /// them fails).
+    pending: Vec<u8>,
+    pending_since: Option<std::time::Instant>,
+    pending_task: Option<String>,
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        let _ = self.write_pending();
+    }
+}
+
+/// Records that could not be written (the first task they were of, and why).
+#[derive(Debug)]
+pub struct Unwritten {
+    pub task: String,
+    pub error: std::io::Error,
+}
+
+fn shard_file(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!("{n:02x}.log"))
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `sha256:<64 hex digits>` as bytes; anything else is not a key (and never names a file).
+fn parse_key(key: &str) -> Option<Key> {
+    let hex = key.strip_prefix("sha256:")?;
+    let mut bytes = [0; 32];
+    hex::decode_to_slice(hex, &mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// An outcome's line: `E <key> <at> <digest> <json>`, the digest over `<key> <at> <json>`.
+fn outcome_line(key_hex: &[u8], at: u64, json: &[u8]) -> Vec<u8> {
+    let at = at.to_string();
+    let digest = Sha256::new()
+        .chain_update(key_hex)
+        .chain_update(b" ")
+        .chain_update(at.as_bytes())
+        .chain_update(b" ")
+        .chain_update(json)
+        .finalize();
+    let mut line = Vec::with_capacity(json.len() + 150);
+    line.extend_from_slice(b"E ");
+    line.extend_from_slice(key_hex);
+    line.push(b' ');
+    line.extend_from_slice(at.as_bytes());
+    line.push(b' ');
+    line.extend_from_slice(hex::encode(digest).as_bytes());
+    line.push(b' ');
+    line.extend_from_slice(json);
+    line
+}
+
+/// A line's kind, key and time: `<kind> <64 hex digits> <at>[ …]`.
+fn head(line: &[u8]) -> Option<(u8, Key, u64)> {
+    if line.len() < 68 || line[1] != b' ' || line[66] != b' ' {
+        return None;
+    }
+    let mut key = [0; 32];
+    hex::decode_to_slice(&line[2..66], &mut key).ok()?;
+    let rest = &line[67..];
+    let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    let at = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    Some((line[0], key, at))
+}
+
+/// The parts of an outcome's line (`E <key> <at> <digest> <json>`) if its digest holds.
+fn checked(line: &[u8]) -> Result<(&[u8], u64, &[u8]), String> {
+    let damaged = || "its contents do not match their digest".to_owned();
+    let (_, _, at) = head(line).ok_or_else(damaged)?;
+    let key_hex = &line[2..66];
+    let at_len = at.to_string().len();
+    let digest_at = 67 + at_len + 1;
+    let json_at = digest_at + 65;
+    if line.len() <= json_at || line[json_at - 1] != b' ' {
+        return Err(damaged());
+    }
+    let digest = Sha256::new()
+        .chain_update(&line[2..digest_at])
+        .chain_update(&line[json_at..])
+        .finalize();
+    if hex::encode(digest).as_bytes() != &line[digest_at..json_at - 1] {
+        return Err(damaged());
+    }
+    Ok((key_hex, at, &line[json_at..]))
+}
+
+fn read_outcome(line: &[u8]) -> Result<Entry, String> {
+    let (_, _, json) = checked(line)?;
+    serde_json::from_slice(json).map_err(|e| format!("its outcome cannot be read: {e}"))
+}
+
+impl Shard {
+    fn new(path: PathBuf) -> Self {
+        Shard {
+            path,
+            opened: false,
+            lines: Vec::new(),
+            read: 0,
+            refreshed: None,
+            reader: None,
+            writer: None,
+            index: HashMap::new(),
+            pending: Vec::new(),
+            pending_since: None,
+            pending_task: None,
+        }
+    }
+
+    /// Reads what was appended to the file since the last call, and indexes it.
+    fn refresh(&mut self) -> std::io::Result<()> {
+        self.opened = true;
+        self.refreshed = Some(std::time::Instant::now());
+        if self.reader.is_none() {
+            match File::open(&self.path) {
+                Ok(file) => self.reader = Some(file),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(());
+        };
+        reader.seek(std::io::SeekFrom::Start(self.read))?;
+        let start = self.lines.len();
+        reader.read_to_end(&mut self.lines)?;
+        // Complete lines only: one being written is read the next time.
+        let end = self.lines[start..]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(start, |i| start + i + 1);
+        self.lines.truncate(end);
+        self.read += (end - start) as u64;
+        let mut at = start;
+        while at < end {
+            let stop = self.lines[at..end]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(end, |i| at + i);
+            self.index_line(at..stop);
+            at = stop + 1;
+        }
+        Ok(())
+    }
+
+    fn index_line(&mut self, line: Range<usize>) {
+        let Some((kind, key, at)) = head(&self.lines[line.clone()]) else {
+            return;
+        };
+        match kind {
+            b'E' => {
+                self.index.insert(key, Rec { line, at });
+            }
+            b'U' => {
+                if let Some(rec) = self.index.get_mut(&key) {
+                    rec.at = rec.at.max(at);
+                }
+            }
+            b'R' => {
+                self.index.remove(&key);
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds a record for `task` to those waiting, and writes them if they have waited enough.
+    fn append(&mut self, task: &str, line: &[u8]) -> std::io::Result<()> {
+        self.pending.push(b'\n');
+        self.pending.extend_from_slice(line);
+        self.pending.push(b'\n');
+        let since = *self
+            .pending_since
+            .get_or_insert_with(std::time::Instant::now);
+        if self.pending_task.is_none() {
+            self.pending_task = Some(task.to_owned());
+        }
+        if self.pending.len() >= WRITE_BYTES || since.elapsed() >= WRITE_EVERY {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the waiting records with one `write` to the file opened for appending (so that
+    /// records of runs writing at once never interleave). On failure they are dropped: an
+    /// outcome not filed only costs its task a run later.
+    fn write_pending(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        let written = self
+            .open_writer()
+            .and_then(|writer| writer.write_all(&pending));
+        pending.clear();
+        self.pending = pending;
+        self.pending_since = None;
+        self.pending_task = None;
+        written
+    }
+
+    fn open_writer(&mut self) -> std::io::Result<&mut File> {
+        let file = match self.writer.take() {
+            Some(file) => file,
+            None => {
+                let open = || File::options().append(true).create(true).open(&self.path);
+                match open() {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        if let Some(dir) = self.path.parent() {
+                            std::fs::create_dir_all(dir)?;
+                        }
+                        open()
+                    }
+                    file => file,
+                }?
+            }
+        };
+        Ok(self.writer.insert(file))
+    }
+}
+
 impl ResultCache {
     /// The cache of the project rooted at `root` (`root/.phasegate/cache`).
     pub fn of_project(root: &Path) -> Self {
-        ResultCache {
-            dir: root.join(".phasegate").join("cache"),
-        }
+        let dir = root.join(".phasegate").join("cache");
+        let shards = (0..SHARDS)
+            .map(|n| Mutex::new(Shard::new(shard_file(&dir, n))))
+            .collect();
+        ResultCache { dir, shards }
     }
 
     /// The cache's folder.
@@ -94,62 +382,64 @@ impl ResultCache {
         &self.dir
     }
 
-    fn path(&self, key: &str) -> Option<PathBuf> {
-        let hex = key.strip_prefix("sha256:")?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        Some(self.dir.join(&hex[..2]).join(&hex[2..]))
+    fn file(&self, shard: usize) -> PathBuf {
+        shard_file(&self.dir, shard)
     }
 
-    /// The outcome filed under `key` as task `id`'s record, if there is one. An entry that is
-    /// not whole or not this key's is an error (the caller removes it with [`Self::remove`]).
+    /// The outcome filed under `key` as task `id`'s record, if there is one. One that is damaged
+    /// or cannot be read is an error (the caller forgets it with [`Self::remove`]).
     pub fn get(&self, key: &str, id: &str) -> Result<Option<TaskState>, Corrupt> {
-        let Some(path) = self.path(key) else {
+        let Some(k) = parse_key(key) else {
             return Ok(None);
         };
-        let mut file = match std::fs::File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(Corrupt {
-                    path,
-                    why: format!("cannot read it: {e}"),
-                });
-            }
+        let n = usize::from(k[0]);
+        let path = self.file(n);
+        let mut shard = lock(&self.shards[n]);
+        let stale = shard
+            .refreshed
+            .is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
+        // Read again when the key is missing, or when this process filed it (its line is on
+        // disk, not in memory).
+        let read = match shard.index.get(&k) {
+            None => stale,
+            Some(rec) => rec.line.is_empty(),
         };
-        let mut bytes = Vec::new();
-        let used = std::io::Read::read_to_end(&mut file, &mut bytes)
-            .and_then(|_| file.metadata())
-            .and_then(|meta| meta.modified());
-        let used = match used {
-            Ok(used) => used,
-            Err(e) => {
-                return Err(Corrupt {
-                    path,
-                    why: format!("cannot read it: {e}"),
-                });
-            }
+        if let Some(rec) = shard.index.get(&k)
+            && rec.line.is_empty()
+        {
+            // Filed by this process (another task with the same key): write it to read it.
+            let _ = shard.write_pending();
+        }
+        if read && let Err(e) = shard.refresh() {
+            return Err(Corrupt {
+                path,
+                key: key.to_owned(),
+                why: format!("cannot read it: {e}"),
+            });
+        }
+        let Some(rec) = shard.index.get(&k).filter(|r| !r.line.is_empty()).cloned() else {
+            return Ok(None);
         };
-        let entry = match read_entry(&bytes, key) {
+        let entry = match read_outcome(&shard.lines[rec.line.clone()]) {
             Ok(entry) => entry,
-            Err(Unusable::Damaged(why)) => return Err(Corrupt { path, why }),
-            // Being written by another run, unless that was long ago.
-            Err(Unusable::Short) => match used.elapsed() {
-                Ok(age) if age > WRITE_GRACE => {
-                    return Err(Corrupt {
-                        path,
-                        why: "a write that did not finish left it incomplete".into(),
-                    });
-                }
-                _ => return Ok(None),
-            },
+            Err(why) => {
+                return Err(Corrupt {
+                    path,
+                    key: key.to_owned(),
+                    why,
+                });
+            }
         };
         // Last used now (for `prune --older-than`), to the minute: a phase of thousands of hits
-        // touches each entry once. A cache on a read-only disk still serves.
-        let now = SystemTime::now();
-        if now.duration_since(used).is_ok_and(|age| age > USED_GRAIN) {
-            let _ = file.set_modified(now);
+        // marks each entry once. A cache on a read-only disk still serves.
+        let now = unix_now();
+        if now.saturating_sub(rec.at) > USED_GRAIN.as_secs()
+            && shard
+                .append(id, format!("U {} {now}", &key[7..]).as_bytes())
+                .is_ok()
+            && let Some(rec) = shard.index.get_mut(&k)
+        {
+            rec.at = now;
         }
         let mut task = TaskState::pending(id);
         task.status = entry.status;
@@ -159,22 +449,33 @@ impl ResultCache {
         task.error = entry.error;
         task.log = entry.log;
         task.usage = entry.usage;
-        task.key = Some(entry.key);
+        task.key = Some(key.to_owned());
         task.cached = true;
         Ok(Some(task))
     }
 
-    /// Files `task`'s outcome under its key. Errors are the caller's to report: a run does not
-    /// fail because its cache cannot be written.
+    /// Files `task`'s outcome under its key, unless it is filed already. Errors are the caller's
+    /// to report: a run does not fail because its cache cannot be written.
     pub fn put(&self, task: &TaskState) -> std::io::Result<()> {
+        self.put_at(task, unix_now())
+    }
+
+    fn put_at(&self, task: &TaskState, at: u64) -> std::io::Result<()> {
         let Some(key) = task.key.as_deref() else {
             return Ok(());
         };
-        let Some(path) = self.path(key) else {
+        let Some(k) = parse_key(key) else {
             return Ok(());
         };
+        let mut shard = lock(&self.shards[usize::from(k[0])]);
+        // What others filed, once (a file that cannot be read is only a duplicate risk here).
+        if !shard.opened {
+            let _ = shard.refresh();
+        }
+        if shard.index.contains_key(&k) {
+            return Ok(());
+        }
         let entry = Entry {
-            key: key.to_owned(),
             status: task.status,
             attempts: task.attempts,
             duration_ms: task.duration_ms,
@@ -183,159 +484,157 @@ impl ResultCache {
             log: task.log.clone(),
             usage: task.usage,
         };
-        let body = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
-        let mut bytes = format!(
-            "{MAGIC} sha256:{} {}\n",
-            hex::encode(Sha256::digest(&body)),
-            body.len()
-        )
-        .into_bytes();
-        bytes.extend_from_slice(&body);
-        let create = || {
-            std::fs::File::options()
-                .write(true)
-                .create_new(true)
-                .open(&path)
+        let json = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+        let line = outcome_line(&key.as_bytes()[7..], at, &json);
+        shard.append(&task.id, &line)?;
+        // Read back when looked up (rarely: another task with the same key), not kept twice.
+        shard.index.insert(k, Rec { line: 0..0, at });
+        Ok(())
+    }
+
+    /// Forgets an outcome found corrupt, in this process and for later ones.
+    pub fn remove(&self, corrupt: &Corrupt) {
+        let Some(k) = parse_key(&corrupt.key) else {
+            return;
         };
-        // The shard's folder is made once, when the first entry of it is written.
-        let file = match create() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(path.parent().unwrap_or(&self.dir))?;
-                create()
+        let n = usize::from(k[0]);
+        let mut shard = lock(&self.shards[n]);
+        shard.index.remove(&k);
+        let line = format!("R {} {}", &corrupt.key[7..], unix_now());
+        let _ = shard.append("", line.as_bytes());
+        let _ = shard.write_pending();
+    }
+
+    /// Writes every record still waiting (see [`WRITE_BYTES`]); on failure, says the first task
+    /// whose outcome was not filed.
+    pub fn flush(&self) -> Result<(), Unwritten> {
+        let mut failed = None;
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let task = shard.pending_task.clone().unwrap_or_default();
+            if let Err(error) = shard.write_pending() {
+                failed.get_or_insert(Unwritten { task, error });
             }
-            file => file,
-        };
-        let mut file = match file {
-            Ok(file) => file,
-            // Filed already (by another run, or a task with the same key).
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Reads file `n` whole (a process's own view, not the shared one), with its size; `None`
+    /// when there is no such file.
+    fn read_whole(&self, n: usize) -> std::io::Result<Option<(Shard, u64)>> {
+        let path = self.file(n);
+        let len = match std::fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let written = file.write_all(&bytes);
-        if written.is_err() {
-            let _ = std::fs::remove_file(&path);
-        }
-        written
+        let mut shard = Shard::new(path);
+        shard.refresh()?;
+        Ok(Some((shard, len)))
     }
 
-    /// Removes an entry found corrupt.
-    pub fn remove(&self, corrupt: &Corrupt) {
-        let _ = std::fs::remove_file(&corrupt.path);
-    }
-
-    /// How many entries the cache holds, their size, and when they were used.
+    /// How many entries the cache holds, its size, and when they were used.
     pub fn stats(&self) -> std::io::Result<Stats> {
+        let _ = self.flush();
         let mut stats = Stats::default();
-        self.each(|_, meta| {
-            stats.entries += 1;
-            stats.bytes += meta.len();
-            if let Ok(used) = meta.modified() {
+        for n in 0..SHARDS {
+            let Some((shard, len)) = self.read_whole(n)? else {
+                continue;
+            };
+            stats.bytes += len;
+            for rec in shard.index.values() {
+                stats.entries += 1;
+                let used = SystemTime::UNIX_EPOCH + Duration::from_secs(rec.at);
                 stats.oldest = Some(stats.oldest.map_or(used, |o| o.min(used)));
                 stats.newest = Some(stats.newest.map_or(used, |n| n.max(used)));
             }
-            false
-        })?;
+        }
         Ok(stats)
     }
 
-    /// Removes the entries not used for `older_than` (every entry when `None`).
+    /// Removes the entries not used for `older_than` (every entry when `None`), and damaged
+    /// ones; each file is rewritten with what it keeps, one line per entry.
     pub fn prune(&self, older_than: Option<Duration>) -> std::io::Result<Pruned> {
-        let now = SystemTime::now();
         let mut pruned = Pruned::default();
-        self.each(|_, meta| {
-            let unused = meta
-                .modified()
-                .ok()
-                .and_then(|used| now.duration_since(used).ok())
-                .unwrap_or_default();
-            let remove = older_than.is_none_or(|age| unused >= age);
-            if remove {
+        let lock_file = match File::create(self.dir.join("prune.lock")) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(pruned),
+            Err(e) => return Err(e),
+        };
+        // One prune at a time; runs go on filling the cache meanwhile.
+        lock_file.lock()?;
+        // What this process has still to file is pruned like the rest, and what it read is
+        // read again.
+        let _ = self.flush();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let path = std::mem::take(&mut shard.path);
+            *shard = Shard::new(path);
+        }
+        let now = unix_now();
+        for n in 0..SHARDS {
+            let Some((shard, len)) = self.read_whole(n)? else {
+                continue;
+            };
+            let mut kept = Vec::new();
+            for rec in shard.index.values() {
+                let recent =
+                    older_than.is_some_and(|age| now.saturating_sub(rec.at) < age.as_secs());
+                match checked(&shard.lines[rec.line.clone()]) {
+                    Ok((key_hex, _, json)) if recent => {
+                        kept.push(b'\n');
+                        kept.extend_from_slice(&outcome_line(key_hex, rec.at, json));
+                        kept.push(b'\n');
+                    }
+                    _ => pruned.entries += 1,
+                }
+            }
+            let path = self.file(n);
+            if kept.is_empty() {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            } else {
+                phasegate_store::write_atomically(&path, &kept)?;
+            }
+            pruned.bytes += len.saturating_sub(kept.len() as u64);
+        }
+        pruned.add(old_format(&self.dir)?);
+        Ok(pruned)
+    }
+}
+
+impl Pruned {
+    fn add(&mut self, other: Pruned) {
+        self.entries += other.entries;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Removes the folders of the first cache format (a file per entry, `ab/cdef…`): no lookup reads
+/// them any more.
+fn old_format(dir: &Path) -> std::io::Result<Pruned> {
+    let mut pruned = Pruned::default();
+    for shard in std::fs::read_dir(dir)? {
+        let shard = shard?;
+        let name = shard.file_name();
+        let name = name.to_string_lossy();
+        if !shard.file_type()?.is_dir()
+            || name.len() != 2
+            || !name.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            continue;
+        }
+        for file in std::fs::read_dir(shard.path())? {
+            if let Ok(meta) = file?.metadata() {
                 pruned.entries += 1;
                 pruned.bytes += meta.len();
             }
-            remove
-        })?;
-        Ok(pruned)
-    }
-
-    /// Calls `visit` for every entry (removing it when `visit` says so).
-    fn each(
-        &self,
-        mut visit: impl FnMut(&Path, &std::fs::Metadata) -> bool,
-    ) -> std::io::Result<()> {
-        let shards = match std::fs::read_dir(&self.dir) {
-            Ok(shards) => shards,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        for shard in shards {
-            let shard = shard?;
-            if !shard.file_type()?.is_dir() {
-                continue;
-            }
-            for file in std::fs::read_dir(shard.path())? {
-                let file = file?;
-                let path = file.path();
-                // Removed by another prune in the meantime: nothing to count.
-                let Ok(meta) = file.metadata() else { continue };
-                if visit(&path, &meta) {
-                    match std::fs::remove_file(&path) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                        _ => {}
-                    }
-                }
-            }
         }
-        Ok(())
+        std::fs::remove_dir_all(shard.path())?;
     }
-}
-
-/// Why an entry cannot be used.
-enum Unusable {
-    /// Shorter than its header says (or without a whole header yet): being written.
-    Short,
-    /// Not what it says it is.
-    Damaged(String),
-}
-
-impl From<&str> for Unusable {
-    fn from(why: &str) -> Self {
-        Unusable::Damaged(why.to_owned())
-    }
-}
-
-fn read_entry(bytes: &[u8], key: &str) -> Result<Entry, Unusable> {
-    let Some(newline) = bytes.iter().position(|&b| b == b'\n') else {
-        // A header is ~100 bytes: a longer first line is not one being written.
-        return Err(if bytes.len() < 256 {
-            Unusable::Short
-        } else {
-            "it has no header line".into()
-        });
-    };
-    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "its header is not text")?;
-    let (digest, len) = header
-        .strip_prefix(MAGIC)
-        .and_then(|rest| rest.strip_prefix(" sha256:"))
-        .and_then(|rest| rest.split_once(' '))
-        .and_then(|(digest, len)| Some((digest, len.parse::<usize>().ok()?)))
-        .ok_or_else(|| Unusable::Damaged(format!("its header is not `{MAGIC} sha256:… LENGTH`")))?;
-    let body = &bytes[newline + 1..];
-    if body.len() < len {
-        return Err(Unusable::Short);
-    }
-    if body.len() > len || hex::encode(Sha256::digest(body)) != digest {
-        return Err("its contents do not match their digest".into());
-    }
-    let entry: Entry = serde_json::from_slice(body)
-        .map_err(|e| Unusable::Damaged(format!("its outcome cannot be read: {e}")))?;
-    if entry.key != key {
-        return Err(Unusable::Damaged(format!(
-            "it holds the outcome of another key ({})",
-            entry.key
-        )));
-    }
-    Ok(entry)
+    Ok(pruned)
 }
 
 #[cfg(test)]
@@ -356,6 +655,24 @@ mod tests {
         t
     }
 
+    /// Another process's view of the same cache.
+    fn again(cache: &ResultCache) -> ResultCache {
+        ResultCache::of_project(cache.dir.parent().unwrap().parent().unwrap())
+    }
+
+    fn file_of(cache: &ResultCache, n: u8) -> PathBuf {
+        cache.file(usize::from(n))
+    }
+
+    fn append_raw(path: &Path, bytes: &[u8]) {
+        std::fs::File::options()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    }
+
     #[test]
     fn an_entry_reads_back_under_its_key_for_any_task() {
         let dir = tempfile::tempdir().unwrap();
@@ -365,92 +682,195 @@ mod tests {
         let back = cache.get(&key(1), "b").unwrap().unwrap();
         assert_eq!(back.id, "b");
         assert!(back.cached);
+        assert_eq!(back.key.as_deref(), Some(key(1).as_str()));
         assert_eq!(back.output.as_deref(), Some(r#"{"n":1}"#));
         assert_eq!(back.log, ["info: hi"]);
         assert!(cache.get(&key(2), "a").unwrap().is_none());
         // Not a key: never a path.
         assert!(cache.get("sha256:../../etc", "a").unwrap().is_none());
+
+        // Outcomes wait to be written together; another process sees them once they are, and
+        // what this one files after it first looked.
+        let other = again(&cache);
+        assert!(other.get(&key(1), "c").unwrap().is_some());
+        assert!(other.get(&key(2), "c").unwrap().is_none());
+        cache.put(&done(&key(2))).unwrap();
+        cache.flush().unwrap();
+        // Another run's outcomes are seen once a miss reads the file again.
+        std::thread::sleep(REFRESH_EVERY);
+        assert!(other.get(&key(2), "c").unwrap().is_some());
+        // Filing a key filed already writes nothing.
+        let len = std::fs::metadata(file_of(&cache, 2)).unwrap().len();
+        cache.put(&done(&key(2))).unwrap();
+        other.put(&done(&key(2))).unwrap();
+        cache.flush().unwrap();
+        other.flush().unwrap();
+        assert_eq!(std::fs::metadata(file_of(&cache, 2)).unwrap().len(), len);
+        // Dropping the cache writes what waits.
+        cache.put(&done(&key(6))).unwrap();
+        assert!(!file_of(&cache, 6).exists());
+        drop(cache);
+        assert!(again(&other).get(&key(6), "d").unwrap().is_some());
     }
 
     #[test]
-    fn a_damaged_entry_is_reported_not_used() {
+    fn many_outcomes_are_written_together_and_a_failed_write_names_a_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ResultCache::of_project(dir.path());
+        let path = file_of(&cache, 7);
+        let mut writes = 0;
+        let mut len = 0;
+        for i in 0..200u8 {
+            let mut task = done(&format!("sha256:07{}", hex::encode([i; 31])));
+            task.id = format!("t{i}").into();
+            cache.put(&task).unwrap();
+            let now = std::fs::metadata(&path).map_or(0, |m| m.len());
+            if now != len {
+                writes += 1;
+                len = now;
+            }
+        }
+        cache.flush().unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > len);
+        assert!((1..10).contains(&writes), "{writes} writes");
+        assert_eq!(cache.stats().unwrap().entries, 200);
+
+        // The cache's folder is a file: nothing can be written, and the first task is named.
+        let blocked = tempfile::tempdir().unwrap();
+        std::fs::create_dir(blocked.path().join(".phasegate")).unwrap();
+        std::fs::write(blocked.path().join(".phasegate/cache"), "").unwrap();
+        let cache = ResultCache::of_project(blocked.path());
+        let mut first = done(&key(8));
+        first.id = "first".into();
+        cache.put(&first).unwrap();
+        cache.put(&done(&key(9))).unwrap();
+        let unwritten = cache.flush().unwrap_err();
+        assert_eq!(unwritten.task, "first");
+    }
+
+    #[test]
+    fn a_damaged_entry_is_reported_not_used_and_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let cache = ResultCache::of_project(dir.path());
         cache.put(&done(&key(1))).unwrap();
-        let path = cache.path(&key(1)).unwrap();
+        cache.flush().unwrap();
+        let path = file_of(&cache, 1);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 3;
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let corrupt = cache.get(&key(1), "a").unwrap_err();
+        let reader = again(&cache);
+        let corrupt = reader.get(&key(1), "a").unwrap_err();
         assert!(corrupt.why.contains("do not match"), "{}", corrupt.why);
-        cache.remove(&corrupt);
-        assert!(cache.get(&key(1), "a").unwrap().is_none());
-        // Another key's entry in this key's place.
-        cache.put(&done(&key(2))).unwrap();
-        std::fs::rename(cache.path(&key(2)).unwrap(), &path).unwrap();
-        let corrupt = cache.get(&key(1), "a").unwrap_err();
-        assert!(corrupt.why.contains("another key"), "{}", corrupt.why);
-        cache.remove(&corrupt);
+        assert_eq!(corrupt.path, path);
+        reader.remove(&corrupt);
+        assert!(reader.get(&key(1), "a").unwrap().is_none());
+        // Forgotten for later processes too, until it is filed again.
+        assert!(again(&cache).get(&key(1), "a").unwrap().is_none());
+        reader.put(&done(&key(1))).unwrap();
+        reader.flush().unwrap();
+        assert!(again(&cache).get(&key(1), "a").unwrap().is_some());
 
-        // Half an entry: being written (a miss, and a second writer leaves it) until it has
-        // stayed so for a minute.
-        cache.put(&done(&key(3))).unwrap();
-        let path = cache.path(&key(3)).unwrap();
-        let whole = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &whole[..whole.len() - 5]).unwrap();
-        assert!(cache.get(&key(3), "a").unwrap().is_none());
-        cache.put(&done(&key(3))).unwrap();
-        assert!(cache.get(&key(3), "a").unwrap().is_none());
-        std::fs::File::options()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(SystemTime::now() - Duration::from_secs(120))
-            .unwrap();
-        let corrupt = cache.get(&key(3), "a").unwrap_err();
-        assert!(corrupt.why.contains("did not finish"), "{}", corrupt.why);
-        cache.remove(&corrupt);
-        cache.put(&done(&key(3))).unwrap();
-        assert!(cache.get(&key(3), "a").unwrap().is_some());
+        // A line moved under another key does not match its digest either.
+        cache.put(&done(&key(2))).unwrap();
+        cache.flush().unwrap();
+        let text = std::fs::read_to_string(file_of(&cache, 2)).unwrap();
+        let moved = text.replace(&key(2)[7..], &key(3)[7..]);
+        std::fs::write(file_of(&cache, 3), moved).unwrap();
+        let corrupt = again(&cache).get(&key(3), "a").unwrap_err();
+        assert!(corrupt.why.contains("do not match"), "{}", corrupt.why);
     }
 
     #[test]
-    fn prune_removes_what_was_not_used_lately() {
+    fn a_line_being_written_is_a_miss_and_a_torn_one_takes_nothing_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let cache = ResultCache::of_project(dir.path());
-        cache.put(&done(&key(1))).unwrap();
+        let writer = again(&cache);
+        writer.put(&done(&key(4))).unwrap();
+        writer.flush().unwrap();
+        let path = file_of(&cache, 4);
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        // Half of it written: a miss; the rest arrives: a hit.
+        append_raw_new(&path, &whole[..whole.len() - 10]);
+        assert!(cache.get(&key(4), "a").unwrap().is_none());
+        append_raw(&path, &whole[whole.len() - 10..]);
+        std::thread::sleep(REFRESH_EVERY);
+        assert!(cache.get(&key(4), "a").unwrap().is_some());
+
+        // A write torn for good (a crash), then another run's record: the torn line is damaged,
+        // the next record is whole.
+        let mut other = done(&key(5));
+        other.key = Some(format!("sha256:04{}", &key(5)[9..]));
+        append_raw(&path, &whole[..whole.len() / 2]);
+        again(&cache).put(&other).unwrap();
+        let reader = again(&cache);
+        assert!(
+            reader
+                .get(other.key.as_deref().unwrap(), "a")
+                .unwrap()
+                .is_some()
+        );
+        assert!(reader.get(&key(4), "a").is_err());
+    }
+
+    fn append_raw_new(path: &Path, bytes: &[u8]) {
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn prune_removes_what_was_not_used_lately_and_compacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ResultCache::of_project(dir.path());
+        let old = unix_now() - 10 * 86_400;
+        cache.put_at(&done(&key(1)), old).unwrap();
         cache.put(&done(&key(2))).unwrap();
-        let old = SystemTime::now() - Duration::from_secs(10 * 86_400);
-        let age = |n: u8| {
-            std::fs::metadata(cache.path(&key(n)).unwrap())
-                .unwrap()
-                .modified()
-                .unwrap()
-                .elapsed()
-                .unwrap_or_default()
-        };
-        let make_old = |n: u8| {
-            std::fs::File::options()
-                .append(true)
-                .open(cache.path(&key(n)).unwrap())
-                .unwrap()
-                .set_modified(old)
-                .unwrap();
-        };
-        // A hit marks the entry used now.
-        make_old(1);
-        assert!(cache.get(&key(1), "a").unwrap().is_some());
-        assert!(age(1) < Duration::from_secs(60), "{:?}", age(1));
-        make_old(1);
+        cache.put_at(&done(&key(3)), old).unwrap();
+        cache.flush().unwrap();
+        // A hit marks an entry used now (once a minute).
+        let reader = again(&cache);
+        assert!(reader.get(&key(3), "a").unwrap().is_some());
+        assert!(reader.get(&key(3), "a").unwrap().is_some());
+        reader.flush().unwrap();
+        let text = std::fs::read_to_string(file_of(&cache, 3)).unwrap();
+        assert_eq!(text.matches("\nU ").count(), 1, "{text}");
+
         let stats = cache.stats().unwrap();
-        assert_eq!(stats.entries, 2);
-        assert_eq!(stats.oldest, Some(old));
+        assert_eq!(stats.entries, 3);
+        assert_eq!(
+            stats.oldest,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(old))
+        );
+        assert!(stats.newest.unwrap().elapsed().unwrap() < Duration::from_secs(60));
         let pruned = cache.prune(Some(Duration::from_secs(86_400))).unwrap();
         assert_eq!(pruned.entries, 1);
-        assert!(cache.get(&key(1), "a").unwrap().is_none());
+        assert!(!file_of(&cache, 1).exists());
+        let fresh = again(&cache);
+        assert!(fresh.get(&key(1), "a").unwrap().is_none());
+        assert!(fresh.get(&key(2), "a").unwrap().is_some());
+        assert!(fresh.get(&key(3), "a").unwrap().is_some());
+        // What was kept is one line per entry, its last use kept.
+        let text = std::fs::read_to_string(file_of(&cache, 3)).unwrap();
+        assert_eq!(text.matches("\nE ").count(), 1, "{text}");
+        assert_eq!(text.matches("\nU ").count(), 0, "{text}");
+        assert_eq!(cache.stats().unwrap().entries, 2);
+        assert_eq!(
+            cache
+                .prune(Some(Duration::from_secs(86_400)))
+                .unwrap()
+                .entries,
+            0
+        );
+
+        // The first format's folders go with the first prune of everything.
+        std::fs::create_dir_all(cache.dir().join("ab")).unwrap();
+        std::fs::write(cache.dir().join("ab").join("cdef"), "x").unwrap();
         assert!(cache.get(&key(2), "a").unwrap().is_some());
-        assert_eq!(cache.prune(None).unwrap().entries, 1);
+        let pruned = cache.prune(None).unwrap();
+        assert_eq!(pruned.entries, 3);
+        // The pruning process forgets what it had read, too.
+        assert!(cache.get(&key(2), "a").unwrap().is_none());
         assert_eq!(cache.stats().unwrap(), Stats::default());
+        assert!(!cache.dir().join("ab").exists());
     }
 }

@@ -67,6 +67,11 @@ impl<E: Executor> Crew<E> {
         crew
     }
 
+    /// What the phase's tasks share.
+    pub fn run(&self) -> &PhaseRun<E> {
+        &self.run
+    }
+
     /// Waits for finished tasks (see [`Finished::next_batch`]).
     pub async fn next_batch(&self, batch: &mut Vec<Done>) -> bool {
         self.finished.next_batch(batch).await

@@ -334,6 +334,7 @@ impl<E: Executor> Runner<E> {
                 last_batch = Some(Instant::now());
             }
             crew.join().await?;
+            crew.run().flush_cache();
         } else {
             let (mut input, mut config) = (String::new(), String::new());
             // One lane for the phase (an instance a task leaves for the next, with `reuse`,
@@ -372,6 +373,7 @@ impl<E: Executor> Runner<E> {
                 run.ctx
                     .add_task(&phase.id, &store.state.phases[pi].tasks[i]);
             }
+            run.flush_cache();
         }
         Ok(())
     }
@@ -882,7 +884,8 @@ impl<E: Executor> PhaseRun<E> {
                         phase: phase.id.clone(),
                         task: spec.id.clone(),
                         message: format!(
-                            "the entry {} is damaged ({}); it was removed and the task runs",
+                            "the entry for {} in {} is damaged ({}); it was removed and the task runs",
+                            corrupt.key,
                             corrupt.path.display(),
                             corrupt.why
                         ),
@@ -908,21 +911,47 @@ impl<E: Executor> PhaseRun<E> {
             ),
         };
         if let Some(cache) = cache.filter(|_| lasting)
-            && let Err(e) = cache.put(&state)
-            && !self
-                .cache_unwritable
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            && let Err(error) = cache.put(&state)
         {
-            slot.emitter.emit(EventKind::CacheProblem {
-                phase: phase.id.clone(),
-                task: spec.id.clone(),
-                message: format!(
-                    "cannot write to {} ({e}); results of this phase are not cached",
-                    cache.dir().display()
-                ),
-            });
+            self.cache_unwritable(
+                &slot.emitter,
+                cache::Unwritten {
+                    task: spec.id.to_string(),
+                    error,
+                },
+            );
         }
         (state, ended)
+    }
+
+    /// Writes what the phase's tasks filed in the cache and is still waiting (see
+    /// [`ResultCache::flush`]).
+    fn flush_cache(&self) {
+        if let Some(cache) = &self.cache
+            && let Err(unwritten) = cache.flush()
+        {
+            self.cache_unwritable(&self.emitter, unwritten);
+        }
+    }
+
+    /// Says once per phase that outcomes could not be filed.
+    fn cache_unwritable(&self, emitter: &Emitter, unwritten: cache::Unwritten) {
+        let (Some(cache), false) = (
+            &self.cache,
+            self.cache_unwritable
+                .swap(true, std::sync::atomic::Ordering::Relaxed),
+        ) else {
+            return;
+        };
+        emitter.emit(EventKind::CacheProblem {
+            phase: self.pipeline.phases[self.pi].id.clone(),
+            task: unwritten.task.into(),
+            message: format!(
+                "cannot write to {} ({}); results of this phase are not cached",
+                cache.dir().display(),
+                unwritten.error
+            ),
+        });
     }
 
     /// The attempts of a task (its retries) through the slot's lane, into `state`; returns when
