@@ -11,6 +11,7 @@ mod build;
 mod cache;
 mod completions;
 mod key;
+mod lines;
 mod live;
 mod lock;
 mod locking;

@@ -12,14 +12,16 @@ use std::io::IsTerminal;
 use clap::ValueEnum;
 
 use super::Format;
+use super::lines::{Lines, Stream};
 use super::live::Bars;
 
 pub struct Renderer {
     format: Format,
     verbose: bool,
-    progress: Progress,
     /// The live bars (`Progress::Bars`).
     bars: Option<Bars>,
+    /// The event lines: JSON on stdout, or the human log on stderr (`Progress::Lines`).
+    lines: Option<Lines>,
 }
 
 /// How a human-format run shows its progress (`--progress`).
@@ -45,33 +47,34 @@ impl Renderer {
         };
         let bars = (format == Format::Human && progress == Progress::Bars)
             .then(|| Bars::new(!std::io::stderr().is_terminal()));
+        let lines = match (format, progress) {
+            (Format::Json, _) => Some(Lines::new(Stream::Stdout)),
+            (Format::Human, Progress::Lines) => Some(Lines::new(Stream::Stderr)),
+            _ => None,
+        };
         Renderer {
             format,
             verbose,
-            progress,
             bars,
+            lines,
         }
     }
 
     pub fn event(&self, event: &Event) {
         match self.format {
             Format::Json => {
-                if let Ok(line) = serde_json::to_string(event) {
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{line}");
+                if let (Ok(line), Some(lines)) = (serde_json::to_string(event), &self.lines) {
+                    lines.line(&line);
                 }
             }
-            Format::Human => match (&self.bars, self.progress) {
+            Format::Human => match (&self.bars, &self.lines) {
                 (Some(bars), _) => self.live(bars, event),
-                (None, Progress::None) => {}
-                (None, _) => {
+                (None, Some(lines)) => {
                     if let Some(line) = self.human(event) {
-                        // stderr is unbuffered: format first, so a line is one write, not one
-                        // per formatted piece.
-                        let text = format!("{}\n", stamped(event, &line));
-                        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+                        lines.line(&stamped(event, &line));
                     }
                 }
+                (None, None) => {}
             },
         }
     }
@@ -277,6 +280,9 @@ impl Renderer {
 
     /// The final summary (human format only: the JSON stream already ended with the outcome).
     pub fn summary(&self, outcome: &RunOutcome, state: &Path, pipeline: &Path) {
+        if let Some(lines) = &self.lines {
+            lines.flush();
+        }
         if self.format == Format::Json {
             return;
         }
