@@ -115,11 +115,12 @@ impl std::fmt::Debug for ResultCache {
 
 type Key = [u8; 32];
 
-/// A key's last outcome: its line in the shard's `lines` (empty: filed by this process and not
-/// read back yet), and when it was last filed or used.
+/// A key's last outcome: where its line is in the file (empty: filed by this process and not
+/// read back yet), and when it was last filed or used. Lines are read again on a hit, not kept:
+/// what a process holds of a large cache is its index (~60 bytes an entry).
 #[derive(Clone)]
 struct Rec {
-    line: Range<usize>,
+    line: Range<u64>,
     at: u64,
 }
 
@@ -128,8 +129,6 @@ struct Shard {
     path: PathBuf,
     /// Whether the file has been read (up to `read`).
     opened: bool,
-    /// The file's complete lines read so far.
-    lines: Vec<u8>,
     /// How far the file has been read (the end of its last complete line), and when.
     read: u64,
     refreshed: Option<std::time::Instant>,
@@ -244,7 +243,6 @@ impl Shard {
         Shard {
             path,
             opened: false,
-            lines: Vec::new(),
             read: 0,
             refreshed: None,
             reader: None,
@@ -271,29 +269,26 @@ impl Shard {
             return Ok(());
         };
         reader.seek(std::io::SeekFrom::Start(self.read))?;
-        let start = self.lines.len();
-        reader.read_to_end(&mut self.lines)?;
+        let mut tail = Vec::new();
+        reader.read_to_end(&mut tail)?;
         // Complete lines only: one being written is read the next time.
-        let end = self.lines[start..]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(start, |i| start + i + 1);
-        self.lines.truncate(end);
-        self.read += (end - start) as u64;
-        let mut at = start;
+        let end = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut at = 0;
         while at < end {
-            let stop = self.lines[at..end]
+            let stop = tail[at..end]
                 .iter()
                 .position(|&b| b == b'\n')
                 .map_or(end, |i| at + i);
-            self.index_line(at..stop);
+            let offset = self.read + at as u64;
+            self.index_line(&tail[at..stop], offset..offset + (stop - at) as u64);
             at = stop + 1;
         }
+        self.read += end as u64;
         Ok(())
     }
 
-    fn index_line(&mut self, line: Range<usize>) {
-        let Some((kind, key, at)) = head(&self.lines[line.clone()]) else {
+    fn index_line(&mut self, text: &[u8], line: Range<u64>) {
+        let Some((kind, key, at)) = head(text) else {
             return;
         };
         match kind {
@@ -310,6 +305,18 @@ impl Shard {
             }
             _ => {}
         }
+    }
+
+    /// An outcome's line, read from the file it was indexed from.
+    fn line(&self, rec: &Rec) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt as _;
+        let reader = self
+            .reader
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the file is not open"))?;
+        let mut line = vec![0; usize::try_from(rec.line.end - rec.line.start).unwrap_or(0)];
+        reader.read_exact_at(&mut line, rec.line.start)?;
+        Ok(line)
     }
 
     /// Adds a record for `task` to those waiting, and writes them if they have waited enough.
@@ -420,7 +427,11 @@ impl ResultCache {
         let Some(rec) = shard.index.get(&k).filter(|r| !r.line.is_empty()).cloned() else {
             return Ok(None);
         };
-        let entry = match read_outcome(&shard.lines[rec.line.clone()]) {
+        let entry = match shard
+            .line(&rec)
+            .map_err(|e| format!("cannot read it: {e}"))
+            .and_then(|line| read_outcome(&line))
+        {
             Ok(entry) => entry,
             Err(why) => {
                 return Err(Corrupt {
@@ -580,7 +591,8 @@ impl ResultCache {
             for rec in shard.index.values() {
                 let recent =
                     older_than.is_some_and(|age| now.saturating_sub(rec.at) < age.as_secs());
-                match checked(&shard.lines[rec.line.clone()]) {
+                let line = shard.line(rec)?;
+                match checked(&line) {
                     Ok((key_hex, _, json)) if recent => {
                         kept.push(b'\n');
                         kept.extend_from_slice(&outcome_line(key_hex, rec.at, json));
