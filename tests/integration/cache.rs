@@ -322,3 +322,61 @@ fn runs_filling_the_cache_at_once_share_it() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr_of(&bad).contains("write a duration such as `7d`"));
 }
+
+#[test]
+fn a_cache_that_cannot_be_used_is_said_once_per_phase_and_the_run_goes_on() {
+    let p = project();
+    // The cache's folder is a file: nothing can be read from it or written to it.
+    std::fs::create_dir(p.path(".phasegate")).unwrap();
+    std::fs::write(p.path(".phasegate/cache"), "not a folder").unwrap();
+    let r = run(&p, &[]);
+    assert_eq!(
+        r.code, 1,
+        "the refused task fails the run, as always: {}",
+        r.stderr
+    );
+    assert_eq!(ran_and_cached(&r).0, ["a", "b", "env", "refused", "use"]);
+    let problems = r.of("cache-problem");
+    let said = |phase: &str, what: &str| {
+        problems
+            .iter()
+            .filter(|e| e["phase"] == phase && e["message"].as_str().unwrap().contains(what))
+            .count()
+    };
+    // Each phase with a task that may be cached: one read problem, one write problem.
+    for phase in ["read", "after", "last"] {
+        assert_eq!(said(phase, "cannot read"), 1, "{phase}: {problems:?}");
+        assert_eq!(
+            said(phase, "results of this phase are not cached"),
+            1,
+            "{phase}: {problems:?}"
+        );
+    }
+    assert_eq!(problems.len(), 6, "{problems:?}");
+    let unwritten = problems
+        .iter()
+        .find(|e| e["phase"] == "read" && e["message"].as_str().unwrap().contains("cannot write"))
+        .unwrap();
+    assert!(
+        ["a", "b"].contains(&unwritten["task"].as_str().unwrap()),
+        "the first task whose outcome was not filed: {unwritten}"
+    );
+    // Everything the tasks did is in the progress file.
+    let state = p.state(".phasegate/state.toml");
+    let a = by_id(&by_id(&state["phase"], "read")["task"], "a");
+    assert!(a["output"].as_str().unwrap().contains("alpha"), "{a}");
+
+    // Once the folder can be made, the cache fills and serves again.
+    std::fs::remove_file(p.path(".phasegate/cache")).unwrap();
+    assert_eq!(
+        ran_and_cached(&run(&p, &[])).0,
+        ["a", "b", "env", "refused", "use"]
+    );
+    let r = run(&p, &[]);
+    assert!(
+        r.of("cache-problem").is_empty(),
+        "{:?}",
+        r.of("cache-problem")
+    );
+    assert_eq!(ran_and_cached(&r).0, ["env"]);
+}

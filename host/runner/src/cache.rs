@@ -71,7 +71,19 @@ struct Entry {
     usage: Option<Usage>,
 }
 
-/// An outcome that could not be used, and why.
+/// Why a lookup found no usable outcome.
+#[derive(Debug)]
+pub enum Unusable {
+    /// The outcome's line does not hold (the caller forgets it with [`ResultCache::remove`]).
+    Damaged(Corrupt),
+    /// The file cannot be read (its folder is not one, permissions): the lookup is a miss.
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// An outcome that does not hold, and why.
 #[derive(Debug)]
 pub struct Corrupt {
     /// The file that holds it.
@@ -393,9 +405,9 @@ impl ResultCache {
         shard_file(&self.dir, shard)
     }
 
-    /// The outcome filed under `key` as task `id`'s record, if there is one. One that is damaged
-    /// or cannot be read is an error (the caller forgets it with [`Self::remove`]).
-    pub fn get(&self, key: &str, id: &str) -> Result<Option<TaskState>, Corrupt> {
+    /// The outcome filed under `key` as task `id`'s record, if there is one; why not, when that
+    /// is worth saying.
+    pub fn get(&self, key: &str, id: &str) -> Result<Option<TaskState>, Unusable> {
         let Some(k) = parse_key(key) else {
             return Ok(None);
         };
@@ -417,28 +429,24 @@ impl ResultCache {
             // Filed by this process (another task with the same key): write it to read it.
             let _ = shard.write_pending();
         }
-        if read && let Err(e) = shard.refresh() {
-            return Err(Corrupt {
-                path,
-                key: key.to_owned(),
-                why: format!("cannot read it: {e}"),
-            });
+        if read && let Err(error) = shard.refresh() {
+            return Err(Unusable::Unreadable { path, error });
         }
         let Some(rec) = shard.index.get(&k).filter(|r| !r.line.is_empty()).cloned() else {
             return Ok(None);
         };
-        let entry = match shard
-            .line(&rec)
-            .map_err(|e| format!("cannot read it: {e}"))
-            .and_then(|line| read_outcome(&line))
-        {
+        let line = match shard.line(&rec) {
+            Ok(line) => line,
+            Err(error) => return Err(Unusable::Unreadable { path, error }),
+        };
+        let entry = match read_outcome(&line) {
             Ok(entry) => entry,
             Err(why) => {
-                return Err(Corrupt {
+                return Err(Unusable::Damaged(Corrupt {
                     path,
                     key: key.to_owned(),
                     why,
-                });
+                }));
             }
         };
         // Last used now (for `prune --older-than`), to the minute: a phase of thousands of hits
@@ -667,6 +675,13 @@ mod tests {
         t
     }
 
+    fn damaged(got: Result<Option<TaskState>, Unusable>) -> Corrupt {
+        match got {
+            Err(Unusable::Damaged(corrupt)) => corrupt,
+            other => panic!("not damaged: {other:?}"),
+        }
+    }
+
     /// Another process's view of the same cache.
     fn again(cache: &ResultCache) -> ResultCache {
         ResultCache::of_project(cache.dir.parent().unwrap().parent().unwrap())
@@ -752,6 +767,10 @@ mod tests {
         std::fs::create_dir(blocked.path().join(".phasegate")).unwrap();
         std::fs::write(blocked.path().join(".phasegate/cache"), "").unwrap();
         let cache = ResultCache::of_project(blocked.path());
+        assert!(matches!(
+            cache.get(&key(8), "first"),
+            Err(Unusable::Unreadable { .. })
+        ));
         let mut first = done(&key(8));
         first.id = "first".into();
         cache.put(&first).unwrap();
@@ -772,7 +791,7 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let reader = again(&cache);
-        let corrupt = reader.get(&key(1), "a").unwrap_err();
+        let corrupt = damaged(reader.get(&key(1), "a"));
         assert!(corrupt.why.contains("do not match"), "{}", corrupt.why);
         assert_eq!(corrupt.path, path);
         reader.remove(&corrupt);
@@ -789,7 +808,7 @@ mod tests {
         let text = std::fs::read_to_string(file_of(&cache, 2)).unwrap();
         let moved = text.replace(&key(2)[7..], &key(3)[7..]);
         std::fs::write(file_of(&cache, 3), moved).unwrap();
-        let corrupt = again(&cache).get(&key(3), "a").unwrap_err();
+        let corrupt = damaged(again(&cache).get(&key(3), "a"));
         assert!(corrupt.why.contains("do not match"), "{}", corrupt.why);
     }
 
@@ -823,7 +842,7 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        assert!(reader.get(&key(4), "a").is_err());
+        damaged(reader.get(&key(4), "a"));
     }
 
     fn append_raw_new(path: &Path, bytes: &[u8]) {

@@ -274,6 +274,7 @@ impl<E: Executor> Runner<E> {
             cacheable,
             recorded: self.recorded.clone(),
             cache_unwritable: std::sync::atomic::AtomicBool::new(false),
+            cache_unreadable: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -561,8 +562,10 @@ struct PhaseRun<E: Executor> {
     /// Per task, whether its result may be cached (with `cache`).
     cacheable: Vec<bool>,
     recorded: Recorded,
-    /// Whether a failed write to the cache was reported (once per phase is enough).
+    /// Whether a failed write to the cache, and a failed read, was reported (once per phase is
+    /// enough).
     cache_unwritable: std::sync::atomic::AtomicBool,
+    cache_unreadable: std::sync::atomic::AtomicBool,
 }
 
 /// The context the tasks of a phase see, built once for all the tasks that share it.
@@ -879,7 +882,22 @@ impl<E: Executor> PhaseRun<E> {
                     return (hit, now);
                 }
                 Ok(None) => {}
-                Err(corrupt) => {
+                Err(cache::Unusable::Unreadable { path, error }) => {
+                    if !self
+                        .cache_unreadable
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        slot.emitter.emit(EventKind::CacheProblem {
+                            phase: phase.id.clone(),
+                            task: spec.id.clone(),
+                            message: format!(
+                                "cannot read {} ({error}); the tasks of this phase run instead",
+                                path.display()
+                            ),
+                        });
+                    }
+                }
+                Err(cache::Unusable::Damaged(corrupt)) => {
                     slot.emitter.emit(EventKind::CacheProblem {
                         phase: phase.id.clone(),
                         task: spec.id.clone(),
