@@ -68,7 +68,7 @@ impl CacheArgs {
                 println!(
                     "  {} result(s), {}",
                     stats.entries,
-                    phasegate_model::units::ByteSize(stats.bytes)
+                    phasegate_model::units::ByteSize(stats.bytes).approx()
                 );
                 if let (Some(oldest), Some(newest)) = (stats.oldest, stats.newest) {
                     println!(
@@ -87,7 +87,7 @@ impl CacheArgs {
                 println!(
                     "removed {} result(s){which} ({}) from {}",
                     pruned.entries,
-                    phasegate_model::units::ByteSize(pruned.bytes),
+                    phasegate_model::units::ByteSize(pruned.bytes).approx(),
                     relative_to_cwd(cache.dir()).display()
                 );
             }

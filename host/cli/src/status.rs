@@ -145,7 +145,7 @@ fn print_task(t: &phasegate_model::progress::TaskState) {
             let fuel = u.fuel.map(|f| format!(", fuel {f}")).unwrap_or_default();
             let written = match u.written {
                 0 => String::new(),
-                n => format!(", wrote {}", phasegate_model::units::ByteSize(n)),
+                n => format!(", wrote {}", phasegate_model::units::ByteSize(n).approx()),
             };
             let opened = match u.opened {
                 0 => String::new(),
@@ -153,8 +153,8 @@ fn print_task(t: &phasegate_model::progress::TaskState) {
             };
             format!(
                 " (memory {}{fuel}, logs {}{written}{opened})",
-                phasegate_model::units::ByteSize(u.memory),
-                phasegate_model::units::ByteSize(u.log_bytes)
+                phasegate_model::units::ByteSize(u.memory).approx(),
+                phasegate_model::units::ByteSize(u.log_bytes).approx()
             )
         })
         .unwrap_or_default();

@@ -52,6 +52,29 @@ impl fmt::Display for ByteSize {
     }
 }
 
+impl ByteSize {
+    /// For a person reading a measure, not a limit: three significant digits in the largest
+    /// unit that fits (`1.31 MiB`, `25.1 MiB`, `512 B`); exact sizes stay exact (`64 MiB`).
+    pub fn approx(self) -> String {
+        let b = self.0;
+        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if b >= size {
+                if b.is_multiple_of(size) {
+                    return format!("{} {unit}", b / size);
+                }
+                let value = b as f64 / size as f64;
+                let decimals = match value {
+                    v if v < 10.0 => 2,
+                    v if v < 100.0 => 1,
+                    _ => 0,
+                };
+                return format!("{value:.decimals$} {unit}");
+            }
+        }
+        format!("{b} B")
+    }
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor;
@@ -187,6 +210,11 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(ByteSize::parse("64MiB"), Ok(ByteSize(64 << 20)));
+        assert_eq!(ByteSize(64 << 20).approx(), "64 MiB");
+        assert_eq!(ByteSize(1_376_256).approx(), "1.31 MiB");
+        assert_eq!(ByteSize(26_300_619).approx(), "25.1 MiB");
+        assert_eq!(ByteSize(512).approx(), "512 B");
+        assert_eq!(ByteSize(3 << 30 | 5).approx(), "3.00 GiB");
         assert_eq!(ByteSize::parse("1_000"), Ok(ByteSize(1000)));
         assert_eq!(ByteSize::parse("2 KB"), Ok(ByteSize(2000)));
         assert!(ByteSize::parse("12 parsecs").unwrap_err().contains("unit"));
