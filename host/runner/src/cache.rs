@@ -2,8 +2,9 @@
 //! in the project's `.phasegate/cache`.
 //!
 //! The cache is 256 append-only files, `00.log` to `ff.log`, a key going to the one named by its
-//! first two hex digits. Each line is one record, written with one `write` to a file opened for
-//! appending (so runs filling the cache at once never interleave their lines):
+//! first two hex digits. Each line is one record; a process gathers the records it makes for a
+//! file and writes them with one `write` to the file opened for appending (so runs filling the
+//! cache at once never interleave their lines):
 //!
 //! - `E <key> <at> <digest> <json>`: an outcome filed at `at` (Unix seconds); `digest` is the
 //!   SHA-256 of `<key> <at> <json>`, so a damaged line is never taken for an outcome;
@@ -16,10 +17,9 @@
 //! first lookup of one of its keys, into an index (key → its last outcome); a lookup that misses
 //! reads only what others appended since. Filing an outcome the index already has writes nothing.
 //!
-//! A file per outcome (the first design) cost a file creation per task: 13–98 µs on ext4, several
-//! times a trivial task's run (BENCHMARKS.md). `prune` rewrites a file with what it keeps
-//! (temporary file, rename): an outcome another run files into it meanwhile may be lost, which
-//! costs that task one run later.
+//! Not a file per outcome: creating a file costs 13–98 µs on ext4, several times a trivial task's
+//! run (BENCHMARKS.md). `prune` rewrites a file with what it keeps (temporary file, rename): an
+//! outcome another run files into it meanwhile may be lost, which costs that task one run later.
 
 use std::collections::HashMap;
 use std::fs::File;
