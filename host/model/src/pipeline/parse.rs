@@ -303,7 +303,7 @@ impl Pipeline {
                             .any(|q| source[at..].starts_with(q));
                         errs.line_of(at) + usize::from(opens_a_block)
                     }),
-                    config: table_to_json(rt.config.as_ref().map(|c| c.get_ref())),
+                    config: rt.config_json.take(),
                     config_line: errs.line_of(
                         rt.config
                             .as_ref()
@@ -497,7 +497,7 @@ fn merge_limits(base: Limits, raw: &RawLimits) -> Limits {
     }
 }
 
-fn table_to_json(table: Option<&toml::Table>) -> Json {
+pub(super) fn table_to_json(table: Option<&toml::Table>) -> Json {
     match table {
         Some(t) => serde_json::to_value(t).unwrap_or(Json::Object(Default::default())),
         None => Json::Object(Default::default()),

@@ -155,6 +155,12 @@ pub(super) struct RawTask {
     /// The plugin's configuration (checked by the plugin).
     #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub(super) config: Option<Spanned<toml::Table>>,
+    /// `config` as JSON, made as the task is read ([`task`]; on the thread that reads it), its
+    /// TOML then emptied: a pipeline of 40,000 tasks does not hold every config twice. Taken
+    /// (not copied) by the task built from it.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(super) config_json: std::cell::RefCell<serde_json::Value>,
     pub(super) retries: Option<u32>,
     /// How many tasks one plugin instance may serve in a row, for tasks of the same plugin,
     /// limits and grants (default 1: a fresh instance for every task). Above 1, tasks share the
@@ -231,9 +237,9 @@ pub(super) fn read_whole(source: &str, problem: &mut dyn FnMut(Problem)) -> Opti
         doc,
         problem,
         &mut |_, tasks, problem| match tasks {
-            Some(tasks) => each(tasks, problem, |task, problem| {
-                one(
-                    Spanned::new(task.span(), DeValue::Table(task.into_inner())),
+            Some(tasks) => each(tasks, problem, |t, problem| {
+                task(
+                    Spanned::new(t.span(), DeValue::Table(t.into_inner())),
                     problem,
                 )
             }),
@@ -247,33 +253,64 @@ pub(super) fn read_whole(source: &str, problem: &mut dyn FnMut(Problem)) -> Opti
 /// anything does not read cleanly.
 fn read_split(source: &str) -> Option<RawPipeline> {
     let split = split::split(source)?;
+    // The task tables first, on every core: each is read on its own, in any order.
+    let mut read = read_tables(source, &split.tasks)?.into_iter();
     let doc = DeTable::parse(&split.rest).ok()?;
     let clean = std::cell::Cell::new(true);
     let mut tables = split.tasks.iter().peekable();
     let mut phases = 0usize;
-    let raw = read_document(
-        doc,
-        &mut |_| clean.set(false),
-        &mut |index, written, problem| {
-            phases += 1;
-            // Tasks written inside the phase's table (`task = [...]`): read as one document.
-            if written.is_some() {
-                clean.set(false);
+    let raw = read_document(doc, &mut |_| clean.set(false), &mut |index, written, _| {
+        phases += 1;
+        // Tasks written inside the phase's table (`task = [...]`): read as one document.
+        if written.is_some() {
+            clean.set(false);
+        }
+        // Sized at once: growing a list of 20,000 tasks moves it a dozen times, into memory
+        // never touched before.
+        let count = tables.clone().take_while(|t| t.phase == index).count();
+        let mut tasks = Vec::with_capacity(count);
+        while tables.next_if(|t| t.phase == index).is_some() {
+            match read.next() {
+                Some(task) => tasks.push(Part::Read(task)),
+                None => clean.set(false),
             }
-            // Sized at once: growing a list of 20,000 tasks moves it a dozen times, into memory
-            // never touched before.
-            let count = tables.clone().take_while(|t| t.phase == index).count();
-            let mut tasks = Vec::with_capacity(count);
-            while let Some(table) = tables.next_if(|t| t.phase == index) {
-                match task_table(source, table, problem) {
-                    Some(task) => tasks.push(Part::Read(task)),
-                    None => clean.set(false),
-                }
-            }
-            tasks
-        },
-    );
+        }
+        tasks
+    });
     (clean.get() && phases == split.phases && tables.next().is_none()).then_some(raw)
+}
+
+/// Below this many task tables one thread reads them all (a thread costs more than it saves).
+const PARALLEL_TABLES: usize = 2_000;
+
+/// Reads every task table of `source`, in order; `None` if one is not plainly a task.
+fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<RawTask>> {
+    let read_all = |tables: &[split::TaskTable]| -> Option<Vec<RawTask>> {
+        let mut clean = true;
+        let tasks: Option<Vec<RawTask>> = tables
+            .iter()
+            .map(|t| task_table(source, t, &mut |_| clean = false))
+            .collect();
+        tasks.filter(|_| clean)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if threads < 2 || tables.len() < PARALLEL_TABLES {
+        return read_all(tables);
+    }
+    let chunk = tables.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let others: Vec<_> = tables[chunk..]
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || read_all(part)))
+            .collect();
+        let mut tasks = Vec::with_capacity(tables.len());
+        tasks.extend(read_all(&tables[..chunk])?);
+        for other in others {
+            // A thread that panicked is a table not read: the whole document says why.
+            tasks.extend(other.join().ok()??);
+        }
+        Some(tasks)
+    })
 }
 
 /// Reads one task table of `source`, with its spans in `source`.
@@ -309,7 +346,19 @@ fn task_table(
     if !matches!(task.get_ref(), DeValue::Table(_)) {
         return None;
     }
-    one(task, problem)
+    self::task(task, problem)
+}
+
+/// Deserialises one task, its config made JSON.
+fn task(value: Spanned<DeValue<'_>>, problem: &mut dyn FnMut(Problem)) -> Option<RawTask> {
+    let mut task: RawTask = one(value, problem)?;
+    if let Some(config) = &mut task.config {
+        let table = std::mem::take(config.get_mut());
+        task.config_json = super::parse::table_to_json(Some(&table)).into();
+    } else {
+        task.config_json = super::parse::table_to_json(None).into();
+    }
+    Some(task)
 }
 
 /// Moves every value's span in `value` by `by` bytes: a table read on its own has spans from
@@ -467,12 +516,13 @@ mod tests {
             })
             .map(|t| match t {
                 Part::Read(t) => format!(
-                    "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                    "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
                     t.id.span(),
                     t.id.get_ref(),
                     t.plugin.span(),
                     t.input.as_ref().map(|i| (i.span(), i.get_ref().clone())),
-                    t.config.as_ref().map(|c| (c.span(), c.get_ref().clone())),
+                    t.config.as_ref().map(|c| c.span()),
+                    t.config_json,
                     t.limits,
                     t.reuse.as_ref().map(|r| (r.span(), *r.get_ref())),
                     t.grants,
@@ -526,6 +576,30 @@ input = """
                 .collect()
         };
         assert_eq!(phases(&split), phases(&whole));
+    }
+
+    #[test]
+    fn many_tables_read_on_several_threads_keep_their_order_and_spans() {
+        let mut source = String::from("name = \"p\"\n");
+        for phase in ["a", "b"] {
+            source.push_str(&format!("[[phase]]\nid = \"{phase}\"\n"));
+            for i in 0..PARALLEL_TABLES {
+                source.push_str(&format!(
+                    "[[phase.task]]\nid = \"{phase}{i}\"\nplugin = \"x.wasm\"\nconfig = {{ n = {i} }}\n"
+                ));
+                if i % 97 == 0 {
+                    source.push_str("[phase.task.limits]\nmemory = \"1MiB\"\n");
+                }
+            }
+        }
+        let split = read_split(&source).expect("read table by table");
+        let whole = read_whole(&source, &mut |p| panic!("{}", p.message)).expect("read");
+        let (split, whole) = (tasks(&split), tasks(&whole));
+        assert_eq!(split.len(), 2 * PARALLEL_TABLES);
+        assert_eq!(split, whole);
+        // A problem in the last table, read by another thread: the whole document says it.
+        source.push_str("memroy = 1\n");
+        assert!(read_split(&source).is_none());
     }
 
     #[test]
