@@ -61,6 +61,13 @@ impl CacheArgs {
             CacheCommand::Stats => {
                 let stats = cache.stats().map_err(problem)?;
                 println!("result cache {}", relative_to_cwd(cache.dir()).display());
+                if stats.old_format.entries > 0 {
+                    println!(
+                        "  {} result(s) in an earlier format ({}), no longer read: `phasegate cache prune` removes them",
+                        stats.old_format.entries,
+                        phasegate_model::units::ByteSize(stats.old_format.bytes).approx()
+                    );
+                }
                 if stats.entries == 0 {
                     println!("  empty");
                     return Ok(Exit::Success);

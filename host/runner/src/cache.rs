@@ -101,6 +101,8 @@ pub struct Stats {
     /// When the least and the most recently used entry was last used.
     pub oldest: Option<SystemTime>,
     pub newest: Option<SystemTime>,
+    /// Outcomes in the first format (a file each), no longer read: what `prune` would remove.
+    pub old_format: Pruned,
 }
 
 /// What `prune` removed.
@@ -568,6 +570,7 @@ impl ResultCache {
                 stats.newest = Some(stats.newest.map_or(used, |n| n.max(used)));
             }
         }
+        stats.old_format = old_format(&self.dir, false)?;
         Ok(stats)
     }
 
@@ -620,7 +623,7 @@ impl ResultCache {
             }
             pruned.bytes += len.saturating_sub(kept.len() as u64);
         }
-        pruned.add(old_format(&self.dir)?);
+        pruned.add(old_format(&self.dir, true)?);
         Ok(pruned)
     }
 }
@@ -632,11 +635,16 @@ impl Pruned {
     }
 }
 
-/// Removes the folders of the first cache format (a file per entry, `ab/cdef…`): no lookup reads
-/// them any more.
-fn old_format(dir: &Path) -> std::io::Result<Pruned> {
+/// Counts the folders of the first cache format (a file per entry, `ab/cdef…`), which no lookup
+/// reads any more, and removes them when `remove`.
+fn old_format(dir: &Path, remove: bool) -> std::io::Result<Pruned> {
     let mut pruned = Pruned::default();
-    for shard in std::fs::read_dir(dir)? {
+    let shards = match std::fs::read_dir(dir) {
+        Ok(shards) => shards,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(pruned),
+        Err(e) => return Err(e),
+    };
+    for shard in shards {
         let shard = shard?;
         let name = shard.file_name();
         let name = name.to_string_lossy();
@@ -652,7 +660,9 @@ fn old_format(dir: &Path) -> std::io::Result<Pruned> {
                 pruned.bytes += meta.len();
             }
         }
-        std::fs::remove_dir_all(shard.path())?;
+        if remove {
+            std::fs::remove_dir_all(shard.path())?;
+        }
     }
     Ok(pruned)
 }
@@ -896,6 +906,8 @@ mod tests {
         // The first format's folders go with the first prune of everything.
         std::fs::create_dir_all(cache.dir().join("ab")).unwrap();
         std::fs::write(cache.dir().join("ab").join("cdef"), "x").unwrap();
+        let stats = cache.stats().unwrap();
+        assert_eq!((stats.entries, stats.old_format.entries), (2, 1));
         assert!(cache.get(&key(2), "a").unwrap().is_some());
         let pruned = cache.prune(None).unwrap();
         assert_eq!(pruned.entries, 3);
