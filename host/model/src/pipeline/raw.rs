@@ -303,11 +303,17 @@ fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<RawTask>
             .chunks(chunk)
             .map(|part| scope.spawn(move || read_all(part)))
             .collect();
+        let mine = read_all(&tables[..chunk]);
+        // Every thread joined before answering (one that panicked is tables not read: the
+        // whole document says why).
+        let theirs: Vec<Option<Vec<RawTask>>> = others
+            .into_iter()
+            .map(|other| other.join().ok().flatten())
+            .collect();
         let mut tasks = Vec::with_capacity(tables.len());
-        tasks.extend(read_all(&tables[..chunk])?);
-        for other in others {
-            // A thread that panicked is a table not read: the whole document says why.
-            tasks.extend(other.join().ok()??);
+        tasks.extend(mine?);
+        for part in theirs {
+            tasks.extend(part?);
         }
         Some(tasks)
     })
