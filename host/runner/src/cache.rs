@@ -141,9 +141,8 @@ struct Rec {
 /// What a process knows of one file, and what it has still to write there.
 struct Shard {
     path: PathBuf,
-    /// Whether the file has been read (up to `read`).
-    opened: bool,
-    /// How far the file has been read (the end of its last complete line), and when.
+    /// How far the file has been read (the end of its last complete line), and when (`None`:
+    /// not yet).
     read: u64,
     refreshed: Option<std::time::Instant>,
     reader: Option<File>,
@@ -256,7 +255,6 @@ impl Shard {
     fn new(path: PathBuf) -> Self {
         Shard {
             path,
-            opened: false,
             read: 0,
             refreshed: None,
             reader: None,
@@ -270,7 +268,6 @@ impl Shard {
 
     /// Reads what was appended to the file since the last call, and indexes it.
     fn refresh(&mut self) -> std::io::Result<()> {
-        self.opened = true;
         self.refreshed = Some(std::time::Instant::now());
         if self.reader.is_none() {
             match File::open(&self.path) {
@@ -413,39 +410,37 @@ impl ResultCache {
         let Some(k) = parse_key(key) else {
             return Ok(None);
         };
-        let n = usize::from(k[0]);
-        let path = self.file(n);
-        let mut shard = lock(&self.shards[n]);
-        let stale = shard
-            .refreshed
-            .is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
-        // Read again when the key is missing, or when this process filed it (its line is on
-        // disk, not in memory).
-        let read = match shard.index.get(&k) {
-            None => stale,
-            Some(rec) => rec.line.is_empty(),
+        let mut shard = lock(&self.shards[usize::from(k[0])]);
+        let unreadable = |shard: &Shard, error| Unusable::Unreadable {
+            path: shard.path.clone(),
+            error,
         };
-        if let Some(rec) = shard.index.get(&k)
-            && rec.line.is_empty()
-        {
-            // Filed by this process (another task with the same key): write it to read it.
+        // Read again when the key is missing, or when this process filed it (its line is on
+        // disk, not in memory: written first).
+        let ours = shard.index.get(&k).map(|rec| rec.line.is_empty());
+        if ours == Some(true) {
             let _ = shard.write_pending();
         }
+        let read = ours.unwrap_or_else(|| {
+            shard
+                .refreshed
+                .is_none_or(|at| at.elapsed() >= REFRESH_EVERY)
+        });
         if read && let Err(error) = shard.refresh() {
-            return Err(Unusable::Unreadable { path, error });
+            return Err(unreadable(&shard, error));
         }
         let Some(rec) = shard.index.get(&k).filter(|r| !r.line.is_empty()).cloned() else {
             return Ok(None);
         };
         let line = match shard.line(&rec) {
             Ok(line) => line,
-            Err(error) => return Err(Unusable::Unreadable { path, error }),
+            Err(error) => return Err(unreadable(&shard, error)),
         };
         let entry = match read_outcome(&line) {
             Ok(entry) => entry,
             Err(why) => {
                 return Err(Unusable::Damaged(Corrupt {
-                    path,
+                    path: shard.path.clone(),
                     key: key.to_owned(),
                     why,
                 }));
@@ -490,7 +485,7 @@ impl ResultCache {
         };
         let mut shard = lock(&self.shards[usize::from(k[0])]);
         // What others filed, once (a file that cannot be read is only a duplicate risk here).
-        if !shard.opened {
+        if shard.refreshed.is_none() {
             let _ = shard.refresh();
         }
         if shard.index.contains_key(&k) {

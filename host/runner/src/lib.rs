@@ -883,19 +883,17 @@ impl<E: Executor> PhaseRun<E> {
                 }
                 Ok(None) => {}
                 Err(cache::Unusable::Unreadable { path, error }) => {
-                    if !self
-                        .cache_unreadable
-                        .swap(true, std::sync::atomic::Ordering::Relaxed)
-                    {
-                        slot.emitter.emit(EventKind::CacheProblem {
-                            phase: phase.id.clone(),
-                            task: spec.id.clone(),
-                            message: format!(
+                    self.cache_problem_once(
+                        &self.cache_unreadable,
+                        &slot.emitter,
+                        &spec.id,
+                        || {
+                            format!(
                                 "cannot read {} ({error}); the tasks of this phase run instead",
                                 path.display()
-                            ),
-                        });
-                    }
+                            )
+                        },
+                    );
                 }
                 Err(cache::Unusable::Damaged(corrupt)) => {
                     slot.emitter.emit(EventKind::CacheProblem {
@@ -954,22 +952,32 @@ impl<E: Executor> PhaseRun<E> {
 
     /// Says once per phase that outcomes could not be filed.
     fn cache_unwritable(&self, emitter: &Emitter, unwritten: cache::Unwritten) {
-        let (Some(cache), false) = (
-            &self.cache,
-            self.cache_unwritable
-                .swap(true, std::sync::atomic::Ordering::Relaxed),
-        ) else {
-            return;
-        };
-        emitter.emit(EventKind::CacheProblem {
-            phase: self.pipeline.phases[self.pi].id.clone(),
-            task: unwritten.task.into(),
-            message: format!(
+        let Some(cache) = &self.cache else { return };
+        self.cache_problem_once(&self.cache_unwritable, emitter, &unwritten.task, || {
+            format!(
                 "cannot write to {} ({}); results of this phase are not cached",
                 cache.dir().display(),
                 unwritten.error
-            ),
+            )
         });
+    }
+
+    /// Says a cache problem of task `task`, unless `said` says one of its kind was said in
+    /// this phase already.
+    fn cache_problem_once(
+        &self,
+        said: &std::sync::atomic::AtomicBool,
+        emitter: &Emitter,
+        task: &str,
+        message: impl FnOnce() -> String,
+    ) {
+        if !said.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            emitter.emit(EventKind::CacheProblem {
+                phase: self.pipeline.phases[self.pi].id.clone(),
+                task: task.into(),
+                message: message(),
+            });
+        }
     }
 
     /// The attempts of a task (its retries) through the slot's lane, into `state`; returns when

@@ -358,12 +358,8 @@ fn task_table(
 /// Deserialises one task, its config made JSON.
 fn task(value: Spanned<DeValue<'_>>, problem: &mut dyn FnMut(Problem)) -> Option<RawTask> {
     let mut task: RawTask = one(value, problem)?;
-    if let Some(config) = &mut task.config {
-        let table = std::mem::take(config.get_mut());
-        task.config_json = super::parse::table_to_json(Some(&table)).into();
-    } else {
-        task.config_json = super::parse::table_to_json(None).into();
-    }
+    let table = task.config.as_mut().map(|c| std::mem::take(c.get_mut()));
+    task.config_json = super::parse::table_to_json(table.as_ref()).into();
     Some(task)
 }
 
