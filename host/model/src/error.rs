@@ -35,11 +35,8 @@ impl LineIndex {
     /// Indexes `source`'s lines.
     pub fn new(source: &str) -> Self {
         LineIndex {
-            starts: source
-                .bytes()
-                .enumerate()
-                .filter(|(_, b)| *b == b'\n')
-                .map(|(i, _)| i + 1)
+            starts: memchr::memchr_iter(b'\n', source.as_bytes())
+                .map(|i| i + 1)
                 .collect(),
         }
     }

@@ -62,18 +62,28 @@ pub struct Resolver {
     /// Each plugin as written (and the folder it is relative to) resolved once: thousands of
     /// tasks name the same few plugins.
     plugins: HashMap<PathBuf, HashMap<String, Resolved>>,
+    /// The last plugin asked for, and its folder: tasks that name a plugin mostly follow one
+    /// that named the same, and comparing is cheaper than hashing two paths.
+    last: Option<(PathBuf, String, Resolved)>,
 }
 
 impl Resolve for Resolver {
     fn plugin(&mut self, spec: &str, dir: &Path) -> (PluginRef, Option<(String, String)>) {
-        if let Some(known) = self.plugins.get(dir).and_then(|known| known.get(spec)) {
+        if let Some((_, _, known)) = self.last.as_ref().filter(|(d, s, _)| s == spec && d == dir) {
             return known.clone();
         }
-        let resolved = self.resolve_plugin(spec, dir);
-        self.plugins
-            .entry(dir.to_owned())
-            .or_default()
-            .insert(spec.to_owned(), resolved.clone());
+        let resolved = match self.plugins.get(dir).and_then(|known| known.get(spec)) {
+            Some(known) => known.clone(),
+            None => {
+                let resolved = self.resolve_plugin(spec, dir);
+                self.plugins
+                    .entry(dir.to_owned())
+                    .or_default()
+                    .insert(spec.to_owned(), resolved.clone());
+                resolved
+            }
+        };
+        self.last = Some((dir.to_owned(), spec.to_owned(), resolved.clone()));
         resolved
     }
 

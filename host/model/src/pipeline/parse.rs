@@ -90,6 +90,9 @@ impl<'a> TaskIds<'a> {
     }
 }
 
+/// From this size on, a pipeline file is hashed on a thread of its own.
+const DIGEST_APART: usize = 1 << 20;
+
 impl Pipeline {
     /// Validates pipeline text read from `path`, asking `resolve` what the text cannot tell.
     pub fn parse(
@@ -133,8 +136,29 @@ impl Pipeline {
         let Some(raw) = raw else {
             return Err(errs.finish());
         };
+        // The file's digest, on a core of its own while the pipeline is built when the file is
+        // large (8 MB take ~5 ms to hash).
+        std::thread::scope(|scope| {
+            let hashing = (source.len() >= DIGEST_APART)
+                .then(|| scope.spawn(|| crate::digest::sha256_bytes(source.as_bytes())));
+            let digest = || {
+                hashing
+                    .and_then(|h| h.join().ok())
+                    .unwrap_or_else(|| crate::digest::sha256_bytes(source.as_bytes()))
+            };
+            Self::build(errs, raw, path, source, digest)
+        })
+    }
+
+    /// Checks what was read and builds the pipeline; `digest` gives the file's digest.
+    fn build(
+        mut errs: Errors<'_>,
+        raw: raw::RawPipeline,
+        path: &Path,
+        source: &str,
+        digest: impl FnOnce() -> String,
+    ) -> Result<Pipeline, PipelineErrors> {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let digest = crate::digest::sha256_bytes(source.as_bytes());
 
         if raw.name.get_ref().trim().is_empty() {
             errs.push(
@@ -214,6 +238,7 @@ impl Pipeline {
             .iter()
             .flat_map(|v| v.keys().map(String::as_str))
             .collect();
+        let no_grants = RawGrants::default();
         let mut phase_ids: HashMap<String, std::ops::Range<usize>> = HashMap::new();
         let mut phases = Vec::new();
         for (index, part) in raw.phases.iter().enumerate() {
@@ -243,22 +268,30 @@ impl Pipeline {
                 );
             }
 
-            let mut task_ids: HashMap<&str, std::ops::Range<usize>> = HashMap::new();
-            // This phase's ids in order: a task of a sequential phase reads those before it.
-            let order = ids_of[index].as_ref().map_or(&[][..], |ids| &ids.order[..]);
+            // This phase's ids in order, indexed: a task of a sequential phase reads those before
+            // it, and a task whose id is first found elsewhere is a duplicate.
+            let no_ids = TaskIds::default();
+            let ids = ids_of[index].as_ref().unwrap_or(&no_ids);
+            let order = &ids.order[..];
+            let id_starts: std::cell::OnceCell<Vec<usize>> = std::cell::OnceCell::new();
             let mut tasks = Vec::with_capacity(rp.tasks.len());
             for (at, task) in rp.tasks.iter().filter(|t| t.id().is_some()).enumerate() {
                 let Some(id) = task.id() else { continue };
                 let tid = id.get_ref();
                 errs.check_id(id, "task");
-                if let Some(first) = task_ids.get(tid.as_str()) {
-                    let line = errs.line_col(first.start).0;
+                if let Some(first) = ids.position(tid).filter(|first| *first != at) {
+                    // Where each id is, gathered at the first duplicate only.
+                    let starts = id_starts.get_or_init(|| {
+                        rp.tasks
+                            .iter()
+                            .filter_map(|t| t.id())
+                            .map(|id| id.span().start)
+                            .collect()
+                    });
+                    let line = errs.line_col(starts[first]).0;
                     errs.push(Some(id.span()), format!("duplicate task id `{tid}` in phase `{pid}`"), Some(format!("task ids must be unique within a phase; the first `{tid}` is at line {line}, rename one of them")));
                 }
-                let Part::Read(rt) = task else {
-                    task_ids.insert(tid.as_str(), id.span());
-                    continue;
-                };
+                let Part::Read(rt) = task else { continue };
                 let input = rt
                     .input
                     .as_ref()
@@ -283,14 +316,18 @@ impl Pipeline {
                         );
                     }
                 }
-                task_ids.insert(tid.as_str(), rt.id.span());
                 let plugin = errs.plugin(&rt.plugin, &dir);
-                let mut limits = merge_limits(default_limits, &rt.limits);
+                let mut limits = match rt.limits.as_deref() {
+                    Some(written) => {
+                        errs.check_limits(written, true);
+                        merge_limits(default_limits, written)
+                    }
+                    None => default_limits,
+                };
                 if let Some(t) = rt.timeout {
                     limits.timeout = t.0;
                 }
-                errs.check_limits(&rt.limits, true);
-                let grants = errs.grants(&rt.grants, &dir);
+                let grants = errs.grants(rt.grants.as_deref().unwrap_or(&no_grants), &dir);
                 tasks.push(TaskSpec {
                     id: tid.as_str().into(),
                     plugin,
@@ -405,7 +442,7 @@ impl Pipeline {
                 description: raw.description,
                 vars: table_to_json(raw.vars.as_ref()),
                 path: path.to_owned(),
-                digest,
+                digest: digest(),
                 engine: EngineLimits {
                     bounds_checks: raw.engine.bounds_checks.unwrap_or_default(),
                     ..engine_limits(max_stack, &phases)

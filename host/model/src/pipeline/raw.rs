@@ -169,10 +169,14 @@ pub(super) struct RawTask {
     pub(super) reuse: Option<Spanned<u32>>,
     pub(super) retry_on: Option<Vec<FailureKind>>,
     pub(super) timeout: Option<HumanDuration>,
+    /// Boxed, and only when written: most tasks have neither table, and a task as read is moved
+    /// several times (a pipeline of 40,000 tasks is 40,000 of them).
     #[serde(default)]
-    pub(super) limits: RawLimits,
+    #[schemars(with = "RawLimits")]
+    pub(super) limits: Option<Box<RawLimits>>,
     #[serde(default)]
-    pub(super) grants: RawGrants,
+    #[schemars(with = "RawGrants")]
+    pub(super) grants: Option<Box<RawGrants>>,
     /// `false`: the task never takes its result from the result cache nor stores one there
     /// (default: cached when its sandbox makes it observably pure).
     pub(super) cache: Option<bool>,
@@ -254,8 +258,17 @@ pub(super) fn read_whole(source: &str, problem: &mut dyn FnMut(Problem)) -> Opti
 fn read_split(source: &str) -> Option<RawPipeline> {
     let split = split::split(source)?;
     // The task tables first, on every core: each is read on its own, in any order.
-    let mut read = read_tables(source, &split.tasks)?.into_iter();
+    let mut read = read_tables(source, &split.tasks)?.into_iter().flatten();
     let doc = DeTable::parse(&split.rest).ok()?;
+    // The rest's spans, as they are in the text.
+    let doc = {
+        let span = split.in_source(doc.span());
+        let mut top = doc.into_inner();
+        for (_, value) in top.iter_mut() {
+            relocate(value, &|s| split.in_source(s));
+        }
+        Spanned::new(span, top)
+    };
     let clean = std::cell::Cell::new(true);
     let mut tables = split.tasks.iter().peekable();
     let mut phases = 0usize;
@@ -283,8 +296,10 @@ fn read_split(source: &str) -> Option<RawPipeline> {
 /// Below this many task tables one thread reads them all (a thread costs more than it saves).
 const PARALLEL_TABLES: usize = 2_000;
 
-/// Reads every task table of `source`, in order; `None` if one is not plainly a task.
-fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<RawTask>> {
+/// Reads every task table of `source`, in order, as runs of consecutive tables (one per thread:
+/// joining them into one list would move every task once more); `None` if one is not plainly a
+/// task.
+fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<Vec<RawTask>>> {
     let read_all = |tables: &[split::TaskTable]| -> Option<Vec<RawTask>> {
         let mut clean = true;
         let tasks: Option<Vec<RawTask>> = tables
@@ -295,7 +310,7 @@ fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<RawTask>
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     if threads < 2 || tables.len() < PARALLEL_TABLES {
-        return read_all(tables);
+        return read_all(tables).map(|tasks| vec![tasks]);
     }
     let chunk = tables.len().div_ceil(threads);
     std::thread::scope(|scope| {
@@ -310,12 +325,7 @@ fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<RawTask>
             .into_iter()
             .map(|other| other.join().ok().flatten())
             .collect();
-        let mut tasks = Vec::with_capacity(tables.len());
-        tasks.extend(mine?);
-        for part in theirs {
-            tasks.extend(part?);
-        }
-        Some(tasks)
+        std::iter::once(mine).chain(theirs).collect()
     })
 }
 
@@ -364,15 +374,23 @@ fn task(value: Spanned<DeValue<'_>>, problem: &mut dyn FnMut(Problem)) -> Option
 }
 
 /// Moves every value's span in `value` by `by` bytes: a table read on its own has spans from
-/// its own start. (Keys keep theirs: only a problem names a key, and a table with a problem is
-/// read again as part of the whole document.)
+/// its own start.
 fn shift(value: &mut Spanned<DeValue<'_>>, by: usize) {
+    relocate(value, &|span| span.start + by..span.end + by);
+}
+
+/// Gives every value's span in `value` its place in the text. (Keys keep theirs: only a problem
+/// names a key, and a text with a problem is read again as one document.)
+fn relocate(
+    value: &mut Spanned<DeValue<'_>>,
+    place: &dyn Fn(std::ops::Range<usize>) -> std::ops::Range<usize>,
+) {
     let span = value.span();
     let inner = std::mem::replace(value.get_mut(), DeValue::Boolean(false));
-    *value = Spanned::new(span.start + by..span.end + by, inner);
+    *value = Spanned::new(place(span), inner);
     match value.get_mut() {
-        DeValue::Table(table) => table.iter_mut().for_each(|(_, v)| shift(v, by)),
-        DeValue::Array(items) => items.iter_mut().for_each(|v| shift(v, by)),
+        DeValue::Table(table) => table.iter_mut().for_each(|(_, v)| relocate(v, place)),
+        DeValue::Array(items) => items.iter_mut().for_each(|v| relocate(v, place)),
         _ => {}
     }
 }

@@ -19,9 +19,11 @@ use toml_parser::lexer::{Token, TokenKind};
 
 /// A pipeline's text taken apart.
 pub(super) struct Split {
-    /// The text with every task table's bytes replaced by spaces: the same length, so a span in
-    /// it is the same span in the text.
+    /// The text without its task tables ([`Split::in_source`] maps a span back).
     pub(super) rest: String,
+    /// Each piece of `rest` and where it is in the text: `(start in rest, start in the text)`,
+    /// in order.
+    pieces: Vec<(usize, usize)>,
     /// Each task table in file order.
     pub(super) tasks: Vec<TaskTable>,
     /// How many `[[phase]]` headers the text has.
@@ -108,19 +110,53 @@ pub(super) fn split(source: &str) -> Option<Split> {
     if tasks.is_empty() {
         return None;
     }
-    let mut rest = String::with_capacity(source.len());
+    // Each table starts a line and ends where the next table starts (or the text ends), so the
+    // text around them joins into TOML of the same meaning, without them.
+    let mut rest = String::new();
+    let mut pieces = Vec::new();
     let mut kept = 0;
-    for table in &tasks {
-        rest.push_str(source.get(kept..table.range.start)?);
-        rest.extend(std::iter::repeat_n(' ', table.range.len()));
-        kept = table.range.end;
+    for at in tasks
+        .iter()
+        .map(|t| t.range.clone())
+        .chain(std::iter::once(source.len()..source.len()))
+    {
+        if at.start > kept {
+            pieces.push((rest.len(), kept));
+            rest.push_str(source.get(kept..at.start)?);
+        }
+        kept = at.end;
     }
-    rest.push_str(source.get(kept..)?);
     Some(Split {
         rest,
+        pieces,
         tasks,
         phases,
     })
+}
+
+impl Split {
+    /// Where a span of `rest` is in the text. A span that runs across a removed table covers it
+    /// there, as it would in the whole text.
+    pub(super) fn in_source(&self, span: Range<usize>) -> Range<usize> {
+        // The piece a start is in: the last that starts at or before it; an end's, the last
+        // that starts before it (an end at a piece's end stays in that piece).
+        let start = self.place(
+            self.pieces.partition_point(|p| p.0 <= span.start),
+            span.start,
+        );
+        if span.is_empty() {
+            return start..start;
+        }
+        start..self.place(self.pieces.partition_point(|p| p.0 < span.end), span.end)
+    }
+
+    /// `at` in `rest`, as far into the piece before `after` (a count of pieces).
+    fn place(&self, after: usize, at: usize) -> usize {
+        match after.checked_sub(1).map(|i| self.pieces[i]) {
+            Some((in_rest, in_source)) => in_source + (at - in_rest),
+            None => at,
+        }
+    }
 }
 
 /// Reads a table header after its first `[`, through the end of its line, and says where its
@@ -188,7 +224,12 @@ mod tests {
     /// Each task table's text, with its phase and whether its keys are read on their own.
     fn tables(source: &str) -> Option<Vec<(usize, &str, bool)>> {
         let split = split(source)?;
-        assert_eq!(split.rest.len(), source.len());
+        // Every piece of the rest is the same text in the source.
+        for (i, &(in_rest, _)) in split.pieces.iter().enumerate() {
+            let end = split.pieces.get(i + 1).map_or(split.rest.len(), |p| p.0);
+            let there = split.in_source(in_rest..end);
+            assert_eq!(&split.rest[in_rest..end], &source[there]);
+        }
         Some(
             split
                 .tasks
