@@ -169,8 +169,9 @@ pub(super) struct RawTask {
     pub(super) reuse: Option<Spanned<u32>>,
     pub(super) retry_on: Option<Vec<FailureKind>>,
     pub(super) timeout: Option<HumanDuration>,
-    /// Boxed, and only when written: most tasks have neither table, and a task as read is moved
-    /// several times (a pipeline of 40,000 tasks is 40,000 of them).
+    // Boxed, and only when written: most tasks have neither table, and a task as read is moved
+    // several times (a pipeline of 40,000 tasks is 40,000 of them). Not a doc comment: those
+    // go into the schema.
     #[serde(default)]
     #[schemars(with = "RawLimits")]
     pub(super) limits: Option<Box<RawLimits>>,
