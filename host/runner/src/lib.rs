@@ -1137,8 +1137,8 @@ mod tests {
     struct Anything;
 
     impl Resolve for Anything {
-        fn plugin(&mut self, spec: &str, dir: &Path) -> (PluginRef, Option<(String, String)>) {
-            (PluginRef::file(&dir.join(spec)), None)
+        fn plugin(&mut self, spec: &str, dir: &Path) -> (Arc<PluginRef>, Option<(String, String)>) {
+            (Arc::new(PluginRef::file(&dir.join(spec))), None)
         }
         fn is_dir(&mut self, _: &Path) -> bool {
             true

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use phasegate_model::error::{PipelineError, PipelineErrors};
 use phasegate_model::pipeline::{
@@ -51,7 +52,7 @@ pub fn sandbox(
 }
 
 /// A plugin reference as far as it resolved, and `(message, help)` if it did not.
-type Resolved = (PluginRef, Option<(String, String)>);
+type Resolved = (Arc<PluginRef>, Option<(String, String)>);
 
 /// Answers a pipeline's questions from the filesystem, the project's lock and the template
 /// engine.
@@ -68,14 +69,15 @@ pub struct Resolver {
 }
 
 impl Resolve for Resolver {
-    fn plugin(&mut self, spec: &str, dir: &Path) -> (PluginRef, Option<(String, String)>) {
+    fn plugin(&mut self, spec: &str, dir: &Path) -> Resolved {
         if let Some((_, _, known)) = self.last.as_ref().filter(|(d, s, _)| s == spec && d == dir) {
             return known.clone();
         }
         let resolved = match self.plugins.get(dir).and_then(|known| known.get(spec)) {
             Some(known) => known.clone(),
             None => {
-                let resolved = self.resolve_plugin(spec, dir);
+                let (plugin, problem) = self.resolve_plugin(spec, dir);
+                let resolved = (Arc::new(plugin), problem);
                 self.plugins
                     .entry(dir.to_owned())
                     .or_default()

@@ -191,11 +191,12 @@ pub fn check_template(template: &str, scope: &Scope<'_>) -> Result<(), (String, 
     if !template.contains('{') {
         return Ok(());
     }
-    if plain_references(template) {
+    let mut found = Vec::new();
+    if plain_references(template, &mut found) {
         // Valid syntax reading only the context's names, by construction: only what it refers
         // to is left to check (a 100,000-task pipeline checks 100,000 templates).
-        for reference in references(template) {
-            check_reference(&reference, scope)?;
+        for reference in &found {
+            check_reference(reference, scope)?;
         }
         return Ok(());
     }
@@ -232,18 +233,20 @@ fn check_with_minijinja(template: &str, scope: &Scope<'_>) -> Result<(), (String
 /// else: a context name (`run`, `pipeline`, `vars`, `phases`) followed by `.name`, `["key"]`,
 /// `['key']` or `[0]` steps, spaces only around it. Such a template is valid minijinja that
 /// reads nothing but the context (a test checks minijinja agrees); anything else (tags,
-/// comments, filters, whitespace control, keywords as names) is left to minijinja.
-fn plain_references(template: &str) -> bool {
-    if template.contains("{%") || template.contains("{#") {
+/// comments, filters, whitespace control, keywords as names) is left to minijinja. Its
+/// `phases…` and `vars…` references go to `found` as [`references`] finds them (a test checks
+/// that too), so that a plain template is read once.
+fn plain_references<'t>(template: &'t str, found: &mut Vec<Reference<'t>>) -> bool {
+    if find_pair(template, b"{%").is_some() || find_pair(template, b"{#").is_some() {
         return false;
     }
     let mut rest = template;
-    while let Some(open) = rest.find("{{") {
+    while let Some(open) = find_pair(rest, b"{{") {
         let after = &rest[open + 2..];
-        let Some(close) = after.find("}}") else {
+        let Some(close) = find_pair(after, b"}}") else {
             return false;
         };
-        if !plain_reference(&after[..close]) {
+        if !plain_reference(&after[..close], found) {
             return false;
         }
         rest = &after[close + 2..];
@@ -251,8 +254,25 @@ fn plain_references(template: &str) -> bool {
     true
 }
 
-/// One block's text: ` phases.scan.tasks["a-b"].output `.
-fn plain_reference(block: &str) -> bool {
+/// Where two bytes (`{{`, `}}`, `{%`, …) first occur together in `text`: a search for one
+/// byte, where a search for a two-character text first builds a searcher (most of a plain
+/// template's check went to that).
+fn find_pair(text: &str, pair: &[u8; 2]) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(at) = memchr::memchr(pair[0], &bytes[from..]) {
+        let at = from + at;
+        if bytes.get(at + 1) == Some(&pair[1]) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// One block's text: ` phases.scan.tasks["a-b"].output `; its reference to `found` when it
+/// reads `phases` or `vars` (its keys up to the first index, as [`scan_block`] takes them).
+fn plain_reference<'t>(block: &'t str, found: &mut Vec<Reference<'t>>) -> bool {
     let is_name = |s: &str| {
         let mut chars = s.chars();
         chars
@@ -263,17 +283,23 @@ fn plain_reference(block: &str) -> bool {
     };
     let text = block.trim_matches(' ');
     let end = text.find(['.', '[']).unwrap_or(text.len());
-    if !TOP_LEVEL.contains(&&text[..end]) {
+    let root = &text[..end];
+    if !TOP_LEVEL.contains(&root) {
         return false;
     }
+    let mut keys = Vec::new();
+    // Where the reference's keys end: at the first index (`[0]`), or with the text.
+    let (mut read_to, mut indexed) = (end, false);
     let mut rest = &text[end..];
     while !rest.is_empty() {
-        if let Some(after) = rest.strip_prefix('.') {
+        let key = if let Some(after) = rest.strip_prefix('.') {
             let end = after.find(['.', '[']).unwrap_or(after.len());
-            if !is_name(&after[..end]) {
+            let name = &after[..end];
+            if !is_name(name) {
                 return false;
             }
             rest = &after[end..];
+            Some(name)
         } else if let Some(after) = rest.strip_prefix('[') {
             let Some(close) = after.find(']') else {
                 return false;
@@ -290,9 +316,26 @@ fn plain_reference(block: &str) -> bool {
                 return false;
             }
             rest = &after[close + 1..];
+            quoted.then(|| &key[1..key.len() - 1])
         } else {
             return false;
+        };
+        match key {
+            Some(key) if !indexed => {
+                keys.push(key);
+                read_to = text.len() - rest.len();
+            }
+            Some(_) => {}
+            None => indexed = true,
         }
+    }
+    if root == "phases" || root == "vars" {
+        found.push(Reference {
+            text: &text[..read_to],
+            root,
+            keys,
+            dash: None,
+        });
     }
     true
 }
@@ -322,21 +365,22 @@ struct Reference<'t> {
 fn references(template: &str) -> Vec<Reference<'_>> {
     let mut found = Vec::new();
     let mut i = 0;
-    while let Some(open) = [template[i..].find("{{"), template[i..].find("{%")]
-        .into_iter()
-        .flatten()
-        .min()
+    while let Some(open) = [
+        find_pair(&template[i..], b"{{"),
+        find_pair(&template[i..], b"{%"),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
     {
         let open = i + open;
         let close = if template[open..].starts_with("{{") {
-            "}}"
+            b"}}"
         } else {
-            "%}"
+            b"%}"
         };
         let start = open + 2;
-        let end = template[start..]
-            .find(close)
-            .map_or(template.len(), |e| start + e);
+        let end = find_pair(&template[start..], close).map_or(template.len(), |e| start + e);
         scan_block(&template[start..end], &mut found);
         i = (end + 2).min(template.len());
     }
@@ -583,6 +627,8 @@ mod tests {
             "{{ phases.scan.tasks.stat.output }}",
             "{{ phases.two.tasks.x.output }}",
             "{{ phases.scan.tasks.stats.outputs }}",
+            "{{ phases.scan.tasks.stats.output[0].x['y'] }} {{vars.who}}",
+            "{{ pipeline.name[0] }}{{ phases }}{{ vars }}",
         ];
         let minijinja_only = [
             "{{ vars.who | upper }}",
@@ -601,7 +647,9 @@ mod tests {
             "{{ }}",
         ];
         for t in plain {
-            assert!(plain_references(t), "{t}");
+            let mut found = Vec::new();
+            assert!(plain_references(t, &mut found), "{t}");
+            assert_eq!(found, references(t), "{t}");
             assert_eq!(
                 check_template(t, &scope),
                 check_with_minijinja(t, &scope),
@@ -609,7 +657,7 @@ mod tests {
             );
         }
         for t in minijinja_only {
-            assert!(!plain_references(t), "{t}");
+            assert!(!plain_references(t, &mut Vec::new()), "{t}");
         }
     }
 

@@ -33,6 +33,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -272,8 +273,8 @@ impl BoundsChecks {
 pub struct TaskSpec {
     /// Unique id within the phase.
     pub id: Id,
-    /// The component to run.
-    pub plugin: PluginRef,
+    /// The component to run (shared: thousands of tasks name the same few plugins).
+    pub plugin: Arc<PluginRef>,
     /// The `input` minijinja template (empty when absent).
     pub input: String,
     /// The line of `input` in the pipeline file (0 when absent), for messages.
@@ -287,7 +288,7 @@ pub struct TaskSpec {
     /// How many tasks in a row one instance may serve (1: a fresh instance for each task).
     pub reuse: u32,
     /// Which failure kinds are retried (default `failed` and `timeout`).
-    pub retry_on: Vec<FailureKind>,
+    pub retry_on: Arc<[FailureKind]>,
     /// First retry delay.
     pub retry_backoff: Duration,
     /// Effective limits.
@@ -376,7 +377,7 @@ impl Pipeline {
             for p in phase
                 .tasks
                 .iter()
-                .map(|t| &t.plugin)
+                .map(|t| &*t.plugin)
                 .chain(phase.gates.iter().map(|g| &g.plugin))
             {
                 if !seen.contains(&p) {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 use toml::Spanned;
@@ -21,7 +22,7 @@ use crate::units::ByteSize;
 pub trait Resolve {
     /// A plugin as written: a path relative to `dir`, or an installed name. With a problem, the
     /// reference as far as it resolved and `(message, help)`.
-    fn plugin(&mut self, spec: &str, dir: &Path) -> (PluginRef, Option<(String, String)>);
+    fn plugin(&mut self, spec: &str, dir: &Path) -> (Arc<PluginRef>, Option<(String, String)>);
     /// Whether a granted host directory exists.
     fn is_dir(&mut self, path: &Path) -> bool;
     /// Checks an input template's syntax and what it refers to; errors are `(message, help)`.
@@ -186,10 +187,10 @@ impl Pipeline {
             .as_ref()
             .map(|s| *s.get_ref())
             .unwrap_or(DEFAULT_MAX_STACK);
-        let default_retry_on = d
-            .retry_on
-            .clone()
-            .unwrap_or_else(|| DEFAULT_RETRY_ON.to_vec());
+        let default_retry_on: Arc<[FailureKind]> = match &d.retry_on {
+            Some(kinds) => kinds.as_slice().into(),
+            None => DEFAULT_RETRY_ON.into(),
+        };
         let default_retries = d.retries.unwrap_or(0);
         let default_reuse = d.reuse.as_ref().map_or(1, |r| errs.reuse(r));
         let backoff = d
@@ -350,8 +351,8 @@ impl Pipeline {
                     reuse: rt.reuse.as_ref().map_or(default_reuse, |r| errs.reuse(r)),
                     retry_on: rt
                         .retry_on
-                        .clone()
-                        .unwrap_or_else(|| default_retry_on.clone()),
+                        .as_deref()
+                        .map_or_else(|| default_retry_on.clone(), Into::into),
                     retry_backoff: backoff,
                     limits,
                     grants,
@@ -380,7 +381,7 @@ impl Pipeline {
                     }
                     errs.check_limits(&g.limits, true);
                     GateSpec {
-                        plugin: errs.plugin(&g.plugin, &dir),
+                        plugin: Arc::unwrap_or_clone(errs.plugin(&g.plugin, &dir)),
                         config: table_to_json(g.config.as_ref().map(|c| c.get_ref())),
                         config_line: errs.line_of(
                             g.config
@@ -754,7 +755,7 @@ impl Errors<'_> {
         Grants::check(raw, dir, self)
     }
 
-    fn plugin(&mut self, spec: &Spanned<String>, dir: &Path) -> PluginRef {
+    fn plugin(&mut self, spec: &Spanned<String>, dir: &Path) -> Arc<PluginRef> {
         let (plugin, problem) = self.resolve.plugin(spec.get_ref(), dir);
         if let Some((message, help)) = problem {
             self.push(Some(spec.span()), message, Some(help));
