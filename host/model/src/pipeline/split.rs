@@ -31,6 +31,7 @@ pub(super) struct Split {
 }
 
 /// Where one `[[phase.task]]` table is.
+#[derive(Debug, PartialEq)]
 pub(super) struct TaskTable {
     /// The index of the `[[phase]]` it belongs to.
     pub(super) phase: usize,
@@ -57,56 +58,19 @@ enum Header {
 /// Where the task tables of `source` are; `None` when the text is not plainly arranged (see
 /// the module's documentation), or has no task tables at all.
 pub(super) fn split(source: &str) -> Option<Split> {
-    let mut tokens = toml_parser::Source::new(source).lex();
-    let mut tasks = Vec::new();
-    let mut phases = 0usize;
-    // The task table being read.
-    let mut open: Option<TaskTable> = None;
-    // Brackets and braces open in a value: a `[` is a header only at the start of a line and
-    // outside any value.
-    let mut depth = 0usize;
-    let mut line_start = true;
-    while let Some(token) = tokens.next() {
-        match token.kind() {
-            TokenKind::Whitespace | TokenKind::Comment => {}
-            TokenKind::Newline => line_start = depth == 0,
-            TokenKind::Eof => break,
-            TokenKind::LeftSquareBracket if line_start => {
-                let start = token.span().start();
-                let (header, end) = header(&mut tokens, source)?;
-                if header != Header::InTask
-                    && let Some(mut table) = open.take()
-                {
-                    table.range.end = start;
-                    tasks.push(table);
-                }
-                match header {
-                    Header::Phase => phases += 1,
-                    Header::Task => {
-                        open = Some(TaskTable {
-                            phase: phases.checked_sub(1)?,
-                            range: start..source.len(),
-                            keys: Some(end),
-                        })
-                    }
-                    Header::InTask => open.as_mut()?.keys = None,
-                    Header::Other => {}
-                }
-                // The header's line was read through its end.
-                line_start = true;
-            }
-            TokenKind::LeftSquareBracket | TokenKind::LeftCurlyBracket => {
-                depth += 1;
-                line_start = false;
-            }
-            TokenKind::RightSquareBracket | TokenKind::RightCurlyBracket => {
-                depth = depth.checked_sub(1)?;
-                line_start = false;
-            }
-            _ => line_start = false,
-        }
-    }
-    tasks.extend(open);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let parts = if source.len() >= PARALLEL_SCAN {
+        threads
+    } else {
+        1
+    };
+    let cuts = cuts(source, parts);
+    // Cuts that are not where they were guessed: scanned whole.
+    let (tasks, phases) = scan_in_parts(source, &cuts).or_else(|| {
+        (!cuts.is_empty())
+            .then(|| scan_in_parts(source, &[]))
+            .flatten()
+    })?;
     if tasks.is_empty() {
         return None;
     }
@@ -132,6 +96,141 @@ pub(super) fn split(source: &str) -> Option<Split> {
         tasks,
         phases,
     })
+}
+
+/// From this size on, the text is scanned in as many parts at once as there are cores.
+const PARALLEL_SCAN: usize = 512 * 1024;
+
+/// Where to cut `source` into `parts` parts: at a task table's header near each fair share
+/// (a guess: whether a cut is one is known only once the part before it is scanned).
+fn cuts(source: &str, parts: usize) -> Vec<usize> {
+    let mut cuts: Vec<usize> = Vec::new();
+    for i in 1..parts {
+        let from = (source.len() * i / parts).max(cuts.last().map_or(0, |c| c + 1));
+        let Some(rest) = source.get(from..) else {
+            break;
+        };
+        match rest.find("\n[[phase.task]]") {
+            Some(at) => cuts.push(from + at + 1),
+            None => break,
+        }
+    }
+    cuts
+}
+
+/// The task tables and the number of `[[phase]]` headers of `source`, scanned as parts that end
+/// at `cuts`, each on a thread of its own. `None` when the text is not plainly arranged, or
+/// when a cut turns out not to be where a header starts a line outside any value (a `[[` inside
+/// a multi-line string): the lexer needs nothing but where it starts, so a part that starts
+/// where the part before it reached a header reads what a whole scan would.
+fn scan_in_parts(source: &str, cuts: &[usize]) -> Option<(Vec<TaskTable>, usize)> {
+    let bounds: Vec<(usize, usize)> = std::iter::once(0)
+        .chain(cuts.iter().copied())
+        .zip(cuts.iter().copied().chain(std::iter::once(source.len())))
+        .collect();
+    let parts: Vec<Option<Scanned>> = match bounds.split_first() {
+        Some((&(from, to), others)) if !others.is_empty() => std::thread::scope(|scope| {
+            let others: Vec<_> = others
+                .iter()
+                .map(|&(from, to)| scope.spawn(move || scan(source, from, to)))
+                .collect();
+            let first = scan(source, from, to);
+            std::iter::once(first)
+                .chain(others.into_iter().map(|o| o.join().ok().flatten()))
+                .collect()
+        }),
+        _ => vec![scan(source, 0, source.len())],
+    };
+    let mut tasks = Vec::new();
+    let mut phases = 0usize;
+    for part in parts {
+        let part = part?;
+        for mut table in part.tasks {
+            // A task before its part's first `[[phase]]` belongs to the last phase before.
+            table.phase = (phases + table.phase).checked_sub(1)?;
+            tasks.push(table);
+        }
+        phases += part.phases;
+    }
+    Some((tasks, phases))
+}
+
+/// What one part of the text holds.
+struct Scanned {
+    /// Its task tables, each with the number of `[[phase]]` headers seen before it in the part
+    /// (made an index once the parts are joined).
+    tasks: Vec<TaskTable>,
+    /// Its `[[phase]]` headers.
+    phases: usize,
+}
+
+/// Scans `source[from..to]`, which starts at the text's start or where a header starts a line
+/// outside any value; `None` when the text is not plainly arranged, or when `to` (before the
+/// text's end) is not also such a place.
+fn scan(source: &str, from: usize, to: usize) -> Option<Scanned> {
+    let text = source.get(from..)?;
+    let mut tokens = toml_parser::Source::new(text).lex();
+    let mut tasks = Vec::new();
+    let mut phases = 0usize;
+    // The task table being read.
+    let mut open: Option<TaskTable> = None;
+    // Brackets and braces open in a value: a `[` is a header only at the start of a line and
+    // outside any value.
+    let mut depth = 0usize;
+    let mut line_start = true;
+    while let Some(token) = tokens.next() {
+        let start = from + token.span().start();
+        if start >= to && to < source.len() {
+            // The next part's start: reached as the part that starts there assumed, or not.
+            let joins = start == to
+                && line_start
+                && depth == 0
+                && token.kind() == TokenKind::LeftSquareBracket;
+            if !joins {
+                return None;
+            }
+            break;
+        }
+        match token.kind() {
+            TokenKind::Whitespace | TokenKind::Comment => {}
+            TokenKind::Newline => line_start = depth == 0,
+            TokenKind::Eof => break,
+            TokenKind::LeftSquareBracket if line_start => {
+                let (header, end) = header(&mut tokens, text)?;
+                if header != Header::InTask
+                    && let Some(mut table) = open.take()
+                {
+                    table.range.end = start;
+                    tasks.push(table);
+                }
+                match header {
+                    Header::Phase => phases += 1,
+                    Header::Task => {
+                        open = Some(TaskTable {
+                            phase: phases,
+                            range: start..to,
+                            keys: Some(from + end),
+                        })
+                    }
+                    Header::InTask => open.as_mut()?.keys = None,
+                    Header::Other => {}
+                }
+                // The header's line was read through its end.
+                line_start = true;
+            }
+            TokenKind::LeftSquareBracket | TokenKind::LeftCurlyBracket => {
+                depth += 1;
+                line_start = false;
+            }
+            TokenKind::RightSquareBracket | TokenKind::RightCurlyBracket => {
+                depth = depth.checked_sub(1)?;
+                line_start = false;
+            }
+            _ => line_start = false,
+        }
+    }
+    tasks.extend(open);
+    Some(Scanned { tasks, phases })
 }
 
 impl Split {
@@ -295,6 +394,55 @@ id = "z"
         );
         assert!(!split.rest.contains("id = \"x\""));
         assert_eq!(split.phases, 2);
+    }
+
+    #[test]
+    fn a_text_scanned_in_parts_reads_as_scanned_whole() {
+        let source = concat!(
+            "name = \"p\"\n[[phase]]\nid = \"a\"\n",
+            "[[phase.task]]\nid = \"x\"\nplugin = \"p.wasm\"\n",
+            // A header's text inside a string: not a place to cut.
+            "input = \"\"\"\n[[phase.task]]\nid = 'fake'\n\"\"\"\n",
+            "[[phase.task]]\nid = \"y\"\nplugin = \"p.wasm\"\n[phase.task.limits]\nmemory = \"1 MiB\"\n",
+            "[[phase]]\nid = \"b\"\n",
+            // A `[` starting a line inside a value: not a header.
+            "[[phase.task]]\nid = \"z\"\nconfig = { a = [\n[1]] }\nplugin = \"p.wasm\"\n",
+            "[[phase.task]]\nid = \"w\"\nplugin = \"p.wasm\"",
+        );
+        let whole = scan_in_parts(source, &[]).unwrap();
+        assert_eq!(whole.0.len(), 4);
+        assert_eq!(whole.1, 2);
+        let lines: Vec<usize> = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        let headers: Vec<usize> = whole.0.iter().map(|t| t.range.start).collect();
+        // Every cut and pair of cuts at a line's start: the parts join where a task's header
+        // is, and the answer is the whole scan's; anywhere else they do not join.
+        for (i, &a) in lines.iter().enumerate().skip(1) {
+            let joined = scan_in_parts(source, &[a]);
+            assert_eq!(
+                joined.is_some(),
+                headers.contains(&a) || source[a..].starts_with("[[phase]]"),
+                "cut at {a}"
+            );
+            if let Some(joined) = joined {
+                assert_eq!(joined, whole, "cut at {a}");
+            }
+            for &b in &lines[i + 1..] {
+                if let Some(joined) = scan_in_parts(source, &[a, b]) {
+                    assert_eq!(joined, whole, "cuts at {a} and {b}");
+                }
+            }
+        }
+        // The guessed cuts are where a task header's text starts a line, after each fair share.
+        for parts in 2..=4 {
+            let guessed = cuts(source, parts);
+            assert!(!guessed.is_empty() && guessed.is_sorted());
+            for (i, cut) in guessed.iter().enumerate() {
+                assert!(source[*cut..].starts_with("[[phase.task]]\n"));
+                assert!(*cut > source.len() * (i + 1) / parts);
+            }
+        }
     }
 
     #[test]
