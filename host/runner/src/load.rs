@@ -97,6 +97,14 @@ impl Resolve for Resolver {
         template::check_template(text, scope)
     }
 
+    fn fork(&self) -> Option<Box<dyn Resolve + Send>> {
+        Some(Box::new(Resolver {
+            lock: self.lock.clone(),
+            plugins: self.plugins.clone(),
+            last: None,
+        }))
+    }
+
     fn project(&mut self, dir: &Path) -> Option<PathBuf> {
         match &self.lock {
             Some(Ok((project, _))) => Some(project.root.clone()),
@@ -262,4 +270,99 @@ fn nearby_component(spec: &str, dir: &Path) -> Option<String> {
         .iter()
         .find(|(s, _)| s == near)
         .map(|(_, written)| written.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loader's answers, on this thread only.
+    struct OneThread(Resolver);
+
+    impl Resolve for OneThread {
+        fn plugin(&mut self, spec: &str, dir: &Path) -> Resolved {
+            self.0.plugin(spec, dir)
+        }
+        fn is_dir(&mut self, path: &Path) -> bool {
+            self.0.is_dir(path)
+        }
+        fn template(&mut self, text: &str, scope: &Scope<'_>) -> Result<(), (String, String)> {
+            self.0.template(text, scope)
+        }
+        fn project(&mut self, dir: &Path) -> Option<PathBuf> {
+            self.0.project(dir)
+        }
+    }
+
+    /// A parallel and a sequential phase of 3,000 tasks each; with `problems`, a problem of
+    /// every kind a task can have, spread over them (each thread's share has some).
+    fn many_tasks(problems: bool) -> String {
+        let mut text = String::from("name = \"many\"\n[vars]\nwho = \"w\"\n");
+        for (phase, parallel) in [("one", true), ("two", false)] {
+            text.push_str(&format!(
+                "[[phase]]\nid = \"{phase}\"\nparallel = {parallel}\n"
+            ));
+            for i in 0..3_000 {
+                let bad = |every: usize, at: usize| problems && i % every == at;
+                let id = if bad(997, 5) {
+                    "t1".to_owned()
+                } else {
+                    format!("t{i}")
+                };
+                let plugin = if bad(1_201, 7) {
+                    "missing.wasm"
+                } else {
+                    "p.wasm"
+                };
+                let input = if bad(1_000, 3) {
+                    "{{ vars.nobody }}".to_owned()
+                } else if bad(1_000, 4) && !parallel {
+                    format!("{{{{ phases.two.tasks.t{}.output }}}}", i + 1)
+                } else if parallel {
+                    format!("{{{{ vars.who }}}} {i}")
+                } else if i == 0 {
+                    "{{ phases.one.tasks.t0.output }}".to_owned()
+                } else {
+                    format!(
+                        "{{{{ phases.one.tasks.t{i}.output }}}} {{{{ phases.two.tasks.t{}.output }}}}",
+                        i - 1
+                    )
+                };
+                text.push_str(&format!(
+                    "[[phase.task]]\nid = \"{id}\"\nplugin = \"{plugin}\"\ninput = \"{input}\"\nconfig = {{ n = {i} }}\n"
+                ));
+                if bad(1_499, 2) {
+                    text.push_str("limits = { descriptors = 0 }\n");
+                }
+                if bad(1_301, 11) {
+                    text.push_str("grants = { env = [\"A=B\"] }\n");
+                }
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn a_large_phase_checked_on_several_threads_reads_as_checked_on_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        let path = dir.path().join("pipeline.toml");
+
+        let text = many_tasks(true);
+        let threads = Pipeline::parse(&path, &text, &mut Resolver::default());
+        let one = Pipeline::parse(&path, &text, &mut OneThread(Resolver::default()));
+        let (Err(threads), Err(one)) = (threads, one) else {
+            panic!("the problems were not found");
+        };
+        assert!(threads.0.len() >= 20, "{threads:?}");
+        assert_eq!(threads.0, one.0);
+
+        // Without problems: the same tasks, in the same order, with the same lines.
+        let text = many_tasks(false);
+        let threads = Pipeline::parse(&path, &text, &mut Resolver::default()).unwrap();
+        let one = Pipeline::parse(&path, &text, &mut OneThread(Resolver::default())).unwrap();
+        assert_eq!(threads.phases.len(), 2);
+        assert_eq!(threads.phases[1].tasks.len(), 3_000);
+        assert_eq!(format!("{threads:?}"), format!("{one:?}"));
+    }
 }

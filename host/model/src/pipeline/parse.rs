@@ -29,6 +29,11 @@ pub trait Resolve {
     fn template(&mut self, template: &str, scope: &Scope<'_>) -> Result<(), (String, String)>;
     /// The project (the folder of `phasegate.lock`) a pipeline in `dir` belongs to.
     fn project(&mut self, dir: &Path) -> Option<PathBuf>;
+    /// One that answers the same on another thread (with caches of its own), so that a large
+    /// phase's tasks are checked on every core; `None` (the default): they are checked here.
+    fn fork(&self) -> Option<Box<dyn Resolve + Send>> {
+        None
+    }
 }
 
 /// What a template may refer to: used to reject references to later phases at validate time.
@@ -127,7 +132,7 @@ impl Pipeline {
         let mut errs = Errors {
             file: path,
             source,
-            lines: std::cell::OnceCell::new(),
+            lines: Arc::default(),
             list: Vec::new(),
             resolve,
         };
@@ -149,7 +154,7 @@ impl Pipeline {
                     .and_then(|h| h.join().ok())
                     .unwrap_or_else(|| crate::digest::sha256_bytes(source.as_bytes()))
             };
-            Self::build(errs, raw, path, source, digest)
+            Self::build(errs, raw, path, digest)
         })
     }
 
@@ -158,7 +163,6 @@ impl Pipeline {
         mut errs: Errors<'_>,
         mut raw: raw::RawPipeline,
         path: &Path,
-        source: &str,
         digest: impl FnOnce() -> String,
     ) -> Result<Pipeline, PipelineErrors> {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -204,6 +208,14 @@ impl Pipeline {
             None => default_concurrency(),
         };
 
+        let task_defaults = TaskDefaults {
+            limits: default_limits,
+            retries: default_retries,
+            reuse: default_reuse,
+            retry_on: default_retry_on,
+            backoff,
+            grants: RawGrants::default(),
+        };
         // Every phase id, unreadable phases' included, so a template that reads one is not
         // told it does not exist.
         let ids: Vec<Option<&str>> = raw
@@ -241,7 +253,6 @@ impl Pipeline {
             .iter()
             .flat_map(|v| v.keys().map(String::as_str))
             .collect();
-        let no_grants = RawGrants::default();
         let mut phase_ids: HashMap<String, std::ops::Range<usize>> = HashMap::new();
         let mut phases = Vec::new();
         for (index, part) in raw.phases.iter().enumerate() {
@@ -275,93 +286,20 @@ impl Pipeline {
             // it, and a task whose id is first found elsewhere is a duplicate.
             let no_ids = TaskIds::default();
             let ids = ids_of[index].as_ref().unwrap_or(&no_ids);
-            let order = &ids.order[..];
-            let id_starts: std::cell::OnceCell<Vec<usize>> = std::cell::OnceCell::new();
-            let mut tasks = Vec::with_capacity(rp.tasks.len());
-            for (at, task) in rp.tasks.iter().filter(|t| t.id().is_some()).enumerate() {
-                let Some(id) = task.id() else { continue };
-                let tid = id.get_ref();
-                errs.check_id(id, "task");
-                if let Some(first) = ids.position(tid).filter(|first| *first != at) {
-                    // Where each id is, gathered at the first duplicate only.
-                    let starts = id_starts.get_or_init(|| {
-                        rp.tasks
-                            .iter()
-                            .filter_map(|t| t.id())
-                            .map(|id| id.span().start)
-                            .collect()
-                    });
-                    let line = errs.line_col(starts[first]).0;
-                    errs.push(Some(id.span()), format!("duplicate task id `{tid}` in phase `{pid}`"), Some(format!("task ids must be unique within a phase; the first `{tid}` is at line {line}, rename one of them")));
-                }
-                let Part::Read(rt) = task else { continue };
-                let input = rt
-                    .input
-                    .as_ref()
-                    .map(|i| i.get_ref().clone())
-                    .unwrap_or_default();
-                if let Some(spanned) = &rt.input {
-                    let earlier_tasks = if parallel { &[][..] } else { &order[..at] };
-                    let scope = Scope {
-                        earlier_phases: &earlier_phases,
-                        all_phases: &all_phases,
-                        current_phase: &pid,
-                        earlier_tasks,
-                        parallel,
-                        tasks: &tasks_of,
-                        vars: &var_names,
-                    };
-                    if let Err((message, help)) = errs.resolve.template(&input, &scope) {
-                        errs.push(
-                            Some(spanned.span()),
-                            format!("in the `input` of task `{tid}`: {message}"),
-                            Some(help),
-                        );
-                    }
-                }
-                let plugin = errs.plugin(&rt.plugin, &dir);
-                let mut limits = match rt.limits.as_deref() {
-                    Some(written) => {
-                        errs.check_limits(written, true);
-                        merge_limits(default_limits, written)
-                    }
-                    None => default_limits,
-                };
-                if let Some(t) = rt.timeout {
-                    limits.timeout = t.0;
-                }
-                let grants = errs.grants(rt.grants.as_deref().unwrap_or(&no_grants), &dir);
-                tasks.push(TaskSpec {
-                    id: tid.as_str().into(),
-                    plugin,
-                    input,
-                    input_line: rt.input.as_ref().map_or(0, |i| {
-                        // A `"""` string's first newline is not part of it.
-                        let at = i.span().start;
-                        let opens_a_block = ["\"\"\"\n", "\"\"\"\r\n", "'''\n", "'''\r\n"]
-                            .iter()
-                            .any(|q| source[at..].starts_with(q));
-                        errs.line_of(at) + usize::from(opens_a_block)
-                    }),
-                    config: rt.config_json.take(),
-                    config_line: errs.line_of(
-                        rt.config
-                            .as_ref()
-                            .map_or(rt.id.span().start, |c| c.span().start),
-                    ),
-                    retries: rt.retries.unwrap_or(default_retries),
-                    reuse: rt.reuse.as_ref().map_or(default_reuse, |r| errs.reuse(r)),
-                    retry_on: rt
-                        .retry_on
-                        .as_deref()
-                        .map_or_else(|| default_retry_on.clone(), Into::into),
-                    retry_backoff: backoff,
-                    limits,
-                    grants,
-                    cache: rt.cache.or(rp.cache).unwrap_or(true),
-                });
-            }
-
+            let checks = TaskChecks {
+                phase: rp,
+                pid: &pid,
+                parallel,
+                ids,
+                id_starts: std::sync::OnceLock::new(),
+                earlier_phases: &earlier_phases,
+                all_phases: &all_phases,
+                tasks_of: &tasks_of,
+                vars: &var_names,
+                dir: &dir,
+                defaults: &task_defaults,
+            };
+            let tasks = checks.all(&mut errs);
             if let (Some(_), Some(list)) = (&rp.gate, &rp.gates) {
                 errs.push(
                     Some(list.span()),
@@ -460,6 +398,219 @@ impl Pipeline {
     }
 }
 
+/// What a task takes from `[defaults]` when it does not say.
+struct TaskDefaults {
+    limits: Limits,
+    retries: u32,
+    reuse: u32,
+    retry_on: Arc<[FailureKind]>,
+    backoff: Duration,
+    /// No grants (what a task without a `grants` table has).
+    grants: RawGrants,
+}
+
+/// From this many tasks on, a phase's tasks are checked and built on every core.
+const PARALLEL_CHECKS: usize = 2_000;
+
+/// What checking and building one phase's tasks reads, the same for all of them: shared by the
+/// threads that check a large phase's tasks, each a run of them.
+struct TaskChecks<'r> {
+    phase: &'r raw::RawPhase,
+    pid: &'r str,
+    parallel: bool,
+    /// The phase's task ids, in order and indexed.
+    ids: &'r TaskIds<'r>,
+    /// Where each id is, gathered at the first duplicate only.
+    id_starts: std::sync::OnceLock<Vec<usize>>,
+    earlier_phases: &'r [&'r str],
+    all_phases: &'r [&'r str],
+    tasks_of: &'r HashMap<&'r str, &'r TaskIds<'r>>,
+    vars: &'r [&'r str],
+    dir: &'r Path,
+    defaults: &'r TaskDefaults,
+}
+
+impl TaskChecks<'_> {
+    /// The phase's tasks that could be read, built, in order; their problems to `errs`.
+    fn all(&self, errs: &mut Errors<'_>) -> Vec<TaskSpec> {
+        // Tasks with an id, each with its place among them (a sequential phase's task reads
+        // those before it).
+        let with_ids: Vec<&Part<raw::RawTask>> = self
+            .phase
+            .tasks
+            .iter()
+            .filter(|t| t.id().is_some())
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        if threads > 1 && with_ids.len() >= PARALLEL_CHECKS {
+            let forks: Option<Vec<_>> = (1..threads).map(|_| errs.resolve.fork()).collect();
+            if let Some(forks) = forks {
+                return self.on_threads(errs, &with_ids, forks);
+            }
+        }
+        let mut tasks = Vec::with_capacity(with_ids.len());
+        tasks.extend(
+            with_ids
+                .iter()
+                .enumerate()
+                .filter_map(|(at, task)| self.task(errs, at, task)),
+        );
+        tasks
+    }
+
+    /// [`TaskChecks::all`] with a run of the tasks on this thread and one on a thread of its
+    /// own per resolver in `forks`; the problems found in the order a single thread finds them.
+    fn on_threads(
+        &self,
+        errs: &mut Errors<'_>,
+        with_ids: &[&Part<raw::RawTask>],
+        forks: Vec<Box<dyn Resolve + Send>>,
+    ) -> Vec<TaskSpec> {
+        let chunk = with_ids.len().div_ceil(forks.len() + 1);
+        let (file, source, lines) = (errs.file, errs.source, Arc::clone(&errs.lines));
+        std::thread::scope(|scope| {
+            let others: Vec<_> = with_ids
+                .chunks(chunk)
+                .enumerate()
+                .skip(1)
+                .zip(forks)
+                .map(|((n, run), mut fork)| {
+                    let lines = Arc::clone(&lines);
+                    scope.spawn(move || {
+                        let mut mine = Errors {
+                            file,
+                            source,
+                            lines,
+                            list: Vec::new(),
+                            resolve: &mut *fork,
+                        };
+                        let tasks: Vec<TaskSpec> = run
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(at, task)| self.task(&mut mine, n * chunk + at, task))
+                            .collect();
+                        (tasks, mine.list)
+                    })
+                })
+                .collect();
+            let mut tasks = Vec::with_capacity(with_ids.len());
+            tasks.extend(
+                with_ids[..chunk.min(with_ids.len())]
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(at, task)| self.task(errs, at, task)),
+            );
+            for other in others {
+                match other.join() {
+                    Ok((mut theirs, problems)) => {
+                        tasks.append(&mut theirs);
+                        errs.list.extend(problems);
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            tasks
+        })
+    }
+
+    /// Checks the task at `at` among those with an id, and builds it if it could be read.
+    fn task(
+        &self,
+        errs: &mut Errors<'_>,
+        at: usize,
+        task: &Part<raw::RawTask>,
+    ) -> Option<TaskSpec> {
+        let d = self.defaults;
+        let (pid, parallel) = (self.pid, self.parallel);
+        let id = task.id()?;
+        let tid = id.get_ref();
+        errs.check_id(id, "task");
+        if let Some(first) = self.ids.position(tid).filter(|first| *first != at) {
+            let starts = self.id_starts.get_or_init(|| {
+                self.phase
+                    .tasks
+                    .iter()
+                    .filter_map(|t| t.id())
+                    .map(|id| id.span().start)
+                    .collect()
+            });
+            let line = errs.line_col(starts[first]).0;
+            errs.push(Some(id.span()), format!("duplicate task id `{tid}` in phase `{pid}`"), Some(format!("task ids must be unique within a phase; the first `{tid}` is at line {line}, rename one of them")));
+        }
+        let Part::Read(rt) = task else { return None };
+        let input = rt
+            .input
+            .as_ref()
+            .map(|i| i.get_ref().clone())
+            .unwrap_or_default();
+        if let Some(spanned) = &rt.input {
+            let earlier_tasks = if parallel {
+                &[][..]
+            } else {
+                &self.ids.order[..at]
+            };
+            let scope = Scope {
+                earlier_phases: self.earlier_phases,
+                all_phases: self.all_phases,
+                current_phase: pid,
+                earlier_tasks,
+                parallel,
+                tasks: self.tasks_of,
+                vars: self.vars,
+            };
+            if let Err((message, help)) = errs.resolve.template(&input, &scope) {
+                errs.push(
+                    Some(spanned.span()),
+                    format!("in the `input` of task `{tid}`: {message}"),
+                    Some(help),
+                );
+            }
+        }
+        let plugin = errs.plugin(&rt.plugin, self.dir);
+        let mut limits = match rt.limits.as_deref() {
+            Some(written) => {
+                errs.check_limits(written, true);
+                merge_limits(d.limits, written)
+            }
+            None => d.limits,
+        };
+        if let Some(t) = rt.timeout {
+            limits.timeout = t.0;
+        }
+        let grants = errs.grants(rt.grants.as_deref().unwrap_or(&d.grants), self.dir);
+        let source = errs.source;
+        Some(TaskSpec {
+            id: tid.as_str().into(),
+            plugin,
+            input,
+            input_line: rt.input.as_ref().map_or(0, |i| {
+                // A `"""` string's first newline is not part of it.
+                let at = i.span().start;
+                let opens_a_block = ["\"\"\"\n", "\"\"\"\r\n", "'''\n", "'''\r\n"]
+                    .iter()
+                    .any(|q| source[at..].starts_with(q));
+                errs.line_of(at) + usize::from(opens_a_block)
+            }),
+            config: std::mem::take(&mut *rt.config_json.lock().unwrap_or_else(|e| e.into_inner())),
+            config_line: errs.line_of(
+                rt.config
+                    .as_ref()
+                    .map_or(rt.id.span().start, |c| c.span().start),
+            ),
+            retries: rt.retries.unwrap_or(d.retries),
+            reuse: rt.reuse.as_ref().map_or(d.reuse, |r| errs.reuse(r)),
+            retry_on: rt
+                .retry_on
+                .as_deref()
+                .map_or_else(|| d.retry_on.clone(), Into::into),
+            retry_backoff: d.backoff,
+            limits,
+            grants,
+            cache: rt.cache.or(self.phase.cache).unwrap_or(true),
+        })
+    }
+}
+
 /// From this many tasks on, the phases as read are freed on a thread of their own.
 const FREE_APART: usize = 2_000;
 
@@ -494,7 +645,7 @@ pub fn sandbox(
     let mut errs = Errors {
         file: path,
         source,
-        lines: std::cell::OnceCell::new(),
+        lines: Arc::default(),
         list: Vec::new(),
         resolve,
     };
@@ -653,8 +804,9 @@ fn key_before(source: &str, offset: usize) -> Option<String> {
 struct Errors<'a> {
     file: &'a Path,
     source: &'a str,
-    /// The source's lines, indexed when first needed (the line of each task's `input`).
-    lines: std::cell::OnceCell<LineIndex>,
+    /// The source's lines, indexed when first needed (the line of each task's `input`); shared
+    /// with the threads that check a large phase's tasks.
+    lines: Arc<std::sync::OnceLock<LineIndex>>,
     list: Vec<PipelineError>,
     /// Answers what the text cannot tell.
     resolve: &'a mut dyn Resolve,

@@ -157,10 +157,10 @@ pub(super) struct RawTask {
     pub(super) config: Option<Spanned<toml::Table>>,
     /// `config` as JSON, made as the task is read ([`task`]; on the thread that reads it), its
     /// TOML then emptied: a pipeline of 40,000 tasks does not hold every config twice. Taken
-    /// (not copied) by the task built from it.
+    /// (not copied) by the task built from it, on whichever thread builds it.
     #[serde(skip)]
     #[schemars(skip)]
-    pub(super) config_json: std::cell::RefCell<serde_json::Value>,
+    pub(super) config_json: std::sync::Mutex<serde_json::Value>,
     pub(super) retries: Option<u32>,
     /// How many tasks one plugin instance may serve in a row, for tasks of the same plugin,
     /// limits and grants (default 1: a fresh instance for every task). Above 1, tasks share the
@@ -543,7 +543,7 @@ mod tests {
                     t.plugin.span(),
                     t.input.as_ref().map(|i| (i.span(), i.get_ref().clone())),
                     t.config.as_ref().map(|c| c.span()),
-                    t.config_json,
+                    t.config_json.lock().map(|c| c.clone()).ok(),
                     t.limits,
                     t.reuse.as_ref().map(|r| (r.span(), *r.get_ref())),
                     t.grants,
