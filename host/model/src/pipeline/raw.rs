@@ -259,7 +259,7 @@ pub(super) fn read_whole(source: &str, problem: &mut dyn FnMut(Problem)) -> Opti
 fn read_split(source: &str) -> Option<RawPipeline> {
     let split = split::split(source)?;
     // The task tables first, on every core: each is read on its own, in any order.
-    let mut read = read_tables(source, &split.tasks)?.into_iter().flatten();
+    let mut runs = read_tables(source, &split.tasks)?.into_iter().peekable();
     let doc = DeTable::parse(&split.rest).ok()?;
     // The rest's spans, as they are in the text.
     let doc = {
@@ -271,7 +271,6 @@ fn read_split(source: &str) -> Option<RawPipeline> {
         Spanned::new(span, top)
     };
     let clean = std::cell::Cell::new(true);
-    let mut tables = split.tasks.iter().peekable();
     let mut phases = 0usize;
     let raw = read_document(doc, &mut |_| clean.set(false), &mut |index, written, _| {
         phases += 1;
@@ -279,39 +278,55 @@ fn read_split(source: &str) -> Option<RawPipeline> {
         if written.is_some() {
             clean.set(false);
         }
-        // Sized at once: growing a list of 20,000 tasks moves it a dozen times, into memory
-        // never touched before.
-        let count = tables.clone().take_while(|t| t.phase == index).count();
-        let mut tasks = Vec::with_capacity(count);
-        while tables.next_if(|t| t.phase == index).is_some() {
-            match read.next() {
-                Some(task) => tasks.push(Part::Read(task)),
-                None => clean.set(false),
+        // A phase read by one thread is its run, as it is; one shared by threads, their runs
+        // joined.
+        let mut tasks = Vec::new();
+        while let Some(run) = runs.next_if(|r| r.phase == index) {
+            if tasks.is_empty() {
+                tasks = run.tasks;
+            } else {
+                tasks.extend(run.tasks);
             }
         }
         tasks
     });
-    (clean.get() && phases == split.phases && tables.next().is_none()).then_some(raw)
+    (clean.get() && phases == split.phases && runs.next().is_none()).then_some(raw)
+}
+
+/// Consecutive task tables of one phase, read by one thread.
+struct Run {
+    /// The phase's index.
+    phase: usize,
+    tasks: Vec<Part<RawTask>>,
 }
 
 /// Below this many task tables one thread reads them all (a thread costs more than it saves).
 const PARALLEL_TABLES: usize = 2_000;
 
-/// Reads every task table of `source`, in order, as runs of consecutive tables (one per thread:
-/// joining them into one list would move every task once more); `None` if one is not plainly a
-/// task.
-fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<Vec<RawTask>>> {
-    let read_all = |tables: &[split::TaskTable]| -> Option<Vec<RawTask>> {
+/// Reads every task table of `source`, in order, as runs of one phase's consecutive tables (a
+/// thread's share of a phase: moving them into one list per phase would move every task once
+/// more, into memory never touched before); `None` if one is not plainly a task.
+fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<Run>> {
+    let read_all = |tables: &[split::TaskTable]| -> Option<Vec<Run>> {
         let mut clean = true;
-        let tasks: Option<Vec<RawTask>> = tables
-            .iter()
-            .map(|t| task_table(source, t, &mut |_| clean = false))
-            .collect();
-        tasks.filter(|_| clean)
+        let mut runs = Vec::new();
+        for run in tables.chunk_by(|a, b| a.phase == b.phase) {
+            let mut tasks = Vec::with_capacity(run.len());
+            for table in run {
+                tasks.push(Part::Read(task_table(source, table, &mut |_| {
+                    clean = false
+                })?));
+            }
+            runs.push(Run {
+                phase: run[0].phase,
+                tasks,
+            });
+        }
+        clean.then_some(runs)
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     if threads < 2 || tables.len() < PARALLEL_TABLES {
-        return read_all(tables).map(|tasks| vec![tasks]);
+        return read_all(tables);
     }
     let chunk = tables.len().div_ceil(threads);
     std::thread::scope(|scope| {
@@ -322,11 +337,12 @@ fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<Vec<RawT
         let mine = read_all(&tables[..chunk]);
         // Every thread joined before answering (one that panicked is tables not read: the
         // whole document says why).
-        let theirs: Vec<Option<Vec<RawTask>>> = others
+        let theirs: Vec<Option<Vec<Run>>> = others
             .into_iter()
             .map(|other| other.join().ok().flatten())
             .collect();
-        std::iter::once(mine).chain(theirs).collect()
+        let shares: Option<Vec<Vec<Run>>> = std::iter::once(mine).chain(theirs).collect();
+        Some(shares?.into_iter().flatten().collect())
     })
 }
 
@@ -602,9 +618,11 @@ input = """
     #[test]
     fn many_tables_read_on_several_threads_keep_their_order_and_spans() {
         let mut source = String::from("name = \"p\"\n");
-        for phase in ["a", "b"] {
+        // A phase of a few tasks at the end: the threads' shares then cut the second phase, whose
+        // runs are joined.
+        for (phase, count) in [("a", PARALLEL_TABLES), ("b", PARALLEL_TABLES), ("c", 7)] {
             source.push_str(&format!("[[phase]]\nid = \"{phase}\"\n"));
-            for i in 0..PARALLEL_TABLES {
+            for i in 0..count {
                 source.push_str(&format!(
                     "[[phase.task]]\nid = \"{phase}{i}\"\nplugin = \"x.wasm\"\nconfig = {{ n = {i} }}\n"
                 ));
@@ -615,8 +633,19 @@ input = """
         }
         let split = read_split(&source).expect("read table by table");
         let whole = read_whole(&source, &mut |p| panic!("{}", p.message)).expect("read");
+        let counts = |raw: &RawPipeline| -> Vec<usize> {
+            raw.phases
+                .iter()
+                .map(|p| match p {
+                    Part::Read(p) => p.tasks.len(),
+                    Part::Unreadable { .. } => 0,
+                })
+                .collect()
+        };
+        assert_eq!(counts(&split), [PARALLEL_TABLES, PARALLEL_TABLES, 7]);
+        assert_eq!(counts(&split), counts(&whole));
         let (split, whole) = (tasks(&split), tasks(&whole));
-        assert_eq!(split.len(), 2 * PARALLEL_TABLES);
+        assert_eq!(split.len(), 2 * PARALLEL_TABLES + 7);
         assert_eq!(split, whole);
         // A problem in the last table, read by another thread: the whole document says it.
         source.push_str("memroy = 1\n");
