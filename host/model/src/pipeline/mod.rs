@@ -58,11 +58,22 @@ pub const DEFAULT_MEMORY: ByteSize = ByteSize(64 << 20);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default maximum size of a task's output: outputs live in the context and the progress file.
 pub const DEFAULT_MAX_OUTPUT: ByteSize = ByteSize(1 << 20);
+
+/// The number of CPUs this process may use, asked of the system once (on Linux that reads the
+/// cgroup's CPU quota: tens of microseconds, and every pipeline load asked).
+fn cpus() -> Option<usize> {
+    static CPUS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).ok())
+}
+
+/// How many threads loading a large pipeline uses: one per CPU, at most 4.
+fn loading_threads() -> usize {
+    cpus().map_or(1, |n| n.min(4))
+}
+
 /// Default concurrency cap of a parallel phase: the number of CPUs.
 pub fn default_concurrency() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
+    cpus().unwrap_or(2)
 }
 /// Default maximum Wasm stack: wasmtime's own default, enough for deep but sane recursion.
 pub const DEFAULT_MAX_STACK: ByteSize = ByteSize(512 << 10);

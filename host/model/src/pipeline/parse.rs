@@ -441,8 +441,12 @@ impl TaskChecks<'_> {
             .iter()
             .filter(|t| t.id().is_some())
             .collect();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        if threads > 1 && with_ids.len() >= PARALLEL_CHECKS {
+        let threads = if with_ids.len() >= PARALLEL_CHECKS {
+            super::loading_threads()
+        } else {
+            1
+        };
+        if threads > 1 {
             let forks: Option<Vec<_>> = (1..threads).map(|_| errs.resolve.fork()).collect();
             if let Some(forks) = forks {
                 return self.on_threads(errs, &with_ids, forks);

@@ -324,10 +324,10 @@ fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<Run>> {
         }
         clean.then_some(runs)
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    if threads < 2 || tables.len() < PARALLEL_TABLES {
+    if tables.len() < PARALLEL_TABLES || super::loading_threads() < 2 {
         return read_all(tables);
     }
+    let threads = super::loading_threads();
     let chunk = tables.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let others: Vec<_> = tables[chunk..]

@@ -58,9 +58,8 @@ enum Header {
 /// Where the task tables of `source` are; `None` when the text is not plainly arranged (see
 /// the module's documentation), or has no task tables at all.
 pub(super) fn split(source: &str) -> Option<Split> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let parts = if source.len() >= PARALLEL_SCAN {
-        threads
+        super::loading_threads()
     } else {
         1
     };
