@@ -133,7 +133,7 @@ impl Keys {
         let grants = phase
             .tasks
             .iter()
-            .map(|t| &t.grants)
+            .map(|t| &*t.grants)
             .chain(phase.gates.iter().map(|g| &g.grants));
         for dir in grants
             .flat_map(|g| &g.dirs)

@@ -298,7 +298,7 @@ pub fn uses_of(
         for (task, plugin, grants) in phase
             .tasks
             .iter()
-            .map(|t| (Some(t.id.to_string()), &*t.plugin, &t.grants))
+            .map(|t| (Some(t.id.to_string()), &*t.plugin, &*t.grants))
             .chain(gate)
         {
             let (digest, capabilities) = facts(plugin);

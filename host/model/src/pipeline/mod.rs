@@ -304,8 +304,8 @@ pub struct TaskSpec {
     pub retry_backoff: Duration,
     /// Effective limits.
     pub limits: Limits,
-    /// Capabilities.
-    pub grants: Grants,
+    /// Capabilities (shared by the tasks that have no `grants` table).
+    pub grants: Arc<Grants>,
     /// Whether the result cache may serve and store its result (`cache = false` on the task or
     /// its phase opts out; the sandbox decides whether it can be cached at all).
     pub cache: bool,

@@ -214,7 +214,7 @@ impl Pipeline {
             reuse: default_reuse,
             retry_on: default_retry_on,
             backoff,
-            grants: RawGrants::default(),
+            grants: Arc::new(errs.grants(&RawGrants::default(), &dir)),
         };
         // Every phase id, unreadable phases' included, so a template that reads one is not
         // told it does not exist.
@@ -405,8 +405,8 @@ struct TaskDefaults {
     reuse: u32,
     retry_on: Arc<[FailureKind]>,
     backoff: Duration,
-    /// No grants (what a task without a `grants` table has).
-    grants: RawGrants,
+    /// What a task without a `grants` table has: nothing.
+    grants: Arc<Grants>,
 }
 
 /// From this many tasks on, a phase's tasks are checked and built on every core.
@@ -581,7 +581,10 @@ impl TaskChecks<'_> {
         if let Some(t) = rt.timeout {
             limits.timeout = t.0;
         }
-        let grants = errs.grants(rt.grants.as_deref().unwrap_or(&d.grants), self.dir);
+        let grants = match rt.grants.as_deref() {
+            Some(written) => Arc::new(errs.grants(written, self.dir)),
+            None => Arc::clone(&d.grants),
+        };
         let source = errs.source;
         Some(TaskSpec {
             id: tid.as_str().into(),
