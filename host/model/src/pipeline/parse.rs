@@ -147,8 +147,14 @@ impl Pipeline {
         // The file's digest, on a core of its own while the pipeline is built when the file is
         // large (8 MB take ~5 ms to hash).
         std::thread::scope(|scope| {
+            // A thread the system refuses: hashed here instead.
             let hashing = (source.len() >= DIGEST_APART)
-                .then(|| scope.spawn(|| crate::digest::sha256_bytes(source.as_bytes())));
+                .then(|| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, || crate::digest::sha256_bytes(source.as_bytes()))
+                        .ok()
+                })
+                .flatten();
             let digest = || {
                 hashing
                     .and_then(|h| h.join().ok())
@@ -464,6 +470,7 @@ impl TaskChecks<'_> {
 
     /// [`TaskChecks::all`] with a run of the tasks on this thread and one on a thread of its
     /// own per resolver in `forks`; the problems found in the order a single thread finds them.
+    /// A run whose thread the system refuses is checked here, in its turn.
     fn on_threads(
         &self,
         errs: &mut Errors<'_>,
@@ -472,6 +479,12 @@ impl TaskChecks<'_> {
     ) -> Vec<TaskSpec> {
         let chunk = with_ids.len().div_ceil(forks.len() + 1);
         let (file, source, lines) = (errs.file, errs.source, Arc::clone(&errs.lines));
+        let here = |errs: &mut Errors<'_>, n: usize, run: &[&Part<raw::RawTask>]| {
+            run.iter()
+                .enumerate()
+                .filter_map(|(at, task)| self.task(errs, n * chunk + at, task))
+                .collect::<Vec<TaskSpec>>()
+        };
         std::thread::scope(|scope| {
             let others: Vec<_> = with_ids
                 .chunks(chunk)
@@ -480,7 +493,7 @@ impl TaskChecks<'_> {
                 .zip(forks)
                 .map(|((n, run), mut fork)| {
                     let lines = Arc::clone(&lines);
-                    scope.spawn(move || {
+                    let thread = std::thread::Builder::new().spawn_scoped(scope, move || {
                         let mut mine = Errors {
                             file,
                             source,
@@ -488,29 +501,22 @@ impl TaskChecks<'_> {
                             list: Vec::new(),
                             resolve: &mut *fork,
                         };
-                        let tasks: Vec<TaskSpec> = run
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(at, task)| self.task(&mut mine, n * chunk + at, task))
-                            .collect();
+                        let tasks = here(&mut mine, n, run);
                         (tasks, mine.list)
-                    })
+                    });
+                    (n, run, thread.ok())
                 })
                 .collect();
             let mut tasks = Vec::with_capacity(with_ids.len());
-            tasks.extend(
-                with_ids[..chunk.min(with_ids.len())]
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(at, task)| self.task(errs, at, task)),
-            );
-            for other in others {
-                match other.join() {
-                    Ok((mut theirs, problems)) => {
+            tasks.extend(here(errs, 0, &with_ids[..chunk.min(with_ids.len())]));
+            for (n, run, thread) in others {
+                match thread.map(|t| t.join()) {
+                    Some(Ok((mut theirs, problems))) => {
                         tasks.append(&mut theirs);
                         errs.list.extend(problems);
                     }
-                    Err(panic) => std::panic::resume_unwind(panic),
+                    Some(Err(panic)) => std::panic::resume_unwind(panic),
+                    None => tasks.append(&mut here(errs, n, run)),
                 }
             }
             tasks

@@ -332,14 +332,21 @@ fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<Run>> {
     std::thread::scope(|scope| {
         let others: Vec<_> = tables[chunk..]
             .chunks(chunk)
-            .map(|part| scope.spawn(move || read_all(part)))
+            .map(|part| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || read_all(part))
+                    .map_err(|_| part)
+            })
             .collect();
         let mine = read_all(&tables[..chunk]);
         // Every thread joined before answering (one that panicked is tables not read: the
-        // whole document says why).
+        // whole document says why); a share whose thread the system refused is read here.
         let theirs: Vec<Option<Vec<Run>>> = others
             .into_iter()
-            .map(|other| other.join().ok().flatten())
+            .map(|other| match other {
+                Ok(thread) => thread.join().ok().flatten(),
+                Err(part) => read_all(part),
+            })
             .collect();
         let shares: Option<Vec<Vec<Run>>> = std::iter::once(mine).chain(theirs).collect();
         Some(shares?.into_iter().flatten().collect())

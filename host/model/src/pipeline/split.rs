@@ -131,11 +131,19 @@ fn scan_in_parts(source: &str, cuts: &[usize]) -> Option<(Vec<TaskTable>, usize)
         Some((&(from, to), others)) if !others.is_empty() => std::thread::scope(|scope| {
             let others: Vec<_> = others
                 .iter()
-                .map(|&(from, to)| scope.spawn(move || scan(source, from, to)))
+                .map(|&(from, to)| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, move || scan(source, from, to))
+                        .map_err(|_| (from, to))
+                })
                 .collect();
             let first = scan(source, from, to);
+            // A part whose thread the system refused is scanned here.
             std::iter::once(first)
-                .chain(others.into_iter().map(|o| o.join().ok().flatten()))
+                .chain(others.into_iter().map(|other| match other {
+                    Ok(thread) => thread.join().ok().flatten(),
+                    Err((from, to)) => scan(source, from, to),
+                }))
                 .collect()
         }),
         _ => vec![scan(source, 0, source.len())],
