@@ -71,6 +71,40 @@ fn loading_threads() -> usize {
     cpus().map_or(1, |n| n.min(4))
 }
 
+/// `work` done on each of `parts`, the answers in their order: the first part on this thread,
+/// each other on a thread of its own, and one whose thread the system refuses here, in its
+/// turn. A part whose thread panicked answers `None` (the caller reads the text another way).
+fn on_threads<P, R>(parts: &[P], work: impl Fn(P) -> R + Sync) -> Vec<Option<R>>
+where
+    P: Copy + Send + Sync,
+    R: Send,
+{
+    let Some((&first, others)) = parts.split_first() else {
+        return Vec::new();
+    };
+    if others.is_empty() {
+        return vec![Some(work(first))];
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let others: Vec<_> = others
+            .iter()
+            .map(|&part| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || work(part))
+                    .map_err(|_| part)
+            })
+            .collect();
+        let mine = work(first);
+        std::iter::once(Some(mine))
+            .chain(others.into_iter().map(|other| match other {
+                Ok(thread) => thread.join().ok(),
+                Err(part) => Some(work(part)),
+            }))
+            .collect()
+    })
+}
+
 /// Default concurrency cap of a parallel phase: the number of CPUs.
 pub fn default_concurrency() -> usize {
     cpus().unwrap_or(2)

@@ -459,13 +459,23 @@ impl TaskChecks<'_> {
             }
         }
         let mut tasks = Vec::with_capacity(with_ids.len());
-        tasks.extend(
-            with_ids
-                .iter()
-                .enumerate()
-                .filter_map(|(at, task)| self.task(errs, at, task)),
-        );
+        self.run(errs, 0, &with_ids, &mut tasks);
         tasks
+    }
+
+    /// Checks `run`, the tasks with an id from place `from` on, into `tasks`.
+    fn run(
+        &self,
+        errs: &mut Errors<'_>,
+        from: usize,
+        run: &[&Part<raw::RawTask>],
+        tasks: &mut Vec<TaskSpec>,
+    ) {
+        tasks.extend(
+            run.iter()
+                .enumerate()
+                .filter_map(|(at, task)| self.task(errs, from + at, task)),
+        );
     }
 
     /// [`TaskChecks::all`] with a run of the tasks on this thread and one on a thread of its
@@ -479,12 +489,6 @@ impl TaskChecks<'_> {
     ) -> Vec<TaskSpec> {
         let chunk = with_ids.len().div_ceil(forks.len() + 1);
         let (file, source, lines) = (errs.file, errs.source, Arc::clone(&errs.lines));
-        let here = |errs: &mut Errors<'_>, n: usize, run: &[&Part<raw::RawTask>]| {
-            run.iter()
-                .enumerate()
-                .filter_map(|(at, task)| self.task(errs, n * chunk + at, task))
-                .collect::<Vec<TaskSpec>>()
-        };
         std::thread::scope(|scope| {
             let others: Vec<_> = with_ids
                 .chunks(chunk)
@@ -501,14 +505,15 @@ impl TaskChecks<'_> {
                             list: Vec::new(),
                             resolve: &mut *fork,
                         };
-                        let tasks = here(&mut mine, n, run);
+                        let mut tasks = Vec::with_capacity(run.len());
+                        self.run(&mut mine, n * chunk, run, &mut tasks);
                         (tasks, mine.list)
                     });
                     (n, run, thread.ok())
                 })
                 .collect();
             let mut tasks = Vec::with_capacity(with_ids.len());
-            tasks.extend(here(errs, 0, &with_ids[..chunk.min(with_ids.len())]));
+            self.run(errs, 0, &with_ids[..chunk.min(with_ids.len())], &mut tasks);
             for (n, run, thread) in others {
                 match thread.map(|t| t.join()) {
                     Some(Ok((mut theirs, problems))) => {
@@ -516,7 +521,7 @@ impl TaskChecks<'_> {
                         errs.list.extend(problems);
                     }
                     Some(Err(panic)) => std::panic::resume_unwind(panic),
-                    None => tasks.append(&mut here(errs, n, run)),
+                    None => self.run(errs, n * chunk, run, &mut tasks),
                 }
             }
             tasks

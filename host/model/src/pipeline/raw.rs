@@ -324,33 +324,20 @@ fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<Run>> {
         }
         clean.then_some(runs)
     };
-    if tables.len() < PARALLEL_TABLES || super::loading_threads() < 2 {
-        return read_all(tables);
-    }
-    let threads = super::loading_threads();
-    let chunk = tables.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let others: Vec<_> = tables[chunk..]
-            .chunks(chunk)
-            .map(|part| {
-                std::thread::Builder::new()
-                    .spawn_scoped(scope, move || read_all(part))
-                    .map_err(|_| part)
-            })
-            .collect();
-        let mine = read_all(&tables[..chunk]);
-        // Every thread joined before answering (one that panicked is tables not read: the
-        // whole document says why); a share whose thread the system refused is read here.
-        let theirs: Vec<Option<Vec<Run>>> = others
-            .into_iter()
-            .map(|other| match other {
-                Ok(thread) => thread.join().ok().flatten(),
-                Err(part) => read_all(part),
-            })
-            .collect();
-        let shares: Option<Vec<Vec<Run>>> = std::iter::once(mine).chain(theirs).collect();
-        Some(shares?.into_iter().flatten().collect())
-    })
+    let threads = if tables.len() < PARALLEL_TABLES {
+        1
+    } else {
+        super::loading_threads()
+    };
+    let shares: Vec<&[split::TaskTable]> = tables
+        .chunks(tables.len().div_ceil(threads).max(1))
+        .collect();
+    // A share not read (a thread that panicked): the whole document says why.
+    let read: Option<Vec<Vec<Run>>> = super::on_threads(&shares, read_all)
+        .into_iter()
+        .map(Option::flatten)
+        .collect();
+    Some(read?.into_iter().flatten().collect())
 }
 
 /// Reads one task table of `source`, with its spans in `source`.

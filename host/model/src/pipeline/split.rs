@@ -127,31 +127,11 @@ fn scan_in_parts(source: &str, cuts: &[usize]) -> Option<(Vec<TaskTable>, usize)
         .chain(cuts.iter().copied())
         .zip(cuts.iter().copied().chain(std::iter::once(source.len())))
         .collect();
-    let parts: Vec<Option<Scanned>> = match bounds.split_first() {
-        Some((&(from, to), others)) if !others.is_empty() => std::thread::scope(|scope| {
-            let others: Vec<_> = others
-                .iter()
-                .map(|&(from, to)| {
-                    std::thread::Builder::new()
-                        .spawn_scoped(scope, move || scan(source, from, to))
-                        .map_err(|_| (from, to))
-                })
-                .collect();
-            let first = scan(source, from, to);
-            // A part whose thread the system refused is scanned here.
-            std::iter::once(first)
-                .chain(others.into_iter().map(|other| match other {
-                    Ok(thread) => thread.join().ok().flatten(),
-                    Err((from, to)) => scan(source, from, to),
-                }))
-                .collect()
-        }),
-        _ => vec![scan(source, 0, source.len())],
-    };
+    let parts = super::on_threads(&bounds, |(from, to)| scan(source, from, to));
     let mut tasks = Vec::new();
     let mut phases = 0usize;
     for part in parts {
-        let part = part?;
+        let part = part.flatten()?;
         for mut table in part.tasks {
             // A task before its part's first `[[phase]]` belongs to the last phase before.
             table.phase = (phases + table.phase).checked_sub(1)?;
