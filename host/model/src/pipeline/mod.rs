@@ -43,6 +43,7 @@ use crate::outcome::FailureKind;
 use crate::units::ByteSize;
 
 mod parse;
+mod plain;
 mod raw;
 mod split;
 mod vars;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::{BoundsChecks, split};
+use super::{BoundsChecks, plain, split};
 use crate::grants::RawGrants;
 use crate::outcome::FailureKind;
 use crate::units::{ByteSize, HumanDuration};
@@ -340,8 +340,23 @@ fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<Run>> {
     Some(read?.into_iter().flatten().collect())
 }
 
-/// Reads one task table of `source`, with its spans in `source`.
+/// Reads one task table of `source`, with its spans in `source`: one written plainly without
+/// the TOML crate ([`plain`]), any other with it.
 fn task_table(
+    source: &str,
+    table: &split::TaskTable,
+    problem: &mut dyn FnMut(Problem),
+) -> Option<RawTask> {
+    if let Some(keys) = table.keys
+        && let Some(task) = plain::task(source, keys..table.range.end)
+    {
+        return Some(task);
+    }
+    toml_table(source, table, problem)
+}
+
+/// Reads one task table of `source` with the TOML crate, with its spans in `source`.
+pub(super) fn toml_table(
     source: &str,
     table: &split::TaskTable,
     problem: &mut dyn FnMut(Problem),
