@@ -45,6 +45,27 @@ impl LineIndex {
     pub fn line(&self, offset: usize) -> usize {
         self.starts.partition_point(|&start| start <= offset) + 1
     }
+
+    /// [`LineIndex::line`], looked for from `last` (where the line looked up before is: 0 at
+    /// first) when `offset` is at or after that line's start and not far: a few steps instead
+    /// of a search over every line of a large file when offsets come in order.
+    pub fn line_after(&self, offset: usize, last: &mut usize) -> usize {
+        const NEAR: usize = 32;
+        let from = *last;
+        let found = if from <= self.starts.len() && (from == 0 || self.starts[from - 1] <= offset) {
+            let ahead = &self.starts[from..self.starts.len().min(from + NEAR)];
+            let steps = ahead.partition_point(|&start| start <= offset);
+            if steps < ahead.len() || ahead.len() < NEAR {
+                from + steps
+            } else {
+                from + self.starts[from..].partition_point(|&start| start <= offset)
+            }
+        } else {
+            self.starts.partition_point(|&start| start <= offset)
+        };
+        *last = found;
+        found + 1
+    }
 }
 
 /// One problem in a pipeline file, with where it is and how to fix it.
@@ -186,6 +207,31 @@ impl std::error::Error for Problem {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_looked_up_from_the_last_is_the_line() {
+        // Short and long lines, so that lookups step a little and leap far.
+        let mut text = String::new();
+        for i in 0..500 {
+            text.push_str(&"x".repeat(i % 7 * (i % 3)));
+            text.push('\n');
+            if i % 50 == 0 {
+                text.push_str(&"\n".repeat(100));
+            }
+        }
+        let index = LineIndex::new(&text);
+        let mut last = 0;
+        let forward = (0..=text.len()).step_by(3);
+        let back_and_forth = (0..400).map(|i| (i * 7919) % (text.len() + 1));
+        for offset in forward.chain(back_and_forth).chain([text.len(), 0]) {
+            assert_eq!(
+                index.line_after(offset, &mut last),
+                index.line(offset),
+                "{offset}"
+            );
+            assert_eq!(index.line(offset), line_col(&text, offset).0);
+        }
+    }
 
     #[test]
     fn a_problem_shows_its_help_on_a_line_of_its_own() {

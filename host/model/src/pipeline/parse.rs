@@ -75,16 +75,37 @@ pub struct TaskIds<'a> {
     /// lookup then compares with what it has just found in the table, not with text elsewhere
     /// in memory (a cache miss per template of a 40,000-task pipeline).
     index: HashMap<smol_str::SmolStr, usize>,
+    /// Each id that repeats an earlier one: its position, and the first's (by position). Found
+    /// while indexing, so that checking a task for a duplicate id is no second lookup.
+    repeats: Vec<(usize, usize)>,
 }
 
 impl<'a> TaskIds<'a> {
     /// The ids in `order`, indexed.
     pub fn new(order: Vec<&'a str>) -> Self {
         let mut index = HashMap::with_capacity(order.len());
+        let mut repeats = Vec::new();
         for (at, id) in order.iter().enumerate() {
-            index.entry(smol_str::SmolStr::new(id)).or_insert(at);
+            match index.entry(smol_str::SmolStr::new(id)) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(at);
+                }
+                std::collections::hash_map::Entry::Occupied(e) => repeats.push((at, *e.get())),
+            }
         }
-        TaskIds { order, index }
+        TaskIds {
+            order,
+            index,
+            repeats,
+        }
+    }
+
+    /// When the id at position `at` repeats an earlier one, where that one is.
+    pub fn repeated(&self, at: usize) -> Option<usize> {
+        self.repeats
+            .binary_search_by_key(&at, |&(repeat, _)| repeat)
+            .ok()
+            .map(|i| self.repeats[i].1)
     }
 
     /// Whether the phase has a task `id`.
@@ -133,6 +154,7 @@ impl Pipeline {
             file: path,
             source,
             lines: Arc::default(),
+            last_line: 0,
             list: Vec::new(),
             resolve,
         };
@@ -502,6 +524,7 @@ impl TaskChecks<'_> {
                             file,
                             source,
                             lines,
+                            last_line: 0,
                             list: Vec::new(),
                             resolve: &mut *fork,
                         };
@@ -540,7 +563,7 @@ impl TaskChecks<'_> {
         let id = task.id()?;
         let tid = id.get_ref();
         errs.check_id(id, "task");
-        if let Some(first) = self.ids.position(tid).filter(|first| *first != at) {
+        if let Some(first) = self.ids.repeated(at) {
             let starts = self.id_starts.get_or_init(|| {
                 self.phase
                     .tasks
@@ -664,6 +687,7 @@ pub fn sandbox(
         file: path,
         source,
         lines: Arc::default(),
+        last_line: 0,
         list: Vec::new(),
         resolve,
     };
@@ -825,6 +849,8 @@ struct Errors<'a> {
     /// The source's lines, indexed when first needed (the line of each task's `input`); shared
     /// with the threads that check a large phase's tasks.
     lines: Arc<std::sync::OnceLock<LineIndex>>,
+    /// Where the last line looked up is in `lines` ([`LineIndex::line_after`]).
+    last_line: usize,
     list: Vec<PipelineError>,
     /// Answers what the text cannot tell.
     resolve: &'a mut dyn Resolve,
@@ -845,11 +871,12 @@ impl Errors<'_> {
         line_col(self.source, offset)
     }
 
-    /// The line of an offset, for many offsets (see [`LineIndex`]).
-    fn line_of(&self, offset: usize) -> usize {
+    /// The line of an offset, for many offsets (see [`LineIndex`]); looked up from the line
+    /// found last, as the tasks are checked in the order they are written.
+    fn line_of(&mut self, offset: usize) -> usize {
         self.lines
             .get_or_init(|| LineIndex::new(self.source))
-            .line(offset)
+            .line_after(offset, &mut self.last_line)
     }
 
     fn push(
