@@ -594,10 +594,14 @@ fn parts() {
     let (pipeline, host, plugins) = load(&path);
     let keys = phasegate_runner::key::Keys::new(&pipeline, digests(&plugins));
     let spec = &pipeline.phases[0].tasks[0];
+    let mut cache = phasegate_runner::key::TaskKeyCache::default();
     let start = Instant::now();
     for i in 0..n {
         let input = format!("task {i}");
-        std::hint::black_box(keys.task("p0", spec, &input, "{}", None).expect("key"));
+        std::hint::black_box(
+            keys.task("p0", spec, &input, "{}", None, &mut cache)
+                .expect("key"),
+        );
     }
     println!(
         "a task's key (with formatting its input): {:.2} µs",

@@ -338,6 +338,7 @@ impl<E: Executor> Runner<E> {
             crew.run().flush_cache();
         } else {
             let (mut input, mut config) = (String::new(), String::new());
+            let mut keys = key::TaskKeyCache::default();
             // One lane for the phase (an instance a task leaves for the next, with `reuse`,
             // is kept there), the context granted made again for each task.
             let mut slot = run.slot();
@@ -349,7 +350,8 @@ impl<E: Executor> Runner<E> {
                 let existing = &store.state.phases[pi].tasks[i];
                 let mut pending = existing.status == TaskStatus::Pending;
                 if !pending
-                    && let Err(reason) = run.holds(&run.ctx, i, existing, &mut input, &mut config)
+                    && let Err(reason) =
+                        run.holds(&run.ctx, i, existing, &mut input, &mut config, &mut keys)
                 {
                     self.emitter.emit(EventKind::TaskOutdated {
                         phase: phase.id.clone(),
@@ -663,6 +665,8 @@ struct TaskSlot<L> {
     input: String,
     /// The task's config as JSON text.
     config: String,
+    /// What the worker keeps from one task's key to the next.
+    keys: key::TaskKeyCache,
     /// The worker's own copies of the context texts (without and, once a task needs it, with
     /// the grant): every job carries one, and a count shared between workers would move
     /// between their cores for every task.
@@ -711,6 +715,7 @@ impl<E: Executor> PhaseRun<E> {
             lane: self.executor.lane(emitter.clone()),
             input: String::new(),
             config: String::new(),
+            keys: key::TaskKeyCache::default(),
             ungranted: Arc::from(&**self.ctx.text(false)),
             granted: None,
             emitter,
@@ -741,6 +746,7 @@ impl<E: Executor> PhaseRun<E> {
     fn records(&self, ps: &PhaseState) -> Vec<Option<Result<(), String>>> {
         let phase = &self.pipeline.phases[self.pi];
         let (mut input, mut config) = (String::new(), String::new());
+        let mut keys = key::TaskKeyCache::default();
         let mut seen = (!phase.parallel).then(|| self.ctx.clone());
         let mut out = Vec::with_capacity(ps.tasks.len());
         for (ti, t) in ps.tasks.iter().enumerate() {
@@ -755,7 +761,7 @@ impl<E: Executor> PhaseRun<E> {
                 }
                 None => &self.ctx,
             };
-            out.push((!rerun).then(|| self.holds(ctx, ti, t, &mut input, &mut config)));
+            out.push((!rerun).then(|| self.holds(ctx, ti, t, &mut input, &mut config, &mut keys)));
             if let Some(seen) = &mut seen {
                 seen.add_task(&phase.id, t);
             }
@@ -765,7 +771,7 @@ impl<E: Executor> PhaseRun<E> {
 
     /// Whether task `ti`'s `record` from an earlier session still holds in context `ctx`: its
     /// key is the same now (a record without a key was made before keys, and is kept). `input`
-    /// and `config` are buffers.
+    /// and `config` are buffers, `keys` what is kept from one key to the next.
     fn holds(
         &self,
         ctx: &Snapshot,
@@ -773,6 +779,7 @@ impl<E: Executor> PhaseRun<E> {
         record: &TaskState,
         input: &mut String,
         config: &mut String,
+        keys: &mut key::TaskKeyCache,
     ) -> Result<(), String> {
         if self.recorded.keep_changed {
             return Ok(());
@@ -791,6 +798,7 @@ impl<E: Executor> PhaseRun<E> {
             input,
             config,
             ctx.digest(spec.grants.context),
+            keys,
         )?;
         if now == before {
             return Ok(());
@@ -867,6 +875,7 @@ impl<E: Executor> PhaseRun<E> {
             &slot.input,
             &slot.config,
             self.ctx.digest(spec.grants.context),
+            &mut slot.keys,
         );
         let cache = match (&self.cache, &key) {
             (Some(cache), Ok(_)) if self.cacheable[ti] => Some(cache),
