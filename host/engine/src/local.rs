@@ -160,12 +160,11 @@ fn same_plugin(a: &PluginRef, b: &PluginRef) -> bool {
         && a.installed == b.installed
 }
 
-/// Replaces a string's contents, reusing its allocation.
+/// Replaces a string's contents, reusing its allocation (copied without comparing first: as
+/// cheap as the comparison for these short strings).
 fn overwrite(target: &mut String, value: &str) {
-    if target != value {
-        target.clear();
-        target.push_str(value);
-    }
+    target.clear();
+    target.push_str(value);
 }
 
 fn wit_report(report: PhaseReport) -> wit::PhaseReport {

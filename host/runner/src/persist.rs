@@ -28,6 +28,7 @@ pub use phasegate_store::write_atomically;
 
 mod lock;
 mod snapshot;
+mod task_line;
 
 pub use lock::RunLock;
 
@@ -129,7 +130,8 @@ struct Judged {
     at: String,
 }
 
-/// A finished task's journal line, serialised without copying the task.
+/// A finished task's journal line as `serde_json` writes it: what [`task_line`] writes by hand.
+#[cfg(test)]
 #[derive(Serialize)]
 struct TaskLine<'a> {
     phase: &'a str,
@@ -247,11 +249,7 @@ impl ProgressStore {
                 "task {} recorded at the wrong place",
                 task.id
             );
-            let line = TaskLine {
-                phase: &phase.id,
-                task,
-            };
-            serde_json::to_writer(&mut lines, &line)?;
+            task_line::write(&mut lines, &phase.id, task);
             lines.push(b'\n');
         }
         self.append(&lines)?;

@@ -155,7 +155,12 @@ fn write_error(w: &mut String, e: &Failure) {
 }
 
 fn int(w: &mut String, key: &str, value: u64) {
-    let _ = writeln!(w, "{key} = {value}");
+    // Not `writeln!`: the formatting machinery costs several times the digits (a task has six
+    // numbers, and the snapshot holds every task of the run).
+    w.push_str(key);
+    w.push_str(" = ");
+    w.push_str(itoa::Buffer::new().format(value));
+    w.push('\n');
 }
 
 fn string(w: &mut String, key: &str, value: &str) {
