@@ -21,29 +21,21 @@ use toml::Spanned;
 use super::raw::RawTask;
 use crate::units::HumanDuration;
 
-/// The task whose keys are `source[keys]` (the lines after its `[[phase.task]]` header, up to
-/// the next table), if written plainly (see the module's description).
-pub(super) fn task(source: &str, keys: Range<usize>) -> Option<RawTask> {
-    let text = source.get(keys.clone())?;
-    // Control characters are allowed nowhere but as a tab; a carriage return is left to the
-    // TOML crate with the rest.
-    if text
-        .bytes()
-        .any(|c| (c < 0x20 && c != b'\t' && c != b'\n') || c == 0x7f)
-    {
-        return None;
-    }
+/// The task whose keys start at `from` (right after its `[[phase.task]]` header's line), if
+/// written plainly (see the module's description), and where its keys end: at the first line
+/// that starts with `[` (the next table's header; the place of that `[`), or at `to`.
+pub(super) fn task(source: &str, from: usize, to: usize) -> Option<(RawTask, usize)> {
     let mut r = Reader {
         source,
         bytes: source.as_bytes(),
-        at: keys.start,
-        end: keys.end,
+        at: from,
+        end: to.min(source.len()),
     };
     let mut task = Keys::default();
     loop {
         r.spaces();
         match r.peek() {
-            None => break,
+            None | Some(b'[') => break,
             Some(b'\n') => {
                 r.at += 1;
                 continue;
@@ -85,6 +77,18 @@ pub(super) fn task(source: &str, keys: Range<usize>) -> Option<RawTask> {
             Some(_) => return None,
         }
     }
+    // Control characters are allowed nowhere but as a tab; a carriage return is left to the
+    // TOML crate with the rest.
+    // Without branches, so that it runs over many bytes at a time (a text of 40,000 tables is
+    // mostly their keys).
+    let control = source.as_bytes()[from..r.at]
+        .iter()
+        .fold(false, |found, &c| {
+            found | ((c < 0x20) & (c != b'\t') & (c != b'\n')) | (c == 0x7f)
+        });
+    if control {
+        return None;
+    }
     let (config, json) = match task.config {
         Some((span, map)) => (
             Some(Spanned::new(span, toml::Table::new())),
@@ -92,7 +96,7 @@ pub(super) fn task(source: &str, keys: Range<usize>) -> Option<RawTask> {
         ),
         None => (None, serde_json::Value::Object(Default::default())),
     };
-    Some(RawTask {
+    let task = RawTask {
         id: task.id?,
         plugin: task.plugin?,
         input: task.input,
@@ -105,7 +109,8 @@ pub(super) fn task(source: &str, keys: Range<usize>) -> Option<RawTask> {
         limits: None,
         grants: None,
         cache: task.cache,
-    })
+    };
+    Some((task, r.at))
 }
 
 /// The keys read so far.
@@ -342,14 +347,37 @@ mod tests {
         ];
         for keys in plain {
             let source = format!("{HEADER}{keys}");
-            let fast = task(&source, HEADER.len()..source.len())
+            let (fast, end) = task(&source, HEADER.len(), source.len())
                 .unwrap_or_else(|| panic!("not read plainly: {keys:?}"));
+            assert_eq!(end, source.len());
             assert_eq!(
                 Some(describe(&fast)),
                 by_toml(&source, HEADER.len()),
                 "{keys:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_keys_end_at_the_next_header_or_where_they_are_read_to() {
+        let keys = "id = \"a\"  # [not a header]\nplugin = \"p[1].wasm\"\n\n";
+        for next in [
+            "[[phase.task]]\n",
+            "  [phase.task.limits]\n",
+            "\t[[phase]]",
+            "[",
+        ] {
+            let source = format!("{HEADER}{keys}{next}id = \"b\"\n");
+            let (read, end) = task(&source, HEADER.len(), source.len()).unwrap();
+            assert_eq!(read.id.get_ref(), "a");
+            assert_eq!(&source[end..end + 1], "[", "{next:?}");
+            assert_eq!(end, source.rfind(next).unwrap() + next.find('[').unwrap());
+        }
+        // Read to a place short of the text's end: the keys end there.
+        let source = format!("{HEADER}{keys}retries = 1\n");
+        let to = source.find("retries").unwrap();
+        assert_eq!(task(&source, HEADER.len(), to).unwrap().1, to);
+        assert_eq!(task(&source, HEADER.len(), to).unwrap().0.retries, None);
     }
 
     #[test]
@@ -395,13 +423,13 @@ mod tests {
         for other in others {
             let source = format!("{HEADER}{base}{other}");
             assert!(
-                task(&source, HEADER.len()..source.len()).is_none(),
+                task(&source, HEADER.len(), source.len()).is_none(),
                 "read plainly: {other:?}"
             );
         }
         for missing in ["id = \"a\"\n", "plugin = \"p.wasm\"\n", ""] {
             let source = format!("{HEADER}{missing}");
-            assert!(task(&source, HEADER.len()..source.len()).is_none());
+            assert!(task(&source, HEADER.len(), source.len()).is_none());
         }
     }
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::{BoundsChecks, plain, split};
+use super::{BoundsChecks, split};
 use crate::grants::RawGrants;
 use crate::outcome::FailureKind;
 use crate::units::{ByteSize, HumanDuration};
@@ -254,12 +254,13 @@ pub(super) fn read_whole(source: &str, problem: &mut dyn FnMut(Problem)) -> Opti
 }
 
 /// Reads pipeline text table by table: the text without its task tables as one document, then
-/// each task table as a document of its own. `None` when the text's tables cannot be found or
-/// anything does not read cleanly.
+/// each task table on its own (as the text is scanned for them, [`split`]). `None` when the
+/// text's tables cannot be found or anything does not read cleanly.
 fn read_split(source: &str) -> Option<RawPipeline> {
-    let split = split::split(source)?;
-    // The task tables first, on every core: each is read on its own, in any order.
-    let mut runs = read_tables(source, &split.tasks)?.into_iter().peekable();
+    let mut split = split::split(source, |source, table| {
+        toml_table(source, table, &mut |_| {})
+    })?;
+    let mut runs = std::mem::take(&mut split.runs).into_iter().peekable();
     let doc = DeTable::parse(&split.rest).ok()?;
     // The rest's spans, as they are in the text.
     let doc = {
@@ -291,68 +292,6 @@ fn read_split(source: &str) -> Option<RawPipeline> {
         tasks
     });
     (clean.get() && phases == split.phases && runs.next().is_none()).then_some(raw)
-}
-
-/// Consecutive task tables of one phase, read by one thread.
-struct Run {
-    /// The phase's index.
-    phase: usize,
-    tasks: Vec<Part<RawTask>>,
-}
-
-/// Below this many task tables one thread reads them all (a thread costs more than it saves).
-const PARALLEL_TABLES: usize = 2_000;
-
-/// Reads every task table of `source`, in order, as runs of one phase's consecutive tables (a
-/// thread's share of a phase: moving them into one list per phase would move every task once
-/// more, into memory never touched before); `None` if one is not plainly a task.
-fn read_tables(source: &str, tables: &[split::TaskTable]) -> Option<Vec<Run>> {
-    let read_all = |tables: &[split::TaskTable]| -> Option<Vec<Run>> {
-        let mut clean = true;
-        let mut runs = Vec::new();
-        for run in tables.chunk_by(|a, b| a.phase == b.phase) {
-            let mut tasks = Vec::with_capacity(run.len());
-            for table in run {
-                tasks.push(Part::Read(task_table(source, table, &mut |_| {
-                    clean = false
-                })?));
-            }
-            runs.push(Run {
-                phase: run[0].phase,
-                tasks,
-            });
-        }
-        clean.then_some(runs)
-    };
-    let threads = if tables.len() < PARALLEL_TABLES {
-        1
-    } else {
-        super::loading_threads()
-    };
-    let shares: Vec<&[split::TaskTable]> = tables
-        .chunks(tables.len().div_ceil(threads).max(1))
-        .collect();
-    // A share not read (a thread that panicked): the whole document says why.
-    let read: Option<Vec<Vec<Run>>> = super::on_threads(&shares, read_all)
-        .into_iter()
-        .map(Option::flatten)
-        .collect();
-    Some(read?.into_iter().flatten().collect())
-}
-
-/// Reads one task table of `source`, with its spans in `source`: one written plainly without
-/// the TOML crate ([`plain`]), any other with it.
-fn task_table(
-    source: &str,
-    table: &split::TaskTable,
-    problem: &mut dyn FnMut(Problem),
-) -> Option<RawTask> {
-    if let Some(keys) = table.keys
-        && let Some(task) = plain::task(source, keys..table.range.end)
-    {
-        return Some(task);
-    }
-    toml_table(source, table, problem)
 }
 
 /// Reads one task table of `source` with the TOML crate, with its spans in `source`.
@@ -627,9 +566,11 @@ input = """
     #[test]
     fn many_tables_read_on_several_threads_keep_their_order_and_spans() {
         let mut source = String::from("name = \"p\"\n");
-        // A phase of a few tasks at the end: the threads' shares then cut the second phase, whose
-        // runs are joined.
-        for (phase, count) in [("a", PARALLEL_TABLES), ("b", PARALLEL_TABLES), ("c", 7)] {
+        // Large enough to be scanned in parts, one per core (each reading its tables); a phase
+        // twice the first's and a few tasks at the end: the parts then cut the second phase,
+        // whose runs are joined.
+        let (a, b) = (3_000, 6_000);
+        for (phase, count) in [("a", a), ("b", b), ("c", 7)] {
             source.push_str(&format!("[[phase]]\nid = \"{phase}\"\n"));
             for i in 0..count {
                 source.push_str(&format!(
@@ -640,6 +581,7 @@ input = """
                 }
             }
         }
+        assert!(source.len() >= split::PARALLEL_SCAN);
         let split = read_split(&source).expect("read table by table");
         let whole = read_whole(&source, &mut |p| panic!("{}", p.message)).expect("read");
         let counts = |raw: &RawPipeline| -> Vec<usize> {
@@ -651,10 +593,10 @@ input = """
                 })
                 .collect()
         };
-        assert_eq!(counts(&split), [PARALLEL_TABLES, PARALLEL_TABLES, 7]);
+        assert_eq!(counts(&split), [a, b, 7]);
         assert_eq!(counts(&split), counts(&whole));
         let (split, whole) = (tasks(&split), tasks(&whole));
-        assert_eq!(split.len(), 2 * PARALLEL_TABLES + 7);
+        assert_eq!(split.len(), a + b + 7);
         assert_eq!(split, whole);
         // A problem in the last table, read by another thread: the whole document says it.
         source.push_str("memroy = 1\n");

@@ -4,7 +4,10 @@
 //! before any task is taken from it: most of loading went to building that tree in memory the
 //! process had never touched, and to freeing it. Read table by table, each task's table is
 //! parsed, deserialised and dropped while the next reuses its memory (3× faster for the TOML at
-//! 40,000 tasks). This file only says where the tables are; [`super::raw`] reads them.
+//! 40,000 tasks). This file finds the tables and has each read as it is found, by the thread
+//! that scans that part of the text: a table written plainly is read by [`super::plain`], which
+//! also says where its keys end (the scan goes on from there without lexing them), any other
+//! by the reader the caller gives ([`super::raw`]'s, with the TOML crate).
 //!
 //! The tables are found with the TOML crate's own lexer (strings, comments and multi-line values
 //! are single tokens there, so a `[` inside them is never taken for a header), and only where
@@ -17,6 +20,9 @@ use std::ops::Range;
 
 use toml_parser::lexer::{Token, TokenKind};
 
+use super::plain;
+use super::raw::{Part, RawTask};
+
 /// A pipeline's text taken apart.
 pub(super) struct Split {
     /// The text without its task tables ([`Split::in_source`] maps a span back).
@@ -24,11 +30,24 @@ pub(super) struct Split {
     /// Each piece of `rest` and where it is in the text: `(start in rest, start in the text)`,
     /// in order.
     pieces: Vec<(usize, usize)>,
-    /// Each task table in file order.
-    pub(super) tasks: Vec<TaskTable>,
+    /// The tasks as read, in file order, as runs of one phase's consecutive tables (each
+    /// thread's share of a phase: moving them into one list per phase would move every task
+    /// once more, into memory never touched before).
+    pub(super) runs: Vec<Run>,
     /// How many `[[phase]]` headers the text has.
     pub(super) phases: usize,
 }
+
+/// Consecutive task tables of one phase, read by one thread.
+pub(super) struct Run {
+    /// The phase's index.
+    pub(super) phase: usize,
+    pub(super) tasks: Vec<Part<RawTask>>,
+}
+
+/// Reads a task table that is not written plainly; `None` when it does not read cleanly (the
+/// whole text is then read as one document, which says why).
+pub(super) type ReadTable = fn(&str, &TaskTable) -> Option<RawTask>;
 
 /// Where one `[[phase.task]]` table is.
 #[derive(Debug, PartialEq)]
@@ -55,9 +74,10 @@ enum Header {
     Other,
 }
 
-/// Where the task tables of `source` are; `None` when the text is not plainly arranged (see
-/// the module's documentation), or has no task tables at all.
-pub(super) fn split(source: &str) -> Option<Split> {
+/// Where the task tables of `source` are, each read (see the module's documentation); `None`
+/// when the text is not plainly arranged, has no task tables at all, or a table does not read
+/// cleanly.
+pub(super) fn split(source: &str, read: ReadTable) -> Option<Split> {
     let parts = if source.len() >= PARALLEL_SCAN {
         super::loading_threads()
     } else {
@@ -65,9 +85,13 @@ pub(super) fn split(source: &str) -> Option<Split> {
     };
     let cuts = cuts(source, parts);
     // Cuts that are not where they were guessed: scanned whole.
-    let (tasks, phases) = scan_in_parts(source, &cuts).or_else(|| {
+    let Scanned {
+        tasks,
+        runs,
+        phases,
+    } = scan_in_parts(source, &cuts, read).or_else(|| {
         (!cuts.is_empty())
-            .then(|| scan_in_parts(source, &[]))
+            .then(|| scan_in_parts(source, &[], read))
             .flatten()
     })?;
     if tasks.is_empty() {
@@ -92,13 +116,13 @@ pub(super) fn split(source: &str) -> Option<Split> {
     Some(Split {
         rest,
         pieces,
-        tasks,
+        runs,
         phases,
     })
 }
 
 /// From this size on, the text is scanned in as many parts at once as there are cores.
-const PARALLEL_SCAN: usize = 512 * 1024;
+pub(super) const PARALLEL_SCAN: usize = 512 * 1024;
 
 /// Where to cut `source` into `parts` parts: at a task table's header near each fair share
 /// (a guess: whether a cut is one is known only once the part before it is scanned).
@@ -117,29 +141,37 @@ fn cuts(source: &str, parts: usize) -> Vec<usize> {
     cuts
 }
 
-/// The task tables and the number of `[[phase]]` headers of `source`, scanned as parts that end
-/// at `cuts`, each on a thread of its own. `None` when the text is not plainly arranged, or
-/// when a cut turns out not to be where a header starts a line outside any value (a `[[` inside
-/// a multi-line string): the lexer needs nothing but where it starts, so a part that starts
-/// where the part before it reached a header reads what a whole scan would.
-fn scan_in_parts(source: &str, cuts: &[usize]) -> Option<(Vec<TaskTable>, usize)> {
+/// The task tables of `source`, read, and its number of `[[phase]]` headers, scanned as parts
+/// that end at `cuts`, each on a thread of its own. `None` when the text is not plainly
+/// arranged, a table does not read cleanly, or a cut turns out not to be where a header starts
+/// a line outside any value (a `[[` inside a multi-line string): the lexer needs nothing but
+/// where it starts, so a part that starts where the part before it reached a header reads what
+/// a whole scan would.
+fn scan_in_parts(source: &str, cuts: &[usize], read: ReadTable) -> Option<Scanned> {
     let bounds: Vec<(usize, usize)> = std::iter::once(0)
         .chain(cuts.iter().copied())
         .zip(cuts.iter().copied().chain(std::iter::once(source.len())))
         .collect();
-    let parts = super::on_threads(&bounds, |(from, to)| scan(source, from, to));
-    let mut tasks = Vec::new();
-    let mut phases = 0usize;
+    let parts = super::on_threads(&bounds, |(from, to)| scan(source, from, to, read));
+    let mut all = Scanned {
+        tasks: Vec::new(),
+        runs: Vec::new(),
+        phases: 0,
+    };
     for part in parts {
         let part = part.flatten()?;
+        // A task before its part's first `[[phase]]` belongs to the last phase before.
         for mut table in part.tasks {
-            // A task before its part's first `[[phase]]` belongs to the last phase before.
-            table.phase = (phases + table.phase).checked_sub(1)?;
-            tasks.push(table);
+            table.phase = (all.phases + table.phase).checked_sub(1)?;
+            all.tasks.push(table);
         }
-        phases += part.phases;
+        for mut run in part.runs {
+            run.phase = (all.phases + run.phase).checked_sub(1)?;
+            all.runs.push(run);
+        }
+        all.phases += part.phases;
     }
-    Some((tasks, phases))
+    Some(all)
 }
 
 /// What one part of the text holds.
@@ -147,26 +179,33 @@ struct Scanned {
     /// Its task tables, each with the number of `[[phase]]` headers seen before it in the part
     /// (made an index once the parts are joined).
     tasks: Vec<TaskTable>,
+    /// Its tasks as read, in runs numbered as the tables are.
+    runs: Vec<Run>,
     /// Its `[[phase]]` headers.
     phases: usize,
 }
 
 /// Scans `source[from..to]`, which starts at the text's start or where a header starts a line
-/// outside any value; `None` when the text is not plainly arranged, or when `to` (before the
-/// text's end) is not also such a place.
-fn scan(source: &str, from: usize, to: usize) -> Option<Scanned> {
-    let text = source.get(from..)?;
-    let mut tokens = toml_parser::Source::new(text).lex();
-    let mut tasks = Vec::new();
-    let mut phases = 0usize;
-    // The task table being read.
-    let mut open: Option<TaskTable> = None;
+/// outside any value, and reads each task table found; `None` when the text is not plainly
+/// arranged, a table does not read cleanly, or `to` (before the text's end) is not also such a
+/// place.
+fn scan(source: &str, from: usize, to: usize, read: ReadTable) -> Option<Scanned> {
+    // Where the lexer started: it starts again after a task's keys read plainly.
+    let mut base = from;
+    let mut tokens = toml_parser::Source::new(source.get(from..)?).lex();
+    let mut part = Scanned {
+        tasks: Vec::new(),
+        runs: Vec::new(),
+        phases: 0,
+    };
+    // The task table being read, and the task when its keys were read plainly.
+    let mut open: Option<(TaskTable, Option<RawTask>)> = None;
     // Brackets and braces open in a value: a `[` is a header only at the start of a line and
     // outside any value.
     let mut depth = 0usize;
     let mut line_start = true;
     while let Some(token) = tokens.next() {
-        let start = from + token.span().start();
+        let start = base + token.span().start();
         if start >= to && to < source.len() {
             // The next part's start: reached as the part that starts there assumed, or not.
             let joins = start == to
@@ -183,23 +222,39 @@ fn scan(source: &str, from: usize, to: usize) -> Option<Scanned> {
             TokenKind::Newline => line_start = depth == 0,
             TokenKind::Eof => break,
             TokenKind::LeftSquareBracket if line_start => {
-                let (header, end) = header(&mut tokens, text)?;
+                let (header, end) = header(&mut tokens, source.get(base..)?)?;
+                let end = base + end;
                 if header != Header::InTask
-                    && let Some(mut table) = open.take()
+                    && let Some((mut table, task)) = open.take()
                 {
                     table.range.end = start;
-                    tasks.push(table);
+                    part.close(source, table, task, read)?;
                 }
                 match header {
-                    Header::Phase => phases += 1,
+                    Header::Phase => part.phases += 1,
                     Header::Task => {
-                        open = Some(TaskTable {
-                            phase: phases,
+                        let table = TaskTable {
+                            phase: part.phases,
                             range: start..to,
-                            keys: Some(from + end),
-                        })
+                            keys: Some(end),
+                        };
+                        // Keys written plainly are read here, and the lexer goes on after
+                        // them: they hold nothing it would need (no open string or bracket).
+                        match plain::task(source, end, to) {
+                            Some((task, keys_end)) => {
+                                open = Some((table, Some(task)));
+                                base = keys_end;
+                                tokens = toml_parser::Source::new(source.get(base..)?).lex();
+                            }
+                            None => open = Some((table, None)),
+                        }
                     }
-                    Header::InTask => open.as_mut()?.keys = None,
+                    Header::InTask => {
+                        let (table, task) = open.as_mut()?;
+                        table.keys = None;
+                        // Read with its sub-tables, by the reader.
+                        *task = None;
+                    }
                     Header::Other => {}
                 }
                 // The header's line was read through its end.
@@ -216,8 +271,36 @@ fn scan(source: &str, from: usize, to: usize) -> Option<Scanned> {
             _ => line_start = false,
         }
     }
-    tasks.extend(open);
-    Some(Scanned { tasks, phases })
+    if let Some((table, task)) = open {
+        part.close(source, table, task, read)?;
+    }
+    Some(part)
+}
+
+impl Scanned {
+    /// Adds a task table whose end is known, and its task: `task` when read plainly, else what
+    /// `read` makes of the table.
+    fn close(
+        &mut self,
+        source: &str,
+        table: TaskTable,
+        task: Option<RawTask>,
+        read: ReadTable,
+    ) -> Option<()> {
+        let task = match task {
+            Some(task) => task,
+            None => read(source, &table)?,
+        };
+        match self.runs.last_mut() {
+            Some(run) if run.phase == table.phase => run.tasks.push(Part::Read(task)),
+            _ => self.runs.push(Run {
+                phase: table.phase,
+                tasks: vec![Part::Read(task)],
+            }),
+        }
+        self.tasks.push(table);
+        Some(())
+    }
 }
 
 impl Split {
@@ -307,22 +390,57 @@ fn past_whitespace(tokens: &mut impl Iterator<Item = Token>) -> Option<Token> {
 mod tests {
     use super::*;
 
+    /// Reads any table as a task (whatever its keys) with its range as its id's span: what is
+    /// tested here is where the tables are.
+    fn any_table(_: &str, table: &TaskTable) -> Option<RawTask> {
+        let span = || toml::Spanned::new(table.range.clone(), String::new());
+        Some(RawTask {
+            id: span(),
+            plugin: span(),
+            input: None,
+            config: None,
+            config_json: Default::default(),
+            retries: None,
+            reuse: None,
+            retry_on: None,
+            timeout: None,
+            limits: None,
+            grants: None,
+            cache: None,
+        })
+    }
+
     /// Each task table's text, with its phase and whether its keys are read on their own.
     fn tables(source: &str) -> Option<Vec<(usize, &str, bool)>> {
-        let split = split(source)?;
+        let split = split(source, any_table)?;
         // Every piece of the rest is the same text in the source.
         for (i, &(in_rest, _)) in split.pieces.iter().enumerate() {
             let end = split.pieces.get(i + 1).map_or(split.rest.len(), |p| p.0);
             let there = split.in_source(in_rest..end);
             assert_eq!(&split.rest[in_rest..end], &source[there]);
         }
+        let scanned = scan_in_parts(source, &[], any_table)?;
+        assert_eq!(read(&scanned).len(), scanned.tasks.len());
         Some(
-            split
+            scanned
                 .tasks
                 .iter()
                 .map(|t| (t.phase, &source[t.range.clone()], t.keys.is_some()))
                 .collect(),
         )
+    }
+
+    /// Each task as read, with its phase: its id and the id's span.
+    fn read(scanned: &Scanned) -> Vec<(usize, String, std::ops::Range<usize>)> {
+        scanned
+            .runs
+            .iter()
+            .flat_map(|run| run.tasks.iter().map(move |t| (run.phase, t)))
+            .map(|(phase, t)| match t {
+                Part::Read(t) => (phase, t.id.get_ref().clone(), t.id.span()),
+                Part::Unreadable { .. } => (phase, "unreadable".into(), 0..0),
+            })
+            .collect()
     }
 
     #[test]
@@ -373,7 +491,7 @@ id = "z"
             "a task with sub-tables is read with its header"
         );
         assert_eq!(found[2], (1, "[[ phase . task ]]\nid = \"z\"\n", true));
-        let split = split(source).unwrap();
+        let split = split(source, any_table).unwrap();
         assert!(
             split
                 .rest
@@ -396,28 +514,34 @@ id = "z"
             "[[phase.task]]\nid = \"z\"\nconfig = { a = [\n[1]] }\nplugin = \"p.wasm\"\n",
             "[[phase.task]]\nid = \"w\"\nplugin = \"p.wasm\"",
         );
-        let whole = scan_in_parts(source, &[]).unwrap();
-        assert_eq!(whole.0.len(), 4);
-        assert_eq!(whole.1, 2);
+        let whole = scan_in_parts(source, &[], any_table).unwrap();
+        assert_eq!(whole.tasks.len(), 4);
+        assert_eq!(whole.phases, 2);
+        // The plainly written ones read as such, the others by the reader given.
+        let ids: Vec<String> = read(&whole).into_iter().map(|t| t.1).collect();
+        assert_eq!(ids, ["", "", "", "w"]);
+        let same = |a: &Scanned, b: &Scanned| {
+            a.tasks == b.tasks && a.phases == b.phases && read(a) == read(b)
+        };
         let lines: Vec<usize> = std::iter::once(0)
             .chain(source.match_indices('\n').map(|(at, _)| at + 1))
             .collect();
-        let headers: Vec<usize> = whole.0.iter().map(|t| t.range.start).collect();
+        let headers: Vec<usize> = whole.tasks.iter().map(|t| t.range.start).collect();
         // Every cut and pair of cuts at a line's start: the parts join where a task's header
         // is, and the answer is the whole scan's; anywhere else they do not join.
         for (i, &a) in lines.iter().enumerate().skip(1) {
-            let joined = scan_in_parts(source, &[a]);
+            let joined = scan_in_parts(source, &[a], any_table);
             assert_eq!(
                 joined.is_some(),
                 headers.contains(&a) || source[a..].starts_with("[[phase]]"),
                 "cut at {a}"
             );
             if let Some(joined) = joined {
-                assert_eq!(joined, whole, "cut at {a}");
+                assert!(same(&joined, &whole), "cut at {a}");
             }
             for &b in &lines[i + 1..] {
-                if let Some(joined) = scan_in_parts(source, &[a, b]) {
-                    assert_eq!(joined, whole, "cuts at {a} and {b}");
+                if let Some(joined) = scan_in_parts(source, &[a, b], any_table) {
+                    assert!(same(&joined, &whole), "cuts at {a} and {b}");
                 }
             }
         }

@@ -5,42 +5,59 @@
 //! time. The output is the line `serde_json` writes for the same record (a test compares them
 //! byte for byte), and the journal is still read with `serde_json`.
 
+use phasegate_model::outcome::{Failure, Usage};
 use phasegate_model::progress::TaskState;
 use phasegate_model::text::serde_name;
 
 /// Appends `{"phase":…,"task":{…}}` for `task` of phase `phase`, without a newline.
 pub(super) fn write(w: &mut Vec<u8>, phase: &str, task: &TaskState) {
+    // Destructured, so that a field added to the record cannot be left out of its line unnoticed.
+    let TaskState {
+        id,
+        status,
+        attempts,
+        duration_ms,
+        started_us,
+        ended_us,
+        output,
+        error,
+        log,
+        worker,
+        usage,
+        key: task_key,
+        cached,
+    } = task;
     w.extend_from_slice(b"{\"phase\":");
     string(w, phase);
     w.extend_from_slice(b",\"task\":{\"id\":");
-    string(w, &task.id);
+    string(w, id);
     w.extend_from_slice(b",\"status\":\"");
-    w.extend_from_slice(task.status.name().as_bytes());
+    w.extend_from_slice(status.name().as_bytes());
     w.push(b'"');
-    int(w, "attempts", task.attempts.into());
-    int(w, "duration-ms", task.duration_ms);
-    if let Some(us) = task.started_us {
-        int(w, "started-us", us);
+    int(w, "attempts", (*attempts).into());
+    int(w, "duration-ms", *duration_ms);
+    if let Some(us) = started_us {
+        int(w, "started-us", *us);
     }
-    if let Some(us) = task.ended_us {
-        int(w, "ended-us", us);
+    if let Some(us) = ended_us {
+        int(w, "ended-us", *us);
     }
-    if let Some(output) = &task.output {
+    if let Some(output) = output {
         key(w, "output");
         string(w, output);
     }
-    if let Some(error) = &task.error {
+    if let Some(Failure { kind, message }) = error {
         key(w, "error");
         w.extend_from_slice(b"{\"kind\":");
-        string(w, &serde_name(&error.kind));
+        string(w, &serde_name(kind));
         w.extend_from_slice(b",\"message\":");
-        string(w, &error.message);
+        string(w, message);
         w.push(b'}');
     }
-    if !task.log.is_empty() {
+    if !log.is_empty() {
         key(w, "log");
         w.push(b'[');
-        for (i, line) in task.log.iter().enumerate() {
+        for (i, line) in log.iter().enumerate() {
             if i > 0 {
                 w.push(b',');
             }
@@ -48,31 +65,39 @@ pub(super) fn write(w: &mut Vec<u8>, phase: &str, task: &TaskState) {
         }
         w.push(b']');
     }
-    if let Some(worker) = &task.worker {
+    if let Some(worker) = worker {
         key(w, "worker");
         string(w, worker);
     }
-    if let Some(u) = &task.usage {
+    if let Some(Usage {
+        wall_us,
+        fuel,
+        memory,
+        log_bytes,
+        written,
+        opened,
+    }) = usage
+    {
         w.extend_from_slice(b",\"usage\":{\"wall-us\":");
-        w.extend_from_slice(itoa::Buffer::new().format(u.wall_us).as_bytes());
-        if let Some(fuel) = u.fuel {
-            int(w, "fuel", fuel);
+        w.extend_from_slice(itoa::Buffer::new().format(*wall_us).as_bytes());
+        if let Some(fuel) = fuel {
+            int(w, "fuel", *fuel);
         }
-        int(w, "memory", u.memory);
-        int(w, "log-bytes", u.log_bytes);
-        if u.written > 0 {
-            int(w, "written", u.written);
+        int(w, "memory", *memory);
+        int(w, "log-bytes", *log_bytes);
+        if *written > 0 {
+            int(w, "written", *written);
         }
-        if u.opened > 0 {
-            int(w, "opened", u.opened);
+        if *opened > 0 {
+            int(w, "opened", *opened);
         }
         w.push(b'}');
     }
-    if let Some(k) = &task.key {
+    if let Some(k) = task_key {
         key(w, "key");
         string(w, k);
     }
-    if task.cached {
+    if *cached {
         w.extend_from_slice(b",\"cached\":true");
     }
     w.extend_from_slice(b"}}");
@@ -125,7 +150,7 @@ fn string(w: &mut Vec<u8>, s: &str) {
 
 #[cfg(test)]
 mod tests {
-    use phasegate_model::outcome::{Failure, FailureKind, Usage};
+    use phasegate_model::outcome::FailureKind;
     use phasegate_model::progress::TaskStatus;
 
     use super::*;
