@@ -16,7 +16,7 @@ use crate::template;
 
 /// Reads and validates a pipeline file.
 pub fn load(path: &Path) -> Result<Pipeline, PipelineErrors> {
-    let source = std::fs::read_to_string(path).map_err(|e| {
+    let source = read_text(path).map_err(|e| {
         PipelineErrors::single(PipelineError {
             file: path.to_owned(),
             line: 0,
@@ -26,6 +26,50 @@ pub fn load(path: &Path) -> Result<Pipeline, PipelineErrors> {
         })
     })?;
     parse(path, &source)
+}
+
+/// From this size on, a pipeline file is read in parts at once, one per loading thread: most of
+/// reading a large file is the page faults of the memory it is read into, which then happen on
+/// every core.
+const READ_APART: u64 = 1 << 20;
+
+/// The text of the file at `path`, as `std::fs::read_to_string` reads it (the same errors).
+fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    let threads = phasegate_model::pipeline::loading_threads();
+    let len = file.metadata()?.len();
+    let Some(len) = usize::try_from(len)
+        .ok()
+        .filter(|_| len >= READ_APART && threads > 1)
+    else {
+        return std::fs::read_to_string(path);
+    };
+    let mut bytes = vec![0u8; len];
+    let share = len.div_ceil(threads);
+    let file = &file;
+    let read_part =
+        move |(i, part): (usize, &mut [u8])| file.read_exact_at(part, (i * share) as u64);
+    let all_read = std::thread::scope(|scope| {
+        let mut parts = bytes.chunks_mut(share).enumerate();
+        let first = parts.next();
+        // A thread the system refuses leaves its part unread: the file is then read whole.
+        let others: Vec<_> = parts
+            .map(|part| std::thread::Builder::new().spawn_scoped(scope, move || read_part(part)))
+            .collect();
+        let mut ok = first.is_none_or(|part| read_part(part).is_ok());
+        for other in others {
+            ok &= other.is_ok_and(|thread| thread.join().is_ok_and(|read| read.is_ok()));
+        }
+        ok
+    });
+    // Read whole and nothing more since (a file that changes while it is read is read again,
+    // as is one that is not UTF-8, for `read_to_string`'s answer).
+    let mut more = [0u8; 1];
+    if !all_read || !file.read_at(&mut more, len as u64).is_ok_and(|n| n == 0) {
+        return std::fs::read_to_string(path);
+    }
+    String::from_utf8(bytes).or_else(|_| std::fs::read_to_string(path))
 }
 
 /// Validates pipeline text read from `path` (relative paths in it are relative to its folder).
@@ -275,6 +319,25 @@ fn nearby_component(spec: &str, dir: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_file_read_in_parts_is_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("large.toml");
+        // Characters of 1 to 4 bytes, so that parts start inside one whatever their size.
+        let text = "a\u{e9}\u{20ac}\u{1F600}\n".repeat((READ_APART as usize) / 5);
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(read_text(&path).unwrap(), text);
+        // Not UTF-8 (the last part's last byte): `read_to_string`'s error.
+        let mut bytes = text.into_bytes();
+        *bytes.last_mut().unwrap() = 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            read_text(&path).unwrap_err().to_string(),
+            std::fs::read_to_string(&path).unwrap_err().to_string()
+        );
+        assert!(read_text(&dir.path().join("missing.toml")).is_err());
+    }
 
     /// The loader's answers, on this thread only.
     struct OneThread(Resolver);

@@ -68,7 +68,7 @@ fn cpus() -> Option<usize> {
 }
 
 /// How many threads loading a large pipeline uses: one per CPU, at most 4.
-fn loading_threads() -> usize {
+pub fn loading_threads() -> usize {
     cpus().map_or(1, |n| n.min(4))
 }
 
