@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use phasegate_model::outcome::Usage;
 use phasegate_model::progress::{Failure, PhaseState, State, TaskState, VerdictRecord};
 use phasegate_model::text::serde_name;
 
@@ -95,26 +96,43 @@ fn write_verdict(w: &mut String, v: &VerdictRecord) {
 }
 
 fn write_task(w: &mut String, t: &TaskState) {
+    // Destructured, so that a field added to the record cannot be left out of the snapshot
+    // unnoticed.
+    let TaskState {
+        id,
+        status,
+        attempts,
+        duration_ms,
+        started_us,
+        ended_us,
+        output,
+        error,
+        log,
+        worker,
+        usage,
+        key,
+        cached,
+    } = t;
     w.push_str("\n[[phase.task]]\n");
-    string(w, "id", &t.id);
-    string(w, "status", t.status.name());
-    int(w, "attempts", t.attempts.into());
-    int(w, "duration-ms", t.duration_ms);
-    if let Some(ms) = t.started_us {
-        int(w, "started-us", ms);
+    string(w, "id", id);
+    string(w, "status", status.name());
+    int(w, "attempts", (*attempts).into());
+    int(w, "duration-ms", *duration_ms);
+    if let Some(us) = started_us {
+        int(w, "started-us", *us);
     }
-    if let Some(ms) = t.ended_us {
-        int(w, "ended-us", ms);
+    if let Some(us) = ended_us {
+        int(w, "ended-us", *us);
     }
-    if let Some(output) = &t.output {
+    if let Some(output) = output {
         string(w, "output", output);
     }
-    if let Some(worker) = &t.worker {
+    if let Some(worker) = worker {
         string(w, "worker", worker);
     }
-    if !t.log.is_empty() {
+    if !log.is_empty() {
         w.push_str("log = [");
-        for (i, line) in t.log.iter().enumerate() {
+        for (i, line) in log.iter().enumerate() {
             if i > 0 {
                 w.push_str(", ");
             }
@@ -122,28 +140,36 @@ fn write_task(w: &mut String, t: &TaskState) {
         }
         w.push_str("]\n");
     }
-    if let Some(key) = &t.key {
+    if let Some(key) = key {
         string(w, "key", key);
     }
-    if t.cached {
+    if *cached {
         w.push_str("cached = true\n");
     }
-    if let Some(error) = &t.error {
+    if let Some(error) = error {
         write_error(w, error);
     }
-    if let Some(u) = &t.usage {
+    if let Some(Usage {
+        wall_us,
+        fuel,
+        memory,
+        log_bytes,
+        written,
+        opened,
+    }) = usage
+    {
         w.push_str("\n[phase.task.usage]\n");
-        int(w, "wall-us", u.wall_us);
-        if let Some(fuel) = u.fuel {
-            int(w, "fuel", fuel);
+        int(w, "wall-us", *wall_us);
+        if let Some(fuel) = fuel {
+            int(w, "fuel", *fuel);
         }
-        int(w, "memory", u.memory);
-        int(w, "log-bytes", u.log_bytes);
-        if u.written > 0 {
-            int(w, "written", u.written);
+        int(w, "memory", *memory);
+        int(w, "log-bytes", *log_bytes);
+        if *written > 0 {
+            int(w, "written", *written);
         }
-        if u.opened > 0 {
-            int(w, "opened", u.opened);
+        if *opened > 0 {
+            int(w, "opened", *opened);
         }
     }
 }
