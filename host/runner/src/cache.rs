@@ -268,11 +268,16 @@ impl Shard {
 
     /// Reads what was appended to the file since the last call, and indexes it.
     fn refresh(&mut self) -> std::io::Result<()> {
-        self.refreshed = Some(std::time::Instant::now());
+        // A read that fails does not count as one: the next lookup tries again and says why
+        // (each phase says once that the cache cannot be read, whichever files its tasks use).
+        let started = std::time::Instant::now();
         if self.reader.is_none() {
             match File::open(&self.path) {
                 Ok(file) => self.reader = Some(file),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.refreshed = Some(started);
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -295,6 +300,7 @@ impl Shard {
             at = stop + 1;
         }
         self.read += end as u64;
+        self.refreshed = Some(started);
         Ok(())
     }
 
@@ -774,6 +780,12 @@ mod tests {
         let cache = ResultCache::of_project(blocked.path());
         assert!(matches!(
             cache.get(&key(8), "first"),
+            Err(Unusable::Unreadable { .. })
+        ));
+        // Looked up again at once, in the same file: still unreadable, and said so (a later
+        // phase whose tasks use only files tried before says it too).
+        assert!(matches!(
+            cache.get(&format!("sha256:08{}", "ab".repeat(31)), "again"),
             Err(Unusable::Unreadable { .. })
         ));
         let mut first = done(&key(8));
