@@ -27,7 +27,6 @@ use crate::units::HumanDuration;
 pub(super) fn task(source: &str, from: usize, to: usize) -> Option<(RawTask, usize)> {
     let mut r = Reader {
         source,
-        bytes: source.as_bytes(),
         at: from,
         end: to.min(source.len()),
     };
@@ -78,9 +77,8 @@ pub(super) fn task(source: &str, from: usize, to: usize) -> Option<(RawTask, usi
         }
     }
     // Control characters are allowed nowhere but as a tab; a carriage return is left to the
-    // TOML crate with the rest.
-    // Without branches, so that it runs over many bytes at a time (a text of 40,000 tables is
-    // mostly their keys).
+    // TOML crate with the rest. Checked without branches, so that it runs over many bytes at a
+    // time (a text of 40,000 tables is mostly their keys).
     let control = source.as_bytes()[from..r.at]
         .iter()
         .fold(false, |found, &c| {
@@ -138,14 +136,17 @@ fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 /// A place in the text, and where the table's keys end.
 struct Reader<'a> {
     source: &'a str,
-    bytes: &'a [u8],
     at: usize,
     end: usize,
 }
 
 impl<'a> Reader<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.source.as_bytes()
+    }
+
     fn peek(&self) -> Option<u8> {
-        (self.at < self.end).then(|| self.bytes[self.at])
+        (self.at < self.end).then(|| self.bytes()[self.at])
     }
 
     fn spaces(&mut self) {
@@ -156,8 +157,8 @@ impl<'a> Reader<'a> {
 
     /// Past a comment, to the end of its line.
     fn comment(&mut self) {
-        self.at =
-            memchr::memchr(b'\n', &self.bytes[self.at..self.end]).map_or(self.end, |n| self.at + n);
+        self.at = memchr::memchr(b'\n', &self.bytes()[self.at..self.end])
+            .map_or(self.end, |n| self.at + n);
     }
 
     fn expect(&mut self, byte: u8) -> Option<()> {
@@ -183,7 +184,7 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Option<Spanned<String>> {
         let start = self.at;
         let quote = self.peek().filter(|q| matches!(q, b'"' | b'\''))?;
-        let rest = &self.bytes[start + 1..self.end];
+        let rest = &self.bytes()[start + 1..self.end];
         // `"""` and `'''` open multi-line strings.
         if rest.starts_with(&[quote, quote]) {
             return None;
@@ -230,14 +231,14 @@ impl<'a> Reader<'a> {
             self.at += 1;
         }
         let count = self.at - digits;
-        if count == 0 || (count > 1 && self.bytes[digits] == b'0') || !self.value_ends() {
+        if count == 0 || (count > 1 && self.bytes()[digits] == b'0') || !self.value_ends() {
             return None;
         }
         Some(Spanned::new(start..self.at, T::try_from(n).ok()?))
     }
 
     fn boolean(&mut self) -> Option<bool> {
-        let rest = &self.bytes[self.at..self.end];
+        let rest = &self.bytes()[self.at..self.end];
         let (value, len) = if rest.starts_with(b"true") {
             (true, 4)
         } else if rest.starts_with(b"false") {
