@@ -526,7 +526,7 @@ config = { rounds = 200, max = 300000, seed = 7 }
 #[test]
 fn a_build_failure_with_a_known_cause_gets_a_hint() {
     let a = authored();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch(a);
     let copy = copy_project(a, "python-gate", dir.path());
     // The import that looks unused, removed as a linter would.
     let app = copy.join("app.py");
@@ -555,13 +555,42 @@ fn a_build_failure_with_a_known_cause_gets_a_hint() {
 /// Other tests run in the authored projects at the same time, and a build or cache write there
 /// may remove a file between listing a directory and copying it: such a file is skipped, as
 /// the copy wants the project and its last build, not a file written in passing.
+///
+/// A Rust project's `target/` holds ~150 MB of its dependencies' builds, which a build of the
+/// copy reads and never writes: those files are hard-linked when `dir` is on the same file
+/// system (see [`scratch`]), so a copy costs its own crates' files only. Anything whose path
+/// names one of the project's own crates (itself and the SDK it carries: outputs, fingerprints,
+/// dep-info, build-script output) and cargo's lock are copied, as a build of the copy rewrites
+/// them.
 fn copy_project(a: &Authored, name: &str, dir: &Path) -> PathBuf {
     let copy = dir.join(name);
-    copy_tree(&a.project(name), &copy);
+    let own: Vec<String> = [name, "phasegate-plugin-sdk"]
+        .iter()
+        .flat_map(|crate_name| [crate_name.to_string(), crate_name.replace('-', "_")])
+        .collect();
+    let shared = |relative: &Path| {
+        let mut parts = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy());
+        parts.next().is_some_and(|first| first == "target")
+            && !relative.ends_with(".cargo-lock")
+            && !parts.any(|part| own.iter().any(|o| part.contains(o.as_str())))
+    };
+    copy_tree(&a.project(name), &copy, Path::new(""), &shared);
     copy
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+/// A temporary directory beside the authored projects, on their file system, so that
+/// [`copy_project`] can link instead of copy.
+fn scratch(a: &Authored) -> tempfile::TempDir {
+    let parent = a
+        .dir
+        .parent()
+        .expect("the authored projects have a parent directory");
+    tempfile::tempdir_in(parent).unwrap()
+}
+
+fn copy_tree(from: &Path, to: &Path, relative: &Path, shared: &dyn Fn(&Path) -> bool) {
     let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("creating {}: {e}", to.display()));
     let entries = match std::fs::read_dir(from) {
@@ -572,16 +601,21 @@ fn copy_tree(from: &Path, to: &Path) {
     for entry in entries {
         let entry = entry.unwrap_or_else(|e| panic!("listing {}: {e}", from.display()));
         let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let inside = relative.join(entry.file_name());
         let kind = match entry.file_type() {
             Ok(kind) => kind,
             Err(e) if gone(&e) => continue,
             Err(e) => panic!("reading {}: {e}", source.display()),
         };
         let copied = if kind.is_dir() {
-            copy_tree(&source, &target);
+            copy_tree(&source, &target, &inside, shared);
             Ok(())
         } else if kind.is_symlink() {
             std::fs::read_link(&source).and_then(|link| std::os::unix::fs::symlink(link, &target))
+        } else if shared(&inside) {
+            // Another file system (or one without links): copied after all.
+            std::fs::hard_link(&source, &target)
+                .or_else(|_| std::fs::copy(&source, &target).map(|_| ()))
         } else {
             std::fs::copy(&source, &target).map(|_| ())
         };
@@ -596,7 +630,7 @@ fn copy_tree(from: &Path, to: &Path) {
 #[test]
 fn every_sdk_turns_an_unserialisable_result_into_a_clear_failure() {
     let a = authored();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch(a);
     // Per language: a task whose output JSON cannot hold, a gate whose evidence it cannot hold.
     let sources = [
         (
@@ -674,7 +708,7 @@ fn every_sdk_turns_an_unserialisable_result_into_a_clear_failure() {
 #[test]
 fn a_build_inside_a_project_warms_the_projects_compile_cache() {
     let a = authored();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch(a);
     let root = dir.path();
     std::fs::create_dir_all(root.join("plugins")).unwrap();
     let project = copy_project(a, "c-task", &root.join("plugins"));
@@ -710,7 +744,7 @@ fn a_build_inside_a_project_warms_the_projects_compile_cache() {
 #[test]
 fn an_unchanged_project_is_not_rebuilt_so_its_digest_stays() {
     let a = authored();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch(a);
     let project = copy_project(a, "python-task", dir.path());
     let digest = |out: &Output| {
         let stdout = String::from_utf8_lossy(&out.stdout);
