@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use crate::harness::{Project, by_id};
+use crate::harness::{Project, by_id, max_overlap};
 
 const LANGS: [&str; 4] = ["rust", "python", "js", "c"];
 
@@ -266,18 +266,31 @@ fn a_pipeline_mixes_all_four_languages_and_fixtures_record_from_it() {
     );
     let r = p.run_json(&["run", pipeline.to_str().unwrap(), "--state", "state.toml"]);
     assert_eq!(r.code, 0, "{}\n{:?}", r.stderr, r.events);
-    // The tasks of a phase ran in parallel: at some point more than one was running.
-    let mut running = 0i32;
-    let mut most = 0;
-    for e in r.events.iter().filter(|e| e["phase"] == "p0") {
-        if e["event"] == "task-started" {
-            running += 1;
-        } else if e["event"] == "task-finished" {
-            running -= 1;
-        }
-        most = most.max(running);
-    }
-    assert!(most >= 2, "{:?}", r.events);
+    // The tasks of a phase ran in parallel: two of them were running at the same time. Judged
+    // by when each started and finished (`elapsed_us`), not by the order of the lines: workers
+    // hand their events over in batches, so one task's lines may follow a later one's.
+    let finished = |task: &serde_json::Value| {
+        r.events
+            .iter()
+            .find(|e| e["phase"] == "p0" && e["task"] == *task && e["event"] == "task-finished")
+            .and_then(|e| e["elapsed_us"].as_u64())
+            .unwrap_or_else(|| panic!("{task} did not finish in p0: {:?}", r.events))
+    };
+    let spans: Vec<(String, u64, u64)> = r
+        .events
+        .iter()
+        .filter(|e| e["phase"] == "p0" && e["event"] == "task-started")
+        .map(|e| {
+            let task = &e["task"];
+            (
+                task.to_string(),
+                e["elapsed_us"].as_u64().unwrap(),
+                finished(task),
+            )
+        })
+        .collect();
+    assert_eq!(spans.len(), 4, "{:?}", r.events);
+    assert!(max_overlap(&spans) >= 2, "{spans:?}\n{:?}", r.events);
     let state: toml::Table =
         toml::from_str(&std::fs::read_to_string(p.path("state.toml")).unwrap()).unwrap();
     assert_eq!(state["status"].as_str(), Some("completed"), "{state:#?}");
