@@ -23,10 +23,11 @@ pub struct MemoryReset {
     /// the kernel and faulted in again by the next instance.
     pub keep_resident: usize,
     /// Find the pages an instance actually dirtied with Linux's `PAGEMAP_SCAN` (6.7+) and restore
-    /// only those, so a large `keep_resident` costs nothing for instances that touch little.
+    /// only those, so a large `keep_resident` costs nothing for instances that touch little. (The
+    /// scan is wasmtime 50's, vendored into 48: it finds every dirty page, swapped out or not,
+    /// however scattered; see vendor/README.md.)
     /// Without it wasmtime would restore the whole resident prefix after every instance, so
-    /// where the kernel is older, or swap is on (why: `pagemap_scan_is_safe`),
-    /// [`MemoryReset::effective`] falls back to [`MemoryReset::DECOMMIT`].
+    /// where the kernel is older [`MemoryReset::effective`] falls back to [`MemoryReset::DECOMMIT`].
     pub pagemap_scan: bool,
 }
 
@@ -48,8 +49,8 @@ impl MemoryReset {
         pagemap_scan: false,
     };
 
-    /// Sets this strategy (or, where `PAGEMAP_SCAN` cannot be used safely,
-    /// [`MemoryReset::DECOMMIT`]) on a pool configuration.
+    /// Sets this strategy (or, where the kernel lacks `PAGEMAP_SCAN`, [`MemoryReset::DECOMMIT`])
+    /// on a pool configuration.
     pub fn apply(self, pool: &mut wasmtime::PoolingAllocationConfig) {
         let reset = self.effective();
         pool.linear_memory_keep_resident(reset.keep_resident)
@@ -60,19 +61,9 @@ impl MemoryReset {
             });
     }
 
-    /// This strategy where `PAGEMAP_SCAN` can be used safely, else [`MemoryReset::DECOMMIT`].
+    /// This strategy where the kernel supports it, else [`MemoryReset::DECOMMIT`].
     pub fn effective(self) -> MemoryReset {
-        let read = |path| std::fs::read_to_string(path).ok();
-        self.effective_on(
-            read("/proc/sys/kernel/osrelease").as_deref(),
-            read("/proc/swaps").as_deref(),
-        )
-    }
-
-    /// [`MemoryReset::effective`] on a machine whose kernel release and `/proc/swaps` read as
-    /// given (`None`: could not be read).
-    fn effective_on(self, release: Option<&str>, swaps: Option<&str>) -> MemoryReset {
-        if self.pagemap_scan && !pagemap_scan_is_safe(release, swaps) {
+        if self.pagemap_scan && !pagemap_scan_available() {
             MemoryReset::DECOMMIT
         } else {
             self
@@ -80,19 +71,9 @@ impl MemoryReset {
     }
 }
 
-/// Whether the pool may restore memory with `PAGEMAP_SCAN`: the kernel has it (Linux 6.7 and
-/// later) and no swap is on.
-///
-/// Swap, because wasmtime 48's scan looks only for dirty pages that are *present*: a page an
-/// instance wrote that the kernel has swapped out by the time the instance ends is neither
-/// restored nor returned to the kernel, and the next instance in that slot (of any plugin: a
-/// slot's pages outside the image are not remapped for a new one) would read what the earlier
-/// one wrote. Wasmtime 50 fixes this (it also scans swapped pages); it needs a newer Rust than
-/// phasegate builds with. Without swap, no page can be swapped out. Decided when the engine is
-/// made: swap turned on during a run is not seen by that run. `/proc/swaps` that cannot be read
-/// counts as swap.
-fn pagemap_scan_is_safe(release: Option<&str>, swaps: Option<&str>) -> bool {
-    let Some(release) = release else {
+/// Whether the running kernel has `PAGEMAP_SCAN` (Linux 6.7 and later).
+fn pagemap_scan_available() -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
         return false;
     };
     let mut parts = release
@@ -100,9 +81,7 @@ fn pagemap_scan_is_safe(release: Option<&str>, swaps: Option<&str>) -> bool {
         .split(|c: char| !c.is_ascii_digit())
         .map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    // `/proc/swaps` is a header line, then one line per active swap area.
-    let no_swap = swaps.is_some_and(|s| s.lines().skip(1).all(|l| l.trim().is_empty()));
-    (major, minor) >= (6, 7) && no_swap
+    (major, minor) >= (6, 7)
 }
 
 /// The engine configuration for `limits`: epoch interruption (always: every task has a
@@ -179,52 +158,4 @@ pub(crate) fn spawn_epoch_ticker(engine: &Engine) {
             }
         })
         .ok();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NO_SWAP: &str = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
-    const SWAP: &str = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/zram0                              partition\t8388604\t\t0\t\t100\n";
-
-    #[test]
-    fn pagemap_scan_needs_linux_6_7_and_no_swap() {
-        let safe = |release, swaps| pagemap_scan_is_safe(release, swaps);
-        assert!(safe(Some("6.7.0\n"), Some(NO_SWAP)));
-        assert!(safe(Some("6.18.44-fc-v1300\n"), Some(NO_SWAP)));
-        assert!(safe(Some("7.0.1"), Some(NO_SWAP)));
-        // An older kernel has no PAGEMAP_SCAN.
-        assert!(!safe(Some("6.6.30\n"), Some(NO_SWAP)));
-        assert!(!safe(Some("6.1.0-18-amd64\n"), Some(NO_SWAP)));
-        assert!(!safe(Some("garbage"), Some(NO_SWAP)));
-        assert!(!safe(None, Some(NO_SWAP)));
-        // Swap on, or not known to be off: a dirty page could be swapped out and kept.
-        assert!(!safe(Some("6.18.44\n"), Some(SWAP)));
-        assert!(!safe(Some("6.18.44\n"), None));
-        assert!(safe(Some("6.18.44\n"), Some("")));
-    }
-
-    #[test]
-    fn the_resident_reset_falls_back_to_decommit_where_the_scan_is_unsafe() {
-        let resident = MemoryReset::RESIDENT;
-        assert_eq!(
-            resident.effective_on(Some("6.18.44"), Some(NO_SWAP)),
-            resident
-        );
-        assert_eq!(
-            resident.effective_on(Some("6.18.44"), Some(SWAP)),
-            MemoryReset::DECOMMIT
-        );
-        assert_eq!(
-            resident.effective_on(Some("6.1.0"), Some(NO_SWAP)),
-            MemoryReset::DECOMMIT
-        );
-        // A strategy that does not scan is kept as it is.
-        let blind = MemoryReset {
-            keep_resident: 1 << 20,
-            pagemap_scan: false,
-        };
-        assert_eq!(blind.effective_on(Some("6.1.0"), Some(SWAP)), blind);
-    }
 }
