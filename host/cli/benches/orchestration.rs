@@ -1116,7 +1116,12 @@ fn reused_per_task(component: &Path, n: usize, reuse: u32) -> f64 {
 /// (which resets the instance's memory in the pool). Mean µs of each.
 fn breakdown(component: &Path, n: usize) -> String {
     let limits = phase_engine_limits();
-    let engine = Engine::new(&engine::config(&limits, MemoryReset::RESIDENT)).expect("engine");
+    let mut config = engine::config(&limits, MemoryReset::RESIDENT);
+    // With PERF_MAP set, compiled Wasm functions are named in /tmp/perf-PID.map for `perf`.
+    if std::env::var_os("PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    let engine = Engine::new(&config).expect("engine");
     let component = Component::from_file(&engine, component).expect("component");
     let mut linker = Linker::<HostState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");

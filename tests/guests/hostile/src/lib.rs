@@ -51,6 +51,93 @@ fn read_past_end() -> Value {
     json!({"breach": format!("read {byte} at {} past the end of a {end}-byte memory", 16)})
 }
 
+/// Bytes of initialised data (part of the component's memory image) that `scatter` marks.
+#[cfg(target_arch = "wasm32")]
+const IMAGE_BYTES: usize = 256 << 10;
+/// What those bytes hold in the image.
+#[cfg(target_arch = "wasm32")]
+const IMAGE_FILL: u8 = 0x11;
+/// A host page: `scatter` marks every other one, so each mark is a dirty run of its own.
+#[cfg(target_arch = "wasm32")]
+const HOST_PAGE: usize = 4096;
+/// What `scatter` writes at the start of every other host page.
+#[cfg(target_arch = "wasm32")]
+const MARK: &[u8; 8] = b"SECRET!!";
+
+#[cfg(target_arch = "wasm32")]
+#[repr(C, align(4096))]
+struct Image([u8; IMAGE_BYTES]);
+
+#[cfg(target_arch = "wasm32")]
+static mut IMAGE: Image = Image([IMAGE_FILL; IMAGE_BYTES]);
+
+/// The image's data and `bytes` of freshly grown memory, as (start, length, pristine byte).
+#[cfg(target_arch = "wasm32")]
+fn scatter_regions(bytes: usize) -> Option<[(usize, usize, u8); 2]> {
+    let pages = bytes.div_ceil(65536).max(1);
+    let old = core::arch::wasm32::memory_grow(0, pages);
+    if old == usize::MAX {
+        return None;
+    }
+    let image = (&raw const IMAGE) as usize;
+    Some([
+        (image, IMAGE_BYTES, IMAGE_FILL),
+        (old * 65536, pages * 65536, 0),
+    ])
+}
+
+/// Writes [`MARK`] at the start of every other host page of the image's data and of `bytes` of
+/// grown memory: hundreds of separate dirty runs for the pool to restore.
+#[cfg(target_arch = "wasm32")]
+#[expect(unsafe_code, reason = "writes raw linear memory on purpose")]
+fn scatter(bytes: usize) -> Value {
+    let Some(regions) = scatter_regions(bytes) else {
+        return json!({"grown": false});
+    };
+    let mut marked = 0;
+    for (start, len, _) in regions {
+        for page in (start..start + len).step_by(2 * HOST_PAGE) {
+            for (i, b) in MARK.iter().enumerate() {
+                // SAFETY: inside this instance's own static or the pages it just grew.
+                unsafe { core::ptr::write_volatile((page + i) as *mut u8, *b) };
+            }
+            marked += 1;
+        }
+    }
+    json!({"scattered": marked})
+}
+
+/// Looks where [`scatter`] writes, in a fresh instance: every byte must be the image's.
+#[cfg(target_arch = "wasm32")]
+#[expect(unsafe_code, reason = "reads raw linear memory on purpose")]
+fn snoop(bytes: usize) -> Value {
+    let Some(regions) = scatter_regions(bytes) else {
+        return json!({"grown": false});
+    };
+    let mut checked = 0;
+    for (start, len, pristine) in regions {
+        for at in start..start + len {
+            // SAFETY: inside this instance's own static or the pages it just grew.
+            let byte = unsafe { core::ptr::read_volatile(at as *const u8) };
+            if byte != pristine {
+                return json!({"breach": format!("byte {byte:#04x} at {at:#x}, where the image has {pristine:#04x}")});
+            }
+        }
+        checked += len / HOST_PAGE;
+    }
+    json!({"clean": checked})
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn scatter(_: usize) -> Value {
+    json!(null)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn snoop(_: usize) -> Value {
+    json!(null)
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 fn grow_and_touch(_: usize) -> Value {
     json!(null)
@@ -142,6 +229,10 @@ impl Task for Hostile {
             // Reads just past the end of its memory: must trap, whatever an earlier instance
             // of the same slot grew to.
             "read-past-end" => read_past_end(),
+            // Marks hundreds of separate pages, in the memory image and beyond it; `snoop`, in
+            // the next instance, looks for the marks.
+            "scatter" => scatter(c.bytes),
+            "snoop" => snoop(c.bytes),
             "read-file" => match std::fs::read_to_string(&c.path) {
                 Ok(text) => json!({"breach": text}),
                 Err(e) => denied(e),
