@@ -24,8 +24,8 @@ pub struct MemoryReset {
     pub keep_resident: usize,
     /// Find the pages an instance actually dirtied with Linux's `PAGEMAP_SCAN` (6.7+) and restore
     /// only those, so a large `keep_resident` costs nothing for instances that touch little. (The
-    /// scan is wasmtime 50's, vendored into 48: it finds every dirty page, swapped out or not,
-    /// however scattered; see vendor/README.md.)
+    /// scan is wasmtime 50's, vendored into 48: it finds every dirty page up to `keep_resident`,
+    /// swapped out or not, however scattered; see vendor/README.md.)
     /// Without it wasmtime would restore the whole resident prefix after every instance, so
     /// where the kernel is older [`MemoryReset::effective`] falls back to [`MemoryReset::DECOMMIT`].
     pub pagemap_scan: bool,

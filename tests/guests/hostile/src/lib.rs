@@ -79,7 +79,7 @@ fn scatter_regions(bytes: usize) -> Option<[(usize, usize, u8); 2]> {
     if old == usize::MAX {
         return None;
     }
-    let image = (&raw const IMAGE) as usize;
+    let image = (&raw mut IMAGE) as usize;
     Some([
         (image, IMAGE_BYTES, IMAGE_FILL),
         (old * 65536, pages * 65536, 0),
