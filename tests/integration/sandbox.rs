@@ -861,24 +861,44 @@ fn table_growth_hits_the_table_limit() {
 
 const EXPLICIT: &str = "[engine]\nbounds-checks = \"explicit\"";
 
+/// Runs, under each bounds-check mode, a sequential phase of three rounds of two hostile tasks,
+/// `first` then `then`, each given as (id prefix, config) and numbered by round (`grow0`,
+/// `read0`, `grow1`, ...): every `then` instance takes the pool slot that the `first` before it
+/// just left. Returns, per mode, the mode, the run's exit code, its stderr and progress file.
+fn one_slot_after_another(
+    first: (&str, &str),
+    then: (&str, &str),
+) -> Vec<(&'static str, i32, String, Value)> {
+    ["", EXPLICIT]
+        .into_iter()
+        .map(|engine| {
+            let p = Project::new();
+            let mut toml = format!(
+                "name = \"slots\"\n{engine}\n[[phase]]\nid = \"attack\"\nparallel = false\n"
+            );
+            for i in 0..3 {
+                for (id, config) in [first, then] {
+                    toml.push_str(&format!(
+                        "[[phase.task]]\nid = \"{id}{i}\"\nplugin = \"{{HOSTILE}}\"\nconfig = {config}\n"
+                    ));
+                }
+            }
+            p.pipeline(&toml);
+            let r = p.run_json(&["run", "pipeline.toml"]);
+            (engine, r.code, r.stderr, p.state(".phasegate/state.toml"))
+        })
+        .collect()
+}
+
 #[test]
 fn reads_past_the_end_trap_even_in_a_slot_an_earlier_instance_grew() {
-    // Sequential, so the instances follow one another in the pool's slots: the reads come right
-    // after an instance of the same plugin grew its memory by 8 MiB and wrote to the end.
-    for engine in ["", EXPLICIT] {
-        let p = Project::new();
-        let mut toml =
-            format!("name = \"bounds\"\n{engine}\n[[phase]]\nid = \"attack\"\nparallel = false\n");
-        for i in 0..3 {
-            toml.push_str(&format!(
-                "[[phase.task]]\nid = \"grow{i}\"\nplugin = \"{{HOSTILE}}\"\nconfig = {{ attack = \"grow\", bytes = 8388608 }}\n\
-                 [[phase.task]]\nid = \"read{i}\"\nplugin = \"{{HOSTILE}}\"\nconfig = {{ attack = \"read-past-end\" }}\n"
-            ));
-        }
-        p.pipeline(&toml);
-        let r = p.run_json(&["run", "pipeline.toml"]);
-        assert_eq!(r.code, 1, "{engine}: {}", r.stderr);
-        let state = p.state(".phasegate/state.toml");
+    // The reads come right after an instance of the same plugin grew its memory by 8 MiB and
+    // wrote to the end.
+    for (engine, code, stderr, state) in one_slot_after_another(
+        ("grow", "{ attack = \"grow\", bytes = 8388608 }"),
+        ("read", "{ attack = \"read-past-end\" }"),
+    ) {
+        assert_eq!(code, 1, "{engine}: {stderr}");
         for i in 0..3 {
             assert_eq!(
                 output(&state, &format!("grow{i}"))["grown"],
@@ -897,25 +917,14 @@ fn reads_past_the_end_trap_even_in_a_slot_an_earlier_instance_grew() {
 
 #[test]
 fn a_task_never_reads_what_an_earlier_task_scattered_over_its_memory() {
-    // Sequential, so each `snoop` instance takes the pool slot the `scatter` before it just left.
     // `scatter` marks every other 4 KiB page of 256 KiB of its memory image and of 4 MiB it
     // grows: ~560 separate dirty runs, many more than one pass of the pool's page scan reports,
     // so the slot comes back pristine only if the scan goes on to the end (vendor/README.md).
-    for engine in ["", EXPLICIT] {
-        let p = Project::new();
-        let mut toml = format!(
-            "name = \"leftovers\"\n{engine}\n[[phase]]\nid = \"attack\"\nparallel = false\n"
-        );
-        for i in 0..3 {
-            toml.push_str(&format!(
-                "[[phase.task]]\nid = \"scatter{i}\"\nplugin = \"{{HOSTILE}}\"\nconfig = {{ attack = \"scatter\", bytes = 4194304 }}\n\
-                 [[phase.task]]\nid = \"snoop{i}\"\nplugin = \"{{HOSTILE}}\"\nconfig = {{ attack = \"snoop\", bytes = 4194304 }}\n"
-            ));
-        }
-        p.pipeline(&toml);
-        let r = p.run_json(&["run", "pipeline.toml"]);
-        assert_eq!(r.code, 0, "{engine}: {}", r.stderr);
-        let state = p.state(".phasegate/state.toml");
+    for (engine, code, stderr, state) in one_slot_after_another(
+        ("scatter", "{ attack = \"scatter\", bytes = 4194304 }"),
+        ("snoop", "{ attack = \"snoop\", bytes = 4194304 }"),
+    ) {
+        assert_eq!(code, 0, "{engine}: {stderr}");
         for i in 0..3 {
             // 32 pages of the image, 512 of the grown memory.
             assert_eq!(
