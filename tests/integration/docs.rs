@@ -1,5 +1,6 @@
-//! The documentation stays true: every relative link in the Markdown files leads somewhere, and
-//! the README's first pipeline is the example file and runs.
+//! The documentation stays true: every relative link in the Markdown files leads somewhere, the
+//! README's first pipeline is the example file and runs, and the patch BENCHMARKS.md measures
+//! with still applies.
 
 use crate::harness::Project;
 
@@ -143,4 +144,27 @@ fn the_readme_first_pipeline_is_the_example_and_runs() {
     let words = &finished["outcome"]["context"]["phases"]["report"]["tasks"]["words"]["output"];
     assert_eq!(words["words"], 9, "{finished}");
     assert_eq!(words["lines"], 1, "{finished}");
+}
+
+/// BENCHMARKS.md measures what a task's key and records cost with a build that can switch them
+/// off, made by applying `host/cli/benches/without-records.patch`: it must still apply.
+#[test]
+fn the_benchmark_patch_that_switches_records_off_still_applies() {
+    let root = crate::harness::repo_root();
+    let patch = "host/cli/benches/without-records.patch";
+    let check = std::process::Command::new("git")
+        .args(["apply", "--check", patch])
+        .current_dir(&root)
+        .output()
+        .expect("git runs");
+    assert!(
+        check.status.success(),
+        "{patch} no longer applies to host/runner ({}); make the same changes by hand, then \
+         `git diff host/runner > {patch}` and `git checkout host/runner`",
+        String::from_utf8_lossy(&check.stderr).trim()
+    );
+    let text = std::fs::read_to_string(root.join(patch)).unwrap();
+    for switch in ["\"key\"", "\"journal\"", "\"snapshot\"", "PHASEGATE_BENCH_OFF"] {
+        assert!(text.contains(switch), "{patch} lost its switch {switch}");
+    }
 }
