@@ -380,3 +380,98 @@ fn a_cache_that_cannot_be_used_is_said_once_per_phase_and_the_run_goes_on() {
     );
     assert_eq!(ran_and_cached(&r).0, ["env"]);
 }
+
+/// Two phases whose tasks read the same file of one read-only directory (a gigabyte of data
+/// granted this way was read once per phase and per run to make the tasks' keys).
+const TREE_PIPELINE: &str = r#"
+name = "trees"
+[[phase]]
+id = "one"
+[[phase.task]]
+id = "read"
+plugin = "{HOSTILE}"
+config = { attack = "read-file", path = "/data/b.txt" }
+grants = { deterministic = true, dirs = [{ host = "data", guest = "/data" }] }
+[[phase]]
+id = "two"
+[[phase.task]]
+id = "again"
+plugin = "{HOSTILE}"
+config = { attack = "read-file", path = "/data/b.txt" }
+grants = { deterministic = true, dirs = [{ host = "data", guest = "/data" }] }
+"#;
+
+/// Per phase, the files of its read-only tree and how many of them were read for the keys.
+fn tree_reads(r: &RunResult) -> Vec<(String, u64, u64)> {
+    r.of("tree-digested")
+        .into_iter()
+        .map(|e| {
+            (
+                e["phase"].as_str().unwrap().to_owned(),
+                e["files"].as_u64().unwrap(),
+                e["read"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_read_only_tree_is_read_again_only_where_a_file_changed() {
+    let p = Project::new();
+    std::fs::create_dir(p.path("data")).unwrap();
+    std::fs::write(p.path("data/a.txt"), "alpha").unwrap();
+    std::fs::write(p.path("data/b.txt"), "bravo").unwrap();
+    p.pipeline(TREE_PIPELINE);
+    // A file changed less than this long ago is read every time (two writes in one tick of the
+    // file system's clock would leave the same times).
+    std::thread::sleep(phasegate_runner::tree::SETTLE + std::time::Duration::from_millis(100));
+
+    let first = run(&p, &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(
+        tree_reads(&first),
+        [("one".into(), 2, 2), ("two".into(), 2, 0)]
+    );
+    assert!(p.path(".phasegate/trees").is_file());
+
+    // Another run: nothing read, every outcome from the cache.
+    let second = run(&p, &[]);
+    assert_eq!(
+        tree_reads(&second),
+        [("one".into(), 2, 0), ("two".into(), 2, 0)]
+    );
+    assert_eq!(
+        ran_and_cached(&second),
+        (vec![], vec!["again".into(), "read".into()])
+    );
+
+    // One byte of one file, the same size and modification time: that file is read (in both
+    // phases: it changed just now), the keys change, and the tasks see the new text.
+    let file = p.path("data/b.txt");
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::fs::write(&file, "braVo").unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let third = run(&p, &[]);
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    assert_eq!(
+        tree_reads(&third),
+        [("one".into(), 2, 1), ("two".into(), 2, 1)]
+    );
+    assert_eq!(ran_and_cached(&third).0, ["again", "read"]);
+    let state = p.state(".phasegate/state.toml");
+    for (phase, task) in [("one", "read"), ("two", "again")] {
+        let t = by_id(&by_id(&state["phase"], phase)["task"], task);
+        assert!(t["output"].as_str().unwrap().contains("braVo"), "{t}");
+    }
+
+    // Without the memo (removing it is always safe) every file is read once more.
+    std::fs::remove_file(p.path(".phasegate/trees")).unwrap();
+    let fourth = run(&p, &[]);
+    assert_eq!(tree_reads(&fourth)[0], ("one".into(), 2, 2));
+    assert_eq!(ran_and_cached(&fourth).1, ["again", "read"]);
+}

@@ -164,7 +164,12 @@ fn the_benchmark_patch_that_switches_records_off_still_applies() {
         String::from_utf8_lossy(&check.stderr).trim()
     );
     let text = std::fs::read_to_string(root.join(patch)).unwrap();
-    for switch in ["\"key\"", "\"journal\"", "\"snapshot\"", "PHASEGATE_BENCH_OFF"] {
+    for switch in [
+        "\"key\"",
+        "\"journal\"",
+        "\"snapshot\"",
+        "PHASEGATE_BENCH_OFF",
+    ] {
         assert!(text.contains(switch), "{patch} lost its switch {switch}");
     }
 }

@@ -592,7 +592,11 @@ fn parts() {
         "",
     );
     let (pipeline, host, plugins) = load(&path);
-    let keys = phasegate_runner::key::Keys::new(&pipeline, digests(&plugins));
+    let keys = phasegate_runner::key::Keys::new(
+        &pipeline,
+        digests(&plugins),
+        Arc::new(phasegate_runner::tree::TreeDigests::in_memory()),
+    );
     let spec = &pipeline.phases[0].tasks[0];
     let mut cache = phasegate_runner::key::TaskKeyCache::default();
     let start = Instant::now();

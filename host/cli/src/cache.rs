@@ -39,7 +39,17 @@ fn parse_age(text: &str) -> Result<Duration, String> {
 
 /// The result cache a run of `pipeline` uses: its project's, else the current folder's.
 pub fn of_pipeline(pipeline: &Pipeline) -> ResultCache {
-    ResultCache::of_project(&pipeline.project.clone().unwrap_or_else(current))
+    ResultCache::of_project(&project_of(pipeline))
+}
+
+/// Where a run of `pipeline` remembers the contents digests of the files its read-only grants
+/// hold (`phasegate_runner::tree`): beside its result cache.
+pub fn tree_memo_of(pipeline: &Pipeline) -> PathBuf {
+    project_of(pipeline).join(".phasegate").join("trees")
+}
+
+fn project_of(pipeline: &Pipeline) -> PathBuf {
+    pipeline.project.clone().unwrap_or_else(current)
 }
 
 fn current() -> PathBuf {

@@ -15,6 +15,10 @@ use super::Format;
 use super::lines::{Lines, Stream};
 use super::live::Bars;
 
+/// A read-only tree digested for a phase's keys is said (without `--verbose`) when this much of
+/// it had to be read: enough to have made the phase's start wait.
+const TREE_READ_WORTH_SAYING: u64 = 64 << 20;
+
 pub struct Renderer {
     format: Format,
     verbose: bool,
@@ -112,6 +116,10 @@ impl Renderer {
             }
             EventKind::TaskStarted { .. } | EventKind::TaskSkipped { .. } => self.verbose,
             EventKind::TaskProgress { .. } => false,
+            // Worth a line when reading it took noticeable time.
+            EventKind::TreeDigested { read_bytes, .. } => {
+                self.verbose || *read_bytes >= TREE_READ_WORTH_SAYING
+            }
             EventKind::TaskOutdated { .. }
             | EventKind::CacheProblem { .. }
             | EventKind::GateVerdict { .. }
@@ -204,6 +212,28 @@ impl Renderer {
             }
             EventKind::CacheProblem { task, message, .. } => {
                 format!("  ! {task}: result cache: {message}")
+            }
+            EventKind::TreeDigested {
+                phase,
+                dir,
+                files,
+                read,
+                read_bytes,
+            } => {
+                let what = match (*read, *files) {
+                    (0, _) => "none changed since last read".to_owned(),
+                    (r, f) if r == f => format!(
+                        "all read ({})",
+                        phasegate_model::units::ByteSize(*read_bytes).approx()
+                    ),
+                    (r, _) => format!(
+                        "{r} read ({}), the others unchanged since last read",
+                        phasegate_model::units::ByteSize(*read_bytes).approx()
+                    ),
+                };
+                format!(
+                    "phase {phase}: read-only {dir} digested for the keys: {files} file(s), {what}"
+                )
             }
             EventKind::TaskFinished {
                 task,

@@ -125,11 +125,13 @@ impl ResumeArgs {
         }
         if self.explain {
             let executor = phasegate_engine::LocalExecutor::new(host, plugins);
+            let trees = crate::cache::tree_memo_of(&pipeline);
             let runner = Runner::new(
                 executor,
                 pipeline,
                 phasegate_model::events::Emitter::discard(),
             )
+            .with_tree_memo(trees)
             .with_recorded(recorded);
             print!("{}", runner.explain(&store.state, &known));
             return Ok(Exit::Success);

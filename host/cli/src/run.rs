@@ -322,7 +322,9 @@ fn run_with<E: Executor>(
     session: Session,
     emitter: phasegate_model::events::Emitter,
 ) -> anyhow::Result<RunOutcome> {
+    let trees = super::cache::tree_memo_of(&pipeline);
     let runner = Runner::new(executor, pipeline, emitter)
+        .with_tree_memo(trees)
         .with_clock_free(session.clock_free)
         .with_cache(session.cache)
         .with_recorded(session.recorded);

@@ -135,6 +135,16 @@ pub enum EventKind {
         task: Id,
         reason: String,
     },
+    /// A read-only directory the tasks or gates of a phase are granted was digested for their
+    /// keys: of its `files`, `read` were read in full (`read_bytes`); the others' contents
+    /// digests were remembered from an earlier phase or run, their files unchanged.
+    TreeDigested {
+        phase: Id,
+        dir: String,
+        files: u64,
+        read: u64,
+        read_bytes: u64,
+    },
     /// The result cache could not be used for a task (an entry was damaged, or could not be
     /// written); the task ran (or its result is kept) regardless.
     CacheProblem {

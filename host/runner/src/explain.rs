@@ -50,7 +50,11 @@ impl<E: Executor> Runner<E> {
     /// What resuming the run in `state` would do. `recorded` lists the (phase, task) ids the
     /// progress file had before it was fitted to the pipeline (the others are new).
     pub fn explain(&self, state: &State, recorded: &HashSet<(Id, Id)>) -> Plan {
-        let keys = std::sync::Arc::new(Keys::new(&self.pipeline, state.plugins.clone()));
+        let keys = std::sync::Arc::new(Keys::new(
+            &self.pipeline,
+            state.plugins.clone(),
+            self.trees.clone(),
+        ));
         let mut ctx = Context::new(&state.run_id, &self.pipeline.name, &self.pipeline.vars);
         let mut phases = Vec::new();
         // Whether an earlier phase makes results again (then what later tasks read may change).
@@ -59,6 +63,8 @@ impl<E: Executor> Runner<E> {
         for (pi, phase) in self.pipeline.phases.iter().enumerate() {
             keys.forget_trees();
             keys.prepare(phase);
+            // Only an accelerator: a memo that cannot be written is read in full next time.
+            let _ = self.trees.save();
             let ps = &state.phases[pi];
             let run = self.phase_run(pi, &ctx, &state.run_id, &keys, None);
             let mut tasks = Vec::new();

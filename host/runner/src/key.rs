@@ -34,6 +34,8 @@ use phasegate_model::progress::TaskState;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::tree::{TreeDigests, Walk};
+
 /// Changes whenever what goes into a key changes, so that no old key can match a new one.
 const FORMAT: &[u8] = b"phasegate key 2";
 
@@ -48,29 +50,31 @@ pub struct Keys {
     /// The tree digests of read-only grants, made once per phase ([`Keys::forget_trees`]): a
     /// directory that many tasks read is walked once.
     trees: Mutex<HashMap<PathBuf, Arc<Result<String, String>>>>,
+    /// What walks them, remembering file contents digests from phase to phase (and run to run).
+    tree_digests: Arc<TreeDigests>,
 }
 
 /// Length-prefixed fields, so that no two different lists of fields are the same bytes; hashed
 /// at once when finished (one pass of SHA-256 over a buffer costs a fraction of feeding the
 /// hasher dozens of small pieces: a task's key is made for every task).
-struct Fields(Vec<u8>);
+pub(crate) struct Fields(Vec<u8>);
 
 impl Fields {
-    fn new(kind: &str) -> Self {
+    pub(crate) fn new(kind: &str) -> Self {
         let mut fields = Fields(Vec::with_capacity(512));
         fields.0.extend_from_slice(FORMAT);
         fields.add(kind.as_bytes());
         fields
     }
 
-    fn add(&mut self, bytes: &[u8]) -> &mut Self {
+    pub(crate) fn add(&mut self, bytes: &[u8]) -> &mut Self {
         self.0
             .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         self.0.extend_from_slice(bytes);
         self
     }
 
-    fn text(&mut self, name: &str, value: &str) -> &mut Self {
+    pub(crate) fn text(&mut self, name: &str, value: &str) -> &mut Self {
         self.add(name.as_bytes()).add(value.as_bytes())
     }
 
@@ -107,7 +111,7 @@ impl Fields {
         }
     }
 
-    fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         text(Sha256::digest(&self.0).into())
     }
 }
@@ -145,36 +149,42 @@ struct SpecShape {
 
 impl Keys {
     /// Keys for `pipeline`'s tasks and gates, its plugins' digests as `digests` records them
-    /// (spec → `sha256:`).
-    pub fn new(pipeline: &Pipeline, digests: PluginDigests) -> Self {
+    /// (spec → `sha256:`), its read-only trees digested by `trees`.
+    pub fn new(pipeline: &Pipeline, digests: PluginDigests, trees: Arc<TreeDigests>) -> Self {
         Keys {
             pipeline: pipeline.name.clone(),
             max_stack: pipeline.engine.max_stack.0,
             digests,
             trees: Mutex::new(HashMap::new()),
+            tree_digests: trees,
         }
     }
 
     /// Drops the tree digests made so far: a phase's tasks may have changed a directory the next
-    /// phase reads.
+    /// phase reads. (Their files' contents digests are kept while their stamps hold.)
     pub fn forget_trees(&self) {
         self.trees.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Digests the read-only trees the tasks and gates of `phase` read, before its workers
-    /// start: otherwise each worker that starts at once would walk the same tree.
-    pub fn prepare(&self, phase: &Phase) {
+    /// start: otherwise each worker that starts at once would walk the same tree. Says, for each
+    /// tree walked, how much of it was read.
+    pub fn prepare(&self, phase: &Phase) -> Vec<(PathBuf, Walk)> {
         let grants = phase
             .tasks
             .iter()
             .map(|t| &*t.grants)
             .chain(phase.gates.iter().map(|g| &g.grants));
+        let mut walked = Vec::new();
         for dir in grants
             .flat_map(|g| &g.dirs)
             .filter(|d| d.mode == DirMode::Ro)
         {
-            let _ = self.tree(&dir.host);
+            if !self.walked(&dir.host) {
+                walked.push((dir.host.clone(), self.walk(&dir.host)));
+            }
         }
+        walked
     }
 
     /// The key of task `spec` of phase `phase` given its rendered `input`, its `config` (JSON
@@ -348,24 +358,34 @@ impl Keys {
     }
 
     fn tree(&self, host: &Path) -> Result<String, String> {
-        let cached = self
+        let known = self
             .trees
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(host)
             .cloned();
-        let digest = match cached {
-            Some(digest) => digest,
-            None => {
-                let digest = Arc::new(tree_digest(host));
-                self.trees
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(host.to_owned(), digest.clone());
-                digest
-            }
-        };
-        (*digest).clone()
+        match known {
+            Some(digest) => (*digest).clone(),
+            None => self.walk(host).digest,
+        }
+    }
+
+    /// Whether this phase walked the tree at `host` already.
+    fn walked(&self, host: &Path) -> bool {
+        self.trees
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(host)
+    }
+
+    /// Walks the tree at `host` and keeps its digest for the phase.
+    fn walk(&self, host: &Path) -> Walk {
+        let walk = self.tree_digests.digest(host);
+        self.trees
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_owned(), Arc::new(walk.digest.clone()));
+        walk
     }
 }
 
@@ -378,42 +398,6 @@ pub fn context_digest(context: &Value) -> String {
         }
     }
     f.finish()
-}
-
-/// A digest of a directory tree as a plugin can see it: for every entry (in name order), its
-/// path, kind, permissions, size, modification time, and a file's contents or a link's target.
-pub fn tree_digest(root: &Path) -> Result<String, String> {
-    let mut f = Fields::new("tree");
-    walk(root, root, &mut f)
-        .map_err(|e| format!("cannot read granted directory {}: {e}", root.display()))?;
-    Ok(f.finish())
-}
-
-fn walk(root: &Path, dir: &Path, f: &mut Fields) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let meta = std::fs::symlink_metadata(&path)?;
-        let relative = path.strip_prefix(root).unwrap_or(&path);
-        f.text("entry", &relative.to_string_lossy())
-            .add(&meta.mode().to_le_bytes())
-            .add(&meta.size().to_le_bytes())
-            .add(&meta.mtime().to_le_bytes())
-            .add(&meta.mtime_nsec().to_le_bytes());
-        let kind = meta.file_type();
-        if kind.is_dir() {
-            walk(root, &path, f)?;
-        } else if kind.is_symlink() {
-            f.text("target", &std::fs::read_link(&path)?.to_string_lossy());
-        } else if kind.is_file() {
-            let mut hasher = Sha256::new();
-            std::io::copy(&mut std::fs::File::open(&path)?, &mut hasher)?;
-            f.add(&hasher.finalize());
-        }
-    }
-    Ok(())
 }
 
 /// The plugins (by spec) whose components import neither clocks nor random: with the host's
@@ -522,33 +506,6 @@ fn normal(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_tree_digest_follows_contents_names_and_modes() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("sub/a.txt"), "one").unwrap();
-        let first = tree_digest(dir.path()).unwrap();
-        assert_eq!(tree_digest(dir.path()).unwrap(), first);
-        let file = dir.path().join("sub/a.txt");
-        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
-        // The same size and time, one byte changed.
-        std::fs::write(&file, "onE").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
-        let edited = tree_digest(dir.path()).unwrap();
-        assert_ne!(edited, first);
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_ne!(tree_digest(dir.path()).unwrap(), edited);
-        std::fs::rename(&file, dir.path().join("sub/b.txt")).unwrap();
-        assert_ne!(tree_digest(dir.path()).unwrap(), edited);
-        assert!(tree_digest(&dir.path().join("missing")).is_err());
-    }
-
     /// Every task's key made with one cache kept across tasks of different specs and phases, in
     /// an order that goes back and forth between them, is the key made from scratch: all its
     /// fields hashed in one pass.
@@ -594,7 +551,7 @@ mod tests {
             ("p.wasm".to_owned(), "sha256:p".to_owned()),
             ("q.wasm".to_owned(), "sha256:q".to_owned()),
         ]);
-        let keys = Keys::new(&pipeline, digests);
+        let keys = Keys::new(&pipeline, digests, Arc::new(TreeDigests::in_memory()));
         let in_one_pass = |phase: &str, spec: &TaskSpec, input: &str| {
             let mut f = Fields::new("task");
             f.text("contract", CONTRACT)
@@ -655,7 +612,11 @@ mod tests {
         std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
         let text = "name = \"g\"\n[[phase]]\nid = \"a\"\n[[phase.task]]\nid = \"t\"\nplugin = \"p.wasm\"\n";
         let pipeline = crate::load::parse(&dir.path().join("p.toml"), text).unwrap();
-        let keys = Keys::new(&pipeline, PluginDigests::new());
+        let keys = Keys::new(
+            &pipeline,
+            PluginDigests::new(),
+            Arc::new(TreeDigests::in_memory()),
+        );
         let tasks: Vec<TaskState> = (0..1_000)
             .map(|i| TaskState {
                 status: phasegate_model::progress::TaskStatus::Succeeded,

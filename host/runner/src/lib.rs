@@ -16,6 +16,7 @@ pub mod policy;
 mod prefetch;
 pub mod resume;
 pub mod template;
+pub mod tree;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +41,7 @@ use self::crew::{AbortOnDrop, Crew};
 use self::handoff::Done;
 use self::key::Keys;
 use self::persist::ProgressStore;
+use self::tree::TreeDigests;
 
 /// Runs one pipeline through an executor.
 pub struct Runner<E: Executor> {
@@ -49,6 +51,7 @@ pub struct Runner<E: Executor> {
     cache: Option<ResultCache>,
     recorded: Recorded,
     clock_free: key::ClockFree,
+    trees: Arc<TreeDigests>,
 }
 
 /// How the records of an earlier session are judged when a run resumes.
@@ -79,7 +82,15 @@ impl<E: Executor> Runner<E> {
             cache: None,
             recorded: Recorded::default(),
             clock_free: key::ClockFree::new(),
+            trees: Arc::new(TreeDigests::in_memory()),
         }
+    }
+
+    /// Keeps what digesting read-only trees learnt in `file` (the project's `.phasegate/trees`),
+    /// so that a later run reads only the files that changed ([`tree`]).
+    pub fn with_tree_memo(mut self, file: std::path::PathBuf) -> Self {
+        self.trees = Arc::new(TreeDigests::kept_in(file));
+        self
     }
 
     /// Names the plugins that cannot read a clock or a random source (their tasks may be
@@ -121,7 +132,11 @@ impl<E: Executor> Runner<E> {
         let mut ctx = Context::new(&run_id, &self.pipeline.name, &self.pipeline.vars);
         let mut completed = Vec::new();
         let mut warnings = Vec::new();
-        let keys = Arc::new(Keys::new(&self.pipeline, store.state.plugins.clone()));
+        let keys = Arc::new(Keys::new(
+            &self.pipeline,
+            store.state.plugins.clone(),
+            self.trees.clone(),
+        ));
         let purity = self
             .cache
             .as_ref()
@@ -130,7 +145,7 @@ impl<E: Executor> Runner<E> {
         for (pi, phase) in self.pipeline.phases.iter().enumerate() {
             // A phase's tasks may change a directory a later phase reads.
             keys.forget_trees();
-            keys.prepare(phase);
+            self.digested(phase, keys.prepare(phase));
             let run = self.phase_run(pi, &ctx, &run_id, &keys, purity.as_ref());
             // Records of an earlier session that no longer hold: their tasks run again.
             let outdated = run.outdated(&store.state.phases[pi]);
@@ -239,6 +254,27 @@ impl<E: Executor> Runner<E> {
             outcome: outcome.clone(),
         });
         outcome
+    }
+
+    /// Says how much of each read-only tree `phase` reads was read to digest it, and keeps what
+    /// was learnt.
+    fn digested(&self, phase: &Phase, walked: Vec<(std::path::PathBuf, tree::Walk)>) {
+        if walked.is_empty() {
+            return;
+        }
+        for (dir, walk) in walked {
+            if walk.digest.is_ok() {
+                self.emitter.emit(EventKind::TreeDigested {
+                    phase: phase.id.clone(),
+                    dir: dir.display().to_string(),
+                    files: walk.files,
+                    read: walk.read,
+                    read_bytes: walk.read_bytes,
+                });
+            }
+        }
+        // Only an accelerator: a memo that cannot be written is read in full next time.
+        let _ = self.trees.save();
     }
 
     /// What the tasks of phase `pi` share, for the context `ctx` as the phase begins; `purity`
