@@ -8,6 +8,7 @@
 //! cargo bench -p phasegate --bench orchestration -- wasi    # a WASI-importing noop against [1]'s
 //! cargo bench -p phasegate --bench orchestration -- load    # loading pipelines of 100 to 100k tasks
 //! cargo bench -p phasegate --bench orchestration -- phases  # 10,000 tasks in 1, 10 or 100 phases
+//! cargo bench -p phasegate --bench orchestration -- trees   # digesting a read-only grant, read or remembered
 //! cargo bench -p phasegate --bench orchestration -- context # [6] only: later and sequential phases
 //! cargo bench -p phasegate --bench orchestration -- profile # [1]'s 1-core phase alone, for perf
 //! ```
@@ -72,6 +73,9 @@ fn main() {
     }
     if arg("phases") {
         return many_phases();
+    }
+    if arg("trees") {
+        return tree_digests();
     }
     if arg("context") {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -396,6 +400,66 @@ fn load_sizes() {
         growth(|c| c.0),
         growth(|c| c.1),
     );
+}
+
+/// `-- trees`: the digest a phase takes of a read-only grant, for a tree of a few large files
+/// and one of many small ones: every file read (the first phase of the first run) against
+/// their contents digests remembered (later phases, in this process; later runs, from the memo
+/// file, loaded first). Best of 3 each; the files' pages are in memory for both.
+fn tree_digests() {
+    use phasegate_runner::tree::{SETTLE, TreeDigests};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shapes: [(&str, usize, usize); 2] = [
+        ("8 files of 32 MiB", 8, 32 << 20),
+        ("10,000 files of 4 KiB", 10_000, 4 << 10),
+    ];
+    let mut fill = 0x9e37_79b9_7f4a_7c15u64;
+    for (i, &(_, files, size)) in shapes.iter().enumerate() {
+        for f in 0..files {
+            let sub = dir.path().join(format!("tree{i}/{:02}", f % 100));
+            std::fs::create_dir_all(&sub).expect("tree dir");
+            let bytes: Vec<u8> = (0..size)
+                .map(|_| {
+                    fill ^= fill << 13;
+                    fill ^= fill >> 7;
+                    fill ^= fill << 17;
+                    fill as u8
+                })
+                .collect();
+            std::fs::write(sub.join(format!("f{f}")), bytes).expect("tree file");
+        }
+    }
+    // Files changed more recently than this are read every time.
+    std::thread::sleep(SETTLE + Duration::from_millis(100));
+    for (i, (name, _, _)) in shapes.iter().enumerate() {
+        let root = dir.path().join(format!("tree{i}"));
+        let memo = dir.path().join(format!("memo{i}"));
+        let timed = |digests: &TreeDigests| {
+            let start = Instant::now();
+            let walk = digests.digest(&root);
+            (start.elapsed(), walk)
+        };
+        let read_all = best(|| timed(&TreeDigests::in_memory()).0);
+        let kept = TreeDigests::in_memory();
+        let (_, first) = timed(&kept);
+        let remembered = best(|| timed(&kept).0);
+        let saved = TreeDigests::kept_in(memo.clone());
+        timed(&saved);
+        saved.save().expect("memo saved");
+        let next_run = best(|| timed(&TreeDigests::kept_in(memo.clone())).0);
+        let (_, again) = timed(&kept);
+        assert_eq!(again.read, 0, "unchanged files were read");
+        assert_eq!(again.digest, first.digest);
+        println!(
+            "  {name} ({} read): every file read {:.1} ms; remembered, a later phase {:.2} ms ({:.0}x less), a later run {:.2} ms ({:.0}x less)",
+            phasegate_model::units::ByteSize(first.read_bytes).approx(),
+            ms(read_all),
+            ms(remembered),
+            read_all.as_secs_f64() / remembered.as_secs_f64(),
+            ms(next_run),
+            read_all.as_secs_f64() / next_run.as_secs_f64(),
+        );
+    }
 }
 
 /// `--load-child FILE`: loads FILE once and prints how long it took (µs), as `phasegate` does.

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config_check;
 mod crew;
 pub mod explain;
+mod fields;
 mod handoff;
 pub mod key;
 pub mod load;

@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use crate::key::Fields;
+use crate::fields::Fields;
 
 /// How long ago a file must have last changed for its contents digest to be remembered.
 pub const SETTLE: Duration = Duration::from_secs(2);
