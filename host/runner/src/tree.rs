@@ -18,7 +18,8 @@
 //!
 //! The memo is kept between runs in the project's `.phasegate/trees` (a line per file:
 //! digest, stamp, path), rewritten atomically after a phase's trees are digested when it
-//! learnt something; a walk drops what it no longer finds under its root. It is only ever an
+//! learnt something; a walk drops what it no longer finds under its root, and a rewrite drops
+//! files that no longer exist (of trees that are gone). It is only ever an
 //! accelerator: a memo that cannot be read (or is in another format) is started afresh, one
 //! that cannot be written leaves the next run reading files in full, and removing it is always
 //! safe. It is trusted as `.phasegate/` is: whoever can write there can also edit the progress
@@ -190,6 +191,10 @@ impl TreeDigests {
         if !memo.changed {
             return Ok(());
         }
+        // Files of trees no walk here went through (another pipeline's, or a folder made for
+        // one run) are kept while they exist: the memo does not grow with trees that are gone.
+        memo.files
+            .retain(|path, _| std::fs::symlink_metadata(path).is_ok());
         let mut entries: Vec<_> = memo.files.iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut text = String::with_capacity(64 + entries.len() * 160);
@@ -477,6 +482,23 @@ mod tests {
         assert_eq!(counts(&walk), (1, 0));
         second.save().unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 2);
+
+        // A tree that is gone (another pipeline's, a folder made for one run) leaves the memo
+        // at the next rewrite.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("c.txt"), "charlie").unwrap();
+        second.digest(&other);
+        second.save().unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3);
+        std::fs::remove_dir_all(&other).unwrap();
+        std::fs::write(root.join("new.txt"), "new").unwrap();
+        second.digest(&root);
+        second.save().unwrap();
+        let kept = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(kept.lines().count(), 3, "{kept}");
+        assert!(!kept.contains("c.txt"), "{kept}");
+        std::fs::remove_file(root.join("new.txt")).unwrap();
 
         // Damaged (cut short, a digest that is not hex), or another format: every file is read,
         // the digest holds.
