@@ -10,7 +10,8 @@
 //! nanosecond — and used again while the stamp is the same. Writing a file changes its
 //! status-change time (ctime), which no unprivileged process can set back (`touch -d`,
 //! `cp -p` and `rsync -t` set the modification time only), so an edit that keeps the size and
-//! restores the modification time is still seen.
+//! restores the modification time is still seen (except on file systems with no ctime of their
+//! own, such as FAT, which report the modification time for it).
 //!
 //! A file changed less than [`SETTLE`] ago is read but not remembered: file systems keep times
 //! in ticks of a few milliseconds, and two writes in one tick would leave the same stamp (git's
