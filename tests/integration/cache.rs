@@ -53,6 +53,20 @@ fn project() -> Project {
     p
 }
 
+/// Writes `text` (as long as what `file` holds) into `file` and sets its modification time back:
+/// an edit only the contents (and the status-change time) show.
+fn edit_keeping_size_and_time(file: &std::path::Path, text: &str) {
+    let before = std::fs::metadata(file).unwrap();
+    assert_eq!(before.len(), text.len() as u64);
+    std::fs::write(file, text).unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(file)
+        .unwrap()
+        .set_modified(before.modified().unwrap())
+        .unwrap();
+}
+
 /// Runs the pipeline from the start (a run that failed is replaced).
 fn run(p: &Project, extra: &[&str]) -> RunResult {
     let mut args = vec!["run", "pipeline.toml", "--fresh"];
@@ -117,15 +131,7 @@ fn only_what_changed_runs_again_and_impure_or_failed_tasks_never_hit() {
 
     // One byte of one file, same size and modification time: only its reader and what reads
     // its output run again.
-    let file = p.path("dir-b/b.txt");
-    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
-    std::fs::write(&file, "braVo").unwrap();
-    std::fs::File::options()
-        .append(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    edit_keeping_size_and_time(&p.path("dir-b/b.txt"), "braVo");
     let third = run(&p, &[]);
     assert_eq!(ran_and_cached(&third).0, ["b", "env"]);
     let state = p.state(".phasegate/state.toml");
@@ -447,15 +453,7 @@ fn a_read_only_tree_is_read_again_only_where_a_file_changed() {
 
     // One byte of one file, the same size and modification time: that file is read (in both
     // phases: it changed just now), the keys change, and the tasks see the new text.
-    let file = p.path("data/b.txt");
-    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
-    std::fs::write(&file, "braVo").unwrap();
-    std::fs::File::options()
-        .append(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    edit_keeping_size_and_time(&p.path("data/b.txt"), "braVo");
     let third = run(&p, &[]);
     assert_eq!(third.code, 0, "{}", third.stderr);
     assert_eq!(
