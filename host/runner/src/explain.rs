@@ -62,9 +62,7 @@ impl<E: Executor> Runner<E> {
         let mut stopped_at: Option<Id> = None;
         for (pi, phase) in self.pipeline.phases.iter().enumerate() {
             keys.forget_trees();
-            keys.prepare(phase);
-            // Only an accelerator: a memo that cannot be written is read in full next time.
-            let _ = self.trees.save();
+            self.digested(phase, keys.prepare(phase));
             let ps = &state.phases[pi];
             let run = self.phase_run(pi, &ctx, &state.run_id, &keys, None);
             let mut tasks = Vec::new();
