@@ -50,6 +50,8 @@ pub struct TreeDigests {
     /// Where the memo is kept between processes, when anywhere.
     file: Option<PathBuf>,
     settle: Duration,
+    /// Files to read together at least this large are read on several threads.
+    threads_from: u64,
 }
 
 #[derive(Default)]
@@ -120,19 +122,20 @@ pub struct Walk {
 impl TreeDigests {
     /// Digests that remember file contents digests for as long as this value lives.
     pub fn in_memory() -> Self {
-        Self::with(None, SETTLE)
+        Self::with(None, SETTLE, READ_ON_THREADS_FROM)
     }
 
     /// Digests whose memo is also kept in `file` (the project's `.phasegate/trees`).
     pub fn kept_in(file: PathBuf) -> Self {
-        Self::with(Some(file), SETTLE)
+        Self::with(Some(file), SETTLE, READ_ON_THREADS_FROM)
     }
 
-    fn with(file: Option<PathBuf>, settle: Duration) -> Self {
+    fn with(file: Option<PathBuf>, settle: Duration, threads_from: u64) -> Self {
         TreeDigests {
             memo: Mutex::new(Memo::default()),
             file,
             settle,
+            threads_from,
         }
     }
 
@@ -156,6 +159,7 @@ impl TreeDigests {
             base: std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned()),
             seen: HashSet::new(),
             learnt: Vec::new(),
+            unread: Vec::new(),
             files: 0,
             read: 0,
             read_bytes: 0,
@@ -163,6 +167,7 @@ impl TreeDigests {
         let mut f = Fields::new("tree");
         let digest = walk
             .dir(root, &mut f)
+            .and_then(|()| walk.read_unread(&mut f))
             .map(|()| f.finish())
             .map_err(|e| format!("cannot read granted directory {}: {e}", root.display()));
         let mut memo = self.memo();
@@ -234,10 +239,29 @@ struct Walker<'a> {
     base: PathBuf,
     seen: HashSet<PathBuf>,
     learnt: Vec<(PathBuf, Entry)>,
+    /// Files whose contents must be read, in walk order, each with where its digest goes.
+    unread: Vec<Unread>,
     files: u64,
     read: u64,
     read_bytes: u64,
 }
+
+/// A file the walk found no remembered digest for.
+struct Unread {
+    /// Where its 32 bytes go in the walk's fields.
+    at: usize,
+    path: PathBuf,
+    known: PathBuf,
+    stamp: Stamp,
+}
+
+/// A file read: its contents digest, its size as read, and whether the digest may be
+/// remembered (its stamp held while it was read, and it had settled).
+type Read = std::io::Result<([u8; 32], u64, bool)>;
+
+/// Files to read together at least this large are read on several threads (below, starting
+/// threads costs more than it saves).
+const READ_ON_THREADS_FROM: u64 = 8 << 20;
 
 impl Walker<'_> {
     fn dir(&mut self, dir: &Path, f: &mut Fields) -> std::io::Result<()> {
@@ -259,20 +283,15 @@ impl Walker<'_> {
                 f.text("target", &std::fs::read_link(&path)?.to_string_lossy());
             } else if kind.is_file() {
                 let known = self.base.join(relative);
-                f.add(&self.contents(&path, known, &meta)?);
+                self.contents(&path, known, &meta, f);
             }
         }
         Ok(())
     }
 
     /// The contents digest of the file at `path` (`known` in the memo), whose metadata is
-    /// `meta`.
-    fn contents(
-        &mut self,
-        path: &Path,
-        known: PathBuf,
-        meta: &std::fs::Metadata,
-    ) -> std::io::Result<[u8; 32]> {
+    /// `meta`, into `f`: the remembered one, or a place for it that [`Self::read_unread`] fills.
+    fn contents(&mut self, path: &Path, known: PathBuf, meta: &std::fs::Metadata, f: &mut Fields) {
         self.files += 1;
         let stamp = Stamp::of(meta);
         let remembered = self
@@ -282,23 +301,76 @@ impl Walker<'_> {
             .get(&known)
             .filter(|e| e.stamp == stamp)
             .map(|e| e.digest);
-        if let Some(digest) = remembered {
-            self.seen.insert(known);
-            return Ok(digest);
+        f.add(&remembered.unwrap_or_default());
+        match remembered {
+            Some(_) => {
+                self.seen.insert(known);
+            }
+            None => self.unread.push(Unread {
+                at: f.0.len() - 32,
+                path: path.to_owned(),
+                known,
+                stamp,
+            }),
         }
-        let now = SystemTime::now();
-        let mut file = std::fs::File::open(path)?;
-        let mut hasher = Sha256::new();
-        self.read_bytes += std::io::copy(&mut file, &mut hasher)?;
-        self.read += 1;
-        let digest: [u8; 32] = hasher.finalize().into();
-        let unchanged = file.metadata().is_ok_and(|m| Stamp::of(&m) == stamp);
-        if unchanged && stamp.settled(now, self.digests.settle) {
-            self.learnt.push((known.clone(), Entry { stamp, digest }));
-        }
-        self.seen.insert(known);
-        Ok(digest)
     }
+
+    /// Reads the files the walk found no digest for (on several threads when there is much to
+    /// read) and puts their digests in place.
+    fn read_unread(&mut self, f: &mut Fields) -> std::io::Result<()> {
+        let unread = std::mem::take(&mut self.unread);
+        let total: u64 = unread.iter().map(|u| u.stamp.size).sum();
+        let threads = if total >= self.digests.threads_from {
+            phasegate_model::pipeline::loading_threads().min(unread.len())
+        } else {
+            1
+        };
+        let settle = self.digests.settle;
+        let results: Vec<std::sync::OnceLock<Read>> =
+            unread.iter().map(|_| std::sync::OnceLock::new()).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        // Each thread takes the next file until none is left; a file whose thread panicked or
+        // could not start is read below.
+        let workers: Vec<usize> = (0..threads).collect();
+        phasegate_model::pipeline::on_threads(&workers, |_| {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(u) = unread.get(i) else { break };
+                let _ = results[i].set(read_file(&u.path, u.stamp, settle));
+            }
+        });
+        for (u, result) in unread.into_iter().zip(results) {
+            let (digest, bytes, lasting) = match result.into_inner() {
+                Some(read) => read?,
+                None => read_file(&u.path, u.stamp, settle)?,
+            };
+            self.read += 1;
+            self.read_bytes += bytes;
+            f.0[u.at..u.at + 32].copy_from_slice(&digest);
+            if lasting {
+                self.learnt.push((
+                    u.known.clone(),
+                    Entry {
+                        stamp: u.stamp,
+                        digest,
+                    },
+                ));
+            }
+            self.seen.insert(u.known);
+        }
+        Ok(())
+    }
+}
+
+/// Reads the file at `path`, whose stamp was `stamp` when the walk met it.
+fn read_file(path: &Path, stamp: Stamp, settle: Duration) -> Read {
+    let now = SystemTime::now();
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hasher)?;
+    let digest: [u8; 32] = hasher.finalize().into();
+    let unchanged = file.metadata().is_ok_and(|m| Stamp::of(&m) == stamp);
+    Ok((digest, bytes, unchanged && stamp.settled(now, settle)))
 }
 
 /// A path's bytes on one line: `%`, controls, space and bytes above 0x7e as `%XX`.
@@ -414,7 +486,7 @@ mod tests {
     #[test]
     fn unchanged_files_are_not_read_again_and_the_digest_is_the_same() {
         let (_dir, root) = tree();
-        let digests = TreeDigests::with(None, Duration::ZERO);
+        let digests = TreeDigests::with(None, Duration::ZERO, READ_ON_THREADS_FROM);
         let first = digests.digest(&root);
         assert_eq!(counts(&first), (2, 2));
         let again = digests.digest(&root);
@@ -429,7 +501,7 @@ mod tests {
     #[test]
     fn an_edit_that_keeps_size_and_modification_time_is_read() {
         let (_dir, root) = tree();
-        let digests = TreeDigests::with(None, Duration::ZERO);
+        let digests = TreeDigests::with(None, Duration::ZERO, READ_ON_THREADS_FROM);
         let first = digests.digest(&root);
         let file = root.join("sub/b.txt");
         let before = std::fs::metadata(&file).unwrap();
@@ -453,10 +525,30 @@ mod tests {
         assert_eq!(edited.digest, TreeDigests::in_memory().digest(&root).digest);
     }
 
+    /// Files read on several threads (each taking the next) land in the digest where the walk
+    /// met them: the digest is the one a single thread makes, and so are the counts.
+    #[test]
+    fn reading_on_threads_makes_the_digest_one_thread_makes() {
+        let (_dir, root) = tree();
+        for i in 0..40 {
+            let sub = root.join(format!("d{}", i % 7));
+            std::fs::create_dir_all(&sub).unwrap();
+            std::fs::write(sub.join(format!("f{i}")), vec![i as u8; 1 + i * 997]).unwrap();
+        }
+        let one = TreeDigests::with(None, Duration::ZERO, u64::MAX).digest(&root);
+        let many = TreeDigests::with(None, Duration::ZERO, 0).digest(&root);
+        assert_eq!(many.digest, one.digest);
+        assert_eq!(
+            (many.files, many.read, many.read_bytes),
+            (one.files, one.read, one.read_bytes)
+        );
+        assert_eq!(one.read, 42);
+    }
+
     #[test]
     fn files_changed_less_than_the_settle_time_ago_are_read_every_time() {
         let (_dir, root) = tree();
-        let digests = TreeDigests::with(None, Duration::from_secs(3600));
+        let digests = TreeDigests::with(None, Duration::from_secs(3600), READ_ON_THREADS_FROM);
         assert_eq!(counts(&digests.digest(&root)), (2, 2));
         assert_eq!(counts(&digests.digest(&root)), (2, 2));
     }
@@ -465,7 +557,7 @@ mod tests {
     fn the_memo_is_kept_in_its_file_and_a_damaged_one_is_started_afresh() {
         let (dir, root) = tree();
         let file = dir.path().join(".phasegate/trees");
-        let first = TreeDigests::with(Some(file.clone()), Duration::ZERO);
+        let first = TreeDigests::with(Some(file.clone()), Duration::ZERO, READ_ON_THREADS_FROM);
         let digest = first.digest(&root).digest;
         first.save().unwrap();
         let text = std::fs::read_to_string(&file).unwrap();
@@ -473,7 +565,7 @@ mod tests {
         assert_eq!(text.lines().count(), 3, "{text}");
 
         // Another process: nothing read.
-        let second = TreeDigests::with(Some(file.clone()), Duration::ZERO);
+        let second = TreeDigests::with(Some(file.clone()), Duration::ZERO, READ_ON_THREADS_FROM);
         let walk = second.digest(&root);
         assert_eq!((counts(&walk), &walk.digest), ((2, 0), &digest));
 
@@ -512,7 +604,7 @@ mod tests {
             "phasegate tree digests 0\n",
         ] {
             std::fs::write(&file, damaged).unwrap();
-            let third = TreeDigests::with(Some(file.clone()), Duration::ZERO);
+            let third = TreeDigests::with(Some(file.clone()), Duration::ZERO, READ_ON_THREADS_FROM);
             let walk = third.digest(&root);
             assert_eq!((counts(&walk), &walk.digest), ((2, 2), &fresh));
             third.save().unwrap();

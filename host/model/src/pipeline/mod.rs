@@ -74,8 +74,8 @@ pub fn loading_threads() -> usize {
 
 /// `work` done on each of `parts`, the answers in their order: the first part on this thread,
 /// each other on a thread of its own, and one whose thread the system refuses here, in its
-/// turn. A part whose thread panicked answers `None` (the caller reads the text another way).
-fn on_threads<P, R>(parts: &[P], work: impl Fn(P) -> R + Sync) -> Vec<Option<R>>
+/// turn. A part whose thread panicked answers `None` (the caller does that part another way).
+pub fn on_threads<P, R>(parts: &[P], work: impl Fn(P) -> R + Sync) -> Vec<Option<R>>
 where
     P: Copy + Send + Sync,
     R: Send,
