@@ -13,6 +13,9 @@
 //! restores the modification time is still seen (except on file systems with no ctime of their
 //! own, such as FAT, which report the modification time for it).
 //!
+//! The files a walk must read are read after it, on several threads when they add up to
+//! [`READ_ON_THREADS_FROM`] or more, each digest put where the walk met its file.
+//!
 //! A file changed less than [`SETTLE`] ago is read but not remembered: file systems keep times
 //! in ticks of a few milliseconds, and two writes in one tick would leave the same stamp (git's
 //! "racy" files, solved the same way). Neither is a file whose stamp changed while it was read.
