@@ -264,7 +264,7 @@ type Read = std::io::Result<([u8; 32], u64, bool)>;
 
 /// Files to read together at least this large are read on several threads (below, starting
 /// threads costs more than it saves).
-const READ_ON_THREADS_FROM: u64 = 8 << 20;
+pub const READ_ON_THREADS_FROM: u64 = 8 << 20;
 
 impl Walker<'_> {
     fn dir(&mut self, dir: &Path, f: &mut Fields) -> std::io::Result<()> {
