@@ -4,10 +4,10 @@
 //!
 //! A tree's digest covers, for every entry in name order, its path, kind, permissions, size,
 //! modification time, and a file's contents or a link's target. Reading every file's contents
-//! is what costs: a gigabyte of data granted to the tasks of five phases was read five times a
-//! run, and again by every run. Each file's contents digest is therefore remembered with the
-//! file's *stamp* — device, inode, size, modification time and status-change time, to the
-//! nanosecond — and used again while the stamp is the same. Writing a file changes its
+//! is what costs: without a memo, a gigabyte granted to the tasks of five phases would be read
+//! five times a run, and again by every run. Each file's contents digest is therefore
+//! remembered with the file's *stamp* — device, inode, size, modification time and
+//! status-change time, to the nanosecond — and used again while the stamp is the same. Writing a file changes its
 //! status-change time (ctime), which no unprivileged process can set back (`touch -d`,
 //! `cp -p` and `rsync -t` set the modification time only), so an edit that keeps the size and
 //! restores the modification time is still seen (except on file systems with no ctime of their
