@@ -253,7 +253,7 @@ struct Walker<'a> {
 struct Unread {
     /// Where its 32 bytes go in the walk's fields.
     at: usize,
-    path: PathBuf,
+    /// Its path under the root's canonical path (as the memo knows it).
     known: PathBuf,
     stamp: Stamp,
 }
@@ -285,16 +285,16 @@ impl Walker<'_> {
             } else if kind.is_symlink() {
                 f.text("target", &std::fs::read_link(&path)?.to_string_lossy());
             } else if kind.is_file() {
-                let known = self.base.join(relative);
-                self.contents(&path, known, &meta, f);
+                self.contents(self.base.join(relative), &meta, f);
             }
         }
         Ok(())
     }
 
-    /// The contents digest of the file at `path` (`known` in the memo), whose metadata is
-    /// `meta`, into `f`: the remembered one, or a place for it that [`Self::read_unread`] fills.
-    fn contents(&mut self, path: &Path, known: PathBuf, meta: &std::fs::Metadata, f: &mut Fields) {
+    /// The contents digest of the file at `known` (under the root's canonical path), whose
+    /// metadata is `meta`, into `f`: the remembered one, or a place for it that
+    /// [`Self::read_unread`] fills.
+    fn contents(&mut self, known: PathBuf, meta: &std::fs::Metadata, f: &mut Fields) {
         self.files += 1;
         let stamp = Stamp::of(meta);
         let remembered = self
@@ -311,7 +311,6 @@ impl Walker<'_> {
             }
             None => self.unread.push(Unread {
                 at: f.0.len() - 32,
-                path: path.to_owned(),
                 known,
                 stamp,
             }),
@@ -339,13 +338,13 @@ impl Walker<'_> {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(u) = unread.get(i) else { break };
-                let _ = results[i].set(read_file(&u.path, u.stamp, settle));
+                let _ = results[i].set(read_file(&u.known, u.stamp, settle));
             }
         });
         for (u, result) in unread.into_iter().zip(results) {
             let (digest, bytes, lasting) = match result.into_inner() {
                 Some(read) => read?,
-                None => read_file(&u.path, u.stamp, settle)?,
+                None => read_file(&u.known, u.stamp, settle)?,
             };
             self.read += 1;
             self.read_bytes += bytes;
