@@ -220,16 +220,11 @@ impl Renderer {
                 read,
                 read_bytes,
             } => {
+                let size = phasegate_model::units::ByteSize(*read_bytes).approx();
                 let what = match (*read, *files) {
                     (0, _) => "none changed since last read".to_owned(),
-                    (r, f) if r == f => format!(
-                        "all read ({})",
-                        phasegate_model::units::ByteSize(*read_bytes).approx()
-                    ),
-                    (r, _) => format!(
-                        "{r} read ({}), the others unchanged since last read",
-                        phasegate_model::units::ByteSize(*read_bytes).approx()
-                    ),
+                    (r, f) if r == f => format!("all read ({size})"),
+                    (r, _) => format!("{r} read ({size}), the others unchanged since last read"),
                 };
                 format!(
                     "phase {phase}: read-only {dir} digested for the keys: {files} file(s), {what}"
